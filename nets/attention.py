@@ -158,7 +158,8 @@ class CoordAttention(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         hidden = max(self.min_channels, channels // self.reduction)
-        self.conv_shared = layers.Conv2D(hidden, 1, name="conv1")
+        # The reference code gives this conv a bias, but the BN right after it cancels any bias.
+        self.conv_shared = layers.Conv2D(hidden, 1, use_bias=False, name="conv1")
         self.bn = layers.BatchNormalization(name="bn1")
         self.conv_h = layers.Conv2D(channels, 1, activation="sigmoid", name="conv_h")
         self.conv_w = layers.Conv2D(channels, 1, activation="sigmoid", name="conv_w")

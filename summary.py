@@ -1,0 +1,74 @@
+"""Print a model's parameters and GFLOPs; `--all` compares the attention blocks (phi 0-4).
+
+Examples:
+    python summary.py --phi 4                      # one model, layer by layer
+    python summary.py --all --num-classes 80       # the phi table, with each block's cost per insertion point
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
+from nets.yolo import YoloV4Tiny  # noqa: E402
+from utils.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402
+from utils.model_stats import attention_costs, count_flops, count_params  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--phi", type=int, default=0, help="attention: " + ", ".join(
+        f"{i}={n}" for i, n in enumerate(PHI_TO_ATTENTION)) + " (default 0)")
+    choice.add_argument("--attention", help="attention by name, instead of --phi")
+    choice.add_argument("--all", action="store_true", help="table for phi 0-4 instead of one model")
+    classes = parser.add_mutually_exclusive_group()
+    classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
+    classes.add_argument("--num-classes", type=int, help="number of classes, instead of --classes (80 for COCO)")
+    parser.add_argument("--input-size", type=int, nargs="+", default=list(DEFAULT_INPUT_SHAPE),
+                        help="input size for the FLOP count: SIZE or HEIGHT WIDTH (default 416)")
+    parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
+    args = parser.parse_args(argv)
+    if len(args.input_size) == 1:
+        args.input_size *= 2
+    if len(args.input_size) != 2:
+        parser.error("--input-size takes SIZE or HEIGHT WIDTH")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    num_classes = args.num_classes or len(load_class_names(args.classes))
+    height, width = args.input_size
+    names = list(PHI_TO_ATTENTION) if args.all else [resolve_attention(
+        phi=None if args.attention else args.phi, attention=args.attention)]
+
+    print(f"YOLOv4-tiny, {num_classes} classes, GFLOPs at {height}x{width}; parameters include batch-norm statistics.")
+    rows = []
+    for name in names:
+        model = YoloV4Tiny(num_classes, attention=name, input_shape=(height, width, 3))
+        if args.layers:
+            model.summary()
+        params, flops = count_params(model), count_flops(model, (height, width, 3))
+        rows.append((PHI_TO_ATTENTION.index(name), name, params, flops, attention_costs(model, (height, width))))
+
+    base_params, base_flops = rows[0][2], rows[0][3]
+    print(f"\n{'phi':>3}  {'attention':<9} {'params':>11} {'added':>9} {'GFLOPs':>8} {'added':>8}")
+    for phi, name, params, flops, _ in rows:
+        print(f"{phi:>3}  {name:<9} {params:>11,} {params - base_params:>+9,} "
+              f"{flops / 1e9:>8.3f} {(flops - base_flops) / 1e9:>+8.4f}")
+
+    if any(costs for *_, costs in rows):
+        print("\nPer insertion point (params / MFLOPs):")
+        for phi, name, _, _, costs in rows:
+            if costs:
+                cells = "  ".join(f"{c.point.removeprefix('attention_')} {'x'.join(map(str, c.input_shape))}: "
+                                  f"{c.params:,} / {c.flops / 1e6:.3f}" for c in costs)
+                print(f"{phi:>3}  {name:<5} {cells}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+import keras
+import numpy as np
+import pytest
+
+from nets.attention import (
+    ATTENTION_BLOCKS,
+    PHI_TO_ATTENTION,
+    CBAMBlock,
+    CoordAttention,
+    ECABlock,
+    SEBlock,
+    eca_kernel_size,
+    make_attention,
+    resolve_attention,
+)
+from tests.layer_checks import check_config_round_trip, check_gradient_step, check_save_load, check_shape_preserved
+
+BLOCKS = [SEBlock, CBAMBlock, ECABlock, CoordAttention]
+CHANNELS = 32
+
+
+def sample(shape=(2, 6, 10, CHANNELS), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
+class TestEveryBlock:
+    def test_output_shape_equals_input_shape(self, block):
+        check_shape_preserved(block, [(2, 8, 8, CHANNELS), (1, 6, 10, CHANNELS), (1, 13, 7, CHANNELS)])
+
+    def test_config_round_trip(self, block):
+        check_config_round_trip(block(name="blk"), sample())
+
+    def test_save_and_load(self, block, tmp_path):
+        check_save_load(block(), sample(), tmp_path)
+
+    def test_gradient_step_changes_weights(self, block):
+        check_gradient_step(block(), sample())
+
+
+def attention_map(layer, x):
+    """out / x: the multiplicative attention the block applied (x must be non-zero)."""
+    return np.asarray(layer(x)) / x
+
+
+def test_coord_attention_row_pattern_gives_row_attention():
+    # A pattern that varies only along rows (the height axis), on a non-square map.
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(1, 3, size=(1, 6, 1, CHANNELS)).astype("float32")
+    x = np.repeat(rows, 10, axis=2)  # (1, 6, 10, C): constant along each row
+    attention = attention_map(CoordAttention(), x)
+    # Constant along the width ...
+    np.testing.assert_allclose(attention, attention[:, :, :1, :].repeat(10, axis=2), rtol=1e-5)
+    # ... and not constant along the height: the rows really were told apart.
+    assert np.abs(attention - attention.mean(axis=1, keepdims=True)).max() > 1e-3
+
+
+def test_coord_attention_column_pattern_gives_column_attention():
+    rng = np.random.default_rng(1)
+    cols = rng.uniform(1, 3, size=(1, 1, 10, CHANNELS)).astype("float32")
+    x = np.repeat(cols, 6, axis=1)  # (1, 6, 10, C): constant along each column
+    attention = attention_map(CoordAttention(), x)
+    np.testing.assert_allclose(attention, attention[:, :1].repeat(6, axis=1), rtol=1e-5)
+    assert np.abs(attention - attention.mean(axis=2, keepdims=True)).max() > 1e-3
+
+
+def test_coord_attention_uses_mean_pooling_and_papers_width():
+    layer = CoordAttention()
+    layer.build((None, None, None, 512))
+    assert layer.conv_shared.filters == 512 // 32  # max(8, C / 32)
+    small = CoordAttention()
+    small.build((None, None, None, 64))
+    assert small.conv_shared.filters == 8
+    # Mean, not max: scaling one pixel of a row up moves a_h by its mean, so a pattern whose row
+    # maxima are equal but whose means differ must still be told apart.
+    x = np.ones((1, 4, 8, 64), "float32")
+    x[0, 0, 0] = 5.0  # row 0: one big pixel
+    x[0, 1, :] = 5.0 / 8 + 7.0 / 8  # row 1: the same mean as row 0, smaller max
+    weights = attention_map(layer_for(x), x)
+    np.testing.assert_allclose(weights[0, 0, 1:], weights[0, 1, 1:], rtol=1e-5)
+
+
+def layer_for(x):
+    layer = CoordAttention()
+    layer(x)
+    return layer
+
+
+@pytest.mark.parametrize("channels, kernel", [(128, 5), (256, 5), (512, 5), (64, 3), (16, 3)])
+def test_eca_kernel_size(channels, kernel):
+    assert eca_kernel_size(channels) == kernel
+    layer = ECABlock()
+    layer.build((None, None, None, channels))
+    assert tuple(layer.conv.kernel.shape) == (kernel, 1, 1)
+    assert not layer.conv.use_bias
+
+
+def test_se_and_cbam_use_the_papers_reduction():
+    se, cbam = SEBlock(), CBAMBlock()
+    se.build((None, None, None, 256))
+    cbam.build((None, None, None, 256))
+    assert se.squeeze.units == 16 and cbam.mlp_hidden.units == 16
+    assert tuple(cbam.spatial_conv.kernel.shape) == (7, 7, 2, 1)
+
+
+def test_cbam_spatial_attention_is_shared_across_channels():
+    x = sample((1, 6, 10, CHANNELS)) + 3.0
+    layer = CBAMBlock()
+    layer(x)
+    # With the channel MLP zeroed, channel attention is sigmoid(0 + 0) = 0.5 everywhere, so what
+    # is left is the spatial map: one value per pixel, the same for every channel.
+    for weight in layer.mlp_out.weights:
+        weight.assign(np.zeros(weight.shape))
+    attention = attention_map(layer, x) / 0.5
+    np.testing.assert_allclose(attention, attention[..., :1].repeat(CHANNELS, axis=-1), rtol=1e-5)
+
+
+def test_registry_and_phi_mapping():
+    assert PHI_TO_ATTENTION == ("none", "se", "cbam", "eca", "ca")
+    assert set(PHI_TO_ATTENTION) == set(ATTENTION_BLOCKS)
+    assert [resolve_attention(phi=i) for i in range(5)] == list(PHI_TO_ATTENTION)
+    assert resolve_attention(attention="CA") == "ca"
+    assert resolve_attention() == "none"
+    assert make_attention("none") is None
+    assert isinstance(make_attention("eca", name="x"), ECABlock)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"phi": 5}, "phi must be one of"),
+    ({"attention": "transformer"}, "expected one of"),
+    ({"phi": 1, "attention": "ca"}, "means 'se'"),
+])
+def test_registry_rejects_unknown_choices(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_attention(**kwargs)
+
+
+def test_blocks_are_registered_for_safe_loading():
+    for block in BLOCKS:
+        assert keras.saving.get_registered_object(keras.saving.get_registered_name(block)) is block
