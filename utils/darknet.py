@@ -481,7 +481,7 @@ def yolov4_tiny_cfg(
         add("maxpool", size=2, stride=2)
 
     num_outputs = len(anchors_mask[0]) * (5 + num_classes)
-    anchors_text = ", ".join(f"{_fmt(w)},{_fmt(h)}" for w, h in anchors)
+    anchors_text = ",".join(f"{_fmt(w)},{_fmt(h)}" for w, h in anchors)
 
     def head_and_yolo(mask: Sequence[int]) -> None:
         add("convolutional", size=1, stride=1, pad=1, filters=num_outputs, activation="linear")
@@ -507,7 +507,7 @@ def yolov4_tiny_cfg(
     add("route", layers=-4)  # 31 -> 27
     conv(128, 1)  # 32
     add("upsample", stride=2)  # 33
-    add("route", layers="-1, 23")  # 34
+    add("route", layers="-1,23")  # 34
     conv(256, 3)  # 35
     head_and_yolo(anchors_mask[1])  # 36, 37
 
