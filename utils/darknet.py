@@ -800,7 +800,7 @@ def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path |
         layer.set_weights(values)
         report.loaded.append(layer.name)
     covered = set(report.loaded)
-    report.fresh = [layer.name for layer in model.layers if layer.weights and layer.name not in covered]
+    report.fresh = sorted(layer.name for layer in model.layers if layer.weights and layer.name not in covered)
     return report
 
 
