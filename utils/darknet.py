@@ -653,6 +653,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     fresh: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_loaded_convs(self) -> int:
@@ -664,7 +665,7 @@ class LoadReport:
         return not self.skipped and not self.fresh
 
     def __str__(self) -> str:
-        cfg = self.cfg_path or "inferred from the model (no cfg given)"
+        cfg = self.cfg_path or f"none given (YOLOv4-tiny assumed, {self.weights_classes} classes from the file size)"
         lines = [
             f"Darknet weights {self.weights_path} ({self.header}); cfg: {cfg}",
             f"Loaded {self.num_loaded_convs} of {self.num_convs} darknet convolutions into {self.model_name}.",
@@ -680,6 +681,7 @@ class LoadReport:
             lines.append(f"Kept their fresh initialisation: {', '.join(self.fresh)}")
         elif not self.skipped:
             lines.append("Every layer with weights came from darknet.")
+        lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -769,6 +771,15 @@ def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path |
         model_name=model.name,
         num_convs=len(specs),
     )
+    if cfg_path is not None:
+        ours = model_settings(model)
+        for what, theirs, mine in (
+            ("anchors", settings.anchors, ours.anchors),
+            ("anchor masks", settings.anchors_mask, ours.anchors_mask),
+            ("scale_x_y", settings.scale_x_y, ours.scale_x_y),
+        ):
+            if np.shape(theirs) != np.shape(mine) or not np.allclose(theirs, mine):
+                report.notes.append(f"{what} differ: cfg {theirs}, model {mine}; the model keeps its own")
     model_convs = _model_conv_layers(model)
     pending = []
     for spec in specs:

@@ -313,6 +313,16 @@ def test_class_count_change_loads_backbone_and_neck(small, with_cfg):
             np.testing.assert_array_equal(a, b)
 
 
+def test_report_notes_decoding_settings_that_differ(small):
+    model = YoloV4Tiny(SMALL_CLASSES)  # darknet's default anchors, masks and scale_x_y
+    report = dk.load_darknet_weights(model, small["weights"], small["cfg"])
+    assert report.num_loaded_convs == 21
+    text = str(report)
+    assert (
+        "anchors differ" in text and "anchor masks differ" in text and "scale_x_y differ: cfg 1.1, model 1.05" in text
+    )
+
+
 def test_coco_weights_into_20_classes(official):
     model = YoloV4Tiny(20, attention="cbam")
     report = dk.load_darknet_weights(model, official["weights"])  # no cfg: 80 classes inferred from the size
