@@ -277,7 +277,8 @@ class WeightsHeader:
 
     @property
     def seen_is_int64(self) -> bool:
-        return self.major * 10 + self.minor >= 2
+        # darknet's load_weights_upto: 64-bit from version 0.2 on; versions >= 1000 mark transposed files.
+        return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
 
     @property
     def num_bytes(self) -> int:

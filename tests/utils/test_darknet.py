@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from nets.backbone import BN_EPSILON
 from nets.yolo import ATTENTION_POINTS, YoloV4Tiny
 from utils import darknet as dk
 from utils.decode import decode_head
@@ -169,7 +170,7 @@ def test_small_cfg_matches_opencv(small, hw):
     try:
         ours = [np.asarray(o) for o in model(image)]
     finally:
-        set_bn_epsilon(model, 1e-5)
+        set_bn_epsilon(model, BN_EPSILON)
     for o, t in zip(ours, theirs_raw, strict=True):
         assert o.shape == t.shape
         assert np.abs(o).max() > 0.5  # activations stay O(1): the comparison is not of near-zeros
@@ -185,7 +186,7 @@ def test_official_cfg_matches_opencv(official, hw):
     try:
         ours = [np.asarray(o) for o in model(image)]
     finally:
-        set_bn_epsilon(model, 1e-5)
+        set_bn_epsilon(model, BN_EPSILON)
     for o, t in zip(ours, theirs_raw, strict=True):
         assert o.shape == t.shape
         assert relative_error(o, t) < 1e-4
@@ -201,7 +202,7 @@ def test_batch_norm_epsilon_is_the_only_gap_to_opencv(small):
     try:
         opencv_eps = max(relative_error(np.asarray(o), t) for o, t in zip(model(image), theirs, strict=True))
     finally:
-        set_bn_epsilon(model, 1e-5)
+        set_bn_epsilon(model, BN_EPSILON)
     assert opencv_eps < 1e-5 and darknet_eps > 5 * opencv_eps
 
 
