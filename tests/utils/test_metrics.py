@@ -136,7 +136,12 @@ def test_class_without_ground_truth():
     assert result.fp[2] == 1 and result.precision[2] == 0.0
     assert np.isnan(result.recall[2]) and np.isnan(result.f1[2])
     assert result.per_class(["x", "y", "z"])["z"] == {
-        "ap": None, "precision": 0.0, "recall": None, "f1": None, "gt": 0, "det": 1
+        "ap": None,
+        "precision": 0.0,
+        "recall": None,
+        "f1": None,
+        "gt": 0,
+        "det": 1,
     }
 
 
@@ -242,7 +247,9 @@ def reference_voc_ap(dets, gts, class_id, iou_threshold=0.5, use_07_metric=False
     records = {k: (b[c == class_id], d[c == class_id]) for k, (b, c, d) in gts.items()}
     npos = sum(int((~d).sum()) for _, d in records.values())
     used = {k: np.zeros(len(b), bool) for k, (b, _) in records.items()}
-    items = [(k, box, s) for k, (bs, ss, cs) in dets.items() for box, s, c in zip(bs, ss, cs) if c == class_id]
+    items = [
+        (k, box, s) for k, (bs, ss, cs) in dets.items() for box, s, c in zip(bs, ss, cs, strict=True) if c == class_id
+    ]
     items.sort(key=lambda item: -item[2])
     tp, fp = [], []
     for image_id, box, _ in items:
@@ -291,11 +298,17 @@ def pycocotools_ap50(dets, gts, num_classes, tmp_path):
     ids = {image_id: i + 1 for i, image_id in enumerate(gts)}
     annotations = []
     for image_id, (boxes, classes, difficult) in gts.items():
-        for box, c, d in zip(boxes, classes, difficult):
+        for box, c, d in zip(boxes, classes, difficult, strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": ids[image_id], "category_id": int(c) + 1,
-                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": int(d)}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": ids[image_id],
+                    "category_id": int(c) + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": int(d),
+                }
             )
     dataset = {
         "images": [{"id": i} for i in ids.values()],
@@ -303,10 +316,14 @@ def pycocotools_ap50(dets, gts, num_classes, tmp_path):
         "annotations": annotations,
     }
     results = [
-        {"image_id": ids[image_id], "category_id": int(c) + 1,
-         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}
+        {
+            "image_id": ids[image_id],
+            "category_id": int(c) + 1,
+            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+            "score": float(s),
+        }
         for image_id, (boxes, scores, classes) in dets.items()
-        for b, s, c in zip(boxes.tolist(), scores, classes)
+        for b, s, c in zip(boxes.tolist(), scores, classes, strict=True)
     ]
     (tmp_path / "gt.json").write_text(json.dumps(dataset))
     (tmp_path / "dt.json").write_text(json.dumps(results))
