@@ -337,3 +337,135 @@ def evaluate_detections(
         use_07_metric=use_07_metric,
         score_threshold=score_threshold,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO metrics through pycocotools
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@dataclass
+class CocoResult:
+    """pycocotools' bbox evaluation of the same detections and ground truths.
+
+    Attributes:
+        stats: `COCO_STAT_NAMES` -> value, exactly `COCOeval.stats` (AP@[.5:.95], AP50, AP75, AP for
+            small / medium / large objects, AR at 1 / 10 / 100 detections, AR small / medium /
+            large). pycocotools reports -1 where nothing can be measured (e.g. no small objects).
+        ap: (C,) per-class AP@[.5:.95]; NaN for a class without ground truth.
+        ap50: (C,) per-class AP@0.5 with COCO's 101-point interpolation; NaN likewise.
+        summary: the table `COCOeval.summarize()` prints.
+    """
+
+    stats: dict[str, float]
+    ap: np.ndarray
+    ap50: np.ndarray
+    summary: str
+
+
+def to_coco(
+    detections: Detections, ground_truths: GroundTruths, num_classes: int
+) -> tuple[dict, list[dict], dict[str, int]]:
+    """Convert to pycocotools' in-memory inputs.
+
+    * Image ids become 1, 2, ... in `ground_truths` order; category id = class id + 1; annotation
+      ids start at 1 (pycocotools stores the matched ground truth's id, so an id of 0 would read as
+      "unmatched").
+    * Boxes become COCO `bbox` = pixel xywh (corner) via utils.boxes; `area` = box area, as there are
+      no masks (so the small/medium/large split is by box area).
+    * **Difficult objects become `iscrowd=1`.** pycocotools overwrites any `ignore` field with
+      `iscrowd`, so crowd is its only "ignore" mechanism: a crowd object is not a positive and the
+      detections matched to it are ignored, like VOC's difficult. Two differences remain: pycocotools
+      measures overlap with a crowd object as intersection / detection area (not IoU), and matches a
+      detection to a crowd object only when no ordinary object is available.
+
+    Returns: (ground-truth dataset dict, list of result dicts, image id -> COCO image id).
+    """
+    from utils.boxes import convert_format
+
+    image_ids = {image_id: i + 1 for i, image_id in enumerate(ground_truths)}
+    annotations = []
+    for image_id, (boxes, classes, difficult) in ground_truths.items():
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        xywh = convert_format(boxes, "xyxy", "xywh")
+        for box, class_id, is_difficult in zip(xywh.tolist(), np.asarray(classes).tolist(), difficult, strict=True):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_ids[image_id],
+                    "category_id": int(class_id) + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": int(bool(is_difficult)),
+                }
+            )
+    dataset = {
+        "images": [{"id": i} for i in image_ids.values()],
+        "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+        "annotations": annotations,
+    }
+    results = []
+    for image_id, (boxes, scores, classes) in detections.items():
+        if image_id not in image_ids:
+            raise ValueError(f"detections for image {image_id!r}, which has no ground truth entry")
+        xywh = convert_format(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), "xyxy", "xywh")
+        coco_id = image_ids[image_id]
+        results += [
+            {"image_id": coco_id, "category_id": int(c) + 1, "bbox": box, "score": float(s)}
+            for box, s, c in zip(xywh.tolist(), np.asarray(scores).tolist(), np.asarray(classes).tolist(), strict=True)
+        ]
+    return dataset, results, image_ids
+
+
+def coco_evaluate(
+    detections: Detections, ground_truths: GroundTruths, num_classes: int, max_detections: int = 100
+) -> CocoResult:
+    """COCO bbox metrics computed by pycocotools (COCOeval evaluate, accumulate, summarize).
+
+    Args: as `evaluate_detections` (boxes pixel xyxy); `max_detections` is COCO's largest maxDets
+        (per image and class), 100 by default.
+    The conversion (and how difficult objects are treated) is described in `to_coco`.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    # Same checks and messages as the VOC path.
+    evaluate_detections(detections, ground_truths, num_classes)
+    dataset, results, _ = to_coco(detections, ground_truths, num_classes)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # pycocotools prints progress
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes cannot take an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": dataset["images"], "categories": dataset["categories"], "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.maxDets = [1, 10, max_detections]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+
+    # precision: (iou thresholds, recall points, classes, area ranges, max dets); -1 = no ground truth.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = np.full((2, num_classes), np.nan)
+    for c in range(num_classes):
+        for row, values in enumerate((precision[:, :, c], precision[0, :, c])):
+            valid = values[values > -1]
+            if valid.size:
+                per_class[row, c] = valid.mean()
+    return CocoResult(
+        stats=dict(zip(COCO_STAT_NAMES, map(float, evaluator.stats), strict=True)),
+        ap=per_class[0],
+        ap50=per_class[1],
+        summary=summary.getvalue(),
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from utils.boxes import box_iou, box_iou_aligned
-from utils.metrics import average_precision, evaluate_detections
+from utils.metrics import COCO_STAT_NAMES, average_precision, coco_evaluate, evaluate_detections
 
 
 def gt(boxes, classes, difficult=None):
@@ -290,8 +290,8 @@ def test_random_data_matches_a_loop_port_of_the_devkit(use_07):
 # ---------------------------------------------------------------- against pycocotools
 
 
-def pycocotools_ap50(dets, gts, num_classes, tmp_path):
-    """Per-class AP50 from pycocotools, loading JSON files written here (independent of utils)."""
+def run_pycocotools(dets, gts, num_classes, tmp_path):
+    """COCOeval after evaluate + accumulate + summarize, from JSON files written here (not utils)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -331,6 +331,13 @@ def pycocotools_ap50(dets, gts, num_classes, tmp_path):
     evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "dt.json")), "bbox")
     evaluator.evaluate()
     evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator
+
+
+def pycocotools_ap50(dets, gts, num_classes, tmp_path):
+    """Per-class AP50 from pycocotools."""
+    evaluator = run_pycocotools(dets, gts, num_classes, tmp_path)
     precision = evaluator.eval["precision"][0, :, :, 0, 2]  # IoU .5, all recalls, classes, area all, 100 dets
     return np.array([p[p > -1].mean() if (p > -1).any() else np.nan for p in precision.T])
 
@@ -365,10 +372,35 @@ def test_equal_to_pycocotools_where_interpolation_cannot_differ(tmp_path):
             np.concatenate([rng.uniform(0.1, 0.5, len(hits)), rng.uniform(0.6, 1.0, n_fp)]),
             np.concatenate([classes, rng.integers(0, 4, n_fp)]),
         )
-    ours = evaluate_detections(dets, gts, num_classes=4)
+    ours = evaluate_detections(dets, gts, num_classes=4, score_threshold=0.55)
     theirs = pycocotools_ap50(dets, gts, 4, tmp_path)
-    expected = ours.num_gt / (ours.num_gt + ours.fp)  # the constant envelope (all scores >= 0.5 are FPs)
-    assert np.all(ours.recall[ours.num_gt > 0] == 0)  # sanity: TPs all score below 0.5
-    np.testing.assert_allclose(ours.ap, ours.num_gt / (ours.num_gt + ours.num_det - ours.num_gt), rtol=1e-12)
-    assert np.all(expected < 1)  # false positives do lower AP here
+    assert np.all(ours.tp == 0) and np.all(ours.fp > 0)  # above 0.55: only false positives
+    envelope = ours.num_gt / (ours.num_gt + ours.fp)  # TP / (TP + FP) once every object is found
+    np.testing.assert_allclose(ours.ap, envelope, rtol=1e-12)
     np.testing.assert_allclose(ours.ap, theirs, rtol=1e-12, atol=0)
+
+
+def test_coco_numbers_are_pycocotools_numbers(tmp_path):
+    dets, gts = random_dataset(seed=4, num_images=60, difficult_rate=0.1)
+    ours = coco_evaluate(dets, gts, num_classes=4)
+    reference = run_pycocotools(dets, gts, 4, tmp_path)
+    assert list(ours.stats) == list(COCO_STAT_NAMES)
+    np.testing.assert_array_equal(list(ours.stats.values()), reference.stats)
+    np.testing.assert_array_equal(ours.ap50, pycocotools_ap50(dets, gts, 4, tmp_path))
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in ours.summary
+    assert 0 < ours.stats["AP"] < ours.stats["AP50"] < 1
+
+
+def test_coco_known_values_and_difficult_as_crowd():
+    small, large = [10, 10, 20, 20], [0, 0, 200, 200]  # areas 100 (< 32^2) and 40000 (> 96^2)
+    gts = {"a": gt([small, large, B], [0, 1, 1], difficult=[False, False, True]), "b": gt([], [])}
+    # The detection on the difficult B ranks first; as a crowd object it is ignored.
+    dets = {"a": det([B, small, large], [0.95, 0.9, 0.8], [1, 0, 1])}
+    result = coco_evaluate(dets, gts, num_classes=3)
+    for name in ("AP", "AP50", "AP75", "APs", "APl", "AR100", "ARs", "ARl"):
+        assert result.stats[name] == pytest.approx(1.0), name
+    assert result.stats["APm"] == -1 and result.stats["ARm"] == -1  # no medium objects
+    assert result.ap[:2] == pytest.approx([1.0, 1.0]) and np.isnan(result.ap[2])
+    # No detections at all: zeros, not a crash.
+    empty = coco_evaluate({}, gts, num_classes=3)
+    assert empty.stats["AP"] == 0.0 and empty.ap[0] == 0.0
