@@ -49,10 +49,7 @@ class FatalError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="See the module docstring (python -c 'import get_map; help(get_map)') for the JSON format.",
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="a .keras model of ours to run over the split")
     source.add_argument(
@@ -80,7 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--weights: keep detections scoring at least this (0.001: full PR curve)",
     )
     parser.add_argument("--nms-iou", type=float, default=0.5, help="--weights: per-class NMS IoU threshold (0.5)")
-    parser.add_argument("--max-detections", type=int, default=100, help="--weights: most detections per image (100)")
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=100,
+        help="most detections per image: --weights' limit and COCO's maxDets (100)",
+    )
     parser.add_argument(
         "--input-size",
         type=int,
