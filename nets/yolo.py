@@ -20,11 +20,10 @@ from keras import layers
 
 from nets.attention import PACKAGE, make_attention, resolve_attention
 from nets.backbone import cspdarknet53_tiny, darknet_conv
-from utils.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, INPUT_MULTIPLE, load_anchors
+from utils.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, HEAD_CONV_INDICES, INPUT_MULTIPLE, load_anchors
 
 # Where attention goes, by the names its layers get.
 ATTENTION_POINTS = ("attention_feat1", "attention_feat2", "attention_p5_upsample")
-
 
 def _head(x, num_outputs: int, index: int):
     # Heads stay float32 under mixed precision: the loss and the decoder need the range.
@@ -87,14 +86,14 @@ class YoloV4Tiny(keras.Model):
 
         p5 = darknet_conv(feat2, 256, 1, 27)  # 13x13x512 -> 13x13x256
         x = darknet_conv(p5, 512, 3, 28)  # -> 13x13x512
-        out_p5 = _head(x, num_outputs, 29)  # -> 13x13x(3*(5+C))
+        out_p5 = _head(x, num_outputs, HEAD_CONV_INDICES[0])  # -> 13x13x(3*(5+C))
 
         x = darknet_conv(p5, 128, 1, 32)  # 13x13x256 -> 13x13x128
         x = layers.UpSampling2D(2, name="upsample_33")(x)  # -> 26x26x128
         x = _attend(x, attention, ATTENTION_POINTS[2])
         x = layers.Concatenate(name="route_34")([x, feat1])  # darknet's order: upsample, then layer 23
         x = darknet_conv(x, 256, 3, 35)  # 26x26x384 -> 26x26x256
-        out_p4 = _head(x, num_outputs, 36)  # -> 26x26x(3*(5+C))
+        out_p4 = _head(x, num_outputs, HEAD_CONV_INDICES[1])  # -> 26x26x(3*(5+C))
 
         kwargs.setdefault("name", f"yolov4_tiny_{attention}")
         super().__init__(inputs=inputs, outputs=[out_p5, out_p4], **kwargs)

@@ -27,16 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, load_anchors
+from utils.model_data import (
+    ANCHORS_MASK,
+    DARKNET_SCALE_X_Y,
+    DEFAULT_INPUT_SHAPE,
+    HEAD_CONV_INDICES,
+    INPUT_MULTIPLE,
+    load_anchors,
+)
 
 # Layer types this module can read weights for (and YOLOv4-tiny is made of).
 SUPPORTED_LAYER_TYPES = ("convolutional", "route", "maxpool", "upsample", "yolo")
 # Header written by default: darknet's current version, with a 64-bit `seen`.
 DEFAULT_WEIGHTS_VERSION = (0, 2, 5)
-# YOLOv4-tiny's two head convs (P5, P4), by cfg index; coarse first as the model's outputs.
-HEAD_CONV_INDICES = (29, 36)
 # The cfg index of the [yolo] layer that follows each head.
-YOLO_LAYER_INDICES = (30, 37)
+YOLO_LAYER_INDICES = tuple(index + 1 for index in HEAD_CONV_INDICES)
 # What OpenCV's darknet importer adds to the running variance (darknet itself adds 1e-5).
 OPENCV_BN_EPSILON = 1e-6
 

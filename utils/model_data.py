@@ -24,6 +24,9 @@ STRIDES = (32, 16)
 # masks 3,4,5 and 1,2,3: anchor 0 is never used and anchor 3 is shared. We keep darknet's choice
 # so that darknet weights decode as darknet decodes them.
 ANCHORS_MASK = ((3, 4, 5), (1, 2, 3))
+# The two head convs (P5, P4) by darknet cfg index (their layer names are conv_29 and conv_36);
+# the [yolo] layer that decodes each follows it in the cfg.
+HEAD_CONV_INDICES = (29, 36)
 # Darknet's yolov4-tiny.cfg decodes centres with sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2.
 DARKNET_SCALE_X_Y = 1.05
 
