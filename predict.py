@@ -59,7 +59,7 @@ class SourceError(RuntimeError):
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
-    """"416" -> (416, 416); "320,416" -> (320, 416) as (height, width)."""
+    """ "416" -> (416, 416); "320,416" -> (320, 416) as (height, width)."""
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
     try:
         values = [int(p) for p in parts]
@@ -353,8 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import warnings
 
-    from utils.detector import Detector, ModelLoadError
-
     # Check the sources first: a bad camera or folder should not wait for the model to load.
     capture = paths = None
     try:
@@ -371,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+    from utils.detector import Detector, ModelLoadError  # imports TensorFlow (seconds)
 
     try:
         with warnings.catch_warnings():

@@ -84,8 +84,9 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(out[..., 0], out[..., 1])
 
 
-@pytest.mark.parametrize("orientation,stored", [(6, lambda a: np.rot90(a, 1)), (3, lambda a: a[::-1, ::-1]),
-                                                (8, lambda a: np.rot90(a, -1))])
+@pytest.mark.parametrize(
+    "orientation,stored", [(6, lambda a: np.rot90(a, 1)), (3, lambda a: a[::-1, ::-1]), (8, lambda a: np.rot90(a, -1))]
+)
 def test_exif_rotated_jpeg_is_returned_as_displayed(tmp_path, orientation, stored):
     upright = _pattern()
     _save_jpeg(np.ascontiguousarray(stored(upright)), tmp_path / "r.jpg", orientation)
