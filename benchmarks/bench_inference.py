@@ -159,9 +159,9 @@ def main(argv=None) -> None:
         timers["opencv"] = cv_forward
     if args.variants:
         variant_detectors = {
-            "keras_unfolded": Detector.from_model(model, input_shape=(size, size), fold_bn=False),
-            "folded_xla": Detector.from_model(model, input_shape=(size, size), jit_compile=True),
-            "bf16_folded": Detector.from_model(to_mixed_precision(model, "mixed_bfloat16"), input_shape=(size, size)),
+            "keras_model_call": Detector.from_model(model, input_shape=(size, size), freeze=False),
+            "frozen_xla": Detector.from_model(model, input_shape=(size, size), jit_compile=True),
+            "frozen_bfloat16": Detector.from_model(to_mixed_precision(model, "mixed_bfloat16"), input_shape=(size, size)),
         }
         for name, det in variant_detectors.items():
             timers[name] = lambda det=det: det.detect([image])

@@ -25,7 +25,7 @@ build its raw forward and call `Detector(forward, num_classes=..., anchors=..., 
 Keras model (e.g. one converted from darknet cfg + weights) to `Detector.from_model`.
 
 For speed on the Keras path the batch-norms are folded into the convolutions in an inference-only
-copy of the graph (see `fold_batch_norms`); the trained model is not changed.
+copy of the graph (see `frozen_forward`); the trained model is not changed.
 """
 
 from __future__ import annotations
@@ -90,16 +90,21 @@ def _check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
-    """An inference-only forward of a functional Keras model with every Conv2D -> BatchNorm pair
-    folded into one convolution with bias.
+def frozen_forward(model, fold_bn: bool = True) -> Callable[[tf.Tensor], list[tf.Tensor]]:
+    """An inference-only forward of a functional Keras model: every plain Conv2D becomes a
+    convolution with CONSTANT weights, and every BatchNormalization right after one is folded into it.
 
-    conv(x, W) * g / sqrt(v + eps) + (b - m * g / sqrt(v + eps)) == conv(x, W * s) + (b - m * s),
-    s = g / sqrt(v + eps). Only BatchNormalization layers whose single input is a bias-free
-    Conv2D's output that nothing else reads are folded; every other layer runs as it is. The
-    folded weights are snapshot constants: re-create the forward after changing the weights.
+    conv(x, W) * s + (beta - m * s) == conv(x, W * s) + (beta - m * s),   s = gamma / sqrt(v + eps).
 
-    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function.
+    Why: the weights become graph constants (created while tracing), which lets TensorFlow's
+    grappler + oneDNN fuse conv + bias + LeakyReLU into one kernel and cache the reordered
+    weights, and the folded batch-norm costs nothing. Measured in benchmarks/bench_inference.py.
+    A batch-norm is folded only when its single input is such a conv's output that nothing else
+    reads; every other layer (attention blocks, pooling, ...) runs as it is. The weights are a
+    snapshot: build a new forward after changing the model's weights.
+
+    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function;
+    its `num_folded` attribute says how many batch-norms were folded.
     """
     import keras
 
@@ -109,47 +114,51 @@ def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
             for tensor in node.input_tensors:
                 consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
 
-    folded: dict[str, tuple] = {}  # conv name -> (kernel, bias, strides, padding, dilation)
+    # conv name -> [kernel, bias or None, strides, padding, dilations], NumPy float64 until frozen
+    convs: dict[str, list] = {}
+    for layer in model.layers:
+        if (
+            type(layer) is keras.layers.Conv2D
+            and layer.groups == 1
+            and layer.activation is keras.activations.linear
+            and len(layer._inbound_nodes) == 1
+        ):
+            bias = np.asarray(layer.bias, np.float64) if layer.use_bias else None
+            spec = (list(layer.strides), layer.padding.upper(), list(layer.dilation_rate), layer.compute_dtype)
+            convs[layer.name] = [np.asarray(layer.kernel, np.float64), bias, *spec]
+
     skip: set[str] = set()  # batch-norm names folded away
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        if not fold_bn or type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
             continue
         (source,) = layer._inbound_nodes[0].input_tensors
         conv = source._keras_history.operation
-        if (
-            not isinstance(conv, keras.layers.Conv2D)
-            or type(conv) is not keras.layers.Conv2D
-            or conv.use_bias
-            or conv.groups != 1
-            or conv.activation is not keras.activations.linear
-            or consumers.get(id(source), 0) != 1
-            or len(conv._inbound_nodes) != 1
-            or layer.axis not in (-1, 3, [3], [-1])
-        ):
+        if conv.name not in convs or consumers.get(id(source), 0) != 1 or layer.axis not in (-1, 3, [3], [-1]):
             continue
-        gamma = np.asarray(layer.gamma) if layer.scale else 1.0
-        beta = np.asarray(layer.beta) if layer.center else 0.0
+        gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
+        beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
         scale = gamma / np.sqrt(np.asarray(layer.moving_variance, np.float64) + layer.epsilon)
-        kernel = (np.asarray(conv.kernel, np.float64) * scale).astype(np.float32)
-        bias = (beta - np.asarray(layer.moving_mean, np.float64) * scale).astype(np.float32)
-        padding = conv.padding.upper()
-        folded[conv.name] = (
-            tf.constant(kernel),
-            tf.constant(bias),
-            list(conv.strides),
-            padding,
-            list(conv.dilation_rate),
-        )
+        entry = convs[conv.name]
+        bias = entry[1] if entry[1] is not None else 0.0
+        entry[0] = entry[0] * scale
+        entry[1] = beta + (bias - np.asarray(layer.moving_mean, np.float64)) * scale
         skip.add(layer.name)
+    for entry in convs.values():
+        entry[0] = entry[0].astype(np.float32)
+        entry[1] = None if entry[1] is None else entry[1].astype(np.float32)
 
     def operation_fn(operation):
-        if operation.name in folded:
-            kernel, bias, strides, padding, dilations = folded[operation.name]
+        if operation.name in convs:
+            kernel, bias, strides, padding, dilations, dtype = convs[operation.name]
 
             def conv(x, **_):  # the graph may pass mask=None
-                # Constants are float32; under mixed precision the activations may not be.
-                y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=strides, padding=padding, dilations=dilations)
-                return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
+                # Constants created here, while tracing, are Const nodes of the graph (not captured
+                # inputs). Cast like the Keras layer would under a mixed-precision policy.
+                x = tf.cast(x, dtype)
+                y = tf.nn.conv2d(x, tf.cast(tf.constant(kernel), dtype), strides, padding, dilations=dilations)
+                if bias is not None:
+                    y = tf.nn.bias_add(y, tf.cast(tf.constant(bias), dtype))
+                return y
 
             return conv
         if operation.name in skip:
@@ -159,7 +168,7 @@ def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
     def forward(images):
         return model._run_through_graph(images, operation_fn=operation_fn)
 
-    forward.num_folded = len(folded)  # type: ignore[attr-defined]
+    forward.num_folded = len(skip)  # type: ignore[attr-defined]
     return forward
 
 
@@ -220,18 +229,19 @@ class Detector:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model, *, input_shape: Sequence[int] | None = None, fold_bn: bool = True, **kwargs):
+    def from_model(cls, model, *, input_shape: Sequence[int] | None = None, freeze: bool = True, **kwargs):
         """Wrap a `nets.yolo.YoloV4Tiny` (trained, loaded or converted from darknet).
 
         input_shape: (h, w); the model's own fixed size, else 416x416.
-        fold_bn: run an inference-only copy of the graph with batch-norms folded into the convs.
+        freeze: run an inference-only copy of the graph, convolution weights as constants and
+            batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
         kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
         """
         if input_shape is None:
             fixed = tuple(model.image_shape[:2])
             input_shape = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
-        if fold_bn:
-            forward = fold_batch_norms(model)
+        if freeze:
+            forward = frozen_forward(model)
         else:
 
             def forward(images):
