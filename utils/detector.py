@@ -237,9 +237,11 @@ class Detector:
             batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
         kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
         """
+        fixed = tuple(model.image_shape[:2])
         if input_shape is None:
-            fixed = tuple(model.image_shape[:2])
             input_shape = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
+        elif None not in fixed and tuple(input_shape) != fixed:
+            raise ValueError(f"the model was built for input {fixed}; it cannot run at {tuple(input_shape)}")
         if freeze:
             forward = frozen_forward(model)
         else:
