@@ -183,7 +183,9 @@ class Detector:
         class_names: names for `class_ids`; numbers as strings when None.
         conf: score threshold. nms_iou: per-class NMS IoU threshold.
         max_detections: most detections kept per image.
-        batch_size: images per graph call in `detect`.
+        batch_size: images per graph call in `detect`; None: `default_batch_size()` (1 on a CPU,
+            where one 416 image's activations stay in cache and batches are slower per image; 8 on
+            a GPU).
         graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph).
         jit_compile: compile the graph with XLA (see benchmarks/bench_inference.py for whether
             that helps on your machine; off by default, it is slower on CPU for this model).
@@ -202,7 +204,7 @@ class Detector:
         conf: float = 0.5,
         nms_iou: float = 0.3,
         max_detections: int = 100,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         graph_forward: bool = True,
         jit_compile: bool = False,
     ):
@@ -210,6 +212,7 @@ class Detector:
             raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
         if not 0.0 <= conf <= 1.0 or not 0.0 <= nms_iou <= 1.0:
             raise ValueError(f"conf and nms_iou must be in [0, 1], got {conf}, {nms_iou}")
+        batch_size = default_batch_size() if batch_size is None else batch_size
         if max_detections < 1 or batch_size < 1:
             raise ValueError("max_detections and batch_size must be >= 1")
         self.forward = forward
@@ -273,7 +276,7 @@ class Detector:
         nms_iou: float = 0.3,
         max_detections: int = 100,
         input_shape: Sequence[int] | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         half: bool = False,
         **kwargs,
     ) -> Detector:
@@ -439,6 +442,12 @@ def load_model(path: str | Path, half: bool = False):
         else:
             model = to_mixed_precision(model, policy)
     return model
+
+
+def default_batch_size() -> int:
+    """8 on a GPU; 1 on a CPU, where larger batches measured slower per image
+    (benchmarks/bench_inference.py prints the batch-8 / batch-1 throughput ratio)."""
+    return 8 if tf.config.list_physical_devices("GPU") else 1
 
 
 def cpu_has_fast_bfloat16() -> bool:

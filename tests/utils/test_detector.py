@@ -149,7 +149,7 @@ def test_from_weights_folds_batch_norms_without_changing_outputs(saved_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attention", ["se", "cbam", "eca", "ca"])
+@pytest.mark.parametrize("attention", ["cbam", "ca"])  # the blocks with the most inside them
 def test_frozen_forward_matches_every_attention_model(attention):
     model = YoloV4Tiny(1, attention=attention)
     forward = frozen_forward(model)
