@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
-from utils.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, load_class_names
+from utils.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, STRIDES, load_class_names
 from utils.postprocess import decode_outputs, non_max_suppression
 
 RawForward = Callable[[object], Sequence]
@@ -278,14 +278,34 @@ class Detector:
         input_shape: Sequence[int] | None = None,
         batch_size: int | None = None,
         half: bool = False,
+        cfg_path: str | Path | None = None,
         **kwargs,
     ) -> Detector:
-        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`).
+        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`), or darknet weights.
 
         classes_path: class names, one per line; overrides the names saved in the model.
         half: mixed precision (see `load_model`).
+        cfg_path: with a darknet `.weights` file, its cfg; they run through OpenCV DNN
+            (utils.backends; CPU, float32, `half` does not apply).
         Raises ModelLoadError when the file is missing or not one of our models.
         """
+        if cfg_path is not None:
+            from utils.backends import opencv_darknet_detector
+
+            try:
+                return opencv_darknet_detector(
+                    cfg_path,
+                    path,
+                    classes_path=classes_path,
+                    input_shape=input_shape,
+                    conf=conf,
+                    nms_iou=nms_iou,
+                    max_detections=max_detections,
+                    batch_size=batch_size,
+                    **kwargs,
+                )
+            except (FileNotFoundError, ValueError) as err:
+                raise ModelLoadError(str(err)) from None
         model = load_model(path, half=half)
         class_names = model.class_names
         if classes_path is not None:
@@ -318,7 +338,7 @@ class Detector:
 
         head_specs = [
             tf.TensorSpec([None, in_h // s, in_w // s, len(m) * (5 + self.num_classes)], tf.float32)
-            for s, m in zip((32, 16), self.anchors_mask, strict=True)
+            for s, m in zip(STRIDES, self.anchors_mask, strict=True)
         ]
         self._postprocess_fn = tf.function(
             lambda heads, conf, iou: postprocess(heads, conf, iou),
@@ -423,7 +443,7 @@ def load_model(path: str | Path, half: bool = False):
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if path.suffix.lower() in (".weights", ".cfg"):
-        raise ModelLoadError(f"{path}: a darknet file; convert it to a .keras model first (utils/darknet.py)")
+        raise ModelLoadError(f"{path}: a darknet file; give its cfg too (cfg_path=, predict.py --cfg)")
     if path.suffix.lower() != ".keras" or not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .keras model file (expected a YoloV4Tiny saved with model.save)")
     try:
