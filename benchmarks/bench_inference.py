@@ -148,9 +148,9 @@ def main(argv=None) -> None:
         detector.preprocess([image])
 
     def ours_model():
-        [h.numpy() for h in detector._raw_fn(batch1)]
+        detector.raw_outputs(batch1)
 
-    raw = detector._raw_fn(batch1)
+    raw = detector.raw_outputs(batch1)
 
     def ours_post():
         detector.postprocess_raw(raw, infos1)
