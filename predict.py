@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="network input SIZE or HEIGHT,WIDTH, multiples of 32 (default: the model's, else 416)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 8 on a GPU, 1 on a CPU)"
+        "--batch-size", type=int, default=8, help="images per forward pass in predict/dir_predict/heatmap (default 8)"
     )
     parser.add_argument("--half", action="store_true", help="mixed precision where the hardware makes it faster")
     parser.add_argument("--crop", action="store_true", help="predict/dir_predict: save each detection as an image")

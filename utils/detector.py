@@ -19,13 +19,18 @@ A `Detector` is a *raw forward* plus the shared decoding:
 The raw forward is any callable with that contract. A TensorFlow-traceable one (a Keras model,
 `graph_forward=True`) is traced together with the /255, the decoding and the NMS into ONE
 `tf.function` with a fixed input signature, so a batch costs one graph call. Any other callable
-(OpenCV DNN, ONNX Runtime, TFLite interpreters; `graph_forward=False`) gets a float32 NumPy array
-and returns NumPy heads; decoding and NMS then run as their own compiled graph. To add a backend,
-build its raw forward and call `Detector(forward, num_classes=..., anchors=..., ...)`, or hand a
-Keras model (e.g. one converted from darknet cfg + weights) to `Detector.from_model`.
+(OpenCV DNN in utils/backends.py; ONNX Runtime or TFLite interpreters the same way;
+`graph_forward=False`) gets a float32 NumPy array and returns NumPy heads; decoding and NMS then
+run as their own compiled graph. To add a backend, build its raw forward and call
+`Detector(forward, num_classes=..., anchors=..., ...)`, or hand a Keras model (e.g. one converted
+from darknet cfg + weights by utils/darknet.py) to `Detector.from_model`.
 
-For speed on the Keras path the batch-norms are folded into the convolutions in an inference-only
-copy of the graph (see `frozen_forward`); the trained model is not changed.
+Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
+runs an inference-only copy of the graph with the convolution weights as graph constants and the
+batch-norms folded into them (`frozen_forward`; about 1.7x faster than calling the Keras model,
+the trained model is not changed); XLA (`jit_compile=True`) was slower, so it is off; letterbox
+with cv2 outside the graph was not slower than resizing inside it (and keeps one graph for all
+image sizes).
 """
 
 from __future__ import annotations
@@ -183,9 +188,7 @@ class Detector:
         class_names: names for `class_ids`; numbers as strings when None.
         conf: score threshold. nms_iou: per-class NMS IoU threshold.
         max_detections: most detections kept per image.
-        batch_size: images per graph call in `detect`; None: `default_batch_size()` (1 on a CPU,
-            where one 416 image's activations stay in cache and batches are slower per image; 8 on
-            a GPU).
+        batch_size: images per graph call in `detect`.
         graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph).
         jit_compile: compile the graph with XLA (see benchmarks/bench_inference.py for whether
             that helps on your machine; off by default, it is slower on CPU for this model).
@@ -204,7 +207,7 @@ class Detector:
         conf: float = 0.5,
         nms_iou: float = 0.3,
         max_detections: int = 100,
-        batch_size: int | None = None,
+        batch_size: int = 8,
         graph_forward: bool = True,
         jit_compile: bool = False,
     ):
@@ -212,7 +215,6 @@ class Detector:
             raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
         if not 0.0 <= conf <= 1.0 or not 0.0 <= nms_iou <= 1.0:
             raise ValueError(f"conf and nms_iou must be in [0, 1], got {conf}, {nms_iou}")
-        batch_size = default_batch_size() if batch_size is None else batch_size
         if max_detections < 1 or batch_size < 1:
             raise ValueError("max_detections and batch_size must be >= 1")
         self.forward = forward
@@ -276,7 +278,7 @@ class Detector:
         nms_iou: float = 0.3,
         max_detections: int = 100,
         input_shape: Sequence[int] | None = None,
-        batch_size: int | None = None,
+        batch_size: int = 8,
         half: bool = False,
         cfg_path: str | Path | None = None,
         **kwargs,
@@ -462,12 +464,6 @@ def load_model(path: str | Path, half: bool = False):
         else:
             model = to_mixed_precision(model, policy)
     return model
-
-
-def default_batch_size() -> int:
-    """8 on a GPU; 1 on a CPU, where larger batches measured slower per image
-    (benchmarks/bench_inference.py prints the batch-8 / batch-1 throughput ratio)."""
-    return 8 if tf.config.list_physical_devices("GPU") else 1
 
 
 def cpu_has_fast_bfloat16() -> bool:
