@@ -30,6 +30,7 @@ copy of the graph (see `fold_batch_norms`); the trained model is not changed.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -315,11 +316,12 @@ class Detector:
                 heads = self.forward(tf.cast(images_u8, tf.float32) * (1.0 / 255.0))
                 return [tf.cast(h, tf.float32) for h in heads]
 
+            # XLA (when asked) compiles the forward only: it has no kernel for the NMS op.
             self._raw_fn = tf.function(raw, input_signature=[image_spec], jit_compile=self.jit_compile)
+            forward_in_graph = self._raw_fn if self.jit_compile else raw
             self._pipeline_fn = tf.function(
-                lambda images_u8, conf, iou: postprocess(raw(images_u8), conf, iou),
+                lambda images_u8, conf, iou: postprocess(forward_in_graph(images_u8), conf, iou),
                 input_signature=[image_spec, scalar, scalar],
-                jit_compile=self.jit_compile,
             )
         else:
 
@@ -392,8 +394,8 @@ class Detector:
 def load_model(path: str | Path, half: bool = False):
     """Load a saved `nets.yolo.YoloV4Tiny` from a `.keras` file.
 
-    half: rebuild it under a mixed-precision policy: mixed_float16 on a GPU; on a CPU
-        mixed_bfloat16 (fast only with AMX / AVX512-BF16; see benchmarks/bench_inference.py).
+    half: rebuild it under `mixed_precision_policy()` (mixed_float16 on a GPU, mixed_bfloat16 on a
+        CPU with AMX / AVX512-BF16); on other CPUs warn and stay float32.
 
     Raises ModelLoadError (naming the file) when the file is missing, not a Keras archive, or a
     Keras model that is not a YoloV4Tiny.
@@ -416,25 +418,46 @@ def load_model(path: str | Path, half: bool = False):
     if not isinstance(model, YoloV4Tiny):
         raise ModelLoadError(f"{path}: a Keras {type(model).__name__}, not a YoloV4Tiny model of ours")
     if half:
-        model = to_mixed_precision(model)
+        policy = mixed_precision_policy()
+        if policy is None:
+            warnings.warn(
+                "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32",
+                stacklevel=2,
+            )
+        else:
+            model = to_mixed_precision(model, policy)
     return model
 
 
-def mixed_precision_policy() -> str:
-    """mixed_float16 on a GPU, mixed_bfloat16 on a CPU."""
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+def cpu_has_fast_bfloat16() -> bool:
+    """True when the CPU has AMX or AVX512-BF16 (oneDNN then runs bfloat16 convolutions fast)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
-def to_mixed_precision(model, policy: str | None = None):
-    """A copy of a YoloV4Tiny built under a mixed-precision policy, with the same weights.
+def mixed_precision_policy() -> str | None:
+    """The mixed-precision policy that is faster than float32 here, or None.
 
-    The heads stay float32 (nets.yolo), so decoding sees float32.
+    mixed_float16 on a GPU; mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster for
+    this model, see benchmarks/bench_inference.py); None on other CPUs, where float16 and
+    bfloat16 convolutions are emulated and slower than float32.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_fast_bfloat16() else None
+
+
+def to_mixed_precision(model, policy: str):
+    """A copy of a YoloV4Tiny built under a mixed-precision policy ("mixed_float16" or
+    "mixed_bfloat16"), with the same weights. The heads stay float32 (nets.yolo).
     """
     import keras
 
     from nets.yolo import YoloV4Tiny
 
-    policy = policy or mixed_precision_policy()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
