@@ -38,7 +38,7 @@ def infer_backend(path: str | Path) -> str:
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "saved_model"
-        raise FileNotFoundError(f"{path}: a directory without saved_model.pb (not a SavedModel)")
+        raise ValueError(f"{path}: a directory without saved_model.pb (not a SavedModel)")
     return {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "keras")
 
 
