@@ -191,11 +191,15 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
-def _raw_forward_fn(model, input_hw: tuple[int, int]):
-    """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}."""
+def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = None):
+    """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}.
+
+    batch_size: None for any batch; 1 for TFLite, whose interpreter runs one image per invoke
+    and whose XNNPACK delegate then sees static shapes only (no SHAPE ops splitting the graph).
+    """
     import tensorflow as tf
 
-    spec = tf.TensorSpec([None, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
+    spec = tf.TensorSpec([batch_size, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
 
     @tf.function(input_signature=[spec])
     def raw_forward(images):
@@ -212,16 +216,18 @@ def export_saved_model(
     metadata: dict,
     include_nms: bool = False,
     max_detections: int = 100,
+    batch_size: int | None = None,
 ) -> Path:
     """Write a SavedModel directory with signature "serving_default" (raw heads) and, with
-    `include_nms`, "detect" (decoded, NMS'd boxes; see the module docstring)."""
+    `include_nms`, "detect" (decoded, NMS'd boxes; see the module docstring).
+    batch_size: None (any) or a fixed batch size of the signatures."""
     import keras
     import tensorflow as tf
 
     from utils.postprocess import decode_outputs, non_max_suppression
 
     out = Path(out)
-    raw_forward, spec = _raw_forward_fn(model, input_hw)
+    raw_forward, spec = _raw_forward_fn(model, input_hw, batch_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", raw_forward)
@@ -419,7 +425,7 @@ def export_model(
             calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
             metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
         with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
-            saved = export_saved_model(model, Path(tmp) / "saved_model", hw, metadata)
+            saved = export_saved_model(model, Path(tmp) / "saved_model", hw, metadata, batch_size=1)
             export_tflite(saved, out, precision, calibration_paths, hw)
     _write_json(metadata_path(out), metadata)
     return out
