@@ -51,8 +51,9 @@ def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
 
     # get_map.py --weights model.tflite.
     out = tmp_path / "map"
-    argv = ["--weights", str(model_path), "--data", str(root), "--split", "test", "--input-size", "128"]
-    assert get_map.main([*argv, "--classes", str(root / "classes.txt"), "--no-plots", "--out", str(out)]) == 0
+    argv = ["--weights", str(model_path), "--backend", "tflite", "--data", str(root), "--split", "test"]
+    argv += ["--input-size", "128", "--classes", str(root / "classes.txt"), "--no-plots", "--out", str(out)]
+    assert get_map.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["images_evaluated"] == 6 and sum(c["det"] for c in results["per_class"].values()) > 0
 
