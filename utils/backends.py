@@ -9,9 +9,9 @@ so the Detector decodes and runs NMS on them with the same code as for the Keras
 facts (classes, anchors, input size) come from the artefact's metadata (utils.export).
 
 Speed levers used (see benchmarks/bench_export.py for the figures):
-* ONNX Runtime: all graph optimisations (ORT_ENABLE_ALL: conv + bias/mul/add fusions,
-  batch-norm already folded by tf2onnx), sequential execution, intra-op threads = the cores
-  this process may use.
+* ONNX Runtime: all graph optimisations (ORT_ENABLE_ALL: conv + bias/mul/add fusions, NCHWc
+  layout; batch-norm already folded by tf2onnx), sequential execution, intra-op threads = the
+  cores this process may use, no spin-waiting.
 * TFLite: the LiteRT interpreter (`ai_edge_litert`, not the deprecated tf.lite.Interpreter)
   with its default XNNPACK delegate and num_threads = those cores; batch-norms are folded by
   the converter. It runs one image per invoke (XNNPACK prefers static shapes).
@@ -55,6 +55,9 @@ class OnnxRuntimeForward:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
+        # No busy-waiting between ops: on a CPU shared with other processes, spinning threads
+        # steal the cores the work needs (bench_export.py measured the median better without).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
