@@ -12,6 +12,9 @@ Modes
                prints preprocess / model / postprocess / total milliseconds per image.
   heatmap      the objectness map (max over anchors and heads) overlaid on each image.
 
+Weights: a .keras model of ours, or darknet .weights with their --cfg (run by OpenCV DNN; converting
+them to .keras with utils/darknet.py runs faster).
+
 --json FILE works in every mode: per image (or video frame) its detections as
 {"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
 as displayed (EXIF orientation applied).
@@ -26,6 +29,8 @@ Examples
   python predict.py --weights logs/best.keras --mode video --source 0
   python predict.py --weights logs/best.keras --mode video --source clip.mp4 --save --output out/
   python predict.py --weights logs/best.keras --mode fps --runs 100
+  python predict.py --weights yolov4-tiny.weights --cfg yolov4-tiny.cfg --classes model_data/coco_classes.txt \
+      --source street.jpg
 """
 
 from __future__ import annotations
@@ -80,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         required=True,
         type=Path,
-        help="a .keras model saved by train.py, or one exported by export.py (.onnx, .tflite, SavedModel folder)",
+        help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
+        "export.py (.onnx, .tflite, SavedModel folder)",
     )
+    parser.add_argument("--cfg", type=Path, default=None, help="the darknet cfg of --weights (runs through OpenCV DNN)")
     parser.add_argument(
         "--backend",
         choices=("keras", "saved_model", "onnx", "tflite"),
@@ -108,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="network input SIZE or HEIGHT,WIDTH, multiples of 32 (default: the model's, else 416)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per forward pass in predict/dir_predict/heatmap (default 8)"
+    )
     parser.add_argument("--half", action="store_true", help="mixed precision where the hardware makes it faster")
     parser.add_argument("--crop", action="store_true", help="predict/dir_predict: save each detection as an image")
     parser.add_argument("--count", action="store_true", help="print the number of detections per class")
@@ -396,13 +405,15 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 half=args.half,
                 backend=args.backend,
+                cfg_path=args.cfg,
             )
     except (ModelLoadError, ValueError, OSError) as err:
         if capture is not None:
             capture.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {describe_device(args.half)}")
+    device = "OpenCV DNN on the CPU, float32" if args.cfg is not None else describe_device(args.half)
+    print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
 
     failed = processed = 0
     try:

@@ -6,7 +6,7 @@
 What is measured: one 416x416 letterboxed image (float32 RGB [0, 1]; OpenCV gets its NCHW blob)
 through the network to the raw heads, outputs fetched as NumPy, for
 
-* Keras: the Detector's forward (batch-norms folded, utils.detector.fold_batch_norms) in a
+* Keras: the Detector's forward (utils.detector.frozen_forward: constant weights, BN folded) in a
   tf.function with a fixed input signature;
 * SavedModel, ONNX Runtime, TFLite fp32 / fp16 / int8 (full-integer, calibrated on demo-set
   images written to the work dir): the artefacts of utils/export.py run by utils/backends.py,
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     from nets.yolo import YoloV4Tiny
     from utils.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
     from utils.demo_data import write_demo_dataset
-    from utils.detector import fold_batch_norms
+    from utils.detector import frozen_forward
     from utils.export import export_model
     from utils.letterbox import letterbox
 
@@ -119,13 +119,13 @@ def main(argv=None) -> None:
     boxed, _ = letterbox(image, (size, size))
     x = boxed[None].astype(np.float32) / 255.0
 
-    folded = fold_batch_norms(model)
+    folded = frozen_forward(model)
     keras_fn = tf.function(
         lambda images: folded(images), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)]
     )
     saved = SavedModelForward(artefacts["saved_model"][0])
     forwards = {
-        "keras tf.function (BN folded)": lambda: [h.numpy() for h in keras_fn(x)],
+        "Keras frozen tf.function": lambda: [h.numpy() for h in keras_fn(x)],
         "SavedModel": lambda: [h.numpy() for h in saved(tf.constant(x))],
         "ONNX Runtime": OnnxRuntimeForward(artefacts["onnx"][0], args.threads),
         "TFLite fp32": TFLiteForward(artefacts["tflite_fp32"][0], args.threads),
@@ -186,7 +186,7 @@ def main(argv=None) -> None:
         ratios = (f"{ms / cv_ms:9.2f}", f"{minima[name] / cv_min:9.2f}") if cv_ms else ("      n/a",) * 2
         print(f"  {name:<30} {ms:9.2f} {ratios[0]} {minima[name]:9.2f} {ratios[1]}")
     if cv_ms:
-        fp32 = {n: medians[n] for n in ("keras tf.function (BN folded)", "SavedModel", "ONNX Runtime", "TFLite fp32")}
+        fp32 = {n: medians[n] for n in ("Keras frozen tf.function", "SavedModel", "ONNX Runtime", "TFLite fp32")}
         best = min(fp32, key=fp32.get)
         int8 = medians["TFLite int8"]
         print(f"\nfastest fp32 (median): {best}, {fp32[best] / cv_ms:.2f}x OpenCV DNN (goal <= 0.60)")

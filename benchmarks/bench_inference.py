@@ -39,6 +39,8 @@ import tensorflow as tf  # noqa: E402
 
 from nets.yolo import YoloV4Tiny  # noqa: E402
 from utils.detector import Detector, to_mixed_precision  # noqa: E402
+from utils.letterbox import unletterbox_boxes  # noqa: E402
+from utils.postprocess import decode_outputs, non_max_suppression  # noqa: E402
 
 OFFICIAL_CFG = ROOT / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
 
@@ -94,7 +96,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (medians reported)")
     parser.add_argument("--size", type=int, default=416, help="network input side (multiple of 32)")
     parser.add_argument("--batch", type=int, default=8, help="batch size for the throughput figure")
-    parser.add_argument("--variants", action="store_true", help="also time unfolded Keras, XLA and bfloat16")
+    parser.add_argument(
+        "--variants", action="store_true", help="also time in-graph letterbox, Keras call, XLA, bfloat16"
+    )
     parser.add_argument("--cfg", type=Path, default=OFFICIAL_CFG, help="darknet yolov4-tiny.cfg for OpenCV DNN")
     args = parser.parse_args(argv)
 
@@ -144,9 +148,9 @@ def main(argv=None) -> None:
         detector.preprocess([image])
 
     def ours_model():
-        [h.numpy() for h in detector._raw_fn(batch1)]
+        detector.raw_outputs(batch1)
 
-    raw = detector._raw_fn(batch1)
+    raw = detector.raw_outputs(batch1)
 
     def ours_post():
         detector.postprocess_raw(raw, infos1)
@@ -157,43 +161,87 @@ def main(argv=None) -> None:
     timers = {"ours": ours_total, "pre": ours_pre, "model": ours_model, "post": ours_post}
     if net is not None:
         timers["opencv"] = cv_forward
+    variants = {}
     if args.variants:
-        variant_detectors = {
-            "keras_unfolded": Detector.from_model(model, input_shape=(size, size), fold_bn=False),
-            "folded_xla": Detector.from_model(model, input_shape=(size, size), jit_compile=True),
-            "bf16_folded": Detector.from_model(to_mixed_precision(model, "mixed_bfloat16"), input_shape=(size, size)),
+        in_graph = letterbox_in_graph(detector)
+        variants = {
+            "letterbox inside the graph": lambda: in_graph(image),
+            "Keras model call (not frozen)": Detector.from_model(model, input_shape=(size, size), freeze=False),
+            "frozen + XLA (jit_compile)": Detector.from_model(model, input_shape=(size, size), jit_compile=True),
+            "frozen, mixed_bfloat16 (--half)": Detector.from_model(
+                to_mixed_precision(model, "mixed_bfloat16"), input_shape=(size, size)
+            ),
         }
-        for name, det in variant_detectors.items():
-            timers[name] = lambda det=det: det.detect([image])
+        for name, variant in variants.items():
+            timers[name] = variant if callable(variant) else (lambda det=variant: det.detect([image]))
+    timers["batch"] = ours_batch
     for fn in timers.values():  # warm up: trace, compile, allocate
         fn()
         fn()
-    ours_batch()
     times: dict[str, list[float]] = {name: [] for name in timers}
-    batch_times = []
     for _ in range(args.rounds):
         for name, fn in timers.items():
             times[name].append(timed(fn))
-        if _ % 3 == 0:
-            batch_times.append(timed(ours_batch))
 
     total = median_ms(times["ours"])
     print("\nbatch 1, per image (median ms)")
     print(f"  ours total (image -> final boxes)   {total:7.2f}")
-    print(f"    preprocess (letterbox)            {median_ms(times['pre']):7.2f}")
+    print(f"    preprocess (letterbox, cv2)       {median_ms(times['pre']):7.2f}")
     print(f"    model (uint8 batch -> raw heads)  {median_ms(times['model']):7.2f}")
     print(f"    postprocess (decode+NMS+unbox)    {median_ms(times['post']):7.2f}")
     if net is not None:
         cv_ms = median_ms(times["opencv"])
         print(f"  OpenCV DNN forward alone            {cv_ms:7.2f}")
         print(f"  ratio ours / OpenCV forward         {total / cv_ms:7.2f}   (goal <= 1.0)")
-    if args.variants:
-        print("  variants, total per image:")
-        for name in variant_detectors:
+    if variants:
+        print("  alternatives, total per image (same rounds):")
+        for name in variants:
             print(f"    {name:<32}  {median_ms(times[name]):7.2f}")
-    per_image_b = median_ms(batch_times) / args.batch
+    per_image_b = median_ms(times["batch"]) / args.batch
     print(f"\nbatch {args.batch}: {per_image_b:.2f} ms per image, {1000 / per_image_b:.1f} images/s")
     print(f"batch 1: {1000 / total:.1f} images/s; batch {args.batch} / batch 1 throughput = {total / per_image_b:.2f}x")
+    if device == "GPU":
+        gpu_throughput(model, size, rng)
+    else:
+        print("\nno GPU visible to TensorFlow: GPU figures skipped")
+
+
+def letterbox_in_graph(detector: Detector):
+    """The alternative to cv2 letterboxing: resize + pad inside the compiled graph (one image)."""
+    in_h, in_w = detector.input_shape
+    decode_args = (detector.anchors, detector.anchors_mask, detector.num_classes, detector.input_shape)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def run(image):
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = tf.minimum(in_h / hw[0], in_w / hw[1])
+        new_hw = tf.cast(tf.round(hw * scale), tf.int32)
+        resized = tf.image.resize(tf.cast(image, tf.float32)[None] * (1 / 255.0), new_hw)
+        pad = (tf.constant([in_h, in_w]) - new_hw) // 2
+        x = tf.image.pad_to_bounding_box(resized - 0.5, pad[0], pad[1], in_h, in_w) + 0.5  # grey border
+        boxes, scores = decode_outputs(detector.forward(x), *decode_args, detector.scale_x_y)
+        return non_max_suppression(boxes, scores, detector.conf, detector.nms_iou, detector.max_detections)
+
+    def detect(image):
+        info = detector.letterbox_info(image.shape[:2])
+        boxes, scores, classes, valid = (t.numpy() for t in run(image))
+        return unletterbox_boxes(boxes[0, : valid[0]], info), scores[0, : valid[0]], classes[0, : valid[0]]
+
+    return detect
+
+
+def gpu_throughput(model, size: int, rng) -> None:
+    """Images/s on the GPU at batch 1 and 32, float32 and mixed_float16."""
+    images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(32)]
+    print("\nGPU images/s (median of 10):")
+    for label, m in (("float32", model), ("mixed_float16", to_mixed_precision(model, "mixed_float16"))):
+        det = Detector.from_model(m, input_shape=(size, size))
+        for batch in (1, 32):
+            work = images[:batch]
+            det.detect(work, batch_size=batch)
+            runs = [timed(lambda d=det, w=work, b=batch: d.detect(w, batch_size=b)) for _ in range(10)]
+            seconds = statistics.median(runs)
+            print(f"  {label:<14} batch {batch:>2}: {batch / seconds:8.1f}")
 
 
 if __name__ == "__main__":

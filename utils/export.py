@@ -192,18 +192,24 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = None):
-    """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}.
+    """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}, computing
+    utils.detector.frozen_forward (the Detector's own forward of the Keras model).
 
     batch_size: None for any batch; 1 for TFLite, whose interpreter runs one image per invoke
     and whose XNNPACK delegate then sees static shapes only (no SHAPE ops splitting the graph).
     """
     import tensorflow as tf
 
+    from utils.detector import frozen_forward
+
     spec = tf.TensorSpec([batch_size, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
+    # The Detector's inference graph: conv weights as constants, batch-norms folded (what the
+    # converters would do anyway; for the SavedModel it lets oneDNN fuse conv + bias + LeakyReLU).
+    forward = frozen_forward(model)
 
     @tf.function(input_signature=[spec])
     def raw_forward(images):
-        heads = model(images, training=False)
+        heads = forward(images)
         return {name: tf.cast(h, tf.float32) for name, h in zip(OUTPUT_NAMES, heads)}
 
     return raw_forward, spec

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from nets.yolo import YoloV4Tiny
-from utils.detector import Detections, Detector, ModelLoadError, load_model, to_mixed_precision
+from utils.detector import Detections, Detector, ModelLoadError, frozen_forward, load_model, to_mixed_precision
 from utils.images import load_image
 from utils.letterbox import letterbox_info
 from utils.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, load_anchors
@@ -146,6 +146,24 @@ def test_from_weights_folds_batch_norms_without_changing_outputs(saved_model):
         [alone] = detector.detect([image])
         np.testing.assert_allclose(dets.boxes, alone.boxes, atol=1e-3)
         assert (dets.boxes[:, 2:] <= np.array(image.shape[1::-1])).all() and (dets.boxes >= 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["cbam", "ca"])  # the blocks with the most inside them
+def test_frozen_forward_matches_every_attention_model(attention):
+    model = YoloV4Tiny(1, attention=attention)
+    forward = frozen_forward(model)
+    assert forward.num_folded == 19  # every darknet conv's batch-norm
+    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    for ours, ref in zip(tf.function(forward)(x), model(x, training=False), strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-4)
+
+
+def test_fixed_size_model_refuses_another_input_size():
+    model = YoloV4Tiny(1, input_shape=(64, 64, 3))
+    assert Detector.from_model(model).input_shape == (64, 64)
+    with pytest.raises(ValueError, match="built for input"):
+        Detector.from_model(model, input_shape=(96, 96))
 
 
 @pytest.mark.slow
