@@ -29,6 +29,7 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,7 @@ class FatalError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="See the module docstring (python -c 'import get_map; help(get_map)') for the JSON format.",
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--weights",
@@ -83,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--weights: keep detections scoring at least this (0.001: full PR curve)",
     )
     parser.add_argument("--nms-iou", type=float, default=0.5, help="--weights: per-class NMS IoU threshold (0.5)")
-    parser.add_argument("--max-detections", type=int, default=100, help="--weights: most detections per image (100)")
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=100,
+        help="most detections per image: --weights' limit and COCO's maxDets (100)",
+    )
     parser.add_argument(
         "--input-size",
         type=int,
@@ -144,7 +147,7 @@ def report(problems: list[str], message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
-def _name_problems(counter: Counter, what: str, source: Path, problems: list[str]) -> None:
+def _name_problems(counter: Counter, what: Callable[[object], str], source: Path, problems: list[str]) -> None:
     for value, count in list(counter.items())[:MAX_NAMED_PROBLEMS]:
         report(problems, f"{source}: {count} detection(s) with {what(value)}; ignored")
     if len(counter) > MAX_NAMED_PROBLEMS:
@@ -196,7 +199,10 @@ def load_detections_json(
         if image_id not in ground_truths:
             (left_out_images if image_id in excluded else unknown_images)[image_id] += 1
             continue
-        if isinstance(category, bool) or not isinstance(category, (int, float)) or category != int(category):
+        integral = (isinstance(category, int) and not isinstance(category, bool)) or (
+            isinstance(category, float) and category.is_integer()
+        )
+        if not integral:
             unknown_classes[category if isinstance(category, (int, float, str)) else repr(category)] += 1
             continue
         if not 0 <= int(category) < num_classes:
@@ -208,7 +214,13 @@ def load_detections_json(
         report(problems, f"{path}: malformed detection, {message}; ignored")
     if len(malformed) > MAX_NAMED_PROBLEMS:
         report(problems, f"{path}: {len(malformed) - MAX_NAMED_PROBLEMS} more malformed detections; ignored")
-    _name_problems(unknown_images, lambda i: f"image_id {i!r}, which is not in the {split_name} split", path, problems)
+
+    def not_in_split(image_id: str) -> str:
+        padded = image_id.zfill(6)
+        hint = f" (did you mean {padded!r}? VOC image ids are strings)" if padded in ground_truths else ""
+        return f"image_id {image_id!r}, which is not in the {split_name} split{hint}"
+
+    _name_problems(unknown_images, not_in_split, path, problems)
     _name_problems(left_out_images, lambda i: f"image_id {i!r}, whose annotation could not be read", path, problems)
     _name_problems(
         unknown_classes,

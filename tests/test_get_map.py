@@ -98,7 +98,7 @@ def test_hand_computed_map_and_thresholds(voc, tmp_path):
     assert results["per_class"]["square"]["ap"] == 1.0 and results["per_class"]["square"]["det"] == 3
     assert results["mAP"] == pytest.approx((2 / 3 + 1 + 1) / 3)
     assert not (out / "ap_per_class.png").exists()
-    _, strict = run(voc, tmp_path, detections, "--no-plots", "--score-threshold", "0.92", "--out", str(tmp_path / "o2"))
+    run(voc, tmp_path, detections, "--no-plots", "--score-threshold", "0.92", "--out", str(tmp_path / "o2"))
     results = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert results["per_class"]["circle"]["precision"] == 0.0 and results["score_threshold"] == 0.92
 
@@ -108,13 +108,16 @@ def test_unknown_image_and_class_are_named_and_the_rest_evaluated(voc, tmp_path,
         {"image_id": "nope", "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.99},
         {"image_id": "000001", "category_id": 7, "bbox": [0, 0, 5, 5], "score": 0.99},
         {"image_id": "000001", "category_id": 0, "bbox": [0, 0, 5], "score": 0.99},
+        {"image_id": 2, "category_id": 2, "bbox": [10, 8, 40, 32], "score": 0.99},
+        {"image_id": "000001", "category_id": float("nan"), "bbox": [0, 0, 5, 5], "score": 0.99},
     ]
     code, out = run(voc, tmp_path, detections, "--no-plots")
     err = capsys.readouterr().err
     assert code == 1
     assert "image_id 'nope'" in err and "category_id 7" in err and "bbox must be 4" in err
+    assert "image_id '2'" in err and "did you mean '000002'" in err and "category_id nan" in err
     results = json.loads((out / "results.json").read_text())
-    assert results["mAP"] == 1.0 and len(results["problems"]) == 3
+    assert results["mAP"] == 1.0 and len(results["problems"]) == 5
 
 
 def test_unparsable_xml_is_named_and_the_rest_evaluated(voc, tmp_path, capsys):

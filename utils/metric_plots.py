@@ -98,7 +98,7 @@ def plot_counts_per_class(result: EvaluationResult, class_names: list[str], path
     """Ground-truth objects (non-difficult) and detections per class, with the TP / FP split of the
     detections scoring >= the score threshold."""
     y = np.arange(len(class_names))
-    figure = Figure(figsize=(8, max(3.0, 0.35 * len(class_names) + 1.5)))
+    figure = Figure(figsize=(10, max(3.0, 0.35 * len(class_names) + 1.5)))
     axes = figure.add_subplot()
     height = 0.27
     axes.barh(y - height, result.num_gt, height, label="ground truth", color="tab:green")
@@ -112,7 +112,7 @@ def plot_counts_per_class(result: EvaluationResult, class_names: list[str], path
     axes.invert_yaxis()
     axes.set_xlabel("count")
     axes.set_title("Ground truth and detections per class")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     figure.tight_layout()
     return _save(figure, Path(path))
 
