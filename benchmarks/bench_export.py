@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     }
     timers = {}
     for name, fn in forwards.items():
-        timers[name] = fn if name.startswith(("keras", "SavedModel")) else (lambda fn=fn: fn(x))
+        timers[name] = fn if name.startswith(("Keras", "SavedModel")) else (lambda fn=fn: fn(x))
 
     reference = [np.asarray(h) for h in model(x, training=False)]
     scale = max(float(np.abs(h).max()) for h in reference)
