@@ -182,9 +182,13 @@ class OnnxRuntimeForward:
         # No busy-waiting between ops: on a CPU shared with other processes, spinning threads
         # steal the cores the work needs (bench_export.py measured the median better without).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        # ONNX Runtime's errors derive from Exception directly; these are the ones a bad file raises.
+        load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types for bad files
+        except (*load_errors, ort_errors.InvalidArgument, OSError) as err:
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__}: {err})") from None
         names = {o.name for o in self.session.get_outputs()}
         if not set(OUTPUT_NAMES) <= names or self.session.get_inputs()[0].name != INPUT_NAME:

@@ -22,8 +22,6 @@ from utils.images import load_image
 from utils.metrics import evaluate_detections
 from utils.voc import find_image, parse_voc_xml, read_image_set
 
-pytestmark = pytest.mark.slow  # exports take seconds each
-
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
@@ -31,19 +29,19 @@ def demo_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_images(demo_root):
+def demo_images(demo_root):
     ids = read_image_set(demo_root, "test")
     return ids, [load_image(find_image(demo_root, i)) for i in ids]
 
 
 @pytest.fixture(scope="module")
-def keras_detector(test_images):
+def keras_detector(demo_images):
     # Letterbox with the detector's own code, then make the random heads detect on these inputs.
     probe = Detector(
         lambda x: x, num_classes=3, anchors=np.ones((6, 2)), anchors_mask=((3, 4, 5), (1, 2, 3)), scale_x_y=1.0,
         input_shape=INPUT_HW, graph_forward=False,
     )
-    batch, _ = probe.preprocess(test_images[1])
+    batch, _ = probe.preprocess(demo_images[1])
     inputs = batch.astype(np.float32) / 255.0
     model = make_detecting_model(inputs)
     return Detector.from_model(model, input_shape=INPUT_HW, conf=CONF), inputs
@@ -99,6 +97,7 @@ def _same_detections(got, want, atol_px=0.01, atol_score=1e-4):
         np.testing.assert_allclose(g.boxes, w.boxes, atol=atol_px)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", FP32_PATHS)
 def test_fp32_raw_outputs_match_keras(fixture, request, keras_detector):
     detector, inputs = keras_detector
@@ -110,16 +109,18 @@ def test_fp32_raw_outputs_match_keras(fixture, request, keras_detector):
     assert _relative_error(got, want) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", FP32_PATHS)
-def test_fp32_detections_match_keras(fixture, request, keras_detector, test_images):
+def test_fp32_detections_match_keras(fixture, request, keras_detector, demo_images):
     detector, _ = keras_detector
     exported = Detector.from_weights(request.getfixturevalue(fixture), conf=CONF)
     assert exported.class_names == detector.class_names and exported.input_shape == INPUT_HW
-    want = detector.detect(test_images[1])
+    want = detector.detect(demo_images[1])
     assert sum(len(d) for d in want) >= 10, "the test model should detect something on most images"
-    _same_detections(exported.detect(test_images[1]), want)
+    _same_detections(exported.detect(demo_images[1]), want)
 
 
+@pytest.mark.slow
 def test_fp16_raw_outputs_close(tflite_fp16_path, keras_detector):
     detector, inputs = keras_detector
     forward, metadata = load_backend(tflite_fp16_path)
@@ -132,11 +133,12 @@ def _as_eval(ids, dets):
     return {i: (d.boxes, d.scores, d.class_ids) for i, d in zip(ids, dets)}
 
 
-def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, test_images, demo_root):
+@pytest.mark.slow
+def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, demo_images, demo_root):
     """int8 finds the fp32 detections: every fp32 detection has an int8 one of its class nearby,
     and the mAP of int8 against fp32 (fp32 detections taken as the ground truth) is high."""
     detector, _ = keras_detector
-    ids, images = test_images
+    ids, images = demo_images
     int8 = Detector.from_weights(tflite_int8_path, conf=0.05)
     assert int8.metadata["precision"] == "int8" and int8.metadata["calibration"]["images"] == 12
     fp32_dets = detector.detect(images)
@@ -167,13 +169,14 @@ def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, test_ima
     assert agreement.map >= 0.6
 
 
-def test_saved_model_nms_signature_matches_detector(saved_model_path, keras_detector, test_images):
+@pytest.mark.slow
+def test_saved_model_nms_signature_matches_detector(saved_model_path, keras_detector, demo_images):
     import tensorflow as tf
 
     from utils.letterbox import unletterbox_boxes
 
     detector, _ = keras_detector
-    images = test_images[1]
+    images = demo_images[1]
     batch, infos = detector.preprocess(images)
     loaded = tf.saved_model.load(str(saved_model_path))
     out = loaded.signatures["detect"](
@@ -190,6 +193,7 @@ def test_saved_model_nms_signature_matches_detector(saved_model_path, keras_dete
         np.testing.assert_allclose(unletterbox_boxes(out["boxes"][i, :n].numpy(), info), w.boxes, atol=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", [*FP32_PATHS, "tflite_int8_path"])
 def test_metadata_travels_with_the_artefact(fixture, request):
     path = request.getfixturevalue(fixture)
@@ -201,6 +205,7 @@ def test_metadata_travels_with_the_artefact(fixture, request):
     assert metadata_path(path).is_file()
 
 
+@pytest.mark.slow
 def test_onnx_metadata_inside_the_file(onnx_path, tmp_path):
     alone = tmp_path / "alone.onnx"
     shutil.copy(onnx_path, alone)  # no alone.onnx.json next to it
@@ -208,6 +213,7 @@ def test_onnx_metadata_inside_the_file(onnx_path, tmp_path):
     assert Detector.from_weights(alone).class_names == ["circle", "square", "triangle"]
 
 
+@pytest.mark.slow
 def test_backend_from_path_and_errors(saved_model_path, onnx_path, tflite_path, tmp_path):
     assert infer_backend(saved_model_path) == "saved_model"
     assert infer_backend(onnx_path) == "onnx"
@@ -250,6 +256,7 @@ def test_unsupported_combinations(fmt, precision, nms, match):
         check_export_options(fmt, precision, nms)
 
 
+@pytest.mark.slow
 def test_export_argument_errors(keras_detector, tmp_path):
     model = keras_detector[0].model
     with pytest.raises(ExportError, match="needs --calib-data"):
