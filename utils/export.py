@@ -15,9 +15,14 @@ input size, precision, ...) so the detector decodes it exactly as it decodes the
     ONNX:        <file>.onnx.json next to the file, and the same JSON in the model's
                  metadata_props (key "yolo_export"), so the .onnx alone is enough
 
+All three trace `utils.detector.frozen_forward` (the Detector's forward: conv weights as graph
+constants, batch-norms folded), so an export computes what the Keras Detector computes.
+
 Routes (chosen because they work on Keras 3 and cannot write a silently broken model):
     SavedModel: `keras.export.ExportArchive` (tracks the Keras variables properly).
-    TFLite:     `tf.lite.TFLiteConverter.from_saved_model` on that SavedModel. A hand-made
+    TFLite:     `tf.lite.TFLiteConverter.from_saved_model` on that SavedModel (written with a
+                static batch of 1: the backend invokes one image at a time, and XNNPACK then
+                sees no dynamic-shape ops splitting the graph). A hand-made
                 `tf.Module` SavedModel or `from_concrete_functions` on an unfrozen function keeps
                 READ_VARIABLE ops and writes a model that fails or outputs NaN.
     ONNX:       `tf2onnx.convert.from_function` on a tf.function with a fixed input signature
@@ -261,6 +266,9 @@ def export_saved_model(
             return {"boxes": boxes, "scores": scores, "classes": classes, "num_detections": valid}
 
         archive.add_endpoint(NMS_SIGNATURE, detect)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
+        # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
+        raise ExportError(f"--out {out}: exists and is not a SavedModel directory; choose a new path")
     if out.exists():
         shutil.rmtree(out)
     archive.write_out(str(out), verbose=False)

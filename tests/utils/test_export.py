@@ -269,3 +269,7 @@ def test_export_argument_errors(keras_detector, tmp_path):
         export_model(model, "onnx", tmp_path / "m.onnx", input_hw=(100, 100))
     with pytest.raises(ExportError, match="class names"):
         export_model(model, "onnx", tmp_path / "m.onnx", class_names=["a"])
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a SavedModel directory"):
+        export_model(model, "saved_model", tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
