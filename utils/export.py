@@ -146,6 +146,7 @@ def export_metadata(
             {"name": name, "shape": [None, input_hw[0] // s, input_hw[1] // s, num_outputs]}
             for name, s in zip(OUTPUT_NAMES, STRIDES)
         ],
+        "batch_size": None,  # any; TFLite: 1
         "include_nms": bool(include_nms),
         "exported_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
@@ -434,6 +435,7 @@ def export_model(
     if fmt == "onnx":
         export_onnx(model, out, hw, metadata)
     else:
+        metadata["batch_size"] = 1  # the TFLite graph has a static batch of 1 (one image per invoke)
         calibration_paths = None
         if precision == "int8":
             calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
