@@ -40,6 +40,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -371,7 +372,6 @@ def describe_device(half: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import warnings
 
     # Check the sources first: a bad camera or folder should not wait for the model to load.
     capture = paths = None
