@@ -51,7 +51,11 @@ class FatalError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path, help="a .keras model of ours to run over the split")
+    source.add_argument(
+        "--weights",
+        type=Path,
+        help="a .keras model of ours, or one exported by export.py (.onnx, .tflite, SavedModel folder), to run",
+    )
     source.add_argument(
         "--detections",
         type=Path,
@@ -92,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"--weights: network input, SIZE or HEIGHT WIDTH, multiples of {INPUT_MULTIPLE} (default 416)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="--weights: images per forward pass (8)")
+    parser.add_argument(
+        "--backend",
+        choices=("keras", "saved_model", "onnx", "tflite"),
+        default=None,
+        help="--weights: runtime (default: from the path: .keras, .onnx, .tflite, a SavedModel folder)",
+    )
     parser.add_argument("--coco", action="store_true", help="also compute COCO metrics (AP@[.5:.95], AP50, AP75, ...)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     parser.add_argument("--out", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
@@ -251,6 +261,7 @@ def run_weights(
             max_detections=args.max_detections,
             input_shape=input_shape,
             batch_size=args.batch_size,
+            backend=args.backend,
         )
     except (ValueError, OSError) as err:
         raise FatalError(f"cannot load the model: {err}") from None

@@ -83,9 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--weights", required=True, type=Path, help="a .keras model saved by train.py, or darknet .weights"
+        "--weights",
+        required=True,
+        type=Path,
+        help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
+        "export.py (.onnx, .tflite, SavedModel folder)",
     )
     parser.add_argument("--cfg", type=Path, default=None, help="the darknet cfg of --weights (runs through OpenCV DNN)")
+    parser.add_argument(
+        "--backend",
+        choices=("keras", "saved_model", "onnx", "tflite"),
+        default=None,
+        help="runtime for --weights (default: from the path: .keras, .onnx, .tflite, a SavedModel folder)",
+    )
     parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
     parser.add_argument("--mode", choices=MODES, default="predict", help="what to run (default: predict)")
     parser.add_argument(
@@ -394,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 input_shape=args.input_size,
                 batch_size=args.batch_size,
                 half=args.half,
+                backend=args.backend,
                 cfg_path=args.cfg,
             )
     except (ModelLoadError, ValueError, OSError) as err:

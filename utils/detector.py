@@ -281,14 +281,21 @@ class Detector:
         batch_size: int = 8,
         half: bool = False,
         cfg_path: str | Path | None = None,
+        backend: str | None = None,
+        threads: int | None = None,
         **kwargs,
     ) -> Detector:
-        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`), or darknet weights.
+        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`), darknet weights, or a
+        model exported by export.py: an .onnx file (ONNX Runtime), a .tflite file (LiteRT) or a
+        SavedModel directory.
 
         classes_path: class names, one per line; overrides the names saved in the model.
-        half: mixed precision (see `load_model`).
+        half: mixed precision (see `load_model`); .keras models only.
         cfg_path: with a darknet `.weights` file, its cfg; they run through OpenCV DNN
             (utils.backends; CPU, float32, `half` does not apply).
+        backend: "keras", "onnx", "tflite" or "saved_model"; None: from the path
+            (utils.backends.infer_backend).
+        threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
         Raises ModelLoadError when the file is missing or not one of our models.
         """
         if cfg_path is not None:
@@ -308,6 +315,27 @@ class Detector:
                 )
             except (FileNotFoundError, ValueError) as err:
                 raise ModelLoadError(str(err)) from None
+        from utils.backends import infer_backend
+
+        try:
+            backend = backend or infer_backend(path)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
+        if backend != "keras":
+            if half:
+                raise ModelLoadError(f"{path}: --half applies to .keras models; export with --fp16 instead")
+            return cls.from_exported(
+                path,
+                backend=backend,
+                threads=threads,
+                classes_path=classes_path,
+                conf=conf,
+                nms_iou=nms_iou,
+                max_detections=max_detections,
+                input_shape=input_shape,
+                batch_size=batch_size,
+                **kwargs,
+            )
         model = load_model(path, half=half)
         class_names = model.class_names
         if classes_path is not None:
@@ -326,6 +354,58 @@ class Detector:
             batch_size=batch_size,
             **kwargs,
         )
+
+    @classmethod
+    def from_exported(
+        cls,
+        path: str | Path,
+        *,
+        backend: str | None = None,
+        threads: int | None = None,
+        classes_path: str | Path | None = None,
+        input_shape: Sequence[int] | None = None,
+        **kwargs,
+    ) -> Detector:
+        """A Detector over a model exported by export.py (utils.export), decoded and NMS'd by the
+        same code as the Keras model. The raw forward is utils.backends' (ONNX Runtime, TFLite or
+        SavedModel); classes, anchors and input size come from the export metadata.
+
+        input_shape: must be the exported size (or None): exported models have a fixed input.
+        Raises ModelLoadError naming the file.
+        """
+        from utils.backends import load_backend
+
+        try:
+            forward, meta = load_backend(path, backend, threads)
+        except (ValueError, OSError) as err:
+            raise ModelLoadError(str(err)) from None
+        exported_hw = tuple(int(v) for v in meta["input_shape"])
+        if input_shape is not None and tuple(int(v) for v in input_shape) != exported_hw:
+            raise ModelLoadError(
+                f"{path}: exported for a {exported_hw[0]}x{exported_hw[1]} input, cannot run at "
+                f"{tuple(input_shape)}; re-export it with export.py --input-size"
+            )
+        class_names = meta.get("class_names")
+        if classes_path is not None:
+            class_names = load_class_names(classes_path)
+            if len(class_names) != meta["num_classes"]:
+                raise ValueError(
+                    f"{classes_path}: {len(class_names)} class names, but {path} has {meta['num_classes']} classes"
+                )
+        detector = cls(
+            forward,
+            num_classes=meta["num_classes"],
+            anchors=meta["anchors"],
+            anchors_mask=meta["anchors_mask"],
+            scale_x_y=meta["scale_x_y"],
+            input_shape=exported_hw,
+            class_names=class_names,
+            graph_forward=forward.graph_forward,
+            **kwargs,
+        )
+        detector.backend = backend or meta["format"]
+        detector.metadata = meta
+        return detector
 
     def _build_functions(self) -> None:
         in_h, in_w = self.input_shape

@@ -1,0 +1,93 @@
+"""export.py end to end: export a small model, then predict.py and get_map.py take the exported
+file as --weights; unsupported combinations and bad inputs stop with a clear error."""
+
+import json
+
+import numpy as np
+import pytest
+
+import export
+import get_map
+import predict
+from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
+from utils.demo_data import write_demo_dataset
+from utils.detector import Detector
+from utils.images import load_image
+from utils.letterbox import letterbox
+from utils.voc import find_image, read_image_set
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = write_demo_dataset(tmp_path_factory.mktemp("voc"), splits={"train": 6, "test": 6}, image_size=160)
+    paths = [find_image(root, i) for i in read_image_set(root, "test")]
+    inputs = np.stack([letterbox(load_image(p), INPUT_HW)[0] for p in paths]).astype(np.float32) / 255.0
+    weights = root.parent / "shapes.keras"
+    make_detecting_model(inputs).save(weights)
+    return root, paths, weights
+
+
+@pytest.mark.slow
+def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
+    root, paths, weights = demo
+    model_path = tmp_path / "shapes.tflite"
+    argv = ["--weights", str(weights), "--format", "tflite", "--input-size", "128", "--out", str(model_path)]
+    assert export.main(argv) == 0
+    assert model_path.is_file() and (tmp_path / "shapes.tflite.json").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+    # predict.py --weights model.tflite: the same detections as the Keras model.
+    dets_json = tmp_path / "dets.json"
+    argv = ["--weights", str(model_path), "--source", *map(str, paths), "--conf", str(CONF)]
+    assert predict.main([*argv, "--output", str(tmp_path / "out"), "--json", str(dets_json)]) == 0
+    records = {r["image"]: r["detections"] for r in json.loads(dets_json.read_text())}
+    keras_detector = Detector.from_weights(weights, input_shape=INPUT_HW, conf=CONF)
+    want = keras_detector.detect([load_image(p) for p in paths])
+    assert sum(len(d) for d in want) > 0
+    for path, w in zip(paths, want):
+        got = records[str(path)]
+        assert [d["class_name"] for d in got] == [keras_detector.class_names[c] for c in w.class_ids]
+        np.testing.assert_allclose([d["box"] for d in got], w.boxes.reshape(-1, 4), atol=0.02)
+
+    # get_map.py --weights model.tflite.
+    out = tmp_path / "map"
+    argv = ["--weights", str(model_path), "--backend", "tflite", "--data", str(root), "--split", "test"]
+    argv += ["--input-size", "128", "--classes", str(root / "classes.txt"), "--no-plots", "--out", str(out)]
+    assert get_map.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["images_evaluated"] == 6 and sum(c["det"] for c in results["per_class"].values()) > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--format", "onnx", "--int8", "--calib-data", "x"], "--int8 is not supported with --format onnx"),
+        (["--format", "onnx", "--fp16"], "--fp16 is not supported with --format onnx"),
+        (["--format", "saved_model", "--fp16"], "--fp16 is not supported with --format saved_model"),
+        (["--format", "tflite", "--include-nms"], "--include-nms is not supported with --format tflite"),
+        (["--format", "tflite", "--int8"], "--int8 needs --calib-data"),
+        (["--format", "tflite", "--int8", "--calib-data", "no/such/dir"], "no/such/dir: no such folder"),
+    ],
+)
+def test_unsupported_combinations_fail_before_loading(argv, message, tmp_path, capsys):
+    # The weights do not exist: the combination must be refused before they are read.
+    code = export.main(["--weights", str(tmp_path / "absent.keras"), "--out", str(tmp_path / "m.tflite"), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_weights_and_arguments(tmp_path, capsys):
+    code = export.main(["--weights", str(tmp_path / "absent.keras"), "--format", "onnx", "--out", "m.onnx"])
+    assert code == 2 and "absent.keras: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--weights", "w.keras", "--format", "tflite", "--fp16", "--int8", "--out", "m.tflite"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--weights", "w.keras", "--format", "onnx", "--out", "m.onnx", "--input-size", "100"])
+    assert exit_info.value.code == 2 and "multiples of 32" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wrong_output_suffix_is_refused(demo, tmp_path, capsys):
+    code = export.main(["--weights", str(demo[2]), "--format", "onnx", "--out", str(tmp_path / "model.tflite")])
+    assert code == 2 and "must end with .onnx" in capsys.readouterr().err
