@@ -12,8 +12,8 @@ Modes
                prints preprocess / model / postprocess / total milliseconds per image.
   heatmap      the objectness map (max over anchors and heads) overlaid on each image.
 
-Weights: a .keras model of ours, or darknet .weights with their --cfg (run by OpenCV DNN; converting
-them to .keras with utils/darknet.py runs faster).
+Weights: a .keras model of ours, darknet .weights with their --cfg (loaded into our model by
+utils/darknet.py; convert_darknet.py saves that as .keras once), or a model written by export.py.
 
 --json FILE works in every mode: per image (or video frame) its detections as
 {"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
         "export.py (.onnx, .tflite, SavedModel folder)",
     )
-    parser.add_argument("--cfg", type=Path, default=None, help="the darknet cfg of --weights (runs through OpenCV DNN)")
+    parser.add_argument(
+        "--cfg", type=Path, default=None, help="the darknet cfg of --weights (classes, anchors and input size from it)"
+    )
     parser.add_argument(
         "--backend",
         choices=("keras", "saved_model", "onnx", "tflite"),
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             capture.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    device = "OpenCV DNN on the CPU, float32" if args.cfg is not None else describe_device(args.half)
+    device = describe_device(args.half)
     print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
 
     failed = processed = 0

@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     import tensorflow as tf
     from tqdm import tqdm
 
-    from utils import darknet as dk
+    from benchmarks.common import darknet_pair
+    from utils.model_data import HEAD_CONV_INDICES
 
     if args.threads:
         cv2.setNumThreads(args.threads)
@@ -52,19 +53,9 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg_path = args.cfg
-        if cfg_path is None:
-            cfg_path = Path(tmp) / "yolov4-tiny.cfg"
-            cfg_path.write_text(dk.yolov4_tiny_cfg(80, input_hw=(args.size, args.size)).to_text())
-        weights_path = args.weights
-        if weights_path is None:
-            weights_path = Path(tmp) / "random.weights"
-            dk.write_weights(weights_path, dk.random_darknet_weights(dk.conv_specs(dk.parse_cfg(cfg_path))))
-        model, _ = dk.model_from_darknet(cfg_path, weights_path, input_shape=(args.size, args.size, 3))
-        net = cv2.dnn.readNetFromDarknet(str(cfg_path), str(weights_path))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    head_names = [f"conv_{i}" for i in dk.HEAD_CONV_INDICES]
+        model, net, _, weights_path = darknet_pair(Path(tmp), args.size, cfg_path=args.cfg,
+                                                          weights_path=args.weights)
+    head_names = [f"conv_{i}" for i in HEAD_CONV_INDICES]
 
     @tf.function(input_signature=[tf.TensorSpec([1, args.size, args.size, 3], tf.float32)])
     def ours(image):

@@ -13,9 +13,8 @@ through the network to the raw heads, outputs fetched as NumPy, for
   i.e. exactly what `Detector.from_weights(model.onnx)` runs;
 * TFLite dynamic-range int8 (int8 weights, float activations; not an export.py option, shown
   for reference);
-* OpenCV DNN `net.forward()` on darknet's official yolov4-tiny.cfg with the same model's random
-  weights written in darknet's layout (benchmarks/bench_inference.py's writer), the raw heads
-  compared so all run the same network.
+* OpenCV DNN `net.forward()` on darknet's official yolov4-tiny.cfg holding the same random darknet
+  weights as our model (benchmarks/common.py), the raw heads compared so all run the same network.
 
 All get the same number of threads (`--threads`, default 2: ORT intra-op threads, TFLite
 num_threads with XNNPACK, cv2.setNumThreads; TensorFlow's intra-op pool). Rounds are interleaved
@@ -36,7 +35,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,10 +58,11 @@ def main(argv=None) -> None:
     import cv2
     import numpy as np
     import onnxruntime
-    from bench_inference import OFFICIAL_CFG, dump_darknet_weights, randomise_batch_norms
 
+    from benchmarks.common import OFFICIAL_CFG, darknet_pair, opencv_heads, relative_difference
     from nets.yolo import YoloV4Tiny
     from utils.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
+    from utils.darknet import load_darknet_weights
     from utils.demo_data import write_demo_dataset
     from utils.detector import frozen_forward
     from utils.export import export_model
@@ -78,8 +77,6 @@ def main(argv=None) -> None:
     )
     print(f"YOLOv4-tiny ({args.attention}), 80 classes, {size}x{size}, batch 1, {args.rounds} interleaved rounds\n")
 
-    model = YoloV4Tiny(80, attention=args.attention, input_shape=(None, None, 3))
-    randomise_batch_norms(model)
     tmp = None
     if args.work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_export_")
@@ -87,11 +84,15 @@ def main(argv=None) -> None:
     else:
         work = args.work_dir
         work.mkdir(parents=True, exist_ok=True)
-    weights_path = work / "model.weights.h5"
-    if weights_path.is_file():
-        model.load_weights(weights_path)  # the same random model as the reused exports
-    else:
-        model.save_weights(weights_path)
+    # Random darknet weights, kept in the work dir so reused exports hold the same model.
+    reused = work / "random.weights"
+    model, net, _, _ = darknet_pair(
+        work, size, cfg_path=cfg if cfg.is_file() else None, weights_path=reused if reused.is_file() else None
+    )
+    if args.attention != "none":
+        # OpenCV runs the phi-0 network; ours gets the same darknet weights plus fresh attention.
+        model = YoloV4Tiny(80, attention=args.attention, input_shape=(size, size, 3))
+        load_darknet_weights(model, reused)
 
     calib = work / "calib_voc"
     if not (calib / "ImageSets").is_dir():
@@ -144,26 +145,15 @@ def main(argv=None) -> None:
         diff = max(float(np.abs(np.asarray(o) - r).max()) for o, r in zip(fn(), reference))
         print(f"  {name:<30} {diff / scale:.1e}")
 
-    if cfg.is_file():
-        weights = work / "random.weights"
-        dump_darknet_weights(model, weights)
-        net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-        blob = cv2.dnn.blobFromImage(boxed, 1 / 255.0, (size, size), swapRB=False, crop=False)
-        out_names = ["conv_29", "conv_36"]
+    print(f"  {'OpenCV DNN (darknet cfg)':<30} {relative_difference(reference, opencv_heads(net, x)):.1e}")
+    blob = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    out_names = net.getUnconnectedOutLayersNames()
+
+    def cv_forward():
         net.setInput(blob)
-        heads = net.forward(out_names)
-        diff = max(float(np.abs(c.transpose(0, 2, 3, 1) - r).max()) for c, r in zip(heads, reference))
-        print(f"  {'OpenCV DNN (darknet cfg)':<30} {diff / scale:.1e}")
+        return net.forward(out_names)
 
-        def cv_forward():
-            net.setInput(blob)
-            return net.forward(out_names)
-
-        timers["OpenCV DNN"] = cv_forward
-    else:
-        print(f"{cfg} not found: OpenCV DNN skipped, no ratios")
+    timers["OpenCV DNN"] = cv_forward
 
     for fn in timers.values():  # warm up: trace, allocate, pack weights
         for _ in range(3):
@@ -179,18 +169,16 @@ def main(argv=None) -> None:
 
     medians = {name: 1000.0 * statistics.median(t) for name, t in times.items()}
     minima = {name: 1000.0 * min(t) for name, t in times.items()}
-    cv_ms, cv_min = medians.get("OpenCV DNN"), minima.get("OpenCV DNN")
+    cv_ms, cv_min = medians["OpenCV DNN"], minima["OpenCV DNN"]
     print(f"\nbatch-1 latency over {args.rounds} interleaved rounds (min: the least disturbed run):")
     print(f"  {'backend':<30} {'median ms':>9} {'x OpenCV':>9} {'min ms':>9} {'x OpenCV':>9}")
     for name, ms in medians.items():
-        ratios = (f"{ms / cv_ms:9.2f}", f"{minima[name] / cv_min:9.2f}") if cv_ms else ("      n/a",) * 2
-        print(f"  {name:<30} {ms:9.2f} {ratios[0]} {minima[name]:9.2f} {ratios[1]}")
-    if cv_ms:
-        fp32 = {n: medians[n] for n in ("Keras frozen tf.function", "SavedModel", "ONNX Runtime", "TFLite fp32")}
-        best = min(fp32, key=fp32.get)
-        int8 = medians["TFLite int8"]
-        print(f"\nfastest fp32 (median): {best}, {fp32[best] / cv_ms:.2f}x OpenCV DNN (goal <= 0.60)")
-        print(f"int8 (full-integer, export.py --int8, median): {int8 / cv_ms:.2f}x OpenCV DNN (goal <= 0.25)")
+        print(f"  {name:<30} {ms:9.2f} {ms / cv_ms:9.2f} {minima[name]:9.2f} {minima[name] / cv_min:9.2f}")
+    fp32 = {n: medians[n] for n in ("Keras frozen tf.function", "SavedModel", "ONNX Runtime", "TFLite fp32")}
+    best = min(fp32, key=fp32.get)
+    int8 = medians["TFLite int8"]
+    print(f"\nfastest fp32 (median): {best}, {fp32[best] / cv_ms:.2f}x OpenCV DNN (goal <= 0.60)")
+    print(f"int8 (full-integer, export.py --int8, median): {int8 / cv_ms:.2f}x OpenCV DNN (goal <= 0.25)")
     if tmp is not None:
         tmp.cleanup()
 

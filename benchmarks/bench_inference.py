@@ -26,7 +26,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,58 +36,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from nets.yolo import YoloV4Tiny  # noqa: E402
+from benchmarks.common import OFFICIAL_CFG, darknet_pair, median_ms, opencv_heads, relative_difference, timed  # noqa: E402
 from utils.detector import Detector, to_mixed_precision  # noqa: E402
 from utils.letterbox import unletterbox_boxes  # noqa: E402
 from utils.postprocess import decode_outputs, non_max_suppression  # noqa: E402
-
-OFFICIAL_CFG = ROOT / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
-
-
-def randomise_batch_norms(model, seed: int = 0) -> None:
-    """Give every batch-norm non-trivial statistics (as trained weights have)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if layer.__class__.__name__ == "BatchNormalization":
-            n = layer.moving_mean.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0, 0.1, n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-
-
-def dump_darknet_weights(model, path: Path) -> None:
-    """Benchmark-only: write the model's weights in darknet's .weights layout.
-
-    Relies on the cfg-index layer names (conv_i / bn_i, see nets/backbone.py). Darknet stores per
-    convolution: [bn beta, gamma, mean, variance] (or conv bias), then the kernel as (out, in, h, w).
-    The full converter is utils/darknet.py's job; this exists only so OpenCV runs our weights.
-    """
-    convs = sorted(
-        (layer for layer in model.layers if layer.name.startswith("conv_")), key=lambda lyr: int(lyr.name[5:])
-    )
-    with open(path, "wb") as f:
-        np.array([0, 2, 5], np.int32).tofile(f)
-        np.array([0], np.int64).tofile(f)
-        for conv in convs:
-            index = conv.name[5:]
-            if conv.use_bias:
-                np.asarray(conv.bias, np.float32).tofile(f)
-            else:
-                bn = model.get_layer(f"bn_{index}")
-                for w in (bn.beta, bn.gamma, bn.moving_mean, bn.moving_variance):
-                    np.asarray(w, np.float32).tofile(f)
-            np.asarray(conv.kernel, np.float32).transpose(3, 2, 0, 1).tofile(f)
-
-
-def median_ms(values) -> float:
-    return 1000.0 * statistics.median(values)
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> None:
@@ -107,35 +58,22 @@ def main(argv=None) -> None:
     print(f"TensorFlow {tf.__version__} on {device}, OpenCV {cv2.__version__}, {os.cpu_count()} CPU cores")
     print(f"YOLOv4-tiny, 80 classes, input {size}x{size}, image 640x480, {args.rounds} interleaved rounds\n")
 
-    model = YoloV4Tiny(80, input_shape=(None, None, 3))
-    randomise_batch_norms(model)
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
 
+    # The same network and weights in our model and in OpenCV DNN.
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = args.cfg if args.cfg.is_file() else None
+        if cfg is None:
+            print(f"{args.cfg} not found: using the cfg utils/darknet.py writes")
+        model, net, _, _ = darknet_pair(Path(tmp), size, cfg_path=cfg)
     detector = Detector.from_model(model, input_shape=(size, size), conf=0.5, nms_iou=0.3, batch_size=args.batch)
     batch1, infos1 = detector.preprocess([image])
-
-    # OpenCV DNN on the same network and weights.
-    net = None
-    if args.cfg.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "random.weights"
-            dump_darknet_weights(model, weights)
-            net = cv2.dnn.readNetFromDarknet(str(args.cfg), str(weights))
-        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-        blob = cv2.dnn.blobFromImage(batch1[0], 1 / 255.0, (size, size), swapRB=False, crop=False)
-        net.setInput(blob)
-        cv_heads = net.forward(["conv_29", "conv_36"])
-        ours = detector.raw_outputs(batch1)
-        diff = max(float(np.abs(o - c.transpose(0, 2, 3, 1)).max()) for o, c in zip(ours, cv_heads, strict=True))
-        scale = max(float(np.abs(o).max()) for o in ours)
-        print(f"same network check: max |ours - OpenCV| on the raw heads = {diff:.2e} (heads up to {scale:.1f})")
-        out_names = net.getUnconnectedOutLayersNames()
-        net.forward(out_names)
-    else:
-        print(f"{args.cfg} not found: OpenCV DNN skipped")
+    diff = relative_difference(detector.raw_outputs(batch1), opencv_heads(net, batch1 / np.float32(255)))
+    print(f"same network check: max |ours - OpenCV| / max |ours| on the raw heads = {diff:.1e}")
+    blob = cv2.dnn.blobFromImage(batch1[0], 1 / 255.0, (size, size), swapRB=False, crop=False)
+    out_names = net.getUnconnectedOutLayersNames()
 
     def cv_forward():
         net.setInput(blob)
@@ -158,9 +96,7 @@ def main(argv=None) -> None:
     def ours_batch():
         detector.detect(images, batch_size=args.batch)
 
-    timers = {"ours": ours_total, "pre": ours_pre, "model": ours_model, "post": ours_post}
-    if net is not None:
-        timers["opencv"] = cv_forward
+    timers = {"ours": ours_total, "pre": ours_pre, "model": ours_model, "post": ours_post, "opencv": cv_forward}
     variants = {}
     if args.variants:
         in_graph = letterbox_in_graph(detector)
@@ -189,10 +125,9 @@ def main(argv=None) -> None:
     print(f"    preprocess (letterbox, cv2)       {median_ms(times['pre']):7.2f}")
     print(f"    model (uint8 batch -> raw heads)  {median_ms(times['model']):7.2f}")
     print(f"    postprocess (decode+NMS+unbox)    {median_ms(times['post']):7.2f}")
-    if net is not None:
-        cv_ms = median_ms(times["opencv"])
-        print(f"  OpenCV DNN forward alone            {cv_ms:7.2f}")
-        print(f"  ratio ours / OpenCV forward         {total / cv_ms:7.2f}   (goal <= 1.0)")
+    cv_ms = median_ms(times["opencv"])
+    print(f"  OpenCV DNN forward alone            {cv_ms:7.2f}")
+    print(f"  ratio ours / OpenCV forward         {total / cv_ms:7.2f}   (goal <= 1.0)")
     if variants:
         print("  alternatives, total per image (same rounds):")
         for name in variants:

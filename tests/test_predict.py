@@ -11,12 +11,11 @@ import pytest
 from PIL import Image
 
 import predict
-from benchmarks.bench_inference import dump_darknet_weights
 from nets.yolo import YoloV4Tiny
+from utils.darknet import save_darknet
 from utils.model_data import COCO_CLASSES_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = ROOT / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +124,9 @@ def test_heatmap_and_fps(weights, images, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CFG.is_file(), reason="darknet reference cfg not available")
 def test_darknet_weights_with_cfg(images, tmp_path):
-    model = YoloV4Tiny(80)
-    dump_darknet_weights(model, tmp_path / "random.weights")
-    argv = ["--weights", str(tmp_path / "random.weights"), "--cfg", str(CFG), "--input-size", "64"]
+    save_darknet(YoloV4Tiny(80), tmp_path / "random.cfg", tmp_path / "random.weights")
+    argv = ["--weights", str(tmp_path / "random.weights"), "--cfg", str(tmp_path / "random.cfg"), "--input-size", "64"]
     argv += ["--classes", str(COCO_CLASSES_PATH), "--conf", "0.1", "--source", str(images / "rgb.jpg")]
     assert predict.main([*argv, "--output", str(tmp_path / "out"), "--json", str(tmp_path / "d.json")]) == 0
     [record] = json.loads((tmp_path / "d.json").read_text())

@@ -291,30 +291,32 @@ class Detector:
 
         classes_path: class names, one per line; overrides the names saved in the model.
         half: mixed precision (see `load_model`); .keras models only.
-        cfg_path: with a darknet `.weights` file, its cfg; they run through OpenCV DNN
-            (utils.backends; CPU, float32, `half` does not apply).
+        cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
+            utils/darknet.py (classes, anchors and scale_x_y from the cfg).
         backend: "keras", "onnx", "tflite" or "saved_model"; None: from the path
             (utils.backends.infer_backend).
         threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
         Raises ModelLoadError when the file is missing or not one of our models.
         """
         if cfg_path is not None:
-            from utils.backends import opencv_darknet_detector
+            from utils.darknet import model_from_darknet
 
+            names = load_class_names(classes_path) if classes_path is not None else None
+            # The cfg's [net] size unless input_shape asks for another.
+            size = None if input_shape is None else (*input_shape, 3)
             try:
-                return opencv_darknet_detector(
-                    cfg_path,
-                    path,
-                    classes_path=classes_path,
-                    input_shape=input_shape,
-                    conf=conf,
-                    nms_iou=nms_iou,
-                    max_detections=max_detections,
-                    batch_size=batch_size,
-                    **kwargs,
-                )
-            except (FileNotFoundError, ValueError) as err:
+                model, _ = model_from_darknet(cfg_path, path, class_names=names, input_shape=size)
+            except (OSError, ValueError) as err:
                 raise ModelLoadError(str(err)) from None
+            return cls.from_model(
+                with_half_precision(model) if half else model,
+                input_shape=input_shape,
+                conf=conf,
+                nms_iou=nms_iou,
+                max_detections=max_detections,
+                batch_size=batch_size,
+                **kwargs,
+            )
         from utils.backends import infer_backend
 
         try:
@@ -534,16 +536,19 @@ def load_model(path: str | Path, half: bool = False):
         raise ModelLoadError(f"{path}: cannot load as a YoloV4Tiny model ({type(err).__name__}: {err})") from None
     if not isinstance(model, YoloV4Tiny):
         raise ModelLoadError(f"{path}: a Keras {type(model).__name__}, not a YoloV4Tiny model of ours")
-    if half:
-        policy = mixed_precision_policy()
-        if policy is None:
-            warnings.warn(
-                "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32",
-                stacklevel=2,
-            )
-        else:
-            model = to_mixed_precision(model, policy)
-    return model
+    return with_half_precision(model) if half else model
+
+
+def with_half_precision(model):
+    """`model` under `mixed_precision_policy()`; on a CPU without fast bfloat16, warn and keep float32."""
+    policy = mixed_precision_policy()
+    if policy is None:
+        warnings.warn(
+            "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32",
+            stacklevel=3,
+        )
+        return model
+    return to_mixed_precision(model, policy)
 
 
 def cpu_has_fast_bfloat16() -> bool:
