@@ -115,11 +115,29 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """
     boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
     boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    return box_iou_aligned(boxes1[:, None, :], boxes2[None, :, :])
+
+
+def box_iou_aligned(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of pixel xyxy boxes: box i of `boxes1` with box i of `boxes2`.
+
+    `box_iou` is this with broadcasting over all pairs; the mAP code uses it directly on
+    precomputed (detection, ground truth) pairs so it never builds an N x M matrix.
+
+    Args:
+        boxes1: shape (..., 4), xyxy.
+        boxes2: shape (..., 4), xyxy, broadcastable against `boxes1`.
+    Returns: float64, the broadcast shape without the last axis; 0 where the union is empty.
+    """
+    boxes1 = np.asarray(boxes1, dtype=np.float64)
+    boxes2 = np.asarray(boxes2, dtype=np.float64)
+    _check(boxes1, "xyxy")
+    _check(boxes2, "xyxy")
+    top_left = np.maximum(boxes1[..., :2], boxes2[..., :2])
+    bottom_right = np.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = np.clip(bottom_right - top_left, 0, None)
     inter = wh[..., 0] * wh[..., 1]
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    union = box_area(boxes1) + box_area(boxes2) - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
