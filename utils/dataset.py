@@ -11,7 +11,7 @@ Augmentation (training only), darknet/bubbliiiing style, all in NumPy/OpenCV per
     * mixup (probability `mixup_prob`, only on mosaic samples, i.e. after mosaic): blended 50/50
       with another randomly placed image, boxes of both kept;
     * HSV jitter.
-Validation samples are letterboxed only (aspect kept, centred, grey padding).
+Validation samples are letterboxed only, exactly as inference does (utils.letterbox).
 
 Determinism: the plan of an epoch (order, mosaic/mixup draws, partners, per-sample seeds) comes
 from `np.random.default_rng((seed, epoch))` and each sample is drawn from its own seed, so with
@@ -32,25 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 from utils.annotations import AnnotatedImage
+from utils.letterbox import LETTERBOX_FILL, letterbox, letterbox_boxes
 
-GREY = 128
+GREY = LETTERBOX_FILL
 MIN_BOX_SIDE = 2.0  # boxes narrower or lower than this (pixels) after augmentation are dropped
 _PLAN_COLUMNS = 8  # idx0..idx3, mosaic, mixup, mixup partner, sample seed
-
-
-def letterbox(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize keeping the aspect ratio and centre on a grey canvas.
-
-    Returns: canvas (H, W, 3), scale, (dx, dy); a pixel xyxy box maps as box * scale + (dx, dy, dx, dy).
-    """
-    ih, iw = image.shape[:2]
-    h, w = input_hw
-    scale = min(w / iw, h / ih)
-    nw, nh = max(1, int(round(iw * scale))), max(1, int(round(ih * scale)))
-    dx, dy = (w - nw) // 2, (h - nh) // 2
-    canvas = np.full((h, w, 3), GREY, np.uint8)
-    canvas[dy : dy + nh, dx : dx + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return canvas, scale, (dx, dy)
 
 
 def _keep_valid(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -252,8 +238,8 @@ class YoloDataset:
         try:
             if not self.train:
                 image, boxes = self._read(idx[0])
-                image, scale, (dx, dy) = letterbox(image, self.input_shape)
-                boxes[:, :4] = boxes[:, :4] * scale + np.array([dx, dy, dx, dy], np.float32)
+                image, info = letterbox(image, self.input_shape)
+                boxes[:, :4] = letterbox_boxes(boxes[:, :4], info)
                 boxes = _keep_valid(boxes, w, h)
             else:
                 if use_mosaic:
