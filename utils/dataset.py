@@ -294,10 +294,27 @@ class YoloDataset:
         drop_remainder: bool = True,
         num_parallel_calls: int | None = None,
         deterministic: bool = True,
+        global_batch: int | None = None,
+        pipeline_id: int = 0,
+        num_pipelines: int = 1,
     ) -> tf.data.Dataset:
-        """Batched (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)) for one epoch."""
+        """Batched (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)) for one epoch.
+
+        For tf.distribute (`distribute_datasets_from_function`): `batch_size` is the per-replica
+        batch, `global_batch` the sum over all replicas, and this input pipeline (one per worker)
+        keeps exactly the per-replica batches its replicas consume, so global step k sees the
+        same images as a one-process run with batch `global_batch`.
+        """
         shuffle = self.train if shuffle is None else shuffle
         plan = self.epoch_plan(epoch, shuffle=shuffle, mosaic=mosaic)
+        global_batch = batch_size if global_batch is None else int(global_batch)
+        replicas = global_batch // batch_size
+        if replicas * batch_size != global_batch or replicas % num_pipelines:
+            raise ValueError(f"global batch {global_batch} is not {batch_size} x a multiple of {num_pipelines}")
+        if replicas > 1:
+            plan = plan[: len(plan) // global_batch * global_batch]
+            replica_of_row = (np.arange(len(plan)) // batch_size) % replicas
+            plan = plan[replica_of_row // (replicas // num_pipelines) == pipeline_id]
         h, w = self.input_shape
 
         def load(row):
@@ -314,7 +331,6 @@ class YoloDataset:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         options = tf.data.Options()
         options.deterministic = deterministic
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def steps_per_epoch(self, batch_size: int) -> int:
