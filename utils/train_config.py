@@ -79,6 +79,7 @@ DEMO_PRESET = {
     "freeze_epochs": 0,
     "batch_size": 16,
     "optimizer": "adam",
+    "lr": 4e-3,  # x 16 / 64 = Adam's 1e-3
     "mosaic": 0.3,
     "mixup": 0.0,
     "mosaic_ratio": 0.5,
