@@ -35,6 +35,7 @@ class TrainConfig:
     freeze_epochs: int | None = _opt(None, "epochs with the backbone frozen first (default: 50 with --weights, else 0)")
     batch_size: int = _opt(16, "global batch size once unfrozen")
     freeze_batch_size: int = _opt(32, "global batch size while frozen")
+    freeze_bn: bool = _opt(False, "keep every batch-norm in inference mode, statistics and scale fixed (tiny batches)")
     optimizer: str = _opt("sgd", "sgd (Nesterov, momentum --momentum) or adam", choices=("sgd", "adam"))
     lr: float | None = _opt(None, f"initial learning rate at batch 64 (default {DEFAULT_LR}); scaled by batch size")
     min_lr_ratio: float = _opt(0.01, "final learning rate as a fraction of the initial one")

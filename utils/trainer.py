@@ -194,14 +194,24 @@ class Trainer:
 
         self.strategy = self._strategy()
         self.replicas = self.strategy.num_replicas_in_sync
-        with self.strategy.scope():
-            self.model = YoloV4Tiny(
+
+        def make_model():
+            return YoloV4Tiny(
                 len(self.class_names),
                 attention=resolve_attention(phi=c.phi),
                 anchors=anchors.tolist(),
                 input_shape=(*self.input_hw, 3),
                 class_names=self.class_names,
             )
+
+        with self.strategy.scope():
+            self.model = make_model()
+        if c.strategy != "none":
+            # Variables created under a strategy draw different random initial values; start from
+            # the weights a one-process run with this seed starts from (the same on every worker).
+            keras.utils.set_random_seed(c.seed)
+            self.model.set_weights(make_model().get_weights())
+        with self.strategy.scope():
             if c.weights:
                 self._load_initial_weights(c.weights)
             else:
@@ -251,6 +261,9 @@ class Trainer:
         for layer in self.model.layers:
             if layer.name in self.backbone_names:
                 layer.trainable = not frozen
+        if self.config.freeze_bn:
+            for layer in self.bn_layers:
+                layer.trainable = False
 
     def _phase_batch(self, epoch: int) -> tuple[bool, int]:
         frozen = epoch < self.config.freeze_epochs
