@@ -19,17 +19,23 @@ A `Detector` is a *raw forward* plus the shared decoding:
 The raw forward is any callable with that contract. A TensorFlow-traceable one (a Keras model,
 `graph_forward=True`) is traced together with the /255, the decoding and the NMS into ONE
 `tf.function` with a fixed input signature, so a batch costs one graph call. Any other callable
-(OpenCV DNN, ONNX Runtime, TFLite interpreters; `graph_forward=False`) gets a float32 NumPy array
-and returns NumPy heads; decoding and NMS then run as their own compiled graph. To add a backend,
-build its raw forward and call `Detector(forward, num_classes=..., anchors=..., ...)`, or hand a
-Keras model (e.g. one converted from darknet cfg + weights) to `Detector.from_model`.
+(OpenCV DNN in utils/backends.py; ONNX Runtime or TFLite interpreters the same way;
+`graph_forward=False`) gets a float32 NumPy array and returns NumPy heads; decoding and NMS then
+run as their own compiled graph. To add a backend, build its raw forward and call
+`Detector(forward, num_classes=..., anchors=..., ...)`, or hand a Keras model (e.g. one converted
+from darknet cfg + weights by utils/darknet.py) to `Detector.from_model`.
 
-For speed on the Keras path the batch-norms are folded into the convolutions in an inference-only
-copy of the graph (see `fold_batch_norms`); the trained model is not changed.
+Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
+runs an inference-only copy of the graph with the convolution weights as graph constants and the
+batch-norms folded into them (`frozen_forward`; about 1.7x faster than calling the Keras model,
+the trained model is not changed); XLA (`jit_compile=True`) was slower, so it is off; letterbox
+with cv2 outside the graph was not slower than resizing inside it (and keeps one graph for all
+image sizes).
 """
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
-from utils.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, load_class_names
+from utils.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, STRIDES, load_class_names
 from utils.postprocess import decode_outputs, non_max_suppression
 
 RawForward = Callable[[object], Sequence]
@@ -89,16 +95,21 @@ def _check_input_hw(input_hw: Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
-    """An inference-only forward of a functional Keras model with every Conv2D -> BatchNorm pair
-    folded into one convolution with bias.
+def frozen_forward(model, fold_bn: bool = True) -> Callable[[tf.Tensor], list[tf.Tensor]]:
+    """An inference-only forward of a functional Keras model: every plain Conv2D becomes a
+    convolution with CONSTANT weights, and every BatchNormalization right after one is folded into it.
 
-    conv(x, W) * g / sqrt(v + eps) + (b - m * g / sqrt(v + eps)) == conv(x, W * s) + (b - m * s),
-    s = g / sqrt(v + eps). Only BatchNormalization layers whose single input is a bias-free
-    Conv2D's output that nothing else reads are folded; every other layer runs as it is. The
-    folded weights are snapshot constants: re-create the forward after changing the weights.
+    conv(x, W) * s + (beta - m * s) == conv(x, W * s) + (beta - m * s),   s = gamma / sqrt(v + eps).
 
-    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function.
+    Why: the weights become graph constants (created while tracing), which lets TensorFlow's
+    grappler + oneDNN fuse conv + bias + LeakyReLU into one kernel and cache the reordered
+    weights, and the folded batch-norm costs nothing. Measured in benchmarks/bench_inference.py.
+    A batch-norm is folded only when its single input is such a conv's output that nothing else
+    reads; every other layer (attention blocks, pooling, ...) runs as it is. The weights are a
+    snapshot: build a new forward after changing the model's weights.
+
+    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function;
+    its `num_folded` attribute says how many batch-norms were folded.
     """
     import keras
 
@@ -108,47 +119,51 @@ def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
             for tensor in node.input_tensors:
                 consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
 
-    folded: dict[str, tuple] = {}  # conv name -> (kernel, bias, strides, padding, dilation)
+    # conv name -> [kernel, bias or None, strides, padding, dilations], NumPy float64 until frozen
+    convs: dict[str, list] = {}
+    for layer in model.layers:
+        if (
+            type(layer) is keras.layers.Conv2D
+            and layer.groups == 1
+            and layer.activation is keras.activations.linear
+            and len(layer._inbound_nodes) == 1
+        ):
+            bias = np.asarray(layer.bias, np.float64) if layer.use_bias else None
+            spec = (list(layer.strides), layer.padding.upper(), list(layer.dilation_rate), layer.compute_dtype)
+            convs[layer.name] = [np.asarray(layer.kernel, np.float64), bias, *spec]
+
     skip: set[str] = set()  # batch-norm names folded away
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        if not fold_bn or type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
             continue
         (source,) = layer._inbound_nodes[0].input_tensors
         conv = source._keras_history.operation
-        if (
-            not isinstance(conv, keras.layers.Conv2D)
-            or type(conv) is not keras.layers.Conv2D
-            or conv.use_bias
-            or conv.groups != 1
-            or conv.activation is not keras.activations.linear
-            or consumers.get(id(source), 0) != 1
-            or len(conv._inbound_nodes) != 1
-            or layer.axis not in (-1, 3, [3], [-1])
-        ):
+        if conv.name not in convs or consumers.get(id(source), 0) != 1 or layer.axis not in (-1, 3, [3], [-1]):
             continue
-        gamma = np.asarray(layer.gamma) if layer.scale else 1.0
-        beta = np.asarray(layer.beta) if layer.center else 0.0
+        gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
+        beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
         scale = gamma / np.sqrt(np.asarray(layer.moving_variance, np.float64) + layer.epsilon)
-        kernel = (np.asarray(conv.kernel, np.float64) * scale).astype(np.float32)
-        bias = (beta - np.asarray(layer.moving_mean, np.float64) * scale).astype(np.float32)
-        padding = conv.padding.upper()
-        folded[conv.name] = (
-            tf.constant(kernel),
-            tf.constant(bias),
-            list(conv.strides),
-            padding,
-            list(conv.dilation_rate),
-        )
+        entry = convs[conv.name]
+        bias = entry[1] if entry[1] is not None else 0.0
+        entry[0] = entry[0] * scale
+        entry[1] = beta + (bias - np.asarray(layer.moving_mean, np.float64)) * scale
         skip.add(layer.name)
+    for entry in convs.values():
+        entry[0] = entry[0].astype(np.float32)
+        entry[1] = None if entry[1] is None else entry[1].astype(np.float32)
 
     def operation_fn(operation):
-        if operation.name in folded:
-            kernel, bias, strides, padding, dilations = folded[operation.name]
+        if operation.name in convs:
+            kernel, bias, strides, padding, dilations, dtype = convs[operation.name]
 
             def conv(x, **_):  # the graph may pass mask=None
-                # Constants are float32; under mixed precision the activations may not be.
-                y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=strides, padding=padding, dilations=dilations)
-                return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
+                # Constants created here, while tracing, are Const nodes of the graph (not captured
+                # inputs). Cast like the Keras layer would under a mixed-precision policy.
+                x = tf.cast(x, dtype)
+                y = tf.nn.conv2d(x, tf.cast(tf.constant(kernel), dtype), strides, padding, dilations=dilations)
+                if bias is not None:
+                    y = tf.nn.bias_add(y, tf.cast(tf.constant(bias), dtype))
+                return y
 
             return conv
         if operation.name in skip:
@@ -158,7 +173,7 @@ def fold_batch_norms(model) -> Callable[[tf.Tensor], list[tf.Tensor]]:
     def forward(images):
         return model._run_through_graph(images, operation_fn=operation_fn)
 
-    forward.num_folded = len(folded)  # type: ignore[attr-defined]
+    forward.num_folded = len(skip)  # type: ignore[attr-defined]
     return forward
 
 
@@ -219,18 +234,21 @@ class Detector:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model, *, input_shape: Sequence[int] | None = None, fold_bn: bool = True, **kwargs):
+    def from_model(cls, model, *, input_shape: Sequence[int] | None = None, freeze: bool = True, **kwargs):
         """Wrap a `nets.yolo.YoloV4Tiny` (trained, loaded or converted from darknet).
 
         input_shape: (h, w); the model's own fixed size, else 416x416.
-        fold_bn: run an inference-only copy of the graph with batch-norms folded into the convs.
+        freeze: run an inference-only copy of the graph, convolution weights as constants and
+            batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
         kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
         """
+        fixed = tuple(model.image_shape[:2])
         if input_shape is None:
-            fixed = tuple(model.image_shape[:2])
             input_shape = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
-        if fold_bn:
-            forward = fold_batch_norms(model)
+        elif None not in fixed and tuple(input_shape) != fixed:
+            raise ValueError(f"the model was built for input {fixed}; it cannot run at {tuple(input_shape)}")
+        if freeze:
+            forward = frozen_forward(model)
         else:
 
             def forward(images):
@@ -262,14 +280,34 @@ class Detector:
         input_shape: Sequence[int] | None = None,
         batch_size: int = 8,
         half: bool = False,
+        cfg_path: str | Path | None = None,
         **kwargs,
     ) -> Detector:
-        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`).
+        """Load a `.keras` model of ours (a saved `nets.yolo.YoloV4Tiny`), or darknet weights.
 
         classes_path: class names, one per line; overrides the names saved in the model.
         half: mixed precision (see `load_model`).
+        cfg_path: with a darknet `.weights` file, its cfg; they run through OpenCV DNN
+            (utils.backends; CPU, float32, `half` does not apply).
         Raises ModelLoadError when the file is missing or not one of our models.
         """
+        if cfg_path is not None:
+            from utils.backends import opencv_darknet_detector
+
+            try:
+                return opencv_darknet_detector(
+                    cfg_path,
+                    path,
+                    classes_path=classes_path,
+                    input_shape=input_shape,
+                    conf=conf,
+                    nms_iou=nms_iou,
+                    max_detections=max_detections,
+                    batch_size=batch_size,
+                    **kwargs,
+                )
+            except (FileNotFoundError, ValueError) as err:
+                raise ModelLoadError(str(err)) from None
         model = load_model(path, half=half)
         class_names = model.class_names
         if classes_path is not None:
@@ -302,7 +340,7 @@ class Detector:
 
         head_specs = [
             tf.TensorSpec([None, in_h // s, in_w // s, len(m) * (5 + self.num_classes)], tf.float32)
-            for s, m in zip((32, 16), self.anchors_mask, strict=True)
+            for s, m in zip(STRIDES, self.anchors_mask, strict=True)
         ]
         self._postprocess_fn = tf.function(
             lambda heads, conf, iou: postprocess(heads, conf, iou),
@@ -315,11 +353,12 @@ class Detector:
                 heads = self.forward(tf.cast(images_u8, tf.float32) * (1.0 / 255.0))
                 return [tf.cast(h, tf.float32) for h in heads]
 
+            # XLA (when asked) compiles the forward only: it has no kernel for the NMS op.
             self._raw_fn = tf.function(raw, input_signature=[image_spec], jit_compile=self.jit_compile)
+            forward_in_graph = self._raw_fn if self.jit_compile else raw
             self._pipeline_fn = tf.function(
-                lambda images_u8, conf, iou: postprocess(raw(images_u8), conf, iou),
+                lambda images_u8, conf, iou: postprocess(forward_in_graph(images_u8), conf, iou),
                 input_signature=[image_spec, scalar, scalar],
-                jit_compile=self.jit_compile,
             )
         else:
 
@@ -392,8 +431,8 @@ class Detector:
 def load_model(path: str | Path, half: bool = False):
     """Load a saved `nets.yolo.YoloV4Tiny` from a `.keras` file.
 
-    half: rebuild it under a mixed-precision policy: mixed_float16 on a GPU; on a CPU
-        mixed_bfloat16 (fast only with AMX / AVX512-BF16; see benchmarks/bench_inference.py).
+    half: rebuild it under `mixed_precision_policy()` (mixed_float16 on a GPU, mixed_bfloat16 on a
+        CPU with AMX / AVX512-BF16); on other CPUs warn and stay float32.
 
     Raises ModelLoadError (naming the file) when the file is missing, not a Keras archive, or a
     Keras model that is not a YoloV4Tiny.
@@ -406,7 +445,7 @@ def load_model(path: str | Path, half: bool = False):
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if path.suffix.lower() in (".weights", ".cfg"):
-        raise ModelLoadError(f"{path}: a darknet file; convert it to a .keras model first (utils/darknet.py)")
+        raise ModelLoadError(f"{path}: a darknet file; give its cfg too (cfg_path=, predict.py --cfg)")
     if path.suffix.lower() != ".keras" or not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .keras model file (expected a YoloV4Tiny saved with model.save)")
     try:
@@ -416,25 +455,46 @@ def load_model(path: str | Path, half: bool = False):
     if not isinstance(model, YoloV4Tiny):
         raise ModelLoadError(f"{path}: a Keras {type(model).__name__}, not a YoloV4Tiny model of ours")
     if half:
-        model = to_mixed_precision(model)
+        policy = mixed_precision_policy()
+        if policy is None:
+            warnings.warn(
+                "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32",
+                stacklevel=2,
+            )
+        else:
+            model = to_mixed_precision(model, policy)
     return model
 
 
-def mixed_precision_policy() -> str:
-    """mixed_float16 on a GPU, mixed_bfloat16 on a CPU."""
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+def cpu_has_fast_bfloat16() -> bool:
+    """True when the CPU has AMX or AVX512-BF16 (oneDNN then runs bfloat16 convolutions fast)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
-def to_mixed_precision(model, policy: str | None = None):
-    """A copy of a YoloV4Tiny built under a mixed-precision policy, with the same weights.
+def mixed_precision_policy() -> str | None:
+    """The mixed-precision policy that is faster than float32 here, or None.
 
-    The heads stay float32 (nets.yolo), so decoding sees float32.
+    mixed_float16 on a GPU; mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster for
+    this model, see benchmarks/bench_inference.py); None on other CPUs, where float16 and
+    bfloat16 convolutions are emulated and slower than float32.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_fast_bfloat16() else None
+
+
+def to_mixed_precision(model, policy: str):
+    """A copy of a YoloV4Tiny built under a mixed-precision policy ("mixed_float16" or
+    "mixed_bfloat16"), with the same weights. The heads stay float32 (nets.yolo).
     """
     import keras
 
     from nets.yolo import YoloV4Tiny
 
-    policy = policy or mixed_precision_policy()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:

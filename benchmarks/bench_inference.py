@@ -1,0 +1,248 @@
+"""Inference speed: our image-to-boxes pipeline beside OpenCV DNN's forward pass, same architecture.
+
+    python benchmarks/bench_inference.py            # 416x416, 80 classes, 30 rounds
+    python benchmarks/bench_inference.py --rounds 50 --variants
+
+What is measured (CPU, or the GPU when TensorFlow sees one; OpenCV DNN always runs on the CPU):
+
+* ours, batch 1: `Detector.detect([image])` on a decoded 640x480 uint8 RGB image: letterbox
+  (cv2) + one compiled graph (uint8 -> /255 -> model -> decode -> per-class NMS) + mapping the
+  boxes back to the image. Split into preprocess / model / postprocess by timing the stages
+  separately (the model alone, decode + NMS alone on its raw outputs).
+* OpenCV DNN, batch 1: `net.forward()` alone (its blob already built), on the same network read
+  from darknet's official yolov4-tiny.cfg with OUR model's random weights written in darknet's
+  layout. The raw heads of both are compared, so the two really compute the same thing.
+* ours, batch 8: images/s, and its ratio to batch-1 images/s.
+
+Rounds are interleaved (OpenCV, ours, ours split, ...) and medians reported, because other
+processes may share the CPU. `--variants` also times the unfolded Keras graph, XLA, and
+mixed_bfloat16, to show which choices in `utils/detector.py` pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from nets.yolo import YoloV4Tiny  # noqa: E402
+from utils.detector import Detector, to_mixed_precision  # noqa: E402
+from utils.letterbox import unletterbox_boxes  # noqa: E402
+from utils.postprocess import decode_outputs, non_max_suppression  # noqa: E402
+
+OFFICIAL_CFG = ROOT / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
+
+
+def randomise_batch_norms(model, seed: int = 0) -> None:
+    """Give every batch-norm non-trivial statistics (as trained weights have)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.moving_mean.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0, 0.1, n).astype(np.float32))
+            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+
+
+def dump_darknet_weights(model, path: Path) -> None:
+    """Benchmark-only: write the model's weights in darknet's .weights layout.
+
+    Relies on the cfg-index layer names (conv_i / bn_i, see nets/backbone.py). Darknet stores per
+    convolution: [bn beta, gamma, mean, variance] (or conv bias), then the kernel as (out, in, h, w).
+    The full converter is utils/darknet.py's job; this exists only so OpenCV runs our weights.
+    """
+    convs = sorted(
+        (layer for layer in model.layers if layer.name.startswith("conv_")), key=lambda lyr: int(lyr.name[5:])
+    )
+    with open(path, "wb") as f:
+        np.array([0, 2, 5], np.int32).tofile(f)
+        np.array([0], np.int64).tofile(f)
+        for conv in convs:
+            index = conv.name[5:]
+            if conv.use_bias:
+                np.asarray(conv.bias, np.float32).tofile(f)
+            else:
+                bn = model.get_layer(f"bn_{index}")
+                for w in (bn.beta, bn.gamma, bn.moving_mean, bn.moving_variance):
+                    np.asarray(w, np.float32).tofile(f)
+            np.asarray(conv.kernel, np.float32).transpose(3, 2, 0, 1).tofile(f)
+
+
+def median_ms(values) -> float:
+    return 1000.0 * statistics.median(values)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (medians reported)")
+    parser.add_argument("--size", type=int, default=416, help="network input side (multiple of 32)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size for the throughput figure")
+    parser.add_argument(
+        "--variants", action="store_true", help="also time in-graph letterbox, Keras call, XLA, bfloat16"
+    )
+    parser.add_argument("--cfg", type=Path, default=OFFICIAL_CFG, help="darknet yolov4-tiny.cfg for OpenCV DNN")
+    args = parser.parse_args(argv)
+
+    size = args.size
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    print(f"TensorFlow {tf.__version__} on {device}, OpenCV {cv2.__version__}, {os.cpu_count()} CPU cores")
+    print(f"YOLOv4-tiny, 80 classes, input {size}x{size}, image 640x480, {args.rounds} interleaved rounds\n")
+
+    model = YoloV4Tiny(80, input_shape=(None, None, 3))
+    randomise_batch_norms(model)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
+
+    detector = Detector.from_model(model, input_shape=(size, size), conf=0.5, nms_iou=0.3, batch_size=args.batch)
+    batch1, infos1 = detector.preprocess([image])
+
+    # OpenCV DNN on the same network and weights.
+    net = None
+    if args.cfg.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "random.weights"
+            dump_darknet_weights(model, weights)
+            net = cv2.dnn.readNetFromDarknet(str(args.cfg), str(weights))
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        blob = cv2.dnn.blobFromImage(batch1[0], 1 / 255.0, (size, size), swapRB=False, crop=False)
+        net.setInput(blob)
+        cv_heads = net.forward(["conv_29", "conv_36"])
+        ours = detector.raw_outputs(batch1)
+        diff = max(float(np.abs(o - c.transpose(0, 2, 3, 1)).max()) for o, c in zip(ours, cv_heads, strict=True))
+        scale = max(float(np.abs(o).max()) for o in ours)
+        print(f"same network check: max |ours - OpenCV| on the raw heads = {diff:.2e} (heads up to {scale:.1f})")
+        out_names = net.getUnconnectedOutLayersNames()
+        net.forward(out_names)
+    else:
+        print(f"{args.cfg} not found: OpenCV DNN skipped")
+
+    def cv_forward():
+        net.setInput(blob)
+        net.forward(out_names)
+
+    def ours_total():
+        detector.detect([image])
+
+    def ours_pre():
+        detector.preprocess([image])
+
+    def ours_model():
+        detector.raw_outputs(batch1)
+
+    raw = detector.raw_outputs(batch1)
+
+    def ours_post():
+        detector.postprocess_raw(raw, infos1)
+
+    def ours_batch():
+        detector.detect(images, batch_size=args.batch)
+
+    timers = {"ours": ours_total, "pre": ours_pre, "model": ours_model, "post": ours_post}
+    if net is not None:
+        timers["opencv"] = cv_forward
+    variants = {}
+    if args.variants:
+        in_graph = letterbox_in_graph(detector)
+        variants = {
+            "letterbox inside the graph": lambda: in_graph(image),
+            "Keras model call (not frozen)": Detector.from_model(model, input_shape=(size, size), freeze=False),
+            "frozen + XLA (jit_compile)": Detector.from_model(model, input_shape=(size, size), jit_compile=True),
+            "frozen, mixed_bfloat16 (--half)": Detector.from_model(
+                to_mixed_precision(model, "mixed_bfloat16"), input_shape=(size, size)
+            ),
+        }
+        for name, variant in variants.items():
+            timers[name] = variant if callable(variant) else (lambda det=variant: det.detect([image]))
+    timers["batch"] = ours_batch
+    for fn in timers.values():  # warm up: trace, compile, allocate
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(args.rounds):
+        for name, fn in timers.items():
+            times[name].append(timed(fn))
+
+    total = median_ms(times["ours"])
+    print("\nbatch 1, per image (median ms)")
+    print(f"  ours total (image -> final boxes)   {total:7.2f}")
+    print(f"    preprocess (letterbox, cv2)       {median_ms(times['pre']):7.2f}")
+    print(f"    model (uint8 batch -> raw heads)  {median_ms(times['model']):7.2f}")
+    print(f"    postprocess (decode+NMS+unbox)    {median_ms(times['post']):7.2f}")
+    if net is not None:
+        cv_ms = median_ms(times["opencv"])
+        print(f"  OpenCV DNN forward alone            {cv_ms:7.2f}")
+        print(f"  ratio ours / OpenCV forward         {total / cv_ms:7.2f}   (goal <= 1.0)")
+    if variants:
+        print("  alternatives, total per image (same rounds):")
+        for name in variants:
+            print(f"    {name:<32}  {median_ms(times[name]):7.2f}")
+    per_image_b = median_ms(times["batch"]) / args.batch
+    print(f"\nbatch {args.batch}: {per_image_b:.2f} ms per image, {1000 / per_image_b:.1f} images/s")
+    print(f"batch 1: {1000 / total:.1f} images/s; batch {args.batch} / batch 1 throughput = {total / per_image_b:.2f}x")
+    if device == "GPU":
+        gpu_throughput(model, size, rng)
+    else:
+        print("\nno GPU visible to TensorFlow: GPU figures skipped")
+
+
+def letterbox_in_graph(detector: Detector):
+    """The alternative to cv2 letterboxing: resize + pad inside the compiled graph (one image)."""
+    in_h, in_w = detector.input_shape
+    decode_args = (detector.anchors, detector.anchors_mask, detector.num_classes, detector.input_shape)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def run(image):
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = tf.minimum(in_h / hw[0], in_w / hw[1])
+        new_hw = tf.cast(tf.round(hw * scale), tf.int32)
+        resized = tf.image.resize(tf.cast(image, tf.float32)[None] * (1 / 255.0), new_hw)
+        pad = (tf.constant([in_h, in_w]) - new_hw) // 2
+        x = tf.image.pad_to_bounding_box(resized - 0.5, pad[0], pad[1], in_h, in_w) + 0.5  # grey border
+        boxes, scores = decode_outputs(detector.forward(x), *decode_args, detector.scale_x_y)
+        return non_max_suppression(boxes, scores, detector.conf, detector.nms_iou, detector.max_detections)
+
+    def detect(image):
+        info = detector.letterbox_info(image.shape[:2])
+        boxes, scores, classes, valid = (t.numpy() for t in run(image))
+        return unletterbox_boxes(boxes[0, : valid[0]], info), scores[0, : valid[0]], classes[0, : valid[0]]
+
+    return detect
+
+
+def gpu_throughput(model, size: int, rng) -> None:
+    """Images/s on the GPU at batch 1 and 32, float32 and mixed_float16."""
+    images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(32)]
+    print("\nGPU images/s (median of 10):")
+    for label, m in (("float32", model), ("mixed_float16", to_mixed_precision(model, "mixed_float16"))):
+        det = Detector.from_model(m, input_shape=(size, size))
+        for batch in (1, 32):
+            work = images[:batch]
+            det.detect(work, batch_size=batch)
+            runs = [timed(lambda d=det, w=work, b=batch: d.detect(w, batch_size=b)) for _ in range(10)]
+            seconds = statistics.median(runs)
+            print(f"  {label:<14} batch {batch:>2}: {batch / seconds:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+"""Run a trained YOLOv4-tiny on images, folders, videos and webcams.
+
+Modes
+  predict      one or more images -> annotated copies in --output (class name + score, a colour
+               per class); --crop saves every detection as its own image, --count prints counts.
+  dir_predict  every file in the --source folder -> annotated copies in --output. A file that
+               is not a readable image gets one line naming it; the rest is still processed and
+               the exit code is 1 with a count of the failures.
+  video        a video file, or a camera index (--source 0 is the default webcam); a live window
+               when a display exists (q or Esc quits); --save writes the annotated video.
+  fps          times the pipeline on one image (--source, or a synthetic one) over --runs runs and
+               prints preprocess / model / postprocess / total milliseconds per image.
+  heatmap      the objectness map (max over anchors and heads) overlaid on each image.
+
+Weights: a .keras model of ours, or darknet .weights with their --cfg (run by OpenCV DNN; converting
+them to .keras with utils/darknet.py runs faster).
+
+--json FILE works in every mode: per image (or video frame) its detections as
+{"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
+as displayed (EXIF orientation applied).
+
+The GPU is used when TensorFlow sees one. --half runs mixed precision: float16 on a GPU, bfloat16
+on a CPU with AMX / AVX512-BF16 (about 2x faster); on other CPUs it is slower than float32, so
+it is ignored there with a warning.
+
+Examples
+  python predict.py --weights logs/best.keras --source street.jpg
+  python predict.py --weights logs/best.keras --mode dir_predict --source img/ --output img_out/ --json dets.json
+  python predict.py --weights logs/best.keras --mode video --source 0
+  python predict.py --weights logs/best.keras --mode video --source clip.mp4 --save --output out/
+  python predict.py --weights logs/best.keras --mode fps --runs 100
+  python predict.py --weights yolov4-tiny.weights --cfg yolov4-tiny.cfg --classes model_data/coco_classes.txt \
+      --source street.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from utils.images import ImageLoadError, load_image  # noqa: E402
+
+MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+KEEP_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# How long OpenCV may wait for a video or camera to open or deliver a frame.
+CAPTURE_TIMEOUT_MS = 5000
+
+
+class SourceError(RuntimeError):
+    """A video file or camera that cannot be opened or read."""
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """ "416" -> (416, 416); "320,416" -> (320, 416) as (height, width)."""
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or any(v <= 0 or v % 32 for v in values):
+        raise argparse.ArgumentTypeError(f"input size must be one or two positive multiples of 32, got {text!r}")
+    return values[0], values[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--weights", required=True, type=Path, help="a .keras model saved by train.py, or darknet .weights"
+    )
+    parser.add_argument("--cfg", type=Path, default=None, help="the darknet cfg of --weights (runs through OpenCV DNN)")
+    parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
+    parser.add_argument("--mode", choices=MODES, default="predict", help="what to run (default: predict)")
+    parser.add_argument(
+        "--source",
+        nargs="*",
+        default=[],
+        help="predict/heatmap: image files or folders; dir_predict: a folder; video: a file or a camera "
+        "index (0 = webcam); fps: one image (a synthetic one when omitted)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("img_out"), help="output folder (default: img_out)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every detection to this JSON file")
+    parser.add_argument("--conf", type=float, default=0.5, help="score threshold, objectness x class (default 0.5)")
+    parser.add_argument("--nms-iou", type=float, default=0.3, help="per-class NMS IoU threshold (default 0.3)")
+    parser.add_argument("--max-detections", type=int, default=100, help="most detections per image (default 100)")
+    parser.add_argument(
+        "--input-size",
+        type=parse_input_size,
+        default=None,
+        help="network input SIZE or HEIGHT,WIDTH, multiples of 32 (default: the model's, else 416)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per forward pass in predict/dir_predict/heatmap (default 8)"
+    )
+    parser.add_argument("--half", action="store_true", help="mixed precision where the hardware makes it faster")
+    parser.add_argument("--crop", action="store_true", help="predict/dir_predict: save each detection as an image")
+    parser.add_argument("--count", action="store_true", help="print the number of detections per class")
+    parser.add_argument("--save", action="store_true", help="video: write the annotated video into --output")
+    parser.add_argument("--no-show", action="store_true", help="video: never open a window")
+    parser.add_argument("--max-frames", type=int, default=None, help="video: stop after this many frames")
+    parser.add_argument("--runs", type=int, default=100, help="fps: timed runs (default 100)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def list_images(sources: list[str], folder_only: bool) -> list[Path]:
+    """Expand sources: a folder gives every non-hidden file in it (sorted); a file gives itself."""
+    paths: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")))
+        elif folder_only:
+            raise SourceError(f"{path}: not a folder (dir_predict takes a folder)")
+        else:
+            paths.append(path)
+    return paths
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    keep = path.suffix.lower() if path.suffix.lower() in KEEP_SUFFIXES else ".png"
+    return f"{path.stem}{suffix}{keep}"
+
+
+def save_rgb(image: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def format_counts(dets, class_names) -> str:
+    counts = Counter(class_names[int(c)] for c in dets.class_ids)
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "no detections"
+
+
+def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) -> int:
+    height, width = image.shape[:2]
+    saved = 0
+    for k, (box, class_id) in enumerate(zip(dets.boxes, dets.class_ids, strict=True)):
+        x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        name = class_names[int(class_id)].replace("/", "_").replace(" ", "_")
+        save_rgb(image[y1:y2, x1:x2], folder / f"{stem}_{k}_{name}.png")
+        saved += 1
+    return saved
+
+
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def open_capture(source: str) -> cv2.VideoCapture:
+    """Open a video file or a camera index; SourceError (never a hang) when it cannot be opened."""
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS]
+    if source.isdigit():
+        capture = cv2.VideoCapture(int(source), cv2.CAP_ANY, params)
+        what = f"camera {source}"
+    else:
+        if not Path(source).is_file():
+            raise SourceError(f"{source}: no such video file")
+        capture = cv2.VideoCapture(source, cv2.CAP_ANY, params)
+        what = f"video {source}"
+    if not capture.isOpened():
+        capture.release()
+        raise SourceError(f"cannot open {what}" + (" (no such camera?)" if source.isdigit() else ""))
+    return capture
+
+
+# ---------------------------------------------------------------------------------------- modes
+def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[list[dict], int, int]:
+    """predict / dir_predict / heatmap over files. Returns (json records, processed, failed)."""
+    from utils.postprocess import objectness_map
+    from utils.visualize import class_colors, draw_detections, heatmap_overlay
+
+    colors = class_colors(len(detector.class_names))
+    records: list[dict] = []
+    failed = 0
+    progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
+    for start in range(0, len(paths), detector.batch_size):
+        images, good = [], []
+        for path in paths[start : start + detector.batch_size]:
+            try:
+                images.append(load_image(path))
+                good.append(path)
+            except ImageLoadError as err:
+                failed += 1
+                tqdm.write(f"skipped: {err}", file=sys.stderr)
+                records.append({"image": str(path), "error": str(err)})
+                progress.update(1)
+        if not images:
+            continue
+        batch, infos = detector.preprocess(images)
+        if heatmap:
+            raw = detector.raw_outputs(batch)
+            all_dets = detector.postprocess_raw(raw, infos)
+            maps = objectness_map(raw, detector.anchors_mask, detector.num_classes)
+        else:
+            all_dets = detector.detect_batch(batch, infos)
+        for i, (path, image, dets) in enumerate(zip(good, images, all_dets, strict=True)):
+            if heatmap:
+                out = heatmap_overlay(image, [m[i] for m in maps], infos[i], detector.input_shape)
+                save_rgb(out, args.output / output_name(path, "_heatmap"))
+            else:
+                drawn = draw_detections(image, dets.boxes, dets.scores, dets.class_ids, detector.class_names, colors)
+                save_rgb(drawn, args.output / output_name(path))
+                if args.crop:
+                    save_crops(image, dets, detector.class_names, args.output / "crops", path.stem)
+            if args.count:
+                tqdm.write(f"{path}: {format_counts(dets, detector.class_names)}")
+            height, width = image.shape[:2]
+            records.append(
+                {
+                    "image": str(path),
+                    "width": width,
+                    "height": height,
+                    "detections": dets.to_records(detector.class_names),
+                }
+            )
+            progress.update(1)
+    progress.close()
+    return records, len(paths) - failed, failed
+
+
+def run_video(args, detector, capture: cv2.VideoCapture) -> tuple[list[dict], int]:
+    from utils.visualize import class_colors, draw_detections, draw_text
+
+    source = args.source[0]
+    ok, frame = capture.read()
+    if not ok:
+        capture.release()
+        raise SourceError(f"{source}: opened but no frame could be read")
+    show = display_available() and not args.no_show
+    writer = None
+    if args.save:
+        name = f"camera{source}.mp4" if source.isdigit() else f"{Path(source).stem}_detected.mp4"
+        save_path = args.output / name
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        fps_in = capture.get(cv2.CAP_PROP_FPS)
+        fps_in = fps_in if 0 < fps_in < 1000 else 25.0
+        height, width = frame.shape[:2]
+        writer = cv2.VideoWriter(str(save_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (width, height))
+        if not writer.isOpened():
+            raise SourceError(f"{save_path}: cannot write video")
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not source.isdigit() else 0
+    if args.max_frames:
+        total = min(total, args.max_frames) if total > 0 else args.max_frames
+    colors = class_colors(len(detector.class_names))
+    records: list[dict] = []
+    fps = 0.0
+    frames = 0
+    progress = tqdm(total=total or None, desc="video", unit="frame")
+    try:
+        while ok:
+            start = time.perf_counter()
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            [dets] = detector.detect([rgb])
+            drawn = draw_detections(rgb, dets.boxes, dets.scores, dets.class_ids, detector.class_names, colors)
+            elapsed = time.perf_counter() - start
+            fps = 1.0 / elapsed if fps == 0 else 0.9 * fps + 0.1 / elapsed
+            drawn = draw_text(drawn, f"FPS {fps:.1f}")
+            out = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+            if writer is not None:
+                writer.write(out)
+            if args.json is not None:
+                frame_dets = dets.to_records(detector.class_names)
+                records.append({"image": f"{source}#frame={frames}", "detections": frame_dets})
+            if args.count:
+                tqdm.write(f"frame {frames}: {format_counts(dets, detector.class_names)}")
+            frames += 1
+            progress.update(1)
+            if show:
+                try:
+                    cv2.imshow("predict.py (q to quit)", out)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+                except cv2.error as err:  # e.g. opencv-python-headless: keep going without a window
+                    tqdm.write(f"no live window ({err.msg.strip()})", file=sys.stderr)
+                    show = False
+            if args.max_frames and frames >= args.max_frames:
+                break
+            ok, frame = capture.read()
+    finally:
+        progress.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if show:
+            cv2.destroyAllWindows()
+    print(f"{frames} frames, {fps:.1f} FPS at the end" + (f"; saved {save_path}" if writer is not None else ""))
+    return records, frames
+
+
+def run_fps(args, detector) -> list[dict]:
+    if args.source:
+        image = load_image(args.source[0])
+        name = args.source[0]
+    else:
+        image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        name = "synthetic 640x480"
+    batch, infos = detector.preprocess([image])
+    for _ in range(3):  # warm up (trace, allocate)
+        raw = detector.raw_outputs(batch)
+        detector.postprocess_raw(raw, infos)
+        dets = detector.detect([image])[0]
+    stages: dict[str, list[float]] = {"preprocess": [], "model": [], "postprocess": [], "total": []}
+    for _ in tqdm(range(args.runs), desc="fps", unit="run"):
+        t0 = time.perf_counter()
+        batch, infos = detector.preprocess([image])
+        t1 = time.perf_counter()
+        raw = detector.raw_outputs(batch)
+        t2 = time.perf_counter()
+        detector.postprocess_raw(raw, infos)
+        t3 = time.perf_counter()
+        dets = detector.detect([image])[0]  # the fused path, as predict uses it
+        t4 = time.perf_counter()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            value_ms = 1000.0 * value
+            stages[key].append(value_ms)
+    med = {k: float(np.median(v)) for k, v in stages.items()}
+    in_h, in_w = detector.input_shape
+    print(f"{name}, input {in_h}x{in_w}, batch 1, median of {args.runs} runs, ms per image:")
+    print(f"  preprocess  {med['preprocess']:8.2f}  (letterbox)")
+    print(f"  model       {med['model']:8.2f}  (uint8 batch -> raw heads)")
+    print(f"  postprocess {med['postprocess']:8.2f}  (decode + NMS + boxes to the image)")
+    print(f"  total       {med['total']:8.2f}  (image -> boxes in one graph call; {1000 / med['total']:.1f} FPS)")
+    height, width = image.shape[:2]
+    return [{"image": name, "width": width, "height": height, "detections": dets.to_records(detector.class_names)}]
+
+
+def describe_device(half: bool) -> str:
+    import tensorflow as tf
+
+    from utils.detector import mixed_precision_policy
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f"GPU ({len(gpus)})" if gpus else "CPU"
+    if not half:
+        return f"{device}, float32"
+    policy = mixed_precision_policy()
+    return f"{device}, {policy}" if policy else f"{device}, float32 (--half ignored: no fast float16/bfloat16 here)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    # Check the sources first: a bad camera or folder should not wait for the model to load.
+    capture = paths = None
+    try:
+        if args.mode in ("predict", "dir_predict", "heatmap"):
+            paths = list_images(args.source, folder_only=args.mode == "dir_predict")
+            if not paths:
+                raise SourceError("no input images: give --source FILE [FILE ...] or a folder")
+        elif args.mode == "video":
+            if len(args.source) != 1:
+                raise SourceError("video mode takes one --source: a video file or a camera index")
+            capture = open_capture(args.source[0])
+        elif len(args.source) > 1:
+            raise SourceError("fps mode takes at most one --source image")
+    except SourceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from utils.detector import Detector, ModelLoadError  # imports TensorFlow (seconds)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
+            detector = Detector.from_weights(
+                args.weights,
+                classes_path=args.classes,
+                conf=args.conf,
+                nms_iou=args.nms_iou,
+                max_detections=args.max_detections,
+                input_shape=args.input_size,
+                batch_size=args.batch_size,
+                half=args.half,
+                cfg_path=args.cfg,
+            )
+    except (ModelLoadError, ValueError, OSError) as err:
+        if capture is not None:
+            capture.release()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = "OpenCV DNN on the CPU, float32" if args.cfg is not None else describe_device(args.half)
+    print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
+
+    failed = processed = 0
+    try:
+        if paths is not None:
+            records, processed, failed = run_images(args, detector, paths, heatmap=args.mode == "heatmap")
+        elif capture is not None:
+            records, processed = run_video(args, detector, capture)
+        else:
+            records = run_fps(args, detector)
+            processed = 1
+    except (SourceError, ImageLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1))
+        print(f"detections written to {args.json}")
+    if args.mode in ("predict", "dir_predict", "heatmap"):
+        print(f"{processed} images written to {args.output}")
+    if failed:
+        print(f"error: {failed} of {processed + failed} images failed (named above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
