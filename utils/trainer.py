@@ -451,7 +451,7 @@ class Trainer:
             self._detector = Detector.from_model(
                 self.model,
                 input_shape=self.input_hw,
-                fold_bn=False,
+                freeze=False,  # the live weights: the model keeps training
                 conf=self.config.eval_conf,
                 nms_iou=self.config.eval_nms_iou,
                 max_detections=100,
