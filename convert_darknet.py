@@ -1,0 +1,131 @@
+"""Convert between darknet (.cfg + .weights) and our Keras YOLOv4-tiny (.keras).
+
+Darknet -> Keras (the default):
+
+    python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
+        --classes model_data/coco_classes.txt --out model_data/yolov4_tiny.keras
+
+Darknet weights into an attention model (phi 1-4; attention layers keep their fresh initialisation):
+
+    python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
+        --classes model_data/coco_classes.txt --phi 2 --out model_data/yolov4_tiny_cbam.keras
+
+Keras -> darknet (phi 0 models only):
+
+    python convert_darknet.py --to-darknet --weights model_data/yolov4_tiny.keras \\
+        --out-cfg yolov4-tiny-ours.cfg --out-weights yolov4-tiny-ours.weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Convert darknet YOLOv4-tiny .cfg/.weights to a Keras .keras model (default), "
+            "or a phi-0 .keras model back to darknet (--to-darknet). The cfg's classes, anchors, masks, "
+            "scale_x_y and input size travel into the Keras model's config, so it decodes as darknet does."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--to-darknet",
+        action="store_true",
+        help="reverse direction: read the .keras model given by --weights, write --out-cfg and --out-weights",
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        type=Path,
+        help="input: the darknet .weights file, or with --to-darknet the .keras model",
+    )
+    parser.add_argument("--cfg", type=Path, help="darknet -> Keras: the darknet .cfg (required in that direction)")
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        help="darknet -> Keras: class names, one per line; their number must match the cfg's classes",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("model_data/yolov4_tiny.keras"), help="darknet -> Keras: output .keras"
+    )
+    attention = parser.add_mutually_exclusive_group()
+    attention.add_argument(
+        "--phi", type=int, choices=range(5), help="attention by number: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 CA (default 0)"
+    )
+    attention.add_argument("--attention", help="attention by name: none, se, cbam, eca, ca")
+    parser.add_argument(
+        "--any-size",
+        action="store_true",
+        help="darknet -> Keras: give the model a (None, None, 3) input (any multiple of 32) instead of the cfg's size",
+    )
+    parser.add_argument("--out-cfg", type=Path, help="Keras -> darknet: output .cfg (default: next to --weights)")
+    parser.add_argument(
+        "--out-weights", type=Path, help="Keras -> darknet: output .weights (default: next to --weights)"
+    )
+    return parser
+
+
+def darknet_to_keras(args: argparse.Namespace) -> int:
+    from nets.attention import resolve_attention
+    from utils.darknet import model_from_darknet
+    from utils.model_data import load_class_names
+
+    if args.cfg is None:
+        print("error: --cfg is required to convert darknet weights to Keras", file=sys.stderr)
+        return 2
+    attention = (
+        resolve_attention(phi=args.phi) if args.attention is None else resolve_attention(attention=args.attention)
+    )
+    class_names = load_class_names(args.classes) if args.classes else None
+    input_shape = (None, None, 3) if args.any_size else None
+    model, report = model_from_darknet(
+        args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape
+    )
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.out)
+    print(
+        f"Saved {args.out}: {model.num_classes} classes, attention '{model.attention}', input {model.image_shape}, "
+        f"anchors {model.anchors}, masks {model.anchors_mask}, scale_x_y {model.scale_x_y}"
+    )
+    return 0
+
+
+def keras_to_darknet(args: argparse.Namespace) -> int:
+    import keras
+
+    import nets.yolo  # noqa: F401  (registers YoloV4Tiny and its layers for loading)
+    from utils.darknet import save_darknet
+
+    if args.weights.suffix != ".keras":
+        print(f"error: --to-darknet reads a .keras model; got {args.weights}", file=sys.stderr)
+        return 2
+    model = keras.saving.load_model(args.weights)
+    out_cfg = args.out_cfg or args.weights.with_suffix(".cfg")
+    out_weights = args.out_weights or args.weights.with_suffix(".weights")
+    for path in (out_cfg, out_weights):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    save_darknet(model, out_cfg, out_weights)
+    print(f"Wrote {out_cfg} and {out_weights} ({model.num_classes} classes, {model.count_params():,} floats)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return keras_to_darknet(args) if args.to_darknet else darknet_to_keras(args)
+    except (ValueError, OSError) as err:
+        # DarknetError (a ValueError) for bad darknet files; ValueError for a bad class file or attention
+        # name, or an attention model given to --to-darknet; OSError for unreadable or unwritable paths.
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
