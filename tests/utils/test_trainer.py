@@ -54,3 +54,39 @@ def test_bad_settings_are_rejected():
         resolve_config(_parse(["--epochs", "2", "--freeze-epochs", "5"]))
     with pytest.raises(ValueError, match="mosaic"):
         resolve_config(_parse(["--mosaic", "1.5"]))
+
+
+@pytest.mark.slow
+def test_initial_weights_from_darknet_and_from_keras(tmp_path):
+    import numpy as np
+
+    from nets.yolo import YoloV4Tiny
+    from utils.darknet import conv_specs, load_darknet_weights, random_darknet_weights, write_weights, yolov4_tiny_cfg
+    from utils.demo_data import write_demo_dataset
+    from utils.train_config import TrainConfig
+    from utils.trainer import Trainer
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 2}, image_size=64)
+    darknet_file = tmp_path / "yolov4-tiny.weights"
+    write_weights(darknet_file, random_darknet_weights(conv_specs(yolov4_tiny_cfg(80)), seed=1))
+    common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0)
+
+    trainer = Trainer(TrainConfig(weights=str(darknet_file), save_dir=str(tmp_path / "a"), **common), log=print)
+    trainer._build()
+    reference = YoloV4Tiny(80, input_shape=(64, 64, 3))
+    load_darknet_weights(reference, darknet_file)
+    def assert_same_layers(model_a, model_b, names):
+        for name in names:
+            weights_a, weights_b = model_a.get_layer(name).get_weights(), model_b.get_layer(name).get_weights()
+            for a, b in zip(weights_a, weights_b, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+    assert_same_layers(reference, trainer.model, ("conv_0", "bn_0", "conv_35"))
+    assert trainer.model.get_layer("conv_29").get_weights()[0].shape[-1] == 3 * (5 + 3)
+
+    keras_file = tmp_path / "start.keras"
+    trainer.model.save(keras_file)
+    other = Trainer(TrainConfig(weights=str(keras_file), phi=4, save_dir=str(tmp_path / "b"), **common), log=print)
+    other._build()
+    assert_same_layers(trainer.model, other.model, ("conv_0", "conv_29", "conv_36"))
+    assert other.model.attention == "ca"
