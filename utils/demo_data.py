@@ -68,10 +68,12 @@ def make_demo_image(
     max_size: int = 72,
     max_objects: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One image with 1..max_objects shapes that overlap little.
+    """One image with 1..max_objects shapes that overlap little, sides in [min_size, max_size] pixels.
 
     Returns: image (H, W, 3) uint8 BGR, boxes (M, 4) pixel xyxy (integers), class names (M).
     """
+    max_size = min(max_size, image_size * 3 // 4)  # small images get proportionally smaller shapes
+    min_size = min(min_size, max_size)
     image = _background(rng, image_size)
     boxes: list[np.ndarray] = []
     names: list[str] = []

@@ -204,3 +204,63 @@ def find_image(root: str | Path, image_id: str, filename: str = "") -> Path | No
         if candidate.is_file():
             return candidate
     return None
+
+
+@dataclass
+class SplitResult:
+    """What `voc_split_to_lines` produced for one split.
+
+    Attributes:
+        lines: annotation lines (see utils.annotations), one per usable image.
+        objects_per_class: objects written, per class index.
+        skipped_files: images left out entirely (unreadable XML, missing image).
+        warnings: every problem found, each naming its file.
+    """
+
+    lines: list[str]
+    objects_per_class: np.ndarray
+    skipped_files: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def voc_split_to_lines(
+    root: str | Path,
+    split: str,
+    class_names: list[str],
+    include_difficult: bool = False,
+) -> SplitResult:
+    """Convert one image set of a VOC2007-layout folder into annotation lines.
+
+    A bad file never stops the conversion: a malformed XML or a missing image skips that image,
+    a bad object (unknown class, zero area, outside the image) skips that object; each gets a
+    warning naming the file. Images with no usable object are still written (as negatives).
+
+    Args:
+        root: the folder holding Annotations/, JPEGImages/, ImageSets/Main/.
+        split: image-set name ("train", "val", ...).
+        class_names: the class list; ids in the lines index it.
+        include_difficult: keep objects marked difficult (skipped by default).
+    """
+    from utils.annotations import format_annotation_line
+
+    root = Path(root)
+    result = SplitResult(lines=[], objects_per_class=np.zeros(len(class_names), dtype=np.int64))
+    for image_id in read_image_set(root, split):
+        xml_path = root / "Annotations" / f"{image_id}.xml"
+        try:
+            ann = parse_voc_xml(xml_path, class_names)
+        except (VocFormatError, FileNotFoundError) as err:
+            result.warnings.append(f"{err}; image {image_id} skipped")
+            result.skipped_files += 1
+            continue
+        result.warnings += ann.warnings
+        image_path = find_image(root, image_id, ann.filename)
+        if image_path is None:
+            result.warnings.append(f"{xml_path}: image {image_id} not found in {root / 'JPEGImages'}; skipped")
+            result.skipped_files += 1
+            continue
+        keep = np.ones(len(ann.boxes), dtype=bool) if include_difficult else ~ann.difficult
+        boxes, class_ids = ann.boxes[keep], ann.class_ids[keep]
+        np.add.at(result.objects_per_class, class_ids, 1)
+        result.lines.append(format_annotation_line(image_path.resolve(), boxes, class_ids))
+    return result

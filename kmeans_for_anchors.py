@@ -1,0 +1,73 @@
+"""Compute anchors for your data with IoU k-means, plot them, and report the mean IoU they reach.
+
+    python kmeans_for_anchors.py --annotations 2007_train.txt --input-size 416 --output model_data/my_anchors.txt
+
+Boxes are letterboxed into the network input first, so the anchors are in input pixels, as
+train.py --anchors expects. Prints the anchors, the mean best IoU over all boxes (also for the
+current anchors file, for comparison) and writes a scatter plot of box sizes and anchors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from utils.anchors import box_sizes, iou_kmeans, shape_iou
+from utils.annotations import read_annotation_lines
+from utils.model_data import DEFAULT_ANCHORS_PATH, load_anchors
+from utils.train_config import parse_input_size
+
+
+def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path, mean_iou: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(wh[:, 0], wh[:, 1], c=assignment, s=4, cmap="tab10", alpha=0.5)
+    ax.scatter(anchors[:, 0], anchors[:, 1], c="black", marker="x", s=80, label="anchors")
+    ax.set_xlabel("box width (input pixels)")
+    ax.set_ylabel("box height (input pixels)")
+    ax.set_title(f"{len(anchors)} anchors, mean IoU {mean_iou:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--annotations", default="2007_train.txt", help="annotation lines (voc_annotation.py)")
+    parser.add_argument("--input-size", default="416", help="network input, N or HxW")
+    parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
+    parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
+    parser.add_argument("--plot", default="kmeans_for_anchors.png", help="scatter plot to write")
+    parser.add_argument("--compare", default=str(DEFAULT_ANCHORS_PATH), help="anchors file to compare against")
+    parser.add_argument("--seed", type=int, default=0, help="k-means initialisation seed")
+    args = parser.parse_args(argv)
+    try:
+        input_hw = parse_input_size(args.input_size)
+        wh = box_sizes(read_annotation_lines(args.annotations), input_hw)
+        anchors, mean_iou = iou_kmeans(wh, args.num_anchors, seed=args.seed)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rounded = np.maximum(np.round(anchors), 1).astype(int)
+    Path(args.output).write_text(", ".join(f"{w},{h}" for w, h in rounded) + "\n")
+    plot(wh, anchors, np.argmax(shape_iou(wh, anchors), axis=1), Path(args.plot), mean_iou)
+    print(f"{len(wh)} boxes, input {input_hw[0]}x{input_hw[1]}")
+    print("anchors (w,h): " + ", ".join(f"{w},{h}" for w, h in rounded))
+    print(f"mean IoU: {mean_iou:.4f}")
+    if args.compare and Path(args.compare).is_file():
+        current = load_anchors(args.compare)
+        print(f"mean IoU of {args.compare}: {shape_iou(wh, current).max(axis=1).mean():.4f}")
+    print(f"wrote {args.output} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
