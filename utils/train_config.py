@@ -23,7 +23,8 @@ def _opt(default, help_text: str, **extra):
 
 @dataclass
 class TrainConfig:
-    phi: int = _opt(0, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention")
+    phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
+    attention: str | None = _opt(None, "attention by name instead of --phi: none, se, cbam, eca or ca")
     data: str = _opt("VOCdevkit", "VOC2007-layout folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit")
     train_annotations: str | None = _opt(None, "annotation-line file (voc_annotation.py output) instead of --data")
     val_annotations: str | None = _opt(None, "annotation-line file for validation (with --train-annotations)")
@@ -125,7 +126,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill the defaults that depend on other settings and validate."""
+    from nets.attention import PHI_TO_ATTENTION, resolve_attention
+
     values = config.to_dict()
+    values["attention"] = resolve_attention(phi=values["phi"], attention=values["attention"])
+    values["phi"] = PHI_TO_ATTENTION.index(values["attention"])
     if values["freeze_epochs"] is None:
         values["freeze_epochs"] = min(50, values["epochs"]) if values["weights"] else 0
     if values["lr"] is None:

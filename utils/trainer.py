@@ -172,7 +172,6 @@ class Trainer:
     def _build(self):
         import keras
 
-        from nets.attention import resolve_attention
         from nets.yolo import YoloV4Tiny
         from utils.dataset import YoloDataset
         from utils.loss import YoloLoss
@@ -198,7 +197,7 @@ class Trainer:
         def make_model():
             return YoloV4Tiny(
                 len(self.class_names),
-                attention=resolve_attention(phi=c.phi),
+                attention=c.attention,
                 anchors=anchors.tolist(),
                 input_shape=(*self.input_hw, 3),
                 class_names=self.class_names,
@@ -353,13 +352,17 @@ class Trainer:
             for layer, flag in zip(self.bn_layers, synced, strict=True):
                 layer.synchronized = flag
 
+    def _model_identity(self) -> dict:
+        """What a checkpoint must share with this run for --resume."""
+        return {"attention": self.config.attention, "classes": self.class_names, "input_hw": list(self.input_hw)}
+
     def _save_checkpoint(self, epoch: int, history: History, best: float) -> None:
         meta = {
             "version": CHECKPOINT_VERSION,
             "epochs_done": epoch + 1,
             "history": history.__dict__,
             "best": best,
-            "model": {"phi": self.config.phi, "classes": self.class_names, "input_hw": list(self.input_hw)},
+            "model": self._model_identity(),
         }
         arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.weights)}
         arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
@@ -377,7 +380,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no {CHECKPOINT_NAME} in {self.save_dir}")
         with np.load(path) as data:
             meta = json.loads(str(data["meta"]))
-            expected = {"phi": self.config.phi, "classes": self.class_names, "input_hw": list(self.input_hw)}
+            expected = self._model_identity()
             if meta["model"] != expected:
                 raise ValueError(f"{path}: checkpoint is for {meta['model']}, this run is {expected}")
             model_vars, optimizer_vars = self.model.weights, self.optimizer.variables

@@ -46,6 +46,16 @@ def test_flags_then_demo_preset_then_defaults():
     assert resolve_config(_parse([])).freeze_epochs == 0
 
 
+def test_attention_by_phi_or_by_name():
+    assert resolve_config(_parse([])).attention == "none"
+    by_phi, by_name = resolve_config(_parse(["--phi", "4"])), resolve_config(_parse(["--attention", "ca"]))
+    assert (by_phi.phi, by_phi.attention) == (by_name.phi, by_name.attention) == (4, "ca")
+    with pytest.raises(ValueError, match="means 'se'"):
+        resolve_config(_parse(["--phi", "1", "--attention", "ca"]))
+    with pytest.raises(ValueError, match="expected one of"):
+        resolve_config(_parse(["--attention", "transformer"]))
+
+
 def test_bad_settings_are_rejected():
     assert parse_input_size("320x416") == (320, 416)
     with pytest.raises(ValueError, match="multiples of 32"):
