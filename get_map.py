@@ -65,7 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("VOCdevkit"), help="VOC folder or VOCdevkit holding VOC2007/")
     parser.add_argument("--split", default="test", help="image set in ImageSets/Main (default: test)")
     parser.add_argument(
-        "--classes", type=Path, default=DEFAULT_CLASSES_PATH, help="class names, one a line (default: VOC's 20)"
+        "--classes",
+        type=Path,
+        default=None,
+        help="class names, one a line (default: the model's own names with --weights, else VOC's 20)",
     )
     parser.add_argument(
         "--min-overlap", type=float, default=0.5, help="IoU (inclusive) for a detection to count as a hit (0.5)"
@@ -240,20 +243,13 @@ def load_detections_json(
     return detections
 
 
-def run_weights(
-    args: argparse.Namespace, root: Path, ground_truths: dict, excluded: dict[str, str], problems: list[str]
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], list[str]]:
-    """Run our model over the images of `ground_truths`. An image that cannot be read is reported
-    and removed from `ground_truths` (so its objects are not counted as missed).
-
-    Returns: (image_id -> (boxes (N, 4) pixel xyxy, scores (N,), class_ids (N,)), the model's class names).
-    """
+def load_detector(args: argparse.Namespace):
+    """The model of --weights, as a utils.detector.Detector; FatalError when it cannot be loaded."""
     from utils.detector import Detector
-    from utils.images import ImageLoadError, load_image
 
     input_shape = tuple(args.input_size) * (2 if len(args.input_size) == 1 else 1)
     try:
-        detector = Detector.from_weights(
+        return Detector.from_weights(
             args.weights,
             classes_path=args.classes,
             conf=args.conf,
@@ -265,6 +261,17 @@ def run_weights(
         )
     except (ValueError, OSError) as err:
         raise FatalError(f"cannot load the model: {err}") from None
+
+
+def run_weights(
+    args: argparse.Namespace, detector, root: Path, ground_truths: dict, excluded: dict[str, str], problems: list[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Run the detector over the images of `ground_truths`. An image that cannot be read is reported
+    and removed from `ground_truths` (so its objects are not counted as missed).
+
+    Returns: image_id -> (boxes (N, 4) pixel xyxy, scores (N,), class_ids (N,)).
+    """
+    from utils.images import ImageLoadError, load_image
 
     detections = {}
     image_ids = list(ground_truths)
@@ -286,7 +293,7 @@ def run_weights(
                 for image_id, found in zip(batch_ids, detector.detect(images), strict=True):
                     detections[image_id] = (found.boxes, found.scores, found.class_ids)
             progress.update(len(image_ids[start : start + args.batch_size]))
-    return detections, detector.class_names
+    return detections
 
 
 def detections_to_coco_json(detections: dict) -> list[dict]:
@@ -387,11 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problems: list[str] = []  # files or detections that could not be used: exit code 1
     notes: list[str] = []  # objects skipped inside readable annotations
+    detector = None
     try:
-        class_names = load_class_names(args.classes)
+        if args.weights is not None:
+            detector = load_detector(args)  # its class names are the default --classes
+        if args.classes is None and detector is not None and detector.class_names is not None:
+            class_names = list(detector.class_names)
+        else:
+            class_names = load_class_names(args.classes or DEFAULT_CLASSES_PATH)
         root = find_voc_root(args.data)
         image_ids = read_image_set(root, args.split)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FatalError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not image_ids:
@@ -407,14 +420,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(notes) > MAX_NAMED_PROBLEMS:
         print(f"note: {len(notes) - MAX_NAMED_PROBLEMS} more skipped objects (all in results.txt)", file=sys.stderr)
     try:
-        if args.weights is not None:
-            detections, model_names = run_weights(args, root, ground_truths, excluded, problems)
-            if len(model_names) != len(class_names):
-                raise FatalError(f"the model has {len(model_names)} classes, {args.classes} {len(class_names)}")
+        if detector is not None:
+            detections = run_weights(args, detector, root, ground_truths, excluded, problems)
+            if detector.num_classes != len(class_names):
+                raise FatalError(f"the model has {detector.num_classes} classes, {args.classes} {len(class_names)}")
             source = {"weights": str(args.weights)}
         else:
             detections = load_detections_json(
-                args.detections, ground_truths, excluded, args.split, len(class_names), args.classes, problems
+                args.detections,
+                ground_truths,
+                excluded,
+                args.split,
+                len(class_names),
+                args.classes or DEFAULT_CLASSES_PATH,
+                problems,
             )
             source = {"detections": str(args.detections)}
         if not ground_truths:
