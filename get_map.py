@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from utils.boxes import convert_format
 from utils.metrics import COCO_STAT_NAMES, CocoResult, EvaluationResult, coco_evaluate, evaluate_detections
-from utils.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE, load_class_names
+from utils.model_data import DEFAULT_CLASSES_PATH, INPUT_MULTIPLE, load_class_names
 from utils.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
 
 # How many distinct unknown image ids / classes are named one by one before summarising.
@@ -94,9 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--input-size",
         type=int,
         nargs="+",
-        default=list(DEFAULT_INPUT_SHAPE),
+        default=None,
         metavar="N",
-        help=f"--weights: network input, SIZE or HEIGHT WIDTH, multiples of {INPUT_MULTIPLE} (default 416)",
+        help=f"--weights: network input, SIZE or HEIGHT WIDTH, multiples of {INPUT_MULTIPLE} "
+        "(default: the model's own size, else 416)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="--weights: images per forward pass (8)")
     parser.add_argument(
@@ -109,7 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     parser.add_argument("--out", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     args = parser.parse_args(argv)
-    if len(args.input_size) not in (1, 2) or any(s <= 0 or s % INPUT_MULTIPLE for s in args.input_size):
+    if args.input_size is not None and (
+        len(args.input_size) not in (1, 2) or any(s <= 0 or s % INPUT_MULTIPLE for s in args.input_size)
+    ):
         parser.error(f"--input-size takes 1 or 2 positive multiples of {INPUT_MULTIPLE}, got {args.input_size}")
     if not 0.0 < args.min_overlap <= 1.0:
         parser.error(f"--min-overlap must be in (0, 1], got {args.min_overlap}")
@@ -247,7 +250,7 @@ def load_detector(args: argparse.Namespace):
     """The model of --weights, as a utils.detector.Detector; FatalError when it cannot be loaded."""
     from utils.detector import Detector
 
-    input_shape = tuple(args.input_size) * (2 if len(args.input_size) == 1 else 1)
+    input_shape = None if args.input_size is None else tuple(args.input_size) * (2 if len(args.input_size) == 1 else 1)
     try:
         return Detector.from_weights(
             args.weights,

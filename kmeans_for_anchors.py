@@ -17,7 +17,7 @@ import numpy as np
 
 from utils.anchors import box_sizes, iou_kmeans, shape_iou
 from utils.annotations import read_annotation_lines
-from utils.model_data import DEFAULT_ANCHORS_PATH, load_anchors
+from utils.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors
 from utils.train_config import parse_input_size
 
 
@@ -42,7 +42,9 @@ def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", default="2007_train.txt", help="annotation lines (voc_annotation.py)")
-    parser.add_argument("--input-size", default="416", help="network input, N or HxW")
+    parser.add_argument(
+        "--input-size", default=str(DEFAULT_INPUT_SHAPE[0]), help="network input, N or HxW (default: %(default)s)"
+    )
     parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
     parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
     parser.add_argument("--plot", default="kmeans_for_anchors.png", help="scatter plot to write")
