@@ -1,6 +1,6 @@
 """Train YOLOv4-tiny with attention on VOC-format data.
 
-    python train.py --phi 4 --demo                      # the built-in shapes demo (~10 min on 2 CPU cores)
+    python train.py --phi 4 --demo                      # the built-in shapes demo (about 5 min on 2 CPU cores)
     python train.py --phi 4 --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights
 
 Everything a run writes goes to --save-dir: settings.json (the resolved settings), last.keras,
