@@ -25,22 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from utils.model_data import INPUT_MULTIPLE
+from utils.model_data import parse_input_size
 
 FORMATS = ("saved_model", "tflite", "onnx")
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        values = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH, got {text!r}") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or any(v <= 0 or v % INPUT_MULTIPLE for v in values):
-        raise argparse.ArgumentTypeError(f"input size must be 1 or 2 positive multiples of {INPUT_MULTIPLE}: {text!r}")
-    return values[0], values[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

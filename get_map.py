@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from utils.boxes import convert_format
 from utils.metrics import COCO_STAT_NAMES, CocoResult, EvaluationResult, coco_evaluate, evaluate_detections
-from utils.model_data import DEFAULT_CLASSES_PATH, INPUT_MULTIPLE, load_class_names
+from utils.model_data import DEFAULT_CLASSES_PATH, INPUT_MULTIPLE, InputSizeError, load_class_names, parse_input_size
 from utils.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
 
 # How many distinct unknown image ids / classes are named one by one before summarising.
@@ -110,10 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     parser.add_argument("--out", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     args = parser.parse_args(argv)
-    if args.input_size is not None and (
-        len(args.input_size) not in (1, 2) or any(s <= 0 or s % INPUT_MULTIPLE for s in args.input_size)
-    ):
-        parser.error(f"--input-size takes 1 or 2 positive multiples of {INPUT_MULTIPLE}, got {args.input_size}")
+    if args.input_size is not None:
+        try:
+            args.input_size = parse_input_size("x".join(map(str, args.input_size)))
+        except InputSizeError as err:
+            parser.error(f"--input-size: {err}")
     if not 0.0 < args.min_overlap <= 1.0:
         parser.error(f"--min-overlap must be in (0, 1], got {args.min_overlap}")
     return args
@@ -250,7 +251,6 @@ def load_detector(args: argparse.Namespace):
     """The model of --weights, as a utils.detector.Detector; FatalError when it cannot be loaded."""
     from utils.detector import Detector
 
-    input_shape = None if args.input_size is None else tuple(args.input_size) * (2 if len(args.input_size) == 1 else 1)
     try:
         return Detector.from_weights(
             args.weights,
@@ -258,7 +258,7 @@ def load_detector(args: argparse.Namespace):
             conf=args.conf,
             nms_iou=args.nms_iou,
             max_detections=args.max_detections,
-            input_shape=input_shape,
+            input_shape=args.input_size,
             batch_size=args.batch_size,
             backend=args.backend,
         )

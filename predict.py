@@ -52,6 +52,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from utils.images import ImageLoadError, load_image  # noqa: E402
+from utils.model_data import parse_input_size  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
@@ -62,20 +63,6 @@ CAPTURE_TIMEOUT_MS = 5000
 
 class SourceError(RuntimeError):
     """A video file or camera that cannot be opened or read."""
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """ "416" -> (416, 416); "320,416" -> (320, 416) as (height, width)."""
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH, got {text!r}") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or any(v <= 0 or v % 32 for v in values):
-        raise argparse.ArgumentTypeError(f"input size must be one or two positive multiples of 32, got {text!r}")
-    return values[0], values[1]
 
 
 def build_parser() -> argparse.ArgumentParser:

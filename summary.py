@@ -14,7 +14,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
 from nets.yolo import YoloV4Tiny  # noqa: E402
-from utils.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402
+from utils.model_data import (  # noqa: E402
+    DEFAULT_CLASSES_PATH,
+    DEFAULT_INPUT_SHAPE,
+    InputSizeError,
+    load_class_names,
+    parse_input_size,
+)
 from utils.model_stats import attention_costs, count_flops, count_params  # noqa: E402
 
 
@@ -32,10 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="input size for the FLOP count: SIZE or HEIGHT WIDTH (default 416)")
     parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
     args = parser.parse_args(argv)
-    if len(args.input_size) == 1:
-        args.input_size *= 2
-    if len(args.input_size) != 2:
-        parser.error("--input-size takes SIZE or HEIGHT WIDTH")
+    try:
+        args.input_size = parse_input_size("x".join(map(str, args.input_size)))
+    except InputSizeError as err:
+        parser.error(f"--input-size: {err}")
     return args
 
 

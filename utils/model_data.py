@@ -5,6 +5,7 @@ This is the one place these constants live; everything else imports them.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,28 @@ ANCHORS_MASK = ((3, 4, 5), (1, 2, 3))
 HEAD_CONV_INDICES = (29, 36)
 # Darknet's yolov4-tiny.cfg decodes centres with sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2.
 DARKNET_SCALE_X_Y = 1.05
+
+
+class InputSizeError(argparse.ArgumentTypeError, ValueError):
+    """A bad input size; argparse shows its message, other callers catch it as a ValueError."""
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """The network input size as the scripts take it: "416" -> (416, 416); "320x416" or
+    "320,416" -> (320, 416), as (height, width). Both must be positive multiples of INPUT_MULTIPLE.
+    """
+    parts = [part for part in str(text).lower().replace(",", "x").split("x") if part.strip()]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or any(v <= 0 or v % INPUT_MULTIPLE for v in values):
+        raise InputSizeError(
+            f"input size must be SIZE or HEIGHTxWIDTH, positive multiples of {INPUT_MULTIPLE}, got {text!r}"
+        )
+    return values[0], values[1]
 
 
 def load_anchors(path: str | Path = DEFAULT_ANCHORS_PATH) -> np.ndarray:

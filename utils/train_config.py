@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from utils.lr_schedule import DEFAULT_LR
-from utils.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
+from utils.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 DEMO_DATA_DIR = Path("demo_data")
@@ -89,18 +89,6 @@ DEMO_PRESET = {
     "save_period": 0,
     "eval_period": 7,
 }
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """'416' -> (416, 416); '320x416' -> (320, 416) as (height, width); multiples of 32."""
-    parts = str(text).lower().replace(",", "x").split("x")
-    try:
-        hw = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
-    except ValueError:
-        hw = None
-    if hw is None or min(hw) < INPUT_MULTIPLE or hw[0] % INPUT_MULTIPLE or hw[1] % INPUT_MULTIPLE:
-        raise ValueError(f"input size must be N or HxW with multiples of {INPUT_MULTIPLE}, got {text!r}")
-    return hw
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

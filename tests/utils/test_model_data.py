@@ -33,3 +33,13 @@ def test_bad_files_name_the_file(tmp_path):
     dup.write_text("cat\ndog\ncat\n")
     with pytest.raises(ValueError, match=r"dup.txt.*\['cat'\]"):
         load_class_names(dup)
+
+
+def test_input_size_forms_and_errors():
+    from utils.model_data import parse_input_size
+
+    assert parse_input_size("416") == (416, 416)
+    assert parse_input_size("320x416") == parse_input_size("320,416") == (320, 416)
+    for bad in ("100", "320x", "a,b", "0", "32x32x32"):
+        with pytest.raises(ValueError, match="multiples of 32"):
+            parse_input_size(bad)
