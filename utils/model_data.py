@@ -40,7 +40,7 @@ def parse_input_size(text: str) -> tuple[int, int]:
     """The network input size as the scripts take it: "416" -> (416, 416); "320x416" or
     "320,416" -> (320, 416), as (height, width). Both must be positive multiples of INPUT_MULTIPLE.
     """
-    parts = [part for part in str(text).lower().replace(",", "x").split("x") if part.strip()]
+    parts = str(text).lower().replace(",", "x").split("x")
     try:
         values = [int(part) for part in parts]
     except ValueError:
