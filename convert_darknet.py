@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def darknet_to_keras(args: argparse.Namespace) -> int:
     from nets.attention import resolve_attention
-    from utils.darknet import model_from_darknet
-    from utils.model_data import load_class_names
+    from nets.model_data import load_class_names
+    from utils.interop.darknet import model_from_darknet
 
     if args.cfg is None:
         print("error: --cfg is required to convert darknet weights to Keras", file=sys.stderr)
@@ -100,7 +100,7 @@ def keras_to_darknet(args: argparse.Namespace) -> int:
     import keras
 
     import nets.yolo  # noqa: F401  (registers YoloV4Tiny and its layers for loading)
-    from utils.darknet import save_darknet
+    from utils.interop.darknet import save_darknet
 
     if args.weights.suffix != ".keras":
         print(f"error: --to-darknet reads a .keras model; got {args.weights}", file=sys.stderr)

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.model_data import parse_input_size
+from utils.cli import add_input_size_argument
 
 FORMATS = ("saved_model", "tflite", "onnx")
 
@@ -39,11 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", required=True, type=Path, help="output: a directory for saved_model, a .tflite or .onnx file"
     )
-    parser.add_argument(
-        "--input-size",
-        type=parse_input_size,
-        default=None,
-        help="fixed network input SIZE or HEIGHT,WIDTH, multiples of 32 (default: the model's, else 416)",
+    add_input_size_argument(
+        parser, help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 (default: the model's, else 416)"
     )
     parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
     precision = parser.add_mutually_exclusive_group()
@@ -76,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from utils.export import ExportError, check_export_options
+    from utils.interop.export import ExportError, check_export_options
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     try:
@@ -90,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from utils.detector import ModelLoadError, load_model
-    from utils.export import export_model
-    from utils.model_data import load_class_names
+    from nets.model_data import load_class_names
+    from utils.interop.export import export_model
+    from utils.interop.loader import ModelLoadError, load_model
 
     try:
         model = load_model(args.weights)
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from utils.export import metadata_path
+    from utils.interop.metadata import metadata_path
 
     seconds = time.perf_counter() - start
     print(f"wrote {out} ({args.format}, {precision}) in {seconds:.1f} s; metadata: {metadata_path(out)}")

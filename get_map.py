@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nets.model_data import DEFAULT_CLASSES_PATH, INPUT_MULTIPLE, InputSizeError, load_class_names, parse_input_size
 from utils.boxes import convert_format
-from utils.metrics import COCO_STAT_NAMES, CocoResult, EvaluationResult, coco_evaluate, evaluate_detections
-from utils.model_data import DEFAULT_CLASSES_PATH, INPUT_MULTIPLE, InputSizeError, load_class_names, parse_input_size
-from utils.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
+from utils.data.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
+from utils.evaluation.metrics import COCO_STAT_NAMES, CocoResult, EvaluationResult, coco_evaluate, evaluate_detections
 
 # How many distinct unknown image ids / classes are named one by one before summarising.
 MAX_NAMED_PROBLEMS = 20
@@ -247,12 +247,12 @@ def load_detections_json(
     return detections
 
 
-def load_detector(args: argparse.Namespace):
-    """The model of --weights, as a utils.detector.Detector; FatalError when it cannot be loaded."""
-    from utils.detector import Detector
+def detector_from_args(args: argparse.Namespace):
+    """The model of --weights, as a utils.inference.detector.Detector; FatalError when it cannot be loaded."""
+    from utils.interop.loader import load_detector
 
     try:
-        return Detector.from_weights(
+        return load_detector(
             args.weights,
             classes_path=args.classes,
             conf=args.conf,
@@ -274,7 +274,7 @@ def run_weights(
 
     Returns: image_id -> (boxes (N, 4) pixel xyxy, scores (N,), class_ids (N,)).
     """
-    from utils.images import ImageLoadError, load_image
+    from utils.data.images import ImageLoadError, load_image
 
     detections = {}
     image_ids = list(ground_truths)
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = None
     try:
         if args.weights is not None:
-            detector = load_detector(args)  # its class names are the default --classes
+            detector = detector_from_args(args)  # its class names are the default --classes
         if args.classes is None and detector is not None and detector.class_names is not None:
             class_names = list(detector.class_names)
         else:
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     text = results_text(result, coco, class_names, settings, problems, notes)
     (args.out / "results.txt").write_text(text)
     if not args.no_plots:
-        from utils.metric_plots import write_plots
+        from utils.evaluation.plots import write_plots
 
         write_plots(result, class_names, args.out)
     print(text, end="")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.anchors import box_sizes, iou_kmeans, shape_iou
-from utils.annotations import read_annotation_lines
-from utils.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors, parse_input_size
+from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors, parse_input_size
+from utils.data.anchors import box_sizes, iou_kmeans, shape_iou
+from utils.data.annotations import read_annotation_lines
 
 
 def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path, mean_iou: float) -> None:

@@ -13,7 +13,7 @@ Modes
   heatmap      the objectness map (max over anchors and heads) overlaid on each image.
 
 Weights: a .keras model of ours, darknet .weights with their --cfg (loaded into our model by
-utils/darknet.py; convert_darknet.py saves that as .keras once), or a model written by export.py.
+utils/interop/darknet.py; convert_darknet.py saves that as .keras once), or a model written by export.py.
 
 --json FILE works in every mode: per image (or video frame) its detections as
 {"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
@@ -51,8 +51,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from utils.images import ImageLoadError, load_image  # noqa: E402
-from utils.model_data import parse_input_size  # noqa: E402
+from utils.cli import add_input_size_argument  # noqa: E402
+from utils.data.images import ImageLoadError, load_image  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
@@ -99,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf", type=float, default=0.5, help="score threshold, objectness x class (default 0.5)")
     parser.add_argument("--nms-iou", type=float, default=0.3, help="per-class NMS IoU threshold (default 0.3)")
     parser.add_argument("--max-detections", type=int, default=100, help="most detections per image (default 100)")
-    parser.add_argument(
-        "--input-size",
-        type=parse_input_size,
-        default=None,
-        help="network input SIZE or HEIGHT,WIDTH, multiples of 32 (default: the model's, else 416)",
-    )
+    add_input_size_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=8, help="images per forward pass in predict/dir_predict/heatmap (default 8)"
     )
@@ -188,8 +183,8 @@ def open_capture(source: str) -> cv2.VideoCapture:
 # ---------------------------------------------------------------------------------------- modes
 def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[list[dict], int, int]:
     """predict / dir_predict / heatmap over files. Returns (json records, processed, failed)."""
-    from utils.postprocess import objectness_map
-    from utils.visualize import class_colors, draw_detections, heatmap_overlay
+    from utils.inference.drawing import class_colors, draw_detections, heatmap_overlay
+    from utils.inference.postprocess import objectness_map
 
     colors = class_colors(len(detector.class_names))
     records: list[dict] = []
@@ -241,7 +236,7 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
 
 
 def run_video(args, detector, capture: cv2.VideoCapture) -> tuple[list[dict], int]:
-    from utils.visualize import class_colors, draw_detections, draw_text
+    from utils.inference.drawing import class_colors, draw_detections, draw_text
 
     source = args.source[0]
     ok, frame = capture.read()
@@ -349,7 +344,7 @@ def run_fps(args, detector) -> list[dict]:
 def describe_device(half: bool) -> str:
     import tensorflow as tf
 
-    from utils.detector import mixed_precision_policy
+    from utils.inference.precision import mixed_precision_policy
 
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU ({len(gpus)})" if gpus else "CPU"
@@ -379,12 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from utils.detector import Detector, ModelLoadError  # imports TensorFlow (seconds)
+    from utils.interop.loader import ModelLoadError, load_detector  # imports TensorFlow (seconds)
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
-            detector = Detector.from_weights(
+            detector = load_detector(
                 args.weights,
                 classes_path=args.classes,
                 conf=args.conf,

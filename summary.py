@@ -13,15 +13,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
-from nets.yolo import YoloV4Tiny  # noqa: E402
-from utils.model_data import (  # noqa: E402
+from nets.model_data import (  # noqa: E402
     DEFAULT_CLASSES_PATH,
     DEFAULT_INPUT_SHAPE,
     InputSizeError,
     load_class_names,
     parse_input_size,
 )
-from utils.model_stats import attention_costs, count_flops, count_params  # noqa: E402
+from nets.stats import attention_costs, count_flops, count_params  # noqa: E402
+from nets.yolo import YoloV4Tiny  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -17,12 +17,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from utils.train_config import DEMO_DATA_DIR, add_arguments, config_from_args  # noqa: E402
+from utils.training.config import DEMO_DATA_DIR, add_arguments, config_from_args  # noqa: E402
 
 
 def ensure_demo_data(root=DEMO_DATA_DIR) -> None:
     """Write the shapes demo set under `root` unless it is already there."""
-    from utils.demo_data import write_demo_dataset
+    from utils.data.demo import write_demo_dataset
 
     if (root / "ImageSets" / "Main" / "val.txt").is_file() and (root / "classes.txt").is_file():
         return
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     config = config_from_args(parser.parse_args(argv))
 
-    from utils.trainer import NaNLossError, Trainer
+    from utils.training.trainer import NaNLossError, Trainer
 
     try:
         if config.demo:

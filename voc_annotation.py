@@ -4,7 +4,7 @@
 
 For each split (train and val by default) writes `<output-dir>/2007_<split>.txt`, one line per
 image: `image_path x1,y1,x2,y2,class_id ...` (pixel xyxy, continuous coordinates; see
-utils/annotations.py), and prints the objects per class. Bad files or objects are reported and
+utils/data/annotations.py), and prints the objects per class. Bad files or objects are reported and
 skipped; the exit code is 1 when any warning was raised, 0 otherwise.
 """
 
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.model_data import DEFAULT_CLASSES_PATH, load_class_names
-from utils.voc import find_voc_root, voc_split_to_lines
+from nets.model_data import DEFAULT_CLASSES_PATH, load_class_names
+from utils.data.voc import find_voc_root, voc_split_to_lines
 
 
 def write_annotations(

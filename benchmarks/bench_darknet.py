@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from benchmarks.common import darknet_pair
-    from utils.model_data import HEAD_CONV_INDICES
+    from nets.model_data import HEAD_CONV_INDICES
 
     if args.threads:
         cv2.setNumThreads(args.threads)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             fn()
             times[name].append((time.perf_counter() - start) * 1000)
 
-    # The two must compute the same thing (up to OpenCV's BN epsilon, see utils/darknet.py).
+    # The two must compute the same thing (up to OpenCV's BN epsilon, see utils/interop/darknet.py).
     diff = max(
         float(np.abs(a - b.transpose(0, 2, 3, 1)).max() / np.abs(a).max())
         for a, b in zip(run_ours(), run_opencv(), strict=True)

@@ -6,11 +6,11 @@
 What is measured: one 416x416 letterboxed image (float32 RGB [0, 1]; OpenCV gets its NCHW blob)
 through the network to the raw heads, outputs fetched as NumPy, for
 
-* Keras: the Detector's forward (utils.detector.frozen_forward: constant weights, BN folded) in a
+* Keras: the Detector's forward (utils.inference.detector.frozen_forward: constant weights, BN folded) in a
   tf.function with a fixed input signature;
 * SavedModel, ONNX Runtime, TFLite fp32 / fp16 / int8 (full-integer, calibrated on demo-set
-  images written to the work dir): the artefacts of utils/export.py run by utils/backends.py,
-  i.e. exactly what `Detector.from_weights(model.onnx)` runs;
+  images written to the work dir): the artefacts of utils/interop/export.py run by utils/interop/backends.py,
+  i.e. exactly what `load_detector(model.onnx)` runs;
 * TFLite dynamic-range int8 (int8 weights, float activations; not an export.py option, shown
   for reference);
 * OpenCV DNN `net.forward()` on darknet's official yolov4-tiny.cfg holding the same random darknet
@@ -61,12 +61,12 @@ def main(argv=None) -> None:
 
     from benchmarks.common import OFFICIAL_CFG, darknet_pair, opencv_heads, relative_difference
     from nets.yolo import YoloV4Tiny
-    from utils.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
-    from utils.darknet import load_darknet_weights
-    from utils.demo_data import write_demo_dataset
-    from utils.detector import frozen_forward
-    from utils.export import export_model
-    from utils.letterbox import letterbox
+    from utils.data.demo import write_demo_dataset
+    from utils.inference.detector import frozen_forward
+    from utils.inference.letterbox import letterbox
+    from utils.interop.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
+    from utils.interop.darknet import load_darknet_weights
+    from utils.interop.export import export_model
 
     cv2.setNumThreads(args.threads)
     size = args.size

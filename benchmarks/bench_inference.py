@@ -16,7 +16,7 @@ What is measured (CPU, or the GPU when TensorFlow sees one; OpenCV DNN always ru
 
 Rounds are interleaved (OpenCV, ours, ours split, ...) and medians reported, because other
 processes may share the CPU. `--variants` also times the unfolded Keras graph, XLA, and
-mixed_bfloat16, to show which choices in `utils/detector.py` pay.
+mixed_bfloat16, to show which choices in `utils/inference/detector.py` pay.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import OFFICIAL_CFG, darknet_pair, median_ms, opencv_heads, relative_difference, timed  # noqa: E402
-from utils.detector import Detector, to_mixed_precision  # noqa: E402
-from utils.letterbox import unletterbox_boxes  # noqa: E402
-from utils.postprocess import decode_outputs, non_max_suppression  # noqa: E402
+from utils.inference.detector import Detector  # noqa: E402
+from utils.inference.letterbox import unletterbox_boxes  # noqa: E402
+from utils.inference.postprocess import decode_outputs, non_max_suppression  # noqa: E402
+from utils.inference.precision import to_mixed_precision  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = args.cfg if args.cfg.is_file() else None
         if cfg is None:
-            print(f"{args.cfg} not found: using the cfg utils/darknet.py writes")
+            print(f"{args.cfg} not found: using the cfg utils/interop/darknet.py writes")
         model, net, _, _ = darknet_pair(Path(tmp), size, cfg_path=cfg)
     detector = Detector.from_model(model, input_shape=(size, size), conf=0.5, nms_iou=0.3, batch_size=args.batch)
     batch1, infos1 = detector.preprocess([image])

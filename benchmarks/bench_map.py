@@ -1,4 +1,4 @@
-"""Speed of utils.metrics.evaluate_detections beside pycocotools' evaluate + accumulate.
+"""Speed of utils.evaluation.metrics.evaluate_detections beside pycocotools' evaluate + accumulate.
 
 Both run on the same synthetic data in this one process: random ground truth (some difficult),
 detections that are jittered hits, duplicates and false positives with random scores.
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.metrics import evaluate_detections, to_coco  # noqa: E402
+from utils.evaluation.metrics import evaluate_detections, to_coco  # noqa: E402
 
 
 def make_data(num_images: int, num_classes: int, dets_per_image: int, seed: int = 0):
@@ -100,7 +100,7 @@ def main() -> None:
     coco_ap50 = np.mean([p[p > -1].mean() for p in precision.T if (p > -1).any()])
 
     runs = ", ".join(f"{t:.3f}" for t in ours_times)
-    print(f"ours (utils.metrics.evaluate_detections): {ours:.3f} s  (runs: {runs})")
+    print(f"ours (utils.evaluation.metrics.evaluate_detections): {ours:.3f} s  (runs: {runs})")
     print(f"pycocotools evaluate + accumulate:        {theirs:.3f} s")
     print(f"ratio pycocotools / ours:                 {theirs / ours:.1f}x")
     print(f"same data: our mAP@0.5 {result.map:.4f}, pycocotools AP50 {coco_ap50:.4f} (101-point, crowd rules)")

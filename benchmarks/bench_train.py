@@ -4,10 +4,10 @@
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
     python benchmarks/bench_train.py --mixed-precision    # GPUs
 
-For each input size it builds the real training step (utils.trainer, phi 4 by default) and
+For each input size it builds the real training step (utils.training.trainer, phi 4 by default) and
 alternates, round by round:
     bare      the train step on one batch already in memory (no input work at all);
-    pipeline  the train step fed by utils.dataset (decode, mosaic, mixup, jitter, flip, HSV;
+    pipeline  the train step fed by utils.data.dataset (decode, mosaic, mixup, jitter, flip, HSV;
               prefetching, parallel loaders) over a generated shapes set.
 It prints images/s (median over rounds) and the pipeline's overhead = bare / pipeline - 1
 (goal: <= 15 %).
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 
 
 def bench_size(size: int, args, data_root: Path) -> dict:
-    from utils.train_config import TrainConfig
-    from utils.trainer import Trainer
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
 
     config = TrainConfig(
         phi=args.phi,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from utils.demo_data import write_demo_dataset
+    from utils.data.demo import write_demo_dataset
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
     print(

@@ -1,9 +1,9 @@
 """What the benchmarks share: one network, with the same darknet weights, in our model and in OpenCV DNN.
 
 OpenCV DNN is the reference every speed goal is stated against, so each benchmark builds the pair
-the same way: a darknet cfg (the official yolov4-tiny.cfg when given, else the one utils/darknet.py
+the same way: a darknet cfg (the official yolov4-tiny.cfg when given, else the one utils/interop/darknet.py
 writes), random weights with non-trivial batch-norm statistics, loaded into both through
-utils/darknet.py.
+utils/interop/darknet.py.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def darknet_pair(
     Args:
         work_dir: where the cfg and random weights are written.
         size: the model's (square) input size.
-        cfg_path: a darknet cfg; None: the one utils/darknet.py writes for `num_classes`.
+        cfg_path: a darknet cfg; None: the one utils/interop/darknet.py writes for `num_classes`.
         weights_path: darknet weights for it; None: random ones.
     Returns: (model, net, cfg_path, weights_path). The net runs on the CPU with OpenCV's backend.
     """
     import cv2
 
-    from utils import darknet
+    from utils.interop import darknet
 
     work_dir = Path(work_dir)
     if cfg_path is None:
@@ -56,7 +56,7 @@ def opencv_heads(net, images_nhwc):
     """OpenCV's raw head outputs for float [0, 1] NHWC images, as NHWC arrays (P5, P4)."""
     import numpy as np
 
-    from utils.model_data import HEAD_CONV_INDICES
+    from nets.model_data import HEAD_CONV_INDICES
 
     net.setInput(np.ascontiguousarray(np.asarray(images_nhwc, np.float32).transpose(0, 3, 1, 2)))
     return [head.transpose(0, 2, 3, 1) for head in net.forward([f"conv_{i}" for i in HEAD_CONV_INDICES])]

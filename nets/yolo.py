@@ -4,7 +4,7 @@ The model is a functional `keras.Model` subclass whose config holds everything n
 and decode it (classes, attention, anchors, masks, scale_x_y), so a saved `.keras` file reloads
 with plain `keras.saving.load_model(path)` and still knows what it is.
 
-Outputs, coarse first (the order of `utils.model_data.STRIDES`):
+Outputs, coarse first (the order of `nets.model_data.STRIDES`):
     P5 head: (N, H/32, W/32, A * (5 + num_classes))   13x13 at 416
     P4 head: (N, H/16, W/16, A * (5 + num_classes))   26x26 at 416
 with A = 3 anchors per cell; per anchor the channels are tx, ty, tw, th, objectness, classes,
@@ -20,7 +20,7 @@ from keras import layers
 
 from nets.attention import PACKAGE, make_attention, resolve_attention
 from nets.backbone import cspdarknet53_tiny, darknet_conv
-from utils.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, HEAD_CONV_INDICES, INPUT_MULTIPLE, load_anchors
+from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, HEAD_CONV_INDICES, INPUT_MULTIPLE, load_anchors
 
 # Where attention goes, by the names its layers get.
 ATTENTION_POINTS = ("attention_feat1", "attention_feat2", "attention_p5_upsample")

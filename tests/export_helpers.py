@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from nets.yolo import YoloV4Tiny
-from utils.demo_data import DEMO_CLASSES
+from utils.data.demo import DEMO_CLASSES
 
 INPUT_HW = (128, 128)
 CONF = 0.3

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import convert_darknet
-from utils import darknet as dk
+from utils.interop import darknet as dk
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASS_NAMES = ["ant", "bee", "wasp"]

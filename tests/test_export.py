@@ -10,11 +10,11 @@ import export
 import get_map
 import predict
 from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
-from utils.demo_data import write_demo_dataset
-from utils.detector import Detector
-from utils.images import load_image
-from utils.letterbox import letterbox
-from utils.voc import find_image, read_image_set
+from utils.data.demo import write_demo_dataset
+from utils.data.images import load_image
+from utils.data.voc import find_image, read_image_set
+from utils.inference.letterbox import letterbox
+from utils.interop.loader import load_detector
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
     argv = ["--weights", str(model_path), "--source", *map(str, paths), "--conf", str(CONF)]
     assert predict.main([*argv, "--output", str(tmp_path / "out"), "--json", str(dets_json)]) == 0
     records = {r["image"]: r["detections"] for r in json.loads(dets_json.read_text())}
-    keras_detector = Detector.from_weights(weights, input_shape=INPUT_HW, conf=CONF)
+    keras_detector = load_detector(weights, input_shape=INPUT_HW, conf=CONF)
     want = keras_detector.detect([load_image(p) for p in paths])
     assert sum(len(d) for d in want) > 0
     for path, w in zip(paths, want):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import get_map
-from utils.voc import write_voc_xml
+from utils.data.voc import write_voc_xml
 
 CLASSES = ["circle", "square", "triangle"]
 # image id -> (boxes pixel xyxy, class names, difficult)

@@ -1,10 +1,10 @@
 import numpy as np
 
 import kmeans_for_anchors
-from utils.anchors import iou_kmeans, shape_iou
-from utils.demo_data import write_demo_dataset
-from utils.model_data import load_anchors
-from utils.voc import voc_split_to_lines
+from nets.model_data import load_anchors
+from utils.data.anchors import iou_kmeans, shape_iou
+from utils.data.demo import write_demo_dataset
+from utils.data.voc import voc_split_to_lines
 
 
 def test_iou_kmeans_finds_separated_clusters():

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import predict
+from nets.model_data import COCO_CLASSES_PATH
 from nets.yolo import YoloV4Tiny
-from utils.darknet import save_darknet
-from utils.model_data import COCO_CLASSES_PATH
+from utils.interop.darknet import save_darknet
 
 ROOT = Path(__file__).resolve().parents[1]
 

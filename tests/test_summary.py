@@ -1,8 +1,8 @@
 import pytest
 
 import summary
+from nets.stats import attention_costs, count_flops
 from nets.yolo import YoloV4Tiny
-from utils.model_stats import attention_costs, count_flops
 
 
 def test_flops_match_darknets_count():

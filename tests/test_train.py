@@ -9,7 +9,7 @@ import pytest
 
 import train
 from nets.yolo import YoloV4Tiny
-from utils.demo_data import write_demo_dataset
+from utils.data.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_resume_continues_from_the_checkpoint(run_dir, data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, data, tmp_path, monkeypatch, capsys):
-    from utils.loss import YoloLoss
+    from utils.training.loss import YoloLoss
 
     original = YoloLoss.__call__
 

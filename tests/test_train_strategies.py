@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.demo_data import write_demo_dataset
+from utils.data.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def keras_initial_weights():
     import keras
 
     from nets.yolo import YoloV4Tiny
-    from utils.trainer import init_head_biases
+    from utils.training.trainer import init_head_biases
 
     keras.utils.set_random_seed(3)
     model = YoloV4Tiny(3, input_shape=(64, 64, 3))

@@ -1,9 +1,9 @@
 import numpy as np
 
 import voc_annotation
-from utils.annotations import format_annotation_line, parse_annotation_line, read_annotation_lines
-from utils.demo_data import DEMO_CLASSES, write_demo_dataset
-from utils.voc import parse_voc_xml
+from utils.data.annotations import format_annotation_line, parse_annotation_line, read_annotation_lines
+from utils.data.demo import DEMO_CLASSES, write_demo_dataset
+from utils.data.voc import parse_voc_xml
 
 
 def test_annotation_line_round_trip():

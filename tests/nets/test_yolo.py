@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from nets.attention import PHI_TO_ATTENTION
+from nets.model_data import ANCHORS_MASK, load_anchors
 from nets.yolo import ATTENTION_POINTS, YoloV4Tiny, yolo_body
-from utils.model_data import ANCHORS_MASK, load_anchors
 
 # The number of floats in darknet's official yolov4-tiny.weights (after the header).
 DARKNET_YOLOV4_TINY_FLOATS = 6_062_814

@@ -1,0 +1,77 @@
+"""Decoding against a hand-computed case, and per-class NMS."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from nets.model_data import ANCHORS_MASK, load_anchors
+from utils.inference.postprocess import decode_outputs, non_max_suppression, objectness_map
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_decode_hand_computed():
+    anchors = load_anchors()
+    num_classes = 2
+    # Input 64x96 (h, w): P5 head 2x3, P4 head 4x6, 3 anchors x (5 + 2) channels.
+    p5 = np.zeros((1, 2, 3, 21), np.float32)
+    p4 = np.zeros((1, 4, 6, 21), np.float32)
+    # P5, row 1, column 2, its second anchor (mask (3, 4, 5) -> anchor 4).
+    p5[0, 1, 2, 7:14] = [0.5, -1.0, math.log(2.0), 0.0, 3.0, 2.0, -1.0]
+    boxes, scores = decode_outputs([p5, p4], anchors, ANCHORS_MASK, num_classes, (64, 96), 1.05)
+    assert boxes.shape == (1, 2 * 3 * 3 + 4 * 6 * 3, 4) and scores.shape == (1, 90, 2)
+    index = (1 * 3 + 2) * 3 + 1
+    s = 1.05
+    cx = (2 + _sigmoid(0.5) * s - (s - 1) / 2) / 3 * 96
+    cy = (1 + _sigmoid(-1.0) * s - (s - 1) / 2) / 2 * 64
+    w, h = 2.0 * anchors[4][0], 1.0 * anchors[4][1]
+    np.testing.assert_allclose(boxes[0, index], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], rtol=1e-5)
+    np.testing.assert_allclose(scores[0, index], [_sigmoid(3) * _sigmoid(2), _sigmoid(3) * _sigmoid(-1)], rtol=1e-5)
+    # An all-zero cell: anchor-sized box centred in its cell, score 0.25.
+    first_p4 = 2 * 3 * 3  # P4 row 0, column 0, anchor 0 (mask (1, 2, 3) -> anchor 1)
+    a = anchors[1]
+    np.testing.assert_allclose(boxes[0, first_p4], [8 - a[0] / 2, 8 - a[1] / 2, 8 + a[0] / 2, 8 + a[1] / 2], rtol=1e-5)
+    np.testing.assert_allclose(scores[0, first_p4], [0.25, 0.25], rtol=1e-6)
+
+
+def _nms(boxes, scores, **kwargs):
+    args = {"score_threshold": 0.5, "iou_threshold": 0.3, "max_detections": 10} | kwargs
+    out = non_max_suppression(tf.constant([boxes], tf.float32), tf.constant([scores], tf.float32), **args)
+    b, s, c, n = (np.asarray(t)[0] for t in out)
+    return b[:n], s[:n], c[:n]
+
+
+def test_nms_keeps_and_suppresses_per_class():
+    boxes = [
+        [0, 0, 10, 10],  # class 0, best
+        [1, 1, 11, 11],  # class 0, IoU 0.68 with the first: suppressed
+        [1, 1, 11, 11],  # class 1: another class, kept
+        [50, 50, 60, 60],  # class 0, no overlap: kept
+        [20, 20, 30, 30],  # below the score threshold: dropped
+        [0, 0, 10, 14],  # class 0, IoU 0.71 with the first: suppressed
+    ]
+    scores = [[0.9, 0], [0.8, 0], [0, 0.7], [0.6, 0], [0.4, 0.1], [0.85, 0]]
+    b, s, c = _nms(boxes, scores)
+    np.testing.assert_allclose(s, [0.9, 0.7, 0.6])
+    np.testing.assert_array_equal(c, [0, 1, 0])
+    np.testing.assert_allclose(b, [boxes[0], boxes[2], boxes[3]])
+    # A looser IoU threshold keeps the overlapping box of the same class.
+    _, s, _ = _nms(boxes, scores, iou_threshold=0.75)
+    np.testing.assert_allclose(s, [0.9, 0.85, 0.8, 0.7, 0.6])
+    # The same box can be kept for two classes.
+    b, s, c = _nms([[0, 0, 10, 10]], [[0.9, 0.8]])
+    np.testing.assert_array_equal(c, [0, 1])
+    # max_detections keeps the best.
+    _, s, _ = _nms(boxes, scores, max_detections=2)
+    np.testing.assert_allclose(s, [0.9, 0.7])
+
+
+def test_objectness_map():
+    raw = np.full((1, 2, 2, 3 * 6), -10.0, np.float32)
+    raw[0, 1, 0, 6 + 4] = 0.0  # second anchor's objectness at row 1, col 0
+    [m] = objectness_map([raw], [(0, 1, 2)], 1)
+    assert m.shape == (1, 2, 2)
+    np.testing.assert_allclose(m[0], [[_sigmoid(-10), _sigmoid(-10)], [0.5, _sigmoid(-10)]], rtol=1e-5)

@@ -1,0 +1,275 @@
+"""Export parity: SavedModel, ONNX and TFLite (fp32, fp16, int8) against the Keras model, on
+demo-set images (coloured shapes on a textured background), through the detector's backends."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
+from utils.boxes import box_iou
+from utils.data.demo import write_demo_dataset
+from utils.data.images import load_image
+from utils.data.voc import find_image, parse_voc_xml, read_image_set
+from utils.evaluation.metrics import evaluate_detections
+from utils.inference.detector import Detector
+from utils.interop.backends import infer_backend, load_backend
+from utils.interop.export import (
+    ExportError,
+    check_export_options,
+    export_model,
+)
+from utils.interop.loader import ModelLoadError, load_detector
+from utils.interop.metadata import metadata_path, read_metadata
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("voc"), splits={"train": 12, "test": 10}, image_size=160)
+
+
+@pytest.fixture(scope="module")
+def demo_images(demo_root):
+    ids = read_image_set(demo_root, "test")
+    return ids, [load_image(find_image(demo_root, i)) for i in ids]
+
+
+@pytest.fixture(scope="module")
+def keras_detector(demo_images):
+    # Letterbox with the detector's own code, then make the random heads detect on these inputs.
+    probe = Detector(
+        lambda x: x, num_classes=3, anchors=np.ones((6, 2)), anchors_mask=((3, 4, 5), (1, 2, 3)), scale_x_y=1.0,
+        input_shape=INPUT_HW, graph_forward=False,
+    )
+    batch, _ = probe.preprocess(demo_images[1])
+    inputs = batch.astype(np.float32) / 255.0
+    model = make_detecting_model(inputs)
+    return Detector.from_model(model, input_shape=INPUT_HW, conf=CONF), inputs
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("exported")
+
+
+def _export(keras_detector, out_dir, name, fmt, **kwargs):
+    return export_model(keras_detector[0].model, fmt, out_dir / name, input_hw=INPUT_HW, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def saved_model_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "saved_model", "saved_model", include_nms=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "model.onnx", "onnx")
+
+
+@pytest.fixture(scope="module")
+def tflite_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "model.tflite", "tflite")
+
+
+@pytest.fixture(scope="module")
+def tflite_fp16_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "model_fp16.tflite", "tflite", precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def tflite_int8_path(keras_detector, out_dir, demo_root):
+    return _export(keras_detector, out_dir, "model_int8.tflite", "tflite", precision="int8", calib_data=demo_root)
+
+
+FP32_PATHS = ["saved_model_path", "onnx_path", "tflite_path"]
+
+
+def _relative_error(got, want):
+    return max(float(np.abs(g - w).max()) / float(np.abs(w).max()) for g, w in zip(got, want, strict=True))
+
+
+def _same_detections(got, want, atol_px=0.01, atol_score=1e-4):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert len(g) == len(w)
+        np.testing.assert_array_equal(g.class_ids, w.class_ids)
+        np.testing.assert_allclose(g.scores, w.scores, atol=atol_score)
+        np.testing.assert_allclose(g.boxes, w.boxes, atol=atol_px)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", FP32_PATHS)
+def test_fp32_raw_outputs_match_keras(fixture, request, keras_detector):
+    detector, inputs = keras_detector
+    forward, metadata = load_backend(request.getfixturevalue(fixture))
+    assert metadata["precision"] == "fp32"
+    want = [np.asarray(h) for h in detector.model(inputs, training=False)]
+    got = [np.asarray(h) for h in forward(inputs)]
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert _relative_error(got, want) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", FP32_PATHS)
+def test_fp32_detections_match_keras(fixture, request, keras_detector, demo_images):
+    detector, _ = keras_detector
+    exported = load_detector(request.getfixturevalue(fixture), conf=CONF)
+    assert exported.class_names == detector.class_names and exported.input_shape == INPUT_HW
+    want = detector.detect(demo_images[1])
+    assert sum(len(d) for d in want) >= 10, "the test model should detect something on most images"
+    _same_detections(exported.detect(demo_images[1]), want)
+
+
+@pytest.mark.slow
+def test_fp16_raw_outputs_close(tflite_fp16_path, keras_detector):
+    detector, inputs = keras_detector
+    forward, metadata = load_backend(tflite_fp16_path)
+    assert metadata["precision"] == "fp16"
+    want = [np.asarray(h) for h in detector.model(inputs, training=False)]
+    assert _relative_error(forward(inputs), want) < 1e-2
+
+
+def _as_eval(ids, dets):
+    return {i: (d.boxes, d.scores, d.class_ids) for i, d in zip(ids, dets)}
+
+
+@pytest.mark.slow
+def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, demo_images, demo_root):
+    """int8 finds the fp32 detections: every fp32 detection has an int8 one of its class nearby,
+    and the mAP of int8 against fp32 (fp32 detections taken as the ground truth) is high."""
+    detector, _ = keras_detector
+    ids, images = demo_images
+    int8 = load_detector(tflite_int8_path, conf=0.05)
+    assert int8.metadata["precision"] == "int8" and int8.metadata["calibration"]["images"] == 12
+    fp32_dets = detector.detect(images)
+    int8_dets = int8.detect(images)
+    best_ious = []
+    for f, q in zip(fp32_dets, int8_dets):
+        for box, cls in zip(f.boxes, f.class_ids):
+            same = q.boxes[q.class_ids == cls]
+            best_ious.append(box_iou(box[None], same).max() if len(same) else 0.0)
+    best_ious = np.asarray(best_ious)
+    as_truth = {i: (d.boxes, d.class_ids, np.zeros(len(d), bool)) for i, d in zip(ids, fp32_dets)}
+    agreement = evaluate_detections(_as_eval(ids, int8_dets), as_truth, num_classes=3)
+    # Against the real boxes of the demo set (a random model: both near zero; the difference is the point).
+    truth = {}
+    for i in ids:
+        annotation = parse_voc_xml(demo_root / "Annotations" / f"{i}.xml", ["circle", "square", "triangle"])
+        truth[i] = (annotation.boxes, annotation.class_ids, annotation.difficult)
+    low = Detector.from_model(detector.model, input_shape=INPUT_HW, conf=0.05)
+    map_fp32 = evaluate_detections(_as_eval(ids, low.detect(images)), truth, num_classes=3).map
+    map_int8 = evaluate_detections(_as_eval(ids, int8_dets), truth, num_classes=3).map
+    print(
+        f"\nint8 vs fp32: {len(best_ious)} fp32 detections, mean best IoU {best_ious.mean():.3f}, "
+        f"{(best_ious >= 0.5).mean():.1%} matched at IoU 0.5, agreement mAP@0.5 {agreement.map:.3f}; "
+        f"mAP@0.5 on the demo boxes: fp32 {map_fp32:.4f}, int8 {map_int8:.4f}, difference {map_int8 - map_fp32:+.4f}"
+    )
+    assert len(best_ious) >= 10
+    assert (best_ious >= 0.5).mean() >= 0.8
+    assert agreement.map >= 0.6
+
+
+@pytest.mark.slow
+def test_saved_model_nms_signature_matches_detector(saved_model_path, keras_detector, demo_images):
+    import tensorflow as tf
+
+    from utils.inference.letterbox import unletterbox_boxes
+
+    detector, _ = keras_detector
+    images = demo_images[1]
+    batch, infos = detector.preprocess(images)
+    loaded = tf.saved_model.load(str(saved_model_path))
+    out = loaded.signatures["detect"](
+        images=tf.constant(batch.astype(np.float32) / 255.0),
+        score_threshold=tf.constant(CONF),
+        iou_threshold=tf.constant(detector.nms_iou),
+    )
+    want = detector.detect(images)
+    for i, (info, w) in enumerate(zip(infos, want)):
+        n = int(out["num_detections"][i])
+        assert n == len(w)
+        np.testing.assert_array_equal(out["classes"][i, :n], w.class_ids)
+        np.testing.assert_allclose(out["scores"][i, :n], w.scores, atol=1e-4)
+        np.testing.assert_allclose(unletterbox_boxes(out["boxes"][i, :n].numpy(), info), w.boxes, atol=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", [*FP32_PATHS, "tflite_int8_path"])
+def test_metadata_travels_with_the_artefact(fixture, request):
+    path = request.getfixturevalue(fixture)
+    metadata = read_metadata(path)
+    assert metadata["class_names"] == ["circle", "square", "triangle"]
+    assert metadata["input_shape"] == list(INPUT_HW)
+    assert metadata["anchors_mask"] == [[3, 4, 5], [1, 2, 3]]
+    assert len(metadata["anchors"]) == 6 and metadata["scale_x_y"] == pytest.approx(1.05)
+    assert metadata_path(path).is_file()
+
+
+@pytest.mark.slow
+def test_onnx_metadata_inside_the_file(onnx_path, tmp_path):
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(onnx_path, alone)  # no alone.onnx.json next to it
+    assert read_metadata(alone)["class_names"] == ["circle", "square", "triangle"]
+    assert load_detector(alone).class_names == ["circle", "square", "triangle"]
+
+
+@pytest.mark.slow
+def test_backend_from_path_and_errors(saved_model_path, onnx_path, tflite_path, tmp_path):
+    assert infer_backend(saved_model_path) == "saved_model"
+    assert infer_backend(onnx_path) == "onnx"
+    assert infer_backend(tflite_path) == "tflite"
+    assert infer_backend(tmp_path / "x.keras") == "keras"
+    with pytest.raises(ModelLoadError, match="exported for a 128x128 input"):
+        load_detector(onnx_path, input_shape=(416, 416))
+    with pytest.raises(ModelLoadError, match="--half"):
+        load_detector(tflite_path, half=True)
+    with pytest.raises(ModelLoadError, match="without saved_model.pb"):
+        load_detector(tmp_path)
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(tflite_path, bare)
+    with pytest.raises(ModelLoadError, match="no metadata"):
+        load_detector(bare)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    shutil.copy(metadata_path(onnx_path), metadata_path(broken))
+    with pytest.raises(ModelLoadError, match="broken.onnx"):
+        load_detector(broken)
+    # --backend forces a runtime: the ONNX file through the TFLite interpreter fails naming it.
+    with pytest.raises(ModelLoadError, match="model.onnx"):
+        load_detector(onnx_path, backend="tflite")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "precision", "nms", "match"),
+    [
+        ("onnx", "int8", False, "--int8 is not supported with --format onnx"),
+        ("onnx", "fp16", False, "--fp16 is not supported with --format onnx"),
+        ("saved_model", "fp16", False, "--fp16 is not supported with --format saved_model"),
+        ("saved_model", "int8", False, "--int8 is not supported"),
+        ("tflite", "fp32", True, "--include-nms is not supported with --format tflite"),
+        ("onnx", "fp32", True, "--include-nms is not supported with --format onnx"),
+        ("coreml", "fp32", False, "unknown format"),
+    ],
+)
+def test_unsupported_combinations(fmt, precision, nms, match):
+    with pytest.raises(ExportError, match=match):
+        check_export_options(fmt, precision, nms)
+
+
+@pytest.mark.slow
+def test_export_argument_errors(keras_detector, tmp_path):
+    model = keras_detector[0].model
+    with pytest.raises(ExportError, match="needs --calib-data"):
+        export_model(model, "tflite", tmp_path / "m.tflite", precision="int8")
+    with pytest.raises(ExportError, match="no Annotations"):
+        export_model(model, "tflite", tmp_path / "m.tflite", precision="int8", calib_data=tmp_path)
+    with pytest.raises(ExportError, match="must end with .onnx"):
+        export_model(model, "onnx", tmp_path / "m.tflite")
+    with pytest.raises(ExportError, match="multiples of 32"):
+        export_model(model, "onnx", tmp_path / "m.onnx", input_hw=(100, 100))
+    with pytest.raises(ExportError, match="class names"):
+        export_model(model, "onnx", tmp_path / "m.onnx", class_names=["a"])
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a SavedModel directory"):
+        export_model(model, "saved_model", tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

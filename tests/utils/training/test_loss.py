@@ -1,0 +1,122 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nets.model_data import ANCHORS_MASK, load_anchors
+from utils.training.loss import YoloLoss, box_ciou
+
+
+def test_ciou_identical_boxes_is_one():
+    boxes = tf.constant([[5.0, 5.0, 4.0, 2.0]])
+    np.testing.assert_allclose(box_ciou(boxes, boxes).numpy(), [1.0], atol=1e-6)
+
+
+def test_ciou_shifted_boxes_same_shape():
+    # xyxy [-1,-1,1,1] vs [0,-1,2,1]: IoU 2/6, centre distance^2 1, enclosing 3x2 -> c^2 13, v 0.
+    a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
+    b = tf.constant([[1.0, 0.0, 2.0, 2.0]])
+    np.testing.assert_allclose(box_ciou(a, b).numpy(), [1 / 3 - 1 / 13], atol=1e-6)
+
+
+def test_ciou_aspect_ratio_term():
+    # Same centre, 2x2 vs 4x2: IoU 4/8, rho 0, v = 4/pi^2 (atan 2 - atan 1)^2, alpha = v / (0.5 + v).
+    a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
+    b = tf.constant([[0.0, 0.0, 4.0, 2.0]])
+    v = 4 / math.pi**2 * (math.atan(2) - math.atan(1)) ** 2
+    np.testing.assert_allclose(box_ciou(a, b).numpy(), [0.5 - v / (0.5 + v) * v], atol=1e-6)
+
+
+def test_ciou_disjoint_boxes_is_negative():
+    a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
+    b = tf.constant([[10.0, 0.0, 2.0, 2.0]])
+    # IoU 0, rho^2 = 100, enclosing 12x2 -> c^2 = 148.
+    np.testing.assert_allclose(box_ciou(a, b).numpy(), [-100 / 148], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def loss_fn():
+    return YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, scale_x_y=1.05)
+
+
+def _outputs(batch=2, size=64, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        tf.constant(rng.normal(0, 0.5, (batch, size // s, size // s, 3 * (5 + classes))), tf.float32) for s in (32, 16)
+    ]
+
+
+def test_assignment_best_anchor_and_shared_anchor(loss_fn):
+    gt = np.full((1, 3, 5), -1.0, np.float32)
+    gt[0, 0] = [0, 0, 81, 82, 1]  # exactly anchor 3, which both heads use
+    gt[0, 1] = [100, 100, 110, 114, 0]  # anchor 0 (10x14), used by no head in yolov4-tiny
+    assigned = loss_fn.assignment(tf.constant(gt)).numpy()
+    assert assigned[0, 0, 3] and assigned[0, 1, 0] and not assigned[0, 2].any()
+    _, positive_p5, classes_p5 = loss_fn.level_targets(tf.constant(gt), 0, (7, 7))
+    _, positive_p4, _ = loss_fn.level_targets(tf.constant(gt), 1, (14, 14))
+    # centre (40.5, 41) -> P5 cell (1, 1) anchor slot 0 (anchor 3); P4 cell (2, 2) anchor slot 2 (anchor 3).
+    assert positive_p5.numpy()[0, 1, 1, 0] == 1 and positive_p4.numpy()[0, 2, 2, 2] == 1
+    np.testing.assert_array_equal(classes_p5.numpy()[0, 1, 1, 0], [0, 1])
+
+
+def test_label_smoothing():
+    fn = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=4, label_smoothing=0.1)
+    gt = tf.constant([[[0, 0, 81, 82, 2]]], tf.float32)
+    _, positive, classes = fn.level_targets(gt, 0, (4, 4))
+    picked = classes.numpy()[positive.numpy() == 1]
+    assert len(picked) >= 1
+    np.testing.assert_allclose(picked, np.tile([[0.025, 0.025, 0.925, 0.025]], (len(picked), 1)), atol=1e-6)
+
+
+def test_images_without_boxes_are_safe(loss_fn):
+    gt = tf.fill((2, 4, 5), -1.0)
+    with tf.GradientTape() as tape:
+        outputs = _outputs()
+        for o in outputs:
+            tape.watch(o)
+        loss, parts = loss_fn(outputs, gt)
+    grads = tape.gradient(loss, outputs)
+    assert loss.shape == (2,) and np.isfinite(loss.numpy()).all()
+    np.testing.assert_array_equal(parts["box"].numpy(), 0)
+    np.testing.assert_array_equal(parts["cls"].numpy(), 0)
+    assert (parts["obj"].numpy() > 0).all()
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
+    # No boxes at all (T = 0) works too.
+    loss, _ = loss_fn(outputs, tf.zeros((2, 0, 5)))
+    assert np.isfinite(loss.numpy()).all()
+
+
+def test_loss_is_per_image(loss_fn):
+    outputs = _outputs()
+    gt = np.full((2, 2, 5), -1.0, np.float32)
+    gt[0, 0] = [10, 10, 40, 50, 0]
+    gt[1, 0] = [5, 20, 60, 60, 1]
+    both, _ = loss_fn(outputs, tf.constant(gt))
+    first, _ = loss_fn([o[:1] for o in outputs], tf.constant(gt[:1]))
+    np.testing.assert_allclose(both.numpy()[:1], first.numpy(), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_one_step_lowers_the_loss():
+    import keras
+
+    from nets.yolo import YoloV4Tiny
+
+    keras.utils.set_random_seed(0)
+    model = YoloV4Tiny(2, attention="eca", input_shape=(64, 64, 3))
+    loss_fn = YoloLoss(model.anchors, model.anchors_mask, 2, scale_x_y=model.scale_x_y)
+    images = tf.random.stateless_uniform((2, 64, 64, 3), seed=(1, 2))
+    gt = tf.constant([[[8, 8, 40, 44, 0], [0, 0, 0, 0, -1]], [[20, 10, 60, 50, 1], [2, 30, 30, 62, 0]]], tf.float32)
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    def loss_value():
+        return tf.reduce_mean(loss_fn(model(images, training=True), gt)[0])
+
+    before = float(loss_value())
+    with tf.GradientTape() as tape:
+        loss = loss_value()
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    after = float(loss_value())
+    assert after < before

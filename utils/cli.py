@@ -1,0 +1,153 @@
+"""What every script's command line shares: the options defined once, and one way to end.
+
+* `add_input_size_argument`: `--input-size 416`, `320x416`, `320,416` or `320 416`, checked by
+  `nets.model_data.parse_input_size`; the value is (height, width).
+* `add_output_argument`: `--output DIR`, the one name of the output folder flag; the names older
+  versions used (`--out`, `--save-dir`, `--output-dir`) still work and are hidden from --help.
+* `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
+  classes, conf, nms-iou, max-detections, input-size, batch-size, half), each with its help once,
+  and the keyword arguments of `utils.interop.loader.load_detector` they make.
+* `run_script`: calls a script's `main`; a `nets.errors.YoloError` becomes "error: message" on
+  stderr and the error's `exit_code`. Any other exception is a bug: it stays a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nets.errors import YoloError
+from nets.model_data import INPUT_MULTIPLE, InputSizeError, parse_input_size
+
+BACKENDS = ("keras", "saved_model", "onnx", "tflite")
+OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
+
+
+class _InputSizeAction(argparse.Action):
+    """One or two values ("416", "320x416", "320,416" or "320 416") -> (height, width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        text = "x".join(values) if isinstance(values, list) else str(values)
+        try:
+            setattr(namespace, self.dest, parse_input_size(text))
+        except InputSizeError as err:
+            raise argparse.ArgumentError(self, str(err)) from None
+
+
+def add_input_size_argument(parser: argparse.ArgumentParser, default=None, help: str | None = None) -> None:
+    """`--input-size`: SIZE, HEIGHTxWIDTH, HEIGHT,WIDTH or HEIGHT WIDTH; (height, width) or `default`."""
+    parser.add_argument(
+        "--input-size",
+        nargs="+",
+        metavar="SIZE",
+        action=_InputSizeAction,
+        default=default,
+        help=help
+        or f"network input: SIZE or HEIGHTxWIDTH, multiples of {INPUT_MULTIPLE} (default: the model's own, else 416)",
+    )
+
+
+def add_output_argument(parser: argparse.ArgumentParser, default: str | Path | None, help: str) -> None:
+    """`--output`, and the older names of the same flag as hidden aliases (one destination: args.output)."""
+    parser.add_argument("--output", type=Path, default=None if default is None else Path(default), help=help)
+    for alias in OUTPUT_ALIASES:
+        parser.add_argument(alias, dest="output", type=Path, help=argparse.SUPPRESS)
+
+
+def add_detector_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    conf: float = 0.5,
+    nms_iou: float = 0.3,
+    batch_size: int = 8,
+    weights_required: bool = True,
+    darknet: bool = True,
+    half: bool = True,
+) -> None:
+    """The options of a detector, with the defaults the script wants."""
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        required=weights_required,
+        help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
+        "export.py (.onnx, .tflite, SavedModel folder)",
+    )
+    if darknet:
+        parser.add_argument(
+            "--cfg", type=Path, default=None, help="the darknet cfg of --weights (classes, anchors and input size)"
+        )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="runtime for --weights (default: from the path: .keras, .onnx, .tflite, a SavedModel folder)",
+    )
+    parser.add_argument(
+        "--classes", type=Path, default=None, help="class names, one a line (default: the names saved in the model)"
+    )
+    parser.add_argument(
+        "--conf", type=_fraction, default=conf, help=f"score threshold, objectness x class (default {conf})"
+    )
+    parser.add_argument(
+        "--nms-iou", type=_fraction, default=nms_iou, help=f"per-class NMS IoU threshold (default {nms_iou})"
+    )
+    parser.add_argument(
+        "--max-detections", type=_positive_int, default=100, help="most detections per image (default 100)"
+    )
+    add_input_size_argument(parser)
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=batch_size, help=f"images per forward pass (default {batch_size})"
+    )
+    if half:
+        parser.add_argument(
+            "--half",
+            action="store_true",
+            help="mixed precision where the hardware makes it faster (float16 on a GPU, bfloat16 on AMX CPUs)",
+        )
+
+
+def detector_kwargs(args: argparse.Namespace) -> dict:
+    """`load_detector`'s keyword arguments from the options of `add_detector_arguments`."""
+    return {
+        "classes_path": args.classes,
+        "conf": args.conf,
+        "nms_iou": args.nms_iou,
+        "max_detections": args.max_detections,
+        "input_shape": args.input_size,
+        "batch_size": args.batch_size,
+        "backend": args.backend,
+        "half": getattr(args, "half", False),
+        "cfg_path": getattr(args, "cfg", None),
+    }
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def run_script(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a script's `main(argv)` and return its exit code.
+
+    A `YoloError` (the project's own) prints "error: message" and returns its `exit_code`;
+    Ctrl-C returns 130. Anything else propagates: an unexpected error is a traceback.
+    """
+    try:
+        return int(main(argv) or 0)
+    except YoloError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,69 @@
+"""Anchor boxes from data: IoU k-means over ground-truth widths and heights.
+
+The distance is 1 - IoU of two boxes sharing a centre (YOLOv2's choice), so anchors fit small
+and large boxes alike instead of being pulled by big boxes' pixel errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from utils.data.annotations import AnnotatedImage
+from utils.inference.letterbox import letterbox_info
+
+
+def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """IoU of boxes and anchors placed on the same centre: wh (N, 2), anchors (K, 2) -> (N, K)."""
+    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
+    union = wh[:, None, 0] * wh[:, None, 1] + anchors[None, :, 0] * anchors[None, :, 1] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def box_sizes(images: Sequence[AnnotatedImage], input_hw: tuple[int, int]) -> np.ndarray:
+    """Widths and heights (N, 2) of all boxes as letterboxed into the network input (pixels).
+
+    Reads only each image's header for its size. Boxes are pixel xyxy in the original image.
+    """
+    sizes = []
+    for item in images:
+        if not len(item.boxes):
+            continue
+        with Image.open(item.path) as image:
+            width, height = image.size
+        sx, sy = letterbox_info((height, width), input_hw).scale_xy
+        wh = item.boxes[:, 2:4] - item.boxes[:, 0:2]
+        sizes.append(wh * np.array([sx, sy], np.float32))
+    return np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
+
+
+def iou_kmeans(wh: np.ndarray, k: int, seed: int = 0, max_iter: int = 300) -> tuple[np.ndarray, float]:
+    """k-means with distance 1 - IoU.
+
+    Args:
+        wh: (N, 2) box widths and heights, N >= k.
+        k: number of anchors.
+    Returns: anchors (k, 2) sorted by area, and the mean over boxes of the best anchor IoU.
+    """
+    wh = np.asarray(wh, dtype=np.float64)
+    if len(wh) < k:
+        raise ValueError(f"need at least {k} boxes for {k} anchors, got {len(wh)}")
+    rng = np.random.default_rng(seed)
+    centres = wh[rng.choice(len(wh), k, replace=False)]
+    assignment = np.full(len(wh), -1)
+    for _ in range(max_iter):
+        new_assignment = np.argmax(shape_iou(wh, centres), axis=1)
+        if np.array_equal(new_assignment, assignment):
+            break
+        assignment = new_assignment
+        for cluster in range(k):
+            members = wh[assignment == cluster]
+            # The median is robust to outliers (as in the common YOLO anchor scripts); an empty
+            # cluster is reseeded on the box the current anchors fit worst.
+            centres[cluster] = (
+                np.median(members, axis=0) if len(members) else wh[np.argmin(shape_iou(wh, centres).max(1))]
+            )
+    centres = centres[np.argsort(centres[:, 0] * centres[:, 1])]
+    return centres, float(shape_iou(wh, centres).max(axis=1).mean())

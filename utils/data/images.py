@@ -1,0 +1,83 @@
+"""Reading images the way people have them, into one array layout: uint8 RGB, (H, W, 3).
+
+What `load_image` accepts and what it does with it:
+
+* RGB, grayscale (L, 1-bit), CMYK, YCbCr, LAB, HSV: converted to RGB.
+* 16-bit images (PNG "I;16", 32-bit integer "I", float "F"): scaled from their 16-bit range to
+  8 bits (value / 257), not clipped at 255 (which would turn most of the image white).
+* Transparency (RGBA, LA, PA, palette images with a transparent colour): composited on a
+  **white** background, as image viewers and browsers show them on a page. The network never sees
+  the alpha channel; white keeps logos and cut-outs looking like the picture a person sees.
+* EXIF orientation (phone photos): applied with `PIL.ImageOps.exif_transpose`, so the array is
+  the image **as it is displayed**, and every box computed on it is in the displayed frame.
+* Anything that cannot be decoded (missing file, truncated or corrupt data, not an image):
+  `ImageLoadError`, a `ValueError` whose message names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nets.errors import YoloError
+
+# Background for transparent pixels (see the module docstring).
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class ImageLoadError(YoloError, ValueError):
+    """An image file that cannot be read; the message names the file."""
+
+
+def is_image_path(path: str | Path) -> bool:
+    """True when the file name has a common image suffix (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit PNGs open as "I;16" (or "I"); scale 0..65535 to 0..255 instead of clipping.
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as displayed (EXIF orientation applied).
+
+    Args:
+        path: image file.
+
+    Returns:
+        uint8 array, shape (H, W, 3), RGB, C-contiguous; H and W as the image is displayed.
+
+    Raises:
+        ImageLoadError: the file is missing, unreadable, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so truncated files fail here and not later
+            image = ImageOps.exif_transpose(image)
+            array = _to_rgb(image)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageLoadError(f"{path}: cannot decode image ({err})") from None
+    if array.ndim != 3 or array.shape[-1] != 3 or array.size == 0:
+        raise ImageLoadError(f"{path}: decoded to an unusable array of shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.uint8)

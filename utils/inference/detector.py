@@ -1,0 +1,355 @@
+"""The detector for library users: images in, boxes out.
+
+    detector = load_detector("logs/best.keras", conf=0.5)
+    [dets] = detector.detect([load_image("street.jpg")])
+    dets.boxes      # (N, 4) float32, pixel xyxy in the original image
+    dets.scores     # (N,) float32
+    dets.class_ids  # (N,) int32, index into detector.class_names
+
+How it is put together (and how other backends plug in)
+-------------------------------------------------------
+A `Detector` is a *raw forward* plus the shared decoding:
+
+    uint8 images --letterbox (cv2, CPU)--> uint8 batch (N, in_h, in_w, 3)
+        --/255--> float32 [0, 1] NHWC --raw forward--> raw heads, coarse first,
+        (N, in_h/32, in_w/32, A*(5+C)) and (N, in_h/16, in_w/16, A*(5+C))
+        --utils.inference.postprocess: decode + per-class NMS--> padded boxes in the network input
+        --utils.inference.letterbox.unletterbox_boxes--> pixel xyxy in each original image.
+
+The raw forward is any callable with that contract. A TensorFlow-traceable one (a Keras model,
+`graph_forward=True`) is traced together with the /255, the decoding and the NMS into ONE
+`tf.function` with a fixed input signature, so a batch costs one graph call. Any other callable
+(OpenCV DNN in utils/interop/backends.py; ONNX Runtime or TFLite interpreters the same way;
+`graph_forward=False`) gets a float32 NumPy array and returns NumPy heads; decoding and NMS then
+run as their own compiled graph. To add a backend, build its raw forward and call
+`Detector(forward, num_classes=..., anchors=..., ...)`, or hand a Keras model (e.g. one converted
+from darknet cfg + weights by utils/interop/darknet.py) to `Detector.from_model`.
+
+Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
+runs an inference-only copy of the graph with the convolution weights as graph constants and the
+batch-norms folded into them (`frozen_forward`; about 1.7x faster than calling the Keras model,
+the trained model is not changed); XLA (`jit_compile=True`) was slower, so it is off; letterbox
+with cv2 outside the graph was not slower than resizing inside it (and keeps one graph for all
+image sizes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, InputSizeError, check_input_hw
+from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
+from utils.inference.postprocess import decode_outputs, non_max_suppression
+
+RawForward = Callable[[object], Sequence]
+
+
+@dataclass
+class Detections:
+    """Detections in one image.
+
+    boxes: (N, 4) float32, pixel xyxy in the original image (see utils.boxes).
+    scores: (N,) float32, sigmoid(objectness) * sigmoid(class), best first.
+    class_ids: (N,) int32.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_records(self, class_names: Sequence[str] | None = None) -> list[dict]:
+        """JSON-ready list: class_id, class_name, score, box (pixel xyxy)."""
+        records = []
+        for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
+            cid = int(class_id)
+            name = class_names[cid] if class_names is not None and cid < len(class_names) else str(cid)
+            records.append(
+                {
+                    "class_id": cid,
+                    "class_name": name,
+                    "score": round(float(score), 5),
+                    "box": [round(float(v), 2) for v in box],
+                }
+            )
+        return records
+
+
+def frozen_forward(model, fold_bn: bool = True) -> Callable[[tf.Tensor], list[tf.Tensor]]:
+    """An inference-only forward of a functional Keras model: every plain Conv2D becomes a
+    convolution with CONSTANT weights, and every BatchNormalization right after one is folded into it.
+
+    conv(x, W) * s + (beta - m * s) == conv(x, W * s) + (beta - m * s),   s = gamma / sqrt(v + eps).
+
+    Why: the weights become graph constants (created while tracing), which lets TensorFlow's
+    grappler + oneDNN fuse conv + bias + LeakyReLU into one kernel and cache the reordered
+    weights, and the folded batch-norm costs nothing. Measured in benchmarks/bench_inference.py.
+    A batch-norm is folded only when its single input is such a conv's output that nothing else
+    reads; every other layer (attention blocks, pooling, ...) runs as it is. The weights are a
+    snapshot: build a new forward after changing the model's weights.
+
+    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function;
+    its `num_folded` attribute says how many batch-norms were folded.
+    """
+    import keras
+
+    consumers: dict[int, int] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
+
+    # conv name -> [kernel, bias or None, strides, padding, dilations], NumPy float64 until frozen
+    convs: dict[str, list] = {}
+    for layer in model.layers:
+        if (
+            type(layer) is keras.layers.Conv2D
+            and layer.groups == 1
+            and layer.activation is keras.activations.linear
+            and len(layer._inbound_nodes) == 1
+        ):
+            bias = np.asarray(layer.bias, np.float64) if layer.use_bias else None
+            spec = (list(layer.strides), layer.padding.upper(), list(layer.dilation_rate), layer.compute_dtype)
+            convs[layer.name] = [np.asarray(layer.kernel, np.float64), bias, *spec]
+
+    skip: set[str] = set()  # batch-norm names folded away
+    for layer in model.layers:
+        if not fold_bn or type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
+            continue
+        (source,) = layer._inbound_nodes[0].input_tensors
+        conv = source._keras_history.operation
+        if conv.name not in convs or consumers.get(id(source), 0) != 1 or layer.axis not in (-1, 3, [3], [-1]):
+            continue
+        gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
+        beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
+        scale = gamma / np.sqrt(np.asarray(layer.moving_variance, np.float64) + layer.epsilon)
+        entry = convs[conv.name]
+        bias = entry[1] if entry[1] is not None else 0.0
+        entry[0] = entry[0] * scale
+        entry[1] = beta + (bias - np.asarray(layer.moving_mean, np.float64)) * scale
+        skip.add(layer.name)
+    for entry in convs.values():
+        entry[0] = entry[0].astype(np.float32)
+        entry[1] = None if entry[1] is None else entry[1].astype(np.float32)
+
+    def operation_fn(operation):
+        if operation.name in convs:
+            kernel, bias, strides, padding, dilations, dtype = convs[operation.name]
+
+            def conv(x, **_):  # the graph may pass mask=None
+                # Constants created here, while tracing, are Const nodes of the graph (not captured
+                # inputs). Cast like the Keras layer would under a mixed-precision policy.
+                x = tf.cast(x, dtype)
+                y = tf.nn.conv2d(x, tf.cast(tf.constant(kernel), dtype), strides, padding, dilations=dilations)
+                if bias is not None:
+                    y = tf.nn.bias_add(y, tf.cast(tf.constant(bias), dtype))
+                return y
+
+            return conv
+        if operation.name in skip:
+            return lambda x, **_: x
+        return lambda *args, **kwargs: operation(*args, **kwargs)
+
+    def forward(images):
+        return model._run_through_graph(images, operation_fn=operation_fn)
+
+    forward.num_folded = len(skip)  # type: ignore[attr-defined]
+    return forward
+
+
+class Detector:
+    """A YOLOv4-tiny detector: a raw forward plus letterbox, decoding and per-class NMS.
+
+    Args:
+        forward: raw forward, float32 [0, 1] (N, in_h, in_w, 3) -> raw heads, coarse first
+            (see the module docstring).
+        num_classes, anchors, anchors_mask, scale_x_y: how to decode the heads (the model's).
+        input_shape: network input (height, width); multiples of 32.
+        class_names: names for `class_ids`; numbers as strings when None.
+        conf: score threshold. nms_iou: per-class NMS IoU threshold.
+        max_detections: most detections kept per image.
+        batch_size: images per graph call in `detect`.
+        graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph).
+        jit_compile: compile the graph with XLA (see benchmarks/bench_inference.py for whether
+            that helps on your machine; off by default, it is slower on CPU for this model).
+    """
+
+    def __init__(
+        self,
+        forward: RawForward,
+        *,
+        num_classes: int,
+        anchors,
+        anchors_mask: Sequence[Sequence[int]],
+        scale_x_y: float,
+        input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+        class_names: Sequence[str] | None = None,
+        conf: float = 0.5,
+        nms_iou: float = 0.3,
+        max_detections: int = 100,
+        batch_size: int = 8,
+        graph_forward: bool = True,
+        jit_compile: bool = False,
+    ):
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= nms_iou <= 1.0:
+            raise ValueError(f"conf and nms_iou must be in [0, 1], got {conf}, {nms_iou}")
+        if max_detections < 1 or batch_size < 1:
+            raise ValueError("max_detections and batch_size must be >= 1")
+        self.forward = forward
+        self.num_classes = int(num_classes)
+        self.anchors = np.asarray(anchors, dtype=np.float32)
+        self.anchors_mask = [list(m) for m in anchors_mask]
+        self.scale_x_y = float(scale_x_y)
+        self.input_shape = check_input_hw(input_shape)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.conf = float(conf)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.batch_size = int(batch_size)
+        self.graph_forward = graph_forward
+        self.jit_compile = jit_compile
+        self._build_functions()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(cls, model, *, input_shape: Sequence[int] | None = None, freeze: bool = True, **kwargs):
+        """Wrap a `nets.yolo.YoloV4Tiny` (trained, loaded or converted from darknet).
+
+        input_shape: (h, w); the model's own fixed size, else 416x416.
+        freeze: run an inference-only copy of the graph, convolution weights as constants and
+            batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
+        kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
+        """
+        fixed = tuple(model.image_shape[:2])
+        if input_shape is None:
+            input_shape = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
+        elif None not in fixed and tuple(input_shape) != fixed:
+            raise InputSizeError(f"the model was built for input {fixed}; it cannot run at {tuple(input_shape)}")
+        if freeze:
+            forward = frozen_forward(model)
+        else:
+
+            def forward(images):
+                return model(images, training=False)
+
+        kwargs.setdefault("class_names", model.class_names)
+        detector = cls(
+            forward,
+            num_classes=model.num_classes,
+            anchors=model.anchors,
+            anchors_mask=model.anchors_mask,
+            scale_x_y=model.scale_x_y,
+            input_shape=input_shape,
+            graph_forward=True,
+            **kwargs,
+        )
+        detector.model = model
+        return detector
+
+    def _build_functions(self) -> None:
+        in_h, in_w = self.input_shape
+        image_spec = tf.TensorSpec([None, in_h, in_w, 3], tf.uint8)
+        scalar = tf.TensorSpec([], tf.float32)
+        decode_args = (self.anchors, self.anchors_mask, self.num_classes, self.input_shape, self.scale_x_y)
+        max_det = self.max_detections
+
+        def postprocess(raw_heads, conf, iou):
+            boxes, scores = decode_outputs(raw_heads, *decode_args)
+            return non_max_suppression(boxes, scores, conf, iou, max_det)
+
+        head_specs = [
+            tf.TensorSpec([None, in_h // s, in_w // s, len(m) * (5 + self.num_classes)], tf.float32)
+            for s, m in zip(STRIDES, self.anchors_mask, strict=True)
+        ]
+        self._postprocess_fn = tf.function(
+            lambda heads, conf, iou: postprocess(heads, conf, iou),
+            input_signature=[head_specs, scalar, scalar],
+            jit_compile=False,
+        )
+        if self.graph_forward:
+
+            def raw(images_u8):
+                heads = self.forward(tf.cast(images_u8, tf.float32) * (1.0 / 255.0))
+                return [tf.cast(h, tf.float32) for h in heads]
+
+            # XLA (when asked) compiles the forward only: it has no kernel for the NMS op.
+            self._raw_fn = tf.function(raw, input_signature=[image_spec], jit_compile=self.jit_compile)
+            forward_in_graph = self._raw_fn if self.jit_compile else raw
+            self._pipeline_fn = tf.function(
+                lambda images_u8, conf, iou: postprocess(forward_in_graph(images_u8), conf, iou),
+                input_signature=[image_spec, scalar, scalar],
+            )
+        else:
+
+            def raw_numpy(images_u8):
+                heads = self.forward(np.asarray(images_u8, np.float32) * np.float32(1.0 / 255.0))
+                return [np.asarray(h, np.float32) for h in heads]
+
+            self._raw_fn = raw_numpy
+            self._pipeline_fn = lambda images_u8, conf, iou: self._postprocess_fn(raw_numpy(images_u8), conf, iou)
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        """Letterbox uint8 RGB (H, W, 3) images into one uint8 batch (N, in_h, in_w, 3)."""
+        in_h, in_w = self.input_shape
+        batch = np.empty((len(images), in_h, in_w, 3), dtype=np.uint8)
+        infos = []
+        for i, image in enumerate(images):
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"images must be uint8 (H, W, 3) RGB arrays, got {image.dtype} {image.shape}")
+            infos.append(letterbox(image, self.input_shape, out=batch[i])[1])
+        return batch, infos
+
+    def raw_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Raw heads (coarse first) for a letterboxed uint8 batch (N, in_h, in_w, 3)."""
+        return [np.asarray(h) for h in self._raw_fn(batch)]
+
+    def postprocess_raw(self, raw_heads: Sequence, infos: Sequence[LetterboxInfo]) -> list[Detections]:
+        """Decode + NMS raw heads (from `raw_outputs`) and map boxes to the original images."""
+        outputs = self._postprocess_fn(list(raw_heads), self.conf, self.nms_iou)
+        return self._to_detections(outputs, infos)
+
+    def _to_detections(self, outputs, infos: Sequence[LetterboxInfo]) -> list[Detections]:
+        boxes, scores, class_ids, num_valid = (np.asarray(t) for t in outputs)
+        results = []
+        for i, info in enumerate(infos):
+            n = int(num_valid[i])
+            results.append(
+                Detections(
+                    unletterbox_boxes(boxes[i, :n], info),
+                    scores[i, :n].astype(np.float32),
+                    class_ids[i, :n].astype(np.int32),
+                )
+            )
+        return results
+
+    def detect_batch(self, batch: np.ndarray, infos: Sequence[LetterboxInfo]) -> list[Detections]:
+        """Model + decode + NMS on a letterboxed uint8 batch, boxes mapped back through `infos`."""
+        return self._to_detections(self._pipeline_fn(batch, self.conf, self.nms_iou), infos)
+
+    def detect(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> list[Detections]:
+        """Detect objects in uint8 RGB (H, W, 3) images of any sizes.
+
+        Returns: one `Detections` per image, boxes in pixel xyxy of that image.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError("detect() takes a list of images; wrap a single image as [image]")
+        batch_size = batch_size or self.batch_size
+        results: list[Detections] = []
+        for start in range(0, len(images), batch_size):
+            batch, infos = self.preprocess(images[start : start + batch_size])
+            results.extend(self.detect_batch(batch, infos))
+        return results
+
+    def letterbox_info(self, image_hw: tuple[int, int]) -> LetterboxInfo:
+        """Where an image of (h, w) lands in this detector's input."""
+        return letterbox_info(image_hw, self.input_shape)

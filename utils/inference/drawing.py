@@ -1,0 +1,118 @@
+"""Drawing detections and objectness heatmaps on images.
+
+The font is DejaVu Sans as shipped inside matplotlib (a required dependency), so labels render
+the same on a fresh machine without system fonts. Each class gets its own colour: hues spread
+around the colour wheel in golden-ratio steps, so neighbouring class ids differ a lot.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+from functools import cache, lru_cache
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from utils.inference.letterbox import LetterboxInfo
+
+
+@cache
+def font_path() -> str:
+    """Path of DejaVu Sans from matplotlib's own data (always installed with matplotlib)."""
+    from matplotlib import font_manager
+
+    return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
+
+
+@lru_cache(maxsize=32)
+def load_font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font_path(), max(8, int(size)))
+
+
+def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
+    """One distinct RGB colour per class (deterministic)."""
+    colors = []
+    for i in range(max(1, num_classes)):
+        # Golden-ratio hue steps: all hues differ, and class i and i + 1 are far apart.
+        hue = (i * 0.6180339887) % 1.0
+        value = 0.95 if i % 2 == 0 else 0.75
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, value)
+        colors.append((round(r * 255), round(g * 255), round(b * 255)))
+    return colors
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    class_names: Sequence[str],
+    colors: Sequence[tuple[int, int, int]] | None = None,
+) -> np.ndarray:
+    """Draw boxes with "name score" labels.
+
+    Args:
+        image: uint8 RGB (H, W, 3).
+        boxes: (N, 4) pixel xyxy in this image. scores: (N,). class_ids: (N,) ints.
+        class_names: names indexed by class id.
+
+    Returns: a new uint8 RGB (H, W, 3) image.
+    """
+    colors = colors or class_colors(len(class_names))
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    height, width = image.shape[:2]
+    font = load_font(max(10, round(0.025 * max(height, width))))
+    thickness = max(1, round(0.003 * (height + width)))
+    for box, score, class_id in zip(boxes, scores, class_ids, strict=True):
+        class_id = int(class_id)
+        color = colors[class_id % len(colors)]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=thickness)
+        name = class_names[class_id] if class_id < len(class_names) else str(class_id)
+        label = f"{name} {float(score):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = right - left, bottom - top + 4
+        text_y = y1 - text_h if y1 - text_h >= 0 else y1
+        draw.rectangle([x1, text_y, x1 + text_w + 4, text_y + text_h], fill=color)
+        draw.text((x1 + 2, text_y + 2 - top), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def draw_text(image: np.ndarray, text: str, position: tuple[int, int] = (8, 8)) -> np.ndarray:
+    """White text on a black box (e.g. an FPS counter), uint8 RGB in and out."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = load_font(max(12, round(0.03 * max(image.shape[:2]))))
+    left, top, right, bottom = draw.textbbox(position, text, font=font)
+    draw.rectangle([left - 4, top - 4, right + 4, bottom + 4], fill=(0, 0, 0))
+    draw.text(position, text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def heatmap_overlay(
+    image: np.ndarray, maps: Sequence[np.ndarray], info: LetterboxInfo, input_hw: tuple[int, int], alpha: float = 0.5
+) -> np.ndarray:
+    """Overlay an objectness map on the original image.
+
+    Args:
+        image: uint8 RGB (H, W, 3), the original image.
+        maps: per head, float (h_i, w_i) objectness in [0, 1] on the letterboxed network input.
+        info: how the image was letterboxed. input_hw: network input (height, width).
+        alpha: weight of the heatmap.
+
+    Returns: uint8 RGB (H, W, 3); the per-pixel maximum over heads, coloured with the JET map.
+    """
+    in_h, in_w = input_hw
+    combined = np.zeros((in_h, in_w), np.float32)
+    for m in maps:
+        combined = np.maximum(combined, cv2.resize(np.asarray(m, np.float32), (in_w, in_h), cv2.INTER_LINEAR))
+    (new_h, new_w), (pad_x, pad_y) = info.new_hw, info.pad_xy
+    crop = combined[pad_y : pad_y + new_h, pad_x : pad_x + new_w]
+    height, width = image.shape[:2]
+    heat = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
+    colored = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1 - alpha, colored, alpha, 0)

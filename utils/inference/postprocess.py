@@ -1,0 +1,106 @@
+"""From raw YOLO heads to final detections: decode, score, per-class NMS (TensorFlow ops).
+
+Everything here is graph-friendly: `Detector` traces it, together with the model, into one
+compiled `tf.function`. Boxes stay in the network input here (pixel xyxy of the letterboxed
+image); `utils.inference.letterbox.unletterbox_boxes` maps them back to the original image.
+
+Scores follow darknet: score = sigmoid(objectness) * sigmoid(class logit), one score per
+(box, class); a box can be kept for several classes. NMS is per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nets.decode import decode_head
+from utils.boxes import convert_format
+
+
+def decode_outputs(
+    raw_heads: Sequence,
+    anchors: np.ndarray | Sequence[Sequence[float]],
+    anchors_mask: Sequence[Sequence[int]],
+    num_classes: int,
+    input_hw: tuple[int, int],
+    scale_x_y: float,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decode every head and flatten the cells.
+
+    Args:
+        raw_heads: per head (coarse first, as the model outputs them), raw
+            (N, H_i, W_i, A * (5 + C)).
+        anchors: (num_anchors, 2) widths, heights in network-input pixels.
+        anchors_mask: per head, the indices of its anchors.
+        num_classes: C.
+        input_hw: network input (height, width) in pixels.
+        scale_x_y: darknet's centre scale.
+
+    Returns:
+        boxes: (N, B, 4) float32 pixel xyxy in the network input, B = sum of H_i * W_i * A.
+        scores: (N, B, C) float32, sigmoid(objectness) * sigmoid(class logit).
+    """
+    anchors = np.asarray(anchors, dtype=np.float32)
+    all_boxes, all_scores = [], []
+    for raw, mask in zip(raw_heads, anchors_mask, strict=True):
+        boxes, objectness, class_logits = decode_head(raw, anchors[list(mask)], num_classes, input_hw, scale_x_y)
+        batch = tf.shape(boxes)[0]
+        all_boxes.append(tf.reshape(boxes, [batch, -1, 4]))
+        scores = tf.sigmoid(objectness)[..., None] * tf.sigmoid(class_logits)
+        all_scores.append(tf.reshape(scores, [batch, -1, num_classes]))
+    boxes = convert_format(tf.concat(all_boxes, axis=1), "center_xywh", "xyxy")
+    return boxes, tf.concat(all_scores, axis=1)
+
+
+def non_max_suppression(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    score_threshold: float | tf.Tensor,
+    iou_threshold: float | tf.Tensor,
+    max_detections: int,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Per-class NMS, padded to a fixed size.
+
+    Args:
+        boxes: (N, B, 4) float32 pixel xyxy.
+        scores: (N, B, C) float32 per-class scores.
+        score_threshold: keep (box, class) pairs with score > this.
+        iou_threshold: suppress a box of the same class overlapping a better one by more than this.
+        max_detections: K, most detections kept per image (over all classes).
+
+    Returns:
+        boxes: (N, K, 4) float32 pixel xyxy; scores: (N, K) float32, best first;
+        class_ids: (N, K) int32; num_valid: (N,) int32, the first num_valid rows are real.
+    """
+    yxyx = convert_format(boxes, "xyxy", "yxyx")
+    # Boxes are shared by all classes (q = 1); clip_boxes=False because they are pixels, not [0, 1].
+    nms_boxes, nms_scores, nms_classes, num_valid = tf.image.combined_non_max_suppression(
+        yxyx[:, :, None, :],
+        scores,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        pad_per_class=False,
+        clip_boxes=False,
+    )
+    nms_boxes = convert_format(nms_boxes, "yxyx", "xyxy")
+    return nms_boxes, nms_scores, tf.cast(nms_classes, tf.int32), tf.cast(num_valid, tf.int32)
+
+
+def objectness_map(raw_heads: Sequence, anchors_mask: Sequence[Sequence[int]], num_classes: int) -> list[np.ndarray]:
+    """Per head, sigmoid(objectness) maximised over its anchors.
+
+    Args:
+        raw_heads: per head, raw (N, H_i, W_i, A * (5 + C)), NumPy or tensors.
+
+    Returns: per head, float32 (N, H_i, W_i) in [0, 1].
+    """
+    maps = []
+    for raw, mask in zip(raw_heads, anchors_mask, strict=True):
+        raw = np.asarray(raw, dtype=np.float32)
+        raw = raw.reshape(*raw.shape[:3], len(mask), 5 + num_classes)
+        maps.append((1.0 / (1.0 + np.exp(-raw[..., 4]))).max(axis=-1))
+    return maps

@@ -1,0 +1,153 @@
+"""Raw forwards other than our Keras model, for `utils.inference.detector.Detector`.
+
+A raw forward maps float32 [0, 1] NHWC images (letterboxed) to the raw YOLO heads, coarse first,
+NHWC (see utils.inference.detector), so the Detector decodes and runs NMS on them with the same code as
+for the Keras model. This module has ONNX Runtime, TFLite (LiteRT) and SavedModel, which run the
+models written by export.py (utils/interop/export.py); `load_detector` picks one from the path
+(`infer_backend`), and the decoding facts (classes, anchors, input size) come from the artefact's
+metadata. (Darknet cfg + .weights are converted into our Keras model by utils/interop/darknet.py, whose
+frozen graph is faster than OpenCV DNN: benchmarks/bench_darknet.py.)
+
+Speed levers used by the exported-model backends (figures: benchmarks/bench_export.py):
+* ONNX Runtime: all graph optimisations (ORT_ENABLE_ALL: conv + bias/mul/add fusions, NCHWc
+  layout; batch-norm already folded by tf2onnx), sequential execution, intra-op threads = the
+  cores this process may use, no spin-waiting.
+* TFLite: the LiteRT interpreter (`ai_edge_litert`, not the deprecated tf.lite.Interpreter)
+  with its default XNNPACK delegate and num_threads = those cores; batch-norms are folded by
+  the converter. It runs one image per invoke (XNNPACK prefers static shapes).
+* SavedModel: the loaded signature is TensorFlow-traceable, so the Detector fuses it with its
+  decoding and NMS into one graph.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from utils.interop.metadata import INPUT_NAME, OUTPUT_NAMES, read_metadata
+
+BACKENDS = ("keras", "saved_model", "onnx", "tflite")
+
+
+def infer_backend(path: str | Path) -> str:
+    """The backend for a weights path: .keras -> keras, .onnx -> onnx, .tflite -> tflite,
+    a directory holding saved_model.pb -> saved_model. Anything else -> keras (whose loader
+    then says what is wrong with the file)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise ValueError(f"{path}: a directory without saved_model.pb (not a SavedModel)")
+    return {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "keras")
+
+
+class OnnxRuntimeForward:
+    """ONNX Runtime raw forward (CPU). threads: intra-op threads (default: the usable cores)."""
+
+    graph_forward = False
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        # No busy-waiting between ops: on a CPU shared with other processes, spinning threads
+        # steal the cores the work needs (bench_export.py measured the median better without).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        # ONNX Runtime's errors derive from Exception directly; these are the ones a bad file raises.
+        load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except (*load_errors, ort_errors.InvalidArgument, OSError) as err:
+            raise ValueError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__}: {err})") from None
+        names = {o.name for o in self.session.get_outputs()}
+        if not set(OUTPUT_NAMES) <= names or self.session.get_inputs()[0].name != INPUT_NAME:
+            raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {sorted(names)}")
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+
+
+class TFLiteForward:
+    """LiteRT interpreter raw forward, XNNPACK on, one image per invoke.
+
+    threads: interpreter threads (default: the usable cores).
+    """
+
+    graph_forward = False
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"{path}: the TFLite interpreter cannot load it ({err})") from None
+        runner_outputs = self.interpreter.get_signature_list().get("serving_default", {}).get("outputs", [])
+        if sorted(runner_outputs) != sorted(OUTPUT_NAMES):
+            raise ValueError(f"{path}: expected signature outputs {OUTPUT_NAMES}, found {runner_outputs}")
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        images = np.asarray(images, dtype=np.float32)
+        outputs = [self.runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
+        return [np.concatenate([o[name] for o in outputs]) for name in OUTPUT_NAMES]
+
+
+class SavedModelForward:
+    """SavedModel raw forward through its "serving_default" signature (TensorFlow-traceable)."""
+
+    graph_forward = True
+
+    def __init__(self, path: str | Path):
+        import tensorflow as tf
+
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: TensorFlow cannot load the SavedModel ({err})") from None
+        if "serving_default" not in self.loaded.signatures:
+            raise ValueError(f"{path}: the SavedModel has no serving_default signature")
+        self.signature = self.loaded.signatures["serving_default"]
+
+    def __call__(self, images):
+        outputs = self.signature(**{INPUT_NAME: images})
+        return [outputs[name] for name in OUTPUT_NAMES]
+
+
+def load_backend(path: str | Path, backend: str | None = None, threads: int | None = None) -> tuple[object, dict]:
+    """The raw forward and the export metadata of an exported model.
+
+    backend: "onnx", "tflite" or "saved_model"; None: from the path (`infer_backend`).
+    Raises ValueError / FileNotFoundError naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    backend = backend or infer_backend(path)
+    if backend not in BACKENDS or backend == "keras":
+        raise ValueError(f"{path}: load_backend takes an exported model (onnx, tflite, saved_model), not {backend!r}")
+    metadata = read_metadata(path)
+    if backend == "onnx":
+        forward = OnnxRuntimeForward(path, threads)
+    elif backend == "tflite":
+        forward = TFLiteForward(path, threads)
+    else:
+        forward = SavedModelForward(path)
+    return forward, metadata
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (the affinity mask, not the host's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,364 @@
+"""Export a YoloV4Tiny to SavedModel, TFLite (fp32, fp16, int8) or ONNX, with what decoding needs.
+
+Every artefact computes the model's *raw forward* at a fixed input size (the contract of
+`utils.inference.detector.Detector`):
+
+    input  "images": float32 (N, in_h, in_w, 3), RGB in [0, 1], letterboxed (utils.inference.letterbox)
+    output "p5":     float32 (N, in_h/32, in_w/32, A*(5+C))   raw head, coarse
+    output "p4":     float32 (N, in_h/16, in_w/16, A*(5+C))   raw head, fine
+
+and carries a metadata dict (`export_metadata`: class names, anchors, anchors_mask, scale_x_y,
+input size, precision, ...) so the detector decodes it exactly as it decodes the Keras model:
+
+    SavedModel:  <dir>/assets/yolo_export.json
+    TFLite:      <file>.tflite.json next to the file
+    ONNX:        <file>.onnx.json next to the file, and the same JSON in the model's
+                 metadata_props (key "yolo_export"), so the .onnx alone is enough
+
+All three trace `utils.inference.detector.frozen_forward` (the Detector's forward: conv weights as graph
+constants, batch-norms folded), so an export computes what the Keras Detector computes.
+
+Routes (chosen because they work on Keras 3 and cannot write a silently broken model):
+    SavedModel: `keras.export.ExportArchive` (tracks the Keras variables properly).
+    TFLite:     `tf.lite.TFLiteConverter.from_saved_model` on that SavedModel (written with a
+                static batch of 1: the backend invokes one image at a time, and XNNPACK then
+                sees no dynamic-shape ops splitting the graph). A hand-made
+                `tf.Module` SavedModel or `from_concrete_functions` on an unfrozen function keeps
+                READ_VARIABLE ops and writes a model that fails or outputs NaN.
+    ONNX:       `tf2onnx.convert.from_function` on a tf.function with a fixed input signature
+                (`tf2onnx.convert.from_keras` fails on Keras 3).
+
+Supported combinations (anything else raises `ExportError` saying what is supported):
+
+    format        fp32   --fp16   --int8 (+ calibration images)   --include-nms
+    saved_model   yes    no       no                              yes: signature "detect"
+    tflite        yes    yes      yes (full-integer, float I/O)   no (TFLite has no combined NMS)
+    onnx          yes    no       no                              no
+
+The SavedModel "detect" signature (with --include-nms) takes `images` as above plus scalar
+float32 `score_threshold` and `iou_threshold`, and returns `boxes` (N, K, 4) pixel xyxy **in the
+network input** (undo the letterbox with utils.inference.letterbox.unletterbox_boxes), `scores` (N, K),
+`classes` (N, K) int32 and `num_detections` (N,) int32 (the first num_detections rows are real),
+K = max_detections. Decoding and NMS are utils.inference.postprocess, the same as the Detector's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nets.errors import YoloError
+from nets.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
+from utils.interop.metadata import (
+    INPUT_NAME,
+    METADATA_KEY,
+    NMS_SIGNATURE,
+    OUTPUT_NAMES,
+    export_metadata,
+    metadata_path,
+    write_metadata,
+)
+
+FORMATS = ("saved_model", "tflite", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+# What each format supports besides fp32.
+SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32",)}
+SUPPORTS_NMS = {"saved_model": True, "tflite": False, "onnx": False}
+
+ONNX_OPSET = 17
+# Int8 calibration: images taken from the calibration split (fewer if it has fewer).
+DEFAULT_NUM_CALIBRATION = 100
+
+
+class ExportError(YoloError, ValueError):
+    """An export that cannot be done as asked (unsupported combination, bad input)."""
+
+
+def check_export_options(fmt: str, precision: str = "fp32", include_nms: bool = False) -> None:
+    """Raise ExportError for a combination `export_model` does not support, saying what is."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in SUPPORTED_PRECISIONS[fmt]:
+        options = {"fp16": "--fp16", "int8": "--int8"}
+        where = [f for f in FORMATS if precision in SUPPORTED_PRECISIONS[f]]
+        raise ExportError(
+            f"{options[precision]} is not supported with --format {fmt}: {precision} export is only "
+            f"implemented for {', '.join(where)} (use --format tflite {options[precision]})"
+        )
+    if include_nms and not SUPPORTS_NMS[fmt]:
+        reason = {
+            "tflite": "TFLite has no builtin for the per-class (combined) NMS the detector uses",
+            "onnx": "the ONNX export carries the raw heads only",
+        }[fmt]
+        raise ExportError(
+            f"--include-nms is not supported with --format {fmt} ({reason}); it is supported with "
+            "--format saved_model. Without it, the detector decodes and runs NMS itself "
+            "(load_detector / predict.py take the exported file)."
+        )
+
+
+def resolve_input_hw(model, input_hw: Sequence[int] | None = None) -> tuple[int, int]:
+    """The fixed (height, width) to export at: `input_hw`, else the model's fixed size, else 416x416."""
+    if input_hw is None:
+        fixed = tuple(model.image_shape[:2])
+        input_hw = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise ExportError(f"input size must be positive multiples of {INPUT_MULTIPLE}, got {(h, w)}")
+    model_hw = tuple(model.image_shape[:2])
+    for got, fixed in zip((h, w), model_hw):
+        if fixed is not None and fixed != got:
+            raise ExportError(f"the model has a fixed input of {model_hw}, cannot export it at {(h, w)}")
+    return h, w
+
+
+def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = None):
+    """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}, computing
+    utils.inference.detector.frozen_forward (the Detector's own forward of the Keras model).
+
+    batch_size: None for any batch; 1 for TFLite, whose interpreter runs one image per invoke
+    and whose XNNPACK delegate then sees static shapes only (no SHAPE ops splitting the graph).
+    """
+    import tensorflow as tf
+
+    from utils.inference.detector import frozen_forward
+
+    spec = tf.TensorSpec([batch_size, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
+    # The Detector's inference graph: conv weights as constants, batch-norms folded (what the
+    # converters would do anyway; for the SavedModel it lets oneDNN fuse conv + bias + LeakyReLU).
+    forward = frozen_forward(model)
+
+    @tf.function(input_signature=[spec])
+    def raw_forward(images):
+        heads = forward(images)
+        return {name: tf.cast(h, tf.float32) for name, h in zip(OUTPUT_NAMES, heads)}
+
+    return raw_forward, spec
+
+
+def export_saved_model(
+    model,
+    out: str | Path,
+    input_hw: tuple[int, int],
+    metadata: dict,
+    include_nms: bool = False,
+    max_detections: int = 100,
+    batch_size: int | None = None,
+) -> Path:
+    """Write a SavedModel directory with signature "serving_default" (raw heads) and, with
+    `include_nms`, "detect" (decoded, NMS'd boxes; see the module docstring).
+    batch_size: None (any) or a fixed batch size of the signatures."""
+    import keras
+    import tensorflow as tf
+
+    from utils.inference.postprocess import decode_outputs, non_max_suppression
+
+    out = Path(out)
+    raw_forward, spec = _raw_forward_fn(model, input_hw, batch_size)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", raw_forward)
+    if include_nms:
+        anchors = np.asarray(model.anchors, np.float32)
+        scalar = [
+            tf.TensorSpec([], tf.float32, name="score_threshold"),
+            tf.TensorSpec([], tf.float32, name="iou_threshold"),
+        ]
+
+        @tf.function(input_signature=[spec, *scalar])
+        def detect(images, score_threshold, iou_threshold):
+            heads = raw_forward(images)
+            boxes, scores = decode_outputs(
+                [heads[n] for n in OUTPUT_NAMES],
+                anchors,
+                model.anchors_mask,
+                model.num_classes,
+                input_hw,
+                model.scale_x_y,
+            )
+            boxes, scores, classes, valid = non_max_suppression(
+                boxes, scores, score_threshold, iou_threshold, max_detections
+            )
+            return {"boxes": boxes, "scores": scores, "classes": classes, "num_detections": valid}
+
+        archive.add_endpoint(NMS_SIGNATURE, detect)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
+        # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
+        raise ExportError(f"--out {out}: exists and is not a SavedModel directory; choose a new path")
+    if out.exists():
+        shutil.rmtree(out)
+    archive.write_out(str(out), verbose=False)
+    write_metadata(metadata_path(out), metadata)
+    return out
+
+
+def calibration_image_paths(
+    calib_data: str | Path, split: str = "train", limit: int = DEFAULT_NUM_CALIBRATION
+) -> list[Path]:
+    """The image files to calibrate on: JPEGImages of `calib_data` (a VOCdevkit or VOC folder)
+    listed in ImageSets/Main/`split`.txt; at most `limit`, evenly spaced over the split."""
+    from utils.data.voc import find_image, find_voc_root, read_image_set
+
+    try:
+        root = find_voc_root(calib_data)
+        image_ids = read_image_set(root, split)
+    except FileNotFoundError as err:
+        raise ExportError(f"--calib-data: {err}") from None
+    if not image_ids:
+        raise ExportError(f"--calib-data: {root}/ImageSets/Main/{split}.txt lists no images")
+    if len(image_ids) > limit:
+        picks = np.linspace(0, len(image_ids) - 1, limit).round().astype(int)
+        image_ids = [image_ids[i] for i in picks]
+    found = [p for p in (find_image(root, image_id) for image_id in image_ids) if p is not None]
+    if not found:
+        raise ExportError(f"--calib-data: none of the images of {split}.txt is in {root / 'JPEGImages'}")
+    return found
+
+
+def letterboxed_calibration_images(image_paths: Iterable[str | Path], input_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (M, in_h, in_w, 3) network inputs, letterboxed exactly as the Detector does
+    (utils.inference.letterbox.letterbox). Unreadable images are skipped with a warning naming them;
+    ExportError when none is readable."""
+    import warnings
+
+    from utils.data.images import ImageLoadError, load_image
+    from utils.inference.letterbox import letterbox
+
+    images = []
+    for path in image_paths:
+        try:
+            image = load_image(path)
+        except ImageLoadError as err:
+            warnings.warn(f"calibration: {err}; skipped", stacklevel=2)
+            continue
+        images.append(letterbox(image, input_hw)[0])
+    if not images:
+        raise ExportError("int8 calibration: none of the calibration images could be read")
+    return np.stack(images)
+
+
+def export_tflite(
+    saved_model_dir: str | Path,
+    out: str | Path,
+    precision: str = "fp32",
+    calibration_paths: Sequence[str | Path] | None = None,
+    input_hw: tuple[int, int] | None = None,
+) -> Path:
+    """Convert a SavedModel written by `export_saved_model` to a .tflite file.
+
+    precision: "fp32"; "fp16" (fp16 weights, fp32 compute where the CPU lacks fp16);
+        "int8" (full-integer weights and activations calibrated on `calibration_paths`, with
+        float32 input and outputs so the runtime contract is unchanged).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if not calibration_paths:
+            raise ExportError("--int8 needs calibration images (--calib-data VOCdevkit)")
+        calibration = letterboxed_calibration_images(calibration_paths, input_hw)
+
+        def representative_dataset():
+            for image in calibration:
+                yield [image[None].astype(np.float32) * np.float32(1.0 / 255.0)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif precision != "fp32":
+        raise ExportError(f"unknown TFLite precision {precision!r}")
+    blob = converter.convert()
+    out = Path(out)
+    out.write_bytes(blob)
+    return out
+
+
+def export_onnx(model, out: str | Path, input_hw: tuple[int, int], metadata: dict, opset: int = ONNX_OPSET) -> Path:
+    """Write an ONNX model (input "images", outputs "p5", "p4") through tf2onnx.from_function."""
+    import tf2onnx
+
+    raw_forward, spec = _raw_forward_fn(model, input_hw)
+    out = Path(out)
+    model_proto, _ = tf2onnx.convert.from_function(
+        raw_forward,
+        input_signature=[spec],
+        opset=opset,
+        output_path=None,
+        extra_opset=None,
+    )
+    prop = model_proto.metadata_props.add()
+    prop.key, prop.value = METADATA_KEY, json.dumps(metadata)
+    out.write_bytes(model_proto.SerializeToString())
+    return out
+
+
+def export_model(
+    model,
+    fmt: str,
+    out: str | Path,
+    *,
+    input_hw: Sequence[int] | None = None,
+    precision: str = "fp32",
+    calib_data: str | Path | None = None,
+    calib_split: str = "train",
+    num_calibration: int = DEFAULT_NUM_CALIBRATION,
+    include_nms: bool = False,
+    max_detections: int = 100,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Export a `nets.yolo.YoloV4Tiny` and write its metadata; returns the artefact's path.
+
+    Args:
+        model: the Keras model.
+        fmt: "saved_model" (a directory), "tflite" or "onnx" (a file).
+        out: where to write it.
+        input_hw: fixed network input (height, width); the model's own, else 416x416.
+        precision: "fp32", "fp16" or "int8" (see the table in the module docstring).
+        calib_data: int8: a VOCdevkit / VOC folder; its JPEGImages listed in
+            ImageSets/Main/`calib_split`.txt (up to `num_calibration`) calibrate the ranges.
+        include_nms: SavedModel only: add the "detect" signature.
+        max_detections: K of the "detect" signature.
+        class_names: override the names saved in the model.
+
+    Raises ExportError for an unsupported combination or unusable calibration data.
+    """
+    check_export_options(fmt, precision, include_nms)
+    if precision == "int8" and calib_data is None:
+        raise ExportError("--int8 needs --calib-data (a VOCdevkit whose ImageSets/Main/train.txt images calibrate it)")
+    if precision != "int8" and calib_data is not None:
+        raise ExportError("--calib-data is only used with --int8")
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    hw = resolve_input_hw(model, input_hw)
+    out = Path(out)
+    expected_suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt)
+    if expected_suffix and out.suffix.lower() != expected_suffix:
+        raise ExportError(f"--out {out}: a {fmt} model file must end with {expected_suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = export_metadata(model, fmt, hw, precision, include_nms, class_names, max_detections)
+
+    if fmt == "saved_model":
+        return export_saved_model(model, out, hw, metadata, include_nms, max_detections)
+    if fmt == "onnx":
+        export_onnx(model, out, hw, metadata)
+    else:
+        metadata["batch_size"] = 1  # the TFLite graph has a static batch of 1 (one image per invoke)
+        calibration_paths = None
+        if precision == "int8":
+            calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
+            metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
+        with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
+            saved = export_saved_model(model, Path(tmp) / "saved_model", hw, metadata, batch_size=1)
+            export_tflite(saved, out, precision, calibration_paths, hw)
+    write_metadata(metadata_path(out), metadata)
+    return out

@@ -1,0 +1,139 @@
+"""Every training setting in one flat table: name, default, one-line help.
+
+train.py builds its command line from `TrainConfig`; the trainer writes the resolved settings
+(`resolve_config`) as settings.json next to the weights, so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
+from utils.training.lr_schedule import DEFAULT_LR
+
+STRATEGIES = ("none", "mirrored", "multi-worker")
+DEMO_DATA_DIR = Path("demo_data")
+
+
+def _opt(default, help_text: str, **extra):
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class TrainConfig:
+    phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
+    attention: str | None = _opt(None, "attention by name instead of --phi: none, se, cbam, eca or ca")
+    data: str = _opt("VOCdevkit", "VOC2007-layout folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit")
+    train_annotations: str | None = _opt(None, "annotation-line file (voc_annotation.py output) instead of --data")
+    val_annotations: str | None = _opt(None, "annotation-line file for validation (with --train-annotations)")
+    classes: str = _opt(str(DEFAULT_CLASSES_PATH), "class names, one a line")
+    anchors: str = _opt(str(DEFAULT_ANCHORS_PATH), "anchors file: w,h, w,h, ... in input pixels")
+    input_size: str = _opt(str(DEFAULT_INPUT_SHAPE[0]), "network input: 416 or HxW, multiples of 32")
+    weights: str | None = _opt(None, "initial weights: a .keras model (matching layers by name) or darknet .weights")
+    epochs: int = _opt(300, "total epochs, frozen ones included")
+    freeze_epochs: int | None = _opt(None, "epochs with the backbone frozen first (default: 50 with --weights, else 0)")
+    batch_size: int = _opt(16, "global batch size once unfrozen")
+    freeze_batch_size: int = _opt(32, "global batch size while frozen")
+    freeze_bn: bool = _opt(False, "keep every batch-norm in inference mode, statistics and scale fixed (tiny batches)")
+    optimizer: str = _opt("sgd", "sgd (Nesterov, momentum --momentum) or adam", choices=("sgd", "adam"))
+    lr: float | None = _opt(None, f"initial learning rate at batch 64 (default {DEFAULT_LR}); scaled by batch size")
+    min_lr_ratio: float = _opt(0.01, "final learning rate as a fraction of the initial one")
+    lr_decay: str = _opt("cos", "learning-rate decay after warm-up", choices=("cos", "step"))
+    warmup_epochs: float | None = _opt(None, "warm-up epochs (default: 5%% of --epochs, between 1 and 3)")
+    momentum: float = _opt(0.937, "SGD momentum / Adam beta_1")
+    weight_decay: float | None = _opt(None, "decoupled weight decay, not on BN or biases (default: sgd 5e-4, adam 0)")
+    mosaic: float = _opt(0.5, "probability of a mosaic sample")
+    mixup: float = _opt(0.5, "probability of mixup on a mosaic sample")
+    mosaic_ratio: float = _opt(0.7, "mosaic and mixup only in this first fraction of the epochs")
+    label_smoothing: float = _opt(0.0, "class label smoothing")
+    ignore_thresh: float = _opt(0.5, "objectness of cells overlapping a ground truth above this IoU is ignored")
+    save_dir: str = _opt("logs", "where weights, checkpoints, logs and plots go")
+    save_period: int = _opt(10, "write a numbered .keras every this many epochs (0: never)")
+    eval_period: int = _opt(10, "val mAP@0.5 every this many epochs and at the end (0: never)")
+    seed: int = _opt(0, "seed of the weights' initialisation and of every augmentation draw")
+    mixed_precision: bool = _opt(False, "mixed_float16 compute with loss scaling (GPUs)")
+    xla: bool = _opt(False, "XLA-compile the forward and backward pass")
+    demo: bool = _opt(False, "train on the built-in shapes demo (generated under demo_data/ if absent)")
+    strategy: str = _opt("none", "mirrored: all local GPUs; multi-worker: from TF_CONFIG", choices=STRATEGIES)
+    resume: bool = _opt(False, "continue the run in --save-dir from its checkpoint")
+    max_boxes: int = _opt(100, "most boxes per training image")
+    eval_conf: float = _opt(0.001, "score threshold of the detections scored for mAP")
+    eval_nms_iou: float = _opt(0.5, "NMS IoU threshold of the detections scored for mAP")
+    steps_per_epoch: int | None = _opt(None, "cap on steps per epoch (quick trials)")
+    workers: int | None = _opt(None, "parallel image loaders (default: tf.data AUTOTUNE)")
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return parse_input_size(self.input_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# What --demo changes, unless the flag is given explicitly.
+DEMO_PRESET = {
+    "data": str(DEMO_DATA_DIR),
+    "classes": str(DEMO_DATA_DIR / "classes.txt"),
+    "input_size": "128",
+    "epochs": 14,
+    "freeze_epochs": 0,
+    "batch_size": 16,
+    "optimizer": "adam",
+    "lr": 4e-3,  # x 16 / 64 = Adam's 1e-3
+    "mosaic": 0.3,
+    "mixup": 0.0,
+    "mosaic_ratio": 0.5,
+    "save_dir": "logs/demo",
+    "save_period": 0,
+    "eval_period": 7,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field; unset flags stay None so presets can fill them."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
+        parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Explicit flags, then the demo preset (with --demo), then the table's defaults."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    values = dict(DEMO_PRESET) if given.get("demo") else {}
+    values.update(given)
+    return TrainConfig(**values)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill the defaults that depend on other settings and validate."""
+    from nets.attention import PHI_TO_ATTENTION, resolve_attention
+
+    values = config.to_dict()
+    values["attention"] = resolve_attention(phi=values["phi"], attention=values["attention"])
+    values["phi"] = PHI_TO_ATTENTION.index(values["attention"])
+    if values["freeze_epochs"] is None:
+        values["freeze_epochs"] = min(50, values["epochs"]) if values["weights"] else 0
+    if values["lr"] is None:
+        values["lr"] = DEFAULT_LR[values["optimizer"]]
+    if values["weight_decay"] is None:
+        values["weight_decay"] = 5e-4 if values["optimizer"] == "sgd" else 0.0
+    if values["warmup_epochs"] is None:
+        values["warmup_epochs"] = float(min(max(0.05 * values["epochs"], 1), 3))
+    resolved = TrainConfig(**values)
+    parse_input_size(resolved.input_size)  # validates
+    if not 0 <= resolved.freeze_epochs <= resolved.epochs:
+        raise ValueError(f"--freeze-epochs must be in [0, --epochs], got {resolved.freeze_epochs}")
+    if resolved.epochs < 1 or resolved.batch_size < 1 or resolved.freeze_batch_size < 1:
+        raise ValueError("--epochs and the batch sizes must be >= 1")
+    for name in ("mosaic", "mixup", "mosaic_ratio", "label_smoothing"):
+        if not 0.0 <= getattr(resolved, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1]")
+    return resolved
