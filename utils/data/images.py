@@ -16,7 +16,10 @@ What `load_image` accepts and what it does with it:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,6 +29,8 @@ from nets.errors import YoloError
 # Background for transparent pixels (see the module docstring).
 TRANSPARENT_BACKGROUND = (255, 255, 255)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+
+T = TypeVar("T")
 
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -81,3 +86,39 @@ def load_image(path: str | Path) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] != 3 or array.size == 0:
         raise ImageLoadError(f"{path}: decoded to an unusable array of shape {array.shape}")
     return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+@dataclass
+class ImageBatch:
+    """One chunk of `image_batches`: the items whose image loaded, their images, and the failures."""
+
+    items: list = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    failures: list[tuple[object, ImageLoadError]] = field(default_factory=list)
+
+
+def image_batches(
+    items: Sequence[T], batch_size: int, path_of: Callable[[T], str | Path | None] = lambda item: item
+) -> Iterator[ImageBatch]:
+    """Load the images of `items` a chunk of `batch_size` at a time, for a detector.
+
+    Every script that detects on many files goes through this: an image that cannot be read is a
+    failure of its chunk (with the `ImageLoadError` naming the file) and the rest go on.
+
+    Args:
+        items: anything that names an image (paths, image ids, annotation records).
+        batch_size: items per chunk.
+        path_of: the image path of an item; None when there is no file for it.
+    """
+    for start in range(0, len(items), batch_size):
+        batch = ImageBatch()
+        for item in items[start : start + batch_size]:
+            path = path_of(item)
+            try:
+                if path is None:
+                    raise ImageLoadError(f"{item}: no image file")
+                batch.images.append(load_image(path))
+                batch.items.append(item)
+            except ImageLoadError as err:
+                batch.failures.append((item, err))
+        yield batch
