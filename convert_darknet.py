@@ -3,7 +3,7 @@
 Darknet -> Keras (the default):
 
     python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
-        --classes model_data/coco_classes.txt --out model_data/yolov4_tiny.keras
+        --classes model_data/coco_classes.txt --output model_data/yolov4_tiny.keras
 
 Darknet weights into an attention model (phi 1-4; attention layers keep their fresh initialisation):
 
@@ -22,6 +22,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from nets.errors import YoloError
+from utils.cli import add_output_argument, run_script
+
+
+class ConversionError(YoloError):
+    """Arguments that cannot make a conversion."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="darknet -> Keras: class names, one per line; their number must match the cfg's classes",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("model_data/yolov4_tiny.keras"), help="darknet -> Keras: output .keras"
-    )
+    add_output_argument(parser, "model_data/yolov4_tiny.keras", "darknet -> Keras: output .keras")
     attention = parser.add_mutually_exclusive_group()
     attention.add_argument(
         "--phi", type=int, choices=range(5), help="attention by number: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 CA (default 0)"
@@ -76,36 +81,33 @@ def darknet_to_keras(args: argparse.Namespace) -> int:
     from utils.interop.darknet import model_from_darknet
 
     if args.cfg is None:
-        print("error: --cfg is required to convert darknet weights to Keras", file=sys.stderr)
-        return 2
-    attention = (
-        resolve_attention(phi=args.phi) if args.attention is None else resolve_attention(attention=args.attention)
-    )
+        raise ConversionError("--cfg is required to convert darknet weights to Keras")
+    try:
+        attention = resolve_attention(phi=args.phi, attention=args.attention)
+    except ValueError as err:  # nets raises plain ValueErrors for its arguments
+        raise ConversionError(str(err)) from None
     class_names = load_class_names(args.classes) if args.classes else None
     input_shape = (None, None, 3) if args.any_size else None
     model, report = model_from_darknet(
         args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape
     )
     print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.out)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.output)
     print(
-        f"Saved {args.out}: {model.num_classes} classes, attention '{model.attention}', input {model.image_shape}, "
+        f"Saved {args.output}: {model.num_classes} classes, attention '{model.attention}', input {model.image_shape}, "
         f"anchors {model.anchors}, masks {model.anchors_mask}, scale_x_y {model.scale_x_y}"
     )
     return 0
 
 
 def keras_to_darknet(args: argparse.Namespace) -> int:
-    import keras
-
-    import nets.yolo  # noqa: F401  (registers YoloV4Tiny and its layers for loading)
     from utils.interop.darknet import save_darknet
+    from utils.interop.loader import load_model
 
     if args.weights.suffix != ".keras":
-        print(f"error: --to-darknet reads a .keras model; got {args.weights}", file=sys.stderr)
-        return 2
-    model = keras.saving.load_model(args.weights)
+        raise ConversionError(f"--to-darknet reads a .keras model; got {args.weights}")
+    model = load_model(args.weights)
     out_cfg = args.out_cfg or args.weights.with_suffix(".cfg")
     out_weights = args.out_weights or args.weights.with_suffix(".weights")
     for path in (out_cfg, out_weights):
@@ -115,16 +117,15 @@ def keras_to_darknet(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """convert_darknet.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        return keras_to_darknet(args) if args.to_darknet else darknet_to_keras(args)
-    except (ValueError, OSError) as err:
-        # DarknetError (a ValueError) for bad darknet files; ValueError for a bad class file or attention
-        # name, or an attention model given to --to-darknet; OSError for unreadable or unwritable paths.
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return keras_to_darknet(args) if args.to_darknet else darknet_to_keras(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Export a trained .keras YoloV4Tiny to SavedModel, TFLite (fp32 / fp16 / int8) or ONNX.
 
-  python export.py --weights logs/best.keras --format onnx --out model.onnx
-  python export.py --weights logs/best.keras --format tflite --out model.tflite
-  python export.py --weights logs/best.keras --format tflite --fp16 --out model_fp16.tflite
-  python export.py --weights logs/best.keras --format tflite --int8 --calib-data VOCdevkit --out model_int8.tflite
-  python export.py --weights logs/best.keras --format saved_model --include-nms --out saved_model/
+  python export.py --weights logs/best.keras --format onnx --output model.onnx
+  python export.py --weights logs/best.keras --format tflite --output model.tflite
+  python export.py --weights logs/best.keras --format tflite --fp16 --output model_fp16.tflite
+  python export.py --weights logs/best.keras --format tflite --int8 --calib-data VOCdevkit --output model_int8.tflite
+  python export.py --weights logs/best.keras --format saved_model --include-nms --output saved_model/
 
 The artefact computes the raw heads at a fixed input size (float32 NHWC RGB in [0, 1],
 letterboxed); its class names, anchors, anchors_mask, scale_x_y and input size travel with it
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.cli import add_input_size_argument
+from utils.cli import add_input_size_argument, add_output_argument, run_script
 
 FORMATS = ("saved_model", "tflite", "onnx")
 
@@ -36,9 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--weights", required=True, type=Path, help="a .keras model saved by train.py")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    parser.add_argument(
-        "--out", required=True, type=Path, help="output: a directory for saved_model, a .tflite or .onnx file"
-    )
+    add_output_argument(parser, None, "where to write: a directory for saved_model, a .tflite or .onnx file", True)
     add_input_size_argument(
         parser, help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 (default: the model's, else 416)"
     )
@@ -70,56 +68,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """export.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from utils.interop.export import ExportError, check_export_options
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    try:
-        # Cheap checks first: a wrong combination fails before the model is loaded.
-        check_export_options(args.format, precision, args.include_nms)
-        if args.int8 and args.calib_data is None:
-            raise ExportError("--int8 needs --calib-data (a VOCdevkit whose train.txt images calibrate it)")
-        if args.calib_data is not None and not args.calib_data.exists():
-            raise ExportError(f"--calib-data {args.calib_data}: no such folder")
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # Cheap checks first: a wrong combination fails before the model is loaded.
+    check_export_options(args.format, precision, args.include_nms)
+    if args.int8 and args.calib_data is None:
+        raise ExportError("--int8 needs --calib-data (a VOCdevkit whose train.txt images calibrate it)")
+    if args.calib_data is not None and not args.calib_data.exists():
+        raise ExportError(f"--calib-data {args.calib_data}: no such folder")
 
     from nets.model_data import load_class_names
     from utils.interop.export import export_model
-    from utils.interop.loader import ModelLoadError, load_model
-
-    try:
-        model = load_model(args.weights)
-        class_names = load_class_names(args.classes) if args.classes is not None else None
-    except (ModelLoadError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    try:
-        out = export_model(
-            model,
-            args.format,
-            args.out,
-            input_hw=args.input_size,
-            precision=precision,
-            calib_data=args.calib_data,
-            calib_split=args.calib_split,
-            num_calibration=args.calib_images,
-            include_nms=args.include_nms,
-            max_detections=args.max_detections,
-            class_names=class_names,
-        )
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from utils.interop.loader import load_model
     from utils.interop.metadata import metadata_path
 
+    model = load_model(args.weights)
+    class_names = load_class_names(args.classes) if args.classes is not None else None
+    start = time.perf_counter()
+    out = export_model(
+        model,
+        args.format,
+        args.output,
+        input_hw=args.input_size,
+        precision=precision,
+        calib_data=args.calib_data,
+        calib_split=args.calib_split,
+        num_calibration=args.calib_images,
+        include_nms=args.include_nms,
+        max_detections=args.max_detections,
+        class_names=class_names,
+    )
     seconds = time.perf_counter() - start
     print(f"wrote {out} ({args.format}, {precision}) in {seconds:.1f} s; metadata: {metadata_path(out)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

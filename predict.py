@@ -51,41 +51,24 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from utils.cli import add_input_size_argument  # noqa: E402
-from utils.data.images import ImageLoadError, load_image  # noqa: E402
+from nets.errors import YoloError  # noqa: E402
+from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script  # noqa: E402
+from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
-KEEP_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # How long OpenCV may wait for a video or camera to open or deliver a frame.
 CAPTURE_TIMEOUT_MS = 5000
 
 
-class SourceError(RuntimeError):
-    """A video file or camera that cannot be opened or read."""
+class SourceError(YoloError):
+    """A source (image folder, video file, camera) that cannot be opened or read."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--weights",
-        required=True,
-        type=Path,
-        help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
-        "export.py (.onnx, .tflite, SavedModel folder)",
-    )
-    parser.add_argument(
-        "--cfg", type=Path, default=None, help="the darknet cfg of --weights (classes, anchors and input size from it)"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("keras", "saved_model", "onnx", "tflite"),
-        default=None,
-        help="runtime for --weights (default: from the path: .keras, .onnx, .tflite, a SavedModel folder)",
-    )
-    parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
+    add_detector_arguments(parser)
     parser.add_argument("--mode", choices=MODES, default="predict", help="what to run (default: predict)")
     parser.add_argument(
         "--source",
@@ -94,16 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict/heatmap: image files or folders; dir_predict: a folder; video: a file or a camera "
         "index (0 = webcam); fps: one image (a synthetic one when omitted)",
     )
-    parser.add_argument("--output", type=Path, default=Path("img_out"), help="output folder (default: img_out)")
+    add_output_argument(parser, "img_out", "output folder (default: img_out)")
     parser.add_argument("--json", type=Path, default=None, help="also write every detection to this JSON file")
-    parser.add_argument("--conf", type=float, default=0.5, help="score threshold, objectness x class (default 0.5)")
-    parser.add_argument("--nms-iou", type=float, default=0.3, help="per-class NMS IoU threshold (default 0.3)")
-    parser.add_argument("--max-detections", type=int, default=100, help="most detections per image (default 100)")
-    add_input_size_argument(parser)
-    parser.add_argument(
-        "--batch-size", type=int, default=8, help="images per forward pass in predict/dir_predict/heatmap (default 8)"
-    )
-    parser.add_argument("--half", action="store_true", help="mixed precision where the hardware makes it faster")
     parser.add_argument("--crop", action="store_true", help="predict/dir_predict: save each detection as an image")
     parser.add_argument("--count", action="store_true", help="print the number of detections per class")
     parser.add_argument("--save", action="store_true", help="video: write the annotated video into --output")
@@ -190,19 +165,15 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
     records: list[dict] = []
     failed = 0
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
-    for start in range(0, len(paths), detector.batch_size):
-        images, good = [], []
-        for path in paths[start : start + detector.batch_size]:
-            try:
-                images.append(load_image(path))
-                good.append(path)
-            except ImageLoadError as err:
-                failed += 1
-                tqdm.write(f"skipped: {err}", file=sys.stderr)
-                records.append({"image": str(path), "error": str(err)})
-                progress.update(1)
-        if not images:
+    for chunk in image_batches(paths, detector.batch_size):
+        for path, err in chunk.failures:
+            failed += 1
+            tqdm.write(f"skipped: {err}", file=sys.stderr)
+            records.append({"image": str(path), "error": str(err)})
+            progress.update(1)
+        if not chunk.images:
             continue
+        images = chunk.images
         batch, infos = detector.preprocess(images)
         if heatmap:
             raw = detector.raw_outputs(batch)
@@ -210,7 +181,7 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
             maps = objectness_map(raw, detector.anchors_mask, detector.num_classes)
         else:
             all_dets = detector.detect_batch(batch, infos)
-        for i, (path, image, dets) in enumerate(zip(good, images, all_dets, strict=True)):
+        for i, (path, image, dets) in enumerate(zip(chunk.items, images, all_dets, strict=True)):
             if heatmap:
                 out = heatmap_overlay(image, [m[i] for m in maps], infos[i], detector.input_shape)
                 save_rgb(out, args.output / output_name(path, "_heatmap"))
@@ -354,66 +325,47 @@ def describe_device(half: bool) -> str:
     return f"{device}, {policy}" if policy else f"{device}, float32 (--half ignored: no fast float16/bfloat16 here)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """predict.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
 
     # Check the sources first: a bad camera or folder should not wait for the model to load.
     capture = paths = None
-    try:
-        if args.mode in ("predict", "dir_predict", "heatmap"):
-            paths = list_images(args.source, folder_only=args.mode == "dir_predict")
-            if not paths:
-                raise SourceError("no input images: give --source FILE [FILE ...] or a folder")
-        elif args.mode == "video":
-            if len(args.source) != 1:
-                raise SourceError("video mode takes one --source: a video file or a camera index")
-            capture = open_capture(args.source[0])
-        elif len(args.source) > 1:
-            raise SourceError("fps mode takes at most one --source image")
-    except SourceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.mode in ("predict", "dir_predict", "heatmap"):
+        paths = list_images(args.source, folder_only=args.mode == "dir_predict")
+        if not paths:
+            raise SourceError("no input images: give --source FILE [FILE ...] or a folder")
+    elif args.mode == "video":
+        if len(args.source) != 1:
+            raise SourceError("video mode takes one --source: a video file or a camera index")
+        capture = open_capture(args.source[0])
+    elif len(args.source) > 1:
+        raise SourceError("fps mode takes at most one --source image")
 
-    from utils.interop.loader import ModelLoadError, load_detector  # imports TensorFlow (seconds)
+    from utils.interop.loader import load_detector  # imports TensorFlow (seconds)
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
-            detector = load_detector(
-                args.weights,
-                classes_path=args.classes,
-                conf=args.conf,
-                nms_iou=args.nms_iou,
-                max_detections=args.max_detections,
-                input_shape=args.input_size,
-                batch_size=args.batch_size,
-                half=args.half,
-                backend=args.backend,
-                cfg_path=args.cfg,
-            )
-    except (ModelLoadError, ValueError, OSError) as err:
+            detector = load_detector(args.weights, **detector_kwargs(args))
+    except YoloError:
         if capture is not None:
             capture.release()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise
     device = describe_device(args.half)
     print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
 
     failed = processed = 0
-    try:
-        if paths is not None:
-            records, processed, failed = run_images(args, detector, paths, heatmap=args.mode == "heatmap")
-        elif capture is not None:
-            records, processed = run_video(args, detector, capture)
-        else:
-            records = run_fps(args, detector)
-            processed = 1
-    except (SourceError, ImageLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if paths is not None:
+        records, processed, failed = run_images(args, detector, paths, heatmap=args.mode == "heatmap")
+    elif capture is not None:
+        records, processed = run_video(args, detector, capture)
+    else:
+        records = run_fps(args, detector)
+        processed = 1
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
+        args.json.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
         print(f"detections written to {args.json}")
     if args.mode in ("predict", "dir_predict", "heatmap"):
         print(f"{processed} images written to {args.output}")
@@ -421,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failed} of {processed + failed} images failed (named above)", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -9,43 +9,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
-from nets.model_data import (  # noqa: E402
-    DEFAULT_CLASSES_PATH,
-    DEFAULT_INPUT_SHAPE,
-    InputSizeError,
-    load_class_names,
-    parse_input_size,
-)
+from nets.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402
 from nets.stats import attention_costs, count_flops, count_params  # noqa: E402
 from nets.yolo import YoloV4Tiny  # noqa: E402
+from utils.cli import add_input_size_argument, run_script  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     choice = parser.add_mutually_exclusive_group()
-    choice.add_argument("--phi", type=int, default=0, help="attention: " + ", ".join(
-        f"{i}={n}" for i, n in enumerate(PHI_TO_ATTENTION)) + " (default 0)")
-    choice.add_argument("--attention", help="attention by name, instead of --phi")
+    phis = ", ".join(f"{i}={n}" for i, n in enumerate(PHI_TO_ATTENTION))
+    choice.add_argument(
+        "--phi", type=int, choices=range(len(PHI_TO_ATTENTION)), default=0, help=f"attention: {phis} (default 0)"
+    )
+    choice.add_argument("--attention", choices=PHI_TO_ATTENTION, help="attention by name, instead of --phi")
     choice.add_argument("--all", action="store_true", help="table for phi 0-4 instead of one model")
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
     classes.add_argument("--num-classes", type=int, help="number of classes, instead of --classes (80 for COCO)")
-    parser.add_argument("--input-size", type=int, nargs="+", default=list(DEFAULT_INPUT_SHAPE),
-                        help="input size for the FLOP count: SIZE or HEIGHT WIDTH (default 416)")
+    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "input size of the FLOP count: SIZE or HxW (416)")
     parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
-    args = parser.parse_args(argv)
-    try:
-        args.input_size = parse_input_size("x".join(map(str, args.input_size)))
-    except InputSizeError as err:
-        parser.error(f"--input-size: {err}")
-    return args
+    return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def run(argv=None) -> int:
+    """summary.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = parse_args(argv)
     num_classes = args.num_classes or len(load_class_names(args.classes))
     height, width = args.input_size
@@ -74,7 +67,12 @@ def main(argv=None) -> None:
                 cells = "  ".join(f"{c.point.removeprefix('attention_')} {'x'.join(map(str, c.input_shape))}: "
                                   f"{c.params:,} / {c.flops / 1e6:.3f}" for c in costs)
                 print(f"{phi:>3}  {name:<5} {cells}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

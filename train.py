@@ -3,7 +3,7 @@
     python train.py --phi 4 --demo                      # the built-in shapes demo (about 5 min on 2 CPU cores)
     python train.py --phi 4 --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights
 
-Everything a run writes goes to --save-dir: settings.json (the resolved settings), last.keras,
+Everything a run writes goes to --output: settings.json (the resolved settings), last.keras,
 best.keras, numbered .keras every --save-period epochs, checkpoint.npz (for --resume),
 history.json, loss.png, map.png and tensorboard/. Exit codes: 0 done, 2 bad settings or data,
 3 the loss became NaN (the last good checkpoint is kept).
@@ -17,6 +17,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from utils.cli import run_script  # noqa: E402
 from utils.training.config import DEMO_DATA_DIR, add_arguments, config_from_args  # noqa: E402
 
 
@@ -30,24 +31,17 @@ def ensure_demo_data(root=DEMO_DATA_DIR) -> None:
     write_demo_dataset(root, image_size=128)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """train.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     config = config_from_args(parser.parse_args(argv))
 
-    from utils.training.trainer import NaNLossError, Trainer
+    from utils.training.trainer import Trainer
 
-    try:
-        if config.demo:
-            ensure_demo_data()
-        trainer = Trainer(config)
-        summary = trainer.run()
-    except NaNLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if config.demo:
+        ensure_demo_data()
+    summary = Trainer(config).run()
     minutes = summary["seconds"] / 60
     print(f"done: {summary['epochs']} epochs in {minutes:.1f} min; weights in {summary['save_dir']}")
     if summary["final_map50"] is not None:
@@ -55,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if summary["corrupt_images"]:
         print(f"{summary['corrupt_images']} corrupt training image(s) were skipped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from nets.model_data import DEFAULT_CLASSES_PATH, load_class_names
+from utils.cli import add_output_argument, run_script
 from utils.data.voc import find_voc_root, voc_split_to_lines
 
 
@@ -47,26 +48,25 @@ def write_annotations(
     return written, num_warnings
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """voc_annotation.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="VOCdevkit", help="VOCdevkit folder (holding VOC2007/) or a VOC2007 folder")
     parser.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names, one a line")
-    parser.add_argument("--output-dir", default=".", help="where 2007_<split>.txt are written")
+    add_output_argument(parser, ".", "where 2007_<split>.txt are written (default: here)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="image sets to convert")
     parser.add_argument("--include-difficult", action="store_true", help="keep objects marked difficult")
     args = parser.parse_args(argv)
-    try:
-        class_names = load_class_names(args.classes)
-        _, num_warnings = write_annotations(
-            args.data, class_names, args.output_dir, tuple(args.splits), args.include_difficult
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    class_names = load_class_names(args.classes)
+    _, num_warnings = write_annotations(args.data, class_names, args.output, tuple(args.splits), args.include_difficult)
     if num_warnings:
         print(f"{num_warnings} warnings (see above); the affected objects or images were skipped", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -71,13 +71,19 @@ def parse_input_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelDataError(f"{path}: cannot read ({err})") from None
+
+
 def load_anchors(path: str | Path = DEFAULT_ANCHORS_PATH) -> np.ndarray:
     """Read anchors written as `w,h, w,h, ...` (pixels at the network input).
 
     Returns: float32 array, shape (num_anchors, 2), columns (width, height).
     """
-    path = Path(path)
-    text = path.read_text().replace("\n", ",")
+    text = _read_text(path).replace("\n", ",")
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
@@ -89,8 +95,7 @@ def load_anchors(path: str | Path = DEFAULT_ANCHORS_PATH) -> np.ndarray:
 
 def load_class_names(path: str | Path = DEFAULT_CLASSES_PATH) -> list[str]:
     """Read one class name per line; blank lines are ignored."""
-    path = Path(path)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     if not names:
         raise ModelDataError(f"{path}: no class names found")
     if len(set(names)) != len(names):

@@ -49,9 +49,12 @@ def add_input_size_argument(parser: argparse.ArgumentParser, default=None, help:
     )
 
 
-def add_output_argument(parser: argparse.ArgumentParser, default: str | Path | None, help: str) -> None:
+def add_output_argument(
+    parser: argparse.ArgumentParser, default: str | Path | None, help: str, required: bool = False
+) -> None:
     """`--output`, and the older names of the same flag as hidden aliases (one destination: args.output)."""
-    parser.add_argument("--output", type=Path, default=None if default is None else Path(default), help=help)
+    default = None if default is None else Path(default)
+    parser.add_argument("--output", type=Path, default=default, required=required, help=help)
     for alias in OUTPUT_ALIASES:
         parser.add_argument(alias, dest="output", type=Path, help=argparse.SUPPRESS)
 

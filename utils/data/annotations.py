@@ -14,6 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nets.errors import YoloError
+
+
+class AnnotationError(YoloError, ValueError):
+    """An annotation line or file that cannot be used; the message names the file (and line)."""
+
 
 @dataclass
 class AnnotatedImage:
@@ -32,7 +38,7 @@ def format_annotation_line(path: str | Path, boxes: np.ndarray, class_ids: np.nd
     """One line for an image; boxes (M, 4) pixel xyxy, class_ids (M,)."""
     path = str(path)
     if any(c.isspace() for c in path):
-        raise ValueError(f"{path}: image paths in annotation lines cannot contain whitespace")
+        raise AnnotationError(f"{path}: image paths in annotation lines cannot contain whitespace")
     boxes = np.asarray(boxes).reshape(-1, 4)
     parts = [path] + [
         ",".join(_number(v) for v in box) + f",{int(c)}" for box, c in zip(boxes, np.asarray(class_ids), strict=True)
@@ -41,29 +47,33 @@ def format_annotation_line(path: str | Path, boxes: np.ndarray, class_ids: np.nd
 
 
 def parse_annotation_line(line: str) -> AnnotatedImage:
-    """Inverse of `format_annotation_line`. Raises ValueError on a malformed box."""
+    """Inverse of `format_annotation_line`. Raises AnnotationError on a malformed box."""
     parts = line.split()
     if not parts:
-        raise ValueError("empty annotation line")
+        raise AnnotationError("empty annotation line")
     try:
         values = np.array([[float(v) for v in p.split(",")] for p in parts[1:]], dtype=np.float32)
     except ValueError as err:
-        raise ValueError(f"{parts[0]}: malformed box in annotation line ({err})") from None
+        raise AnnotationError(f"{parts[0]}: malformed box in annotation line ({err})") from None
     if len(parts) > 1 and values.shape[1] != 5:
-        raise ValueError(f"{parts[0]}: each box needs x1,y1,x2,y2,class")
+        raise AnnotationError(f"{parts[0]}: each box needs x1,y1,x2,y2,class")
     values = values.reshape(-1, 5)
     return AnnotatedImage(parts[0], values[:, :4].copy(), values[:, 4].astype(np.int32))
 
 
 def read_annotation_lines(path: str | Path) -> list[AnnotatedImage]:
-    """All images of an annotation file; raises ValueError naming the file and line when one is bad."""
+    """All images of an annotation file; raises AnnotationError naming the file and line when one is bad."""
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"{path}: cannot read ({err})") from None
     images = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             images.append(parse_annotation_line(line))
-        except ValueError as err:
-            raise ValueError(f"{path}:{number}: {err}") from None
+        except AnnotationError as err:
+            raise AnnotationError(f"{path}:{number}: {err}") from None
     return images

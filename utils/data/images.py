@@ -28,7 +28,10 @@ from nets.errors import YoloError
 
 # Background for transparent pixels (see the module docstring).
 TRANSPARENT_BACKGROUND = (255, 255, 255)
+# Image files the project reads, the most common first (the order VOC folders are searched in).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+# Annotated copies of an image keep its format when it is one of these; anything else is written as PNG.
+KEEP_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 T = TypeVar("T")
 

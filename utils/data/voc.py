@@ -25,12 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from nets.errors import YoloError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from utils.data.images import IMAGE_SUFFIXES
 
 
 class VocFormatError(YoloError, ValueError):
     """A VOC XML file that cannot be read at all (malformed XML, missing required fields)."""
+
+
+class VocLayoutError(YoloError, FileNotFoundError):
+    """A folder that is not laid out as VOC (no Annotations/, no image set file)."""
 
 
 @dataclass
@@ -186,14 +189,14 @@ def find_voc_root(data: str | Path) -> Path:
     for candidate in (data, data / "VOC2007"):
         if (candidate / "Annotations").is_dir():
             return candidate
-    raise FileNotFoundError(f"{data}: no Annotations/ folder here or in {data / 'VOC2007'}")
+    raise VocLayoutError(f"{data}: no Annotations/ folder here or in {data / 'VOC2007'}")
 
 
 def read_image_set(root: str | Path, split: str) -> list[str]:
     """Image ids listed in `root`/ImageSets/Main/`split`.txt."""
     path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image set {split!r} not found")
+        raise VocLayoutError(f"{path}: image set {split!r} not found")
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -201,7 +204,7 @@ def find_image(root: str | Path, image_id: str, filename: str = "") -> Path | No
     """The image file of `image_id` in `root`/JPEGImages (trying the XML's filename first)."""
     folder = Path(root) / "JPEGImages"
     candidates = [folder / filename] if filename else []
-    candidates += [folder / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS]
+    candidates += [folder / f"{image_id}{ext}" for ext in IMAGE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

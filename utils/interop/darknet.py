@@ -48,7 +48,12 @@ OPENCV_BN_EPSILON = 1e-6
 
 
 class DarknetError(YoloError, ValueError):
-    """A darknet file we cannot use; the message names the file and what is wrong."""
+    """A darknet file we cannot use, or a model darknet cannot express; the message names the file.
+
+    convert_darknet.py exits 1 on it (2 is for arguments and files that are not darknet's).
+    """
+
+    exit_code = 1
 
 
 class DarknetWeightsSizeError(DarknetError):
@@ -825,7 +830,7 @@ def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path |
 def darknet_weights_from_model(model) -> tuple[DarknetCfg, np.ndarray]:
     """A phi-0 YoloV4Tiny as a darknet cfg and the float32 body of its .weights file."""
     if model.attention != "none":
-        raise ValueError(
+        raise DarknetError(
             f"{model.name} uses '{model.attention}' attention, which darknet's yolov4-tiny cfg cannot express; "
             "only attention 'none' (phi 0) models can be written to darknet"
         )

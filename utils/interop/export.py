@@ -191,7 +191,7 @@ def export_saved_model(
         archive.add_endpoint(NMS_SIGNATURE, detect)
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
         # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
-        raise ExportError(f"--out {out}: exists and is not a SavedModel directory; choose a new path")
+        raise ExportError(f"--output {out}: exists and is not a SavedModel directory; choose a new path")
     if out.exists():
         shutil.rmtree(out)
     archive.write_out(str(out), verbose=False)
@@ -343,7 +343,7 @@ def export_model(
     out = Path(out)
     expected_suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt)
     if expected_suffix and out.suffix.lower() != expected_suffix:
-        raise ExportError(f"--out {out}: a {fmt} model file must end with {expected_suffix}")
+        raise ExportError(f"--output {out}: a {fmt} model file must end with {expected_suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = export_metadata(model, fmt, hw, precision, include_nms, class_names, max_detections)
 

@@ -10,11 +10,17 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from nets.errors import YoloError
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
+from utils.cli import OUTPUT_ALIASES
 from utils.training.lr_schedule import DEFAULT_LR
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 DEMO_DATA_DIR = Path("demo_data")
+
+
+class ConfigError(YoloError, ValueError):
+    """A training setting that cannot work; the message names the flag."""
 
 
 def _opt(default, help_text: str, **extra):
@@ -49,7 +55,7 @@ class TrainConfig:
     mosaic_ratio: float = _opt(0.7, "mosaic and mixup only in this first fraction of the epochs")
     label_smoothing: float = _opt(0.0, "class label smoothing")
     ignore_thresh: float = _opt(0.5, "objectness of cells overlapping a ground truth above this IoU is ignored")
-    save_dir: str = _opt("logs", "where weights, checkpoints, logs and plots go")
+    save_dir: str = _opt("logs", "output folder: weights, checkpoints, logs and plots", flag="--output")
     save_period: int = _opt(10, "write a numbered .keras every this many epochs (0: never)")
     eval_period: int = _opt(10, "val mAP@0.5 every this many epochs and at the end (0: never)")
     seed: int = _opt(0, "seed of the weights' initialisation and of every augmentation draw")
@@ -92,16 +98,25 @@ DEMO_PRESET = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field; unset flags stay None so presets can fill them."""
+    """One --flag per TrainConfig field; unset flags stay None so presets can fill them.
+
+    The output folder is `--output` (the field `save_dir`, as settings.json names it); its older
+    names (`--save-dir`, ...) are hidden aliases, as in every script (utils/cli.py).
+    """
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        if flag == "--output":
+            for alias in OUTPUT_ALIASES:
+                parser.add_argument(alias, dest=f.name, type=str, default=None, help=argparse.SUPPRESS)
         default = f.default
         help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
-        parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+        parser.add_argument(
+            flag, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -117,7 +132,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     from nets.attention import PHI_TO_ATTENTION, resolve_attention
 
     values = config.to_dict()
-    values["attention"] = resolve_attention(phi=values["phi"], attention=values["attention"])
+    try:
+        values["attention"] = resolve_attention(phi=values["phi"], attention=values["attention"])
+    except ValueError as err:  # nets raises plain ValueErrors for its arguments
+        raise ConfigError(str(err)) from None
     values["phi"] = PHI_TO_ATTENTION.index(values["attention"])
     if values["freeze_epochs"] is None:
         values["freeze_epochs"] = min(50, values["epochs"]) if values["weights"] else 0
@@ -128,12 +146,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if values["warmup_epochs"] is None:
         values["warmup_epochs"] = float(min(max(0.05 * values["epochs"], 1), 3))
     resolved = TrainConfig(**values)
-    parse_input_size(resolved.input_size)  # validates
+    parse_input_size(resolved.input_size)  # validates (InputSizeError)
     if not 0 <= resolved.freeze_epochs <= resolved.epochs:
-        raise ValueError(f"--freeze-epochs must be in [0, --epochs], got {resolved.freeze_epochs}")
+        raise ConfigError(f"--freeze-epochs must be in [0, --epochs], got {resolved.freeze_epochs}")
     if resolved.epochs < 1 or resolved.batch_size < 1 or resolved.freeze_batch_size < 1:
-        raise ValueError("--epochs and the batch sizes must be >= 1")
+        raise ConfigError("--epochs and the batch sizes must be >= 1")
     for name in ("mosaic", "mixup", "mosaic_ratio", "label_smoothing"):
         if not 0.0 <= getattr(resolved, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1]")
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1]")
     return resolved
