@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from nets.errors import YoloError
 from utils.cli import add_output_argument, run_script
+from utils.errors import YoloError
 
 
 class ConversionError(YoloError):

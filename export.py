@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--weights", required=True, type=Path, help="a .keras model saved by train.py")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    add_output_argument(parser, None, "where to write: a directory for saved_model, a .tflite or .onnx file", True)
+    add_output_argument(parser, None, "where to write (required): a directory for saved_model, a .tflite or .onnx file")
     add_input_size_argument(
         parser, help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 (default: the model's, else 416)"
     )
@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-detections", type=int, default=100, help="--include-nms: detections kept per image")
     args = parser.parse_args(argv)
+    if args.output is None:
+        parser.error("the following arguments are required: --output")
     if args.calib_images < 1:
         parser.error("--calib-images must be >= 1")
     return args

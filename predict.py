@@ -51,9 +51,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from nets.errors import YoloError  # noqa: E402
 from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script  # noqa: E402
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
+from utils.errors import YoloError  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
 # How long OpenCV may wait for a video or camera to open or deliver a frame.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import ModelDataError, YoloError
+from utils.errors import YoloError
 
 MODEL_DATA_DIR = Path(__file__).resolve().parent.parent / "model_data"
 DEFAULT_ANCHORS_PATH = MODEL_DATA_DIR / "yolo_anchors.txt"
@@ -31,6 +31,10 @@ ANCHORS_MASK = ((3, 4, 5), (1, 2, 3))
 HEAD_CONV_INDICES = (29, 36)
 # Darknet's yolov4-tiny.cfg decodes centres with sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2.
 DARKNET_SCALE_X_Y = 1.05
+
+
+class ModelDataError(YoloError, ValueError):
+    """A class-names or anchors file that cannot be used; the message names the file."""
 
 
 class InputSizeError(YoloError, ValueError):

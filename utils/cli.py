@@ -7,8 +7,12 @@
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
   classes, conf, nms-iou, max-detections, input-size, batch-size, half), each with its help once,
   and the keyword arguments of `utils.interop.loader.load_detector` they make.
-* `run_script`: calls a script's `main`; a `nets.errors.YoloError` becomes "error: message" on
+* `run_script`: calls a script's `main`; a `utils.errors.YoloError` becomes "error: message" on
   stderr and the error's `exit_code`. Any other exception is a bug: it stays a traceback.
+
+Nothing here imports TensorFlow (nor `nets`, whose import registers the Keras layers), so a
+script answers --help and checks its arguments at once; the model's facts are imported when an
+input size is parsed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nets.errors import YoloError
-from nets.model_data import INPUT_MULTIPLE, InputSizeError, parse_input_size
+from utils.errors import YoloError
 
 BACKENDS = ("keras", "saved_model", "onnx", "tflite")
 OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
@@ -29,6 +32,8 @@ class _InputSizeAction(argparse.Action):
     """One or two values ("416", "320x416", "320,416" or "320 416") -> (height, width)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
+        from nets.model_data import InputSizeError, parse_input_size
+
         text = "x".join(values) if isinstance(values, list) else str(values)
         try:
             setattr(namespace, self.dest, parse_input_size(text))
@@ -45,16 +50,18 @@ def add_input_size_argument(parser: argparse.ArgumentParser, default=None, help:
         action=_InputSizeAction,
         default=default,
         help=help
-        or f"network input: SIZE or HEIGHTxWIDTH, multiples of {INPUT_MULTIPLE} (default: the model's own, else 416)",
+        or "network input: SIZE or HEIGHTxWIDTH, multiples of 32, the model's stride (default: the model's, else 416)",
     )
 
 
-def add_output_argument(
-    parser: argparse.ArgumentParser, default: str | Path | None, help: str, required: bool = False
-) -> None:
-    """`--output`, and the older names of the same flag as hidden aliases (one destination: args.output)."""
+def add_output_argument(parser: argparse.ArgumentParser, default: str | Path | None, help: str) -> None:
+    """`--output`, and the older names of the same flag as hidden aliases (one destination: args.output).
+
+    With no default, the script checks that it was given (argparse's `required` would not count
+    the aliases).
+    """
     default = None if default is None else Path(default)
-    parser.add_argument("--output", type=Path, default=default, required=required, help=help)
+    parser.add_argument("--output", type=Path, default=default, help=help)
     for alias in OUTPUT_ALIASES:
         parser.add_argument(alias, dest="output", type=Path, help=argparse.SUPPRESS)
 

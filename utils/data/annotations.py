@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import YoloError
+from utils.errors import YoloError
 
 
 class AnnotationError(YoloError, ValueError):

@@ -24,7 +24,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nets.errors import YoloError
+from utils.errors import YoloError
 
 # Background for transparent pixels (see the module docstring).
 TRANSPARENT_BACKGROUND = (255, 255, 255)

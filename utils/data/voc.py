@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import YoloError
 from utils.data.images import IMAGE_SUFFIXES
+from utils.errors import YoloError
 
 
 class VocFormatError(YoloError, ValueError):

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import YoloError
 from nets.model_data import (
     ANCHORS_MASK,
     DARKNET_SCALE_X_Y,
@@ -36,6 +35,7 @@ from nets.model_data import (
     INPUT_MULTIPLE,
     load_anchors,
 )
+from utils.errors import YoloError
 
 # Layer types this module can read weights for (and YOLOv4-tiny is made of).
 SUPPORTED_LAYER_TYPES = ("convolutional", "route", "maxpool", "upsample", "yolo")

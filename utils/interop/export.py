@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import YoloError
 from nets.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
+from utils.errors import YoloError
 from utils.interop.metadata import (
     INPUT_NAME,
     METADATA_KEY,

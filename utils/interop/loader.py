@@ -20,9 +20,9 @@ from pathlib import Path
 
 import keras
 
-from nets.errors import YoloError
 from nets.model_data import load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
+from utils.errors import YoloError
 from utils.inference.detector import Detector
 from utils.inference.precision import with_half_precision
 from utils.interop.backends import infer_backend, load_backend

@@ -10,9 +10,9 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nets.errors import YoloError
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
 from utils.cli import OUTPUT_ALIASES
+from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
 STRATEGIES = ("none", "mirrored", "multi-worker")

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.errors import YoloError
 from utils.data.annotations import AnnotatedImage, parse_annotation_line, read_annotation_lines
+from utils.errors import YoloError
 from utils.training.config import TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
 
@@ -38,7 +38,9 @@ CHECKPOINT_VERSION = 1
 
 
 class NaNLossError(YoloError, RuntimeError):
-    """The loss stopped being finite."""
+    """The loss stopped being finite; the last good checkpoint is kept (train.py exits 3)."""
+
+    exit_code = 3
 
 
 def atomic_write(path: str | Path, write) -> None:

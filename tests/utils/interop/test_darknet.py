@@ -19,7 +19,7 @@ from nets.decode import decode_head
 from nets.yolo import ATTENTION_POINTS, YoloV4Tiny
 from utils.interop import darknet as dk
 
-OFFICIAL_CFG = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
+OFFICIAL_CFG = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "yolov4-tiny.cfg"
 SMALL_CLASSES = 3
 SIZES = [(128, 128), (96, 160)]  # square, non-square (height, width)
 

@@ -5,9 +5,10 @@ cannot be used) derives from `YoloError` and says what is wrong, naming the file
 `YoloError` alone (utils/cli.py: `run_script`), print its message and exit with its `exit_code`;
 anything else is a bug and stays a traceback.
 
-It lives in `nets/`, the bottom layer: everything imports `nets`, and `nets` imports nothing of
-`utils`, so each package can raise these without an import cycle. The subclasses that carry a
-specific meaning sit next to the code that raises them (for example `utils.data.images.ImageLoadError`).
+This module imports nothing, so every package can raise these without an import cycle or an
+import cost: `nets/` (which imports nothing else of `utils/`) and the scripts' start-up path,
+which must not import TensorFlow before it is needed. The subclasses that carry a specific
+meaning sit next to the code that raises them (for example `utils.data.images.ImageLoadError`).
 Where an error also was a `ValueError` before this hierarchy existed, it still is, so callers
 that caught `ValueError` keep working.
 """
@@ -23,6 +24,3 @@ class YoloError(Exception):
 
     exit_code = 2
 
-
-class ModelDataError(YoloError, ValueError):
-    """A class-names or anchors file that cannot be used; the message names the file."""
