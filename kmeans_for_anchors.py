@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors, parse_input_size
-from utils.data.anchors import box_sizes, iou_kmeans, shape_iou
+from utils.boxes import shape_iou
+from utils.data.anchors import box_sizes, iou_kmeans
 from utils.data.annotations import read_annotation_lines
 
 

@@ -25,11 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.evaluation.metrics import evaluate_detections, to_coco  # noqa: E402
+from utils.evaluation.metrics import GroundTruth, ImageDetections, evaluate_detections, to_coco  # noqa: E402
 
 
 def make_data(num_images: int, num_classes: int, dets_per_image: int, seed: int = 0):
-    """image_id -> gt (boxes xyxy, class_ids, difficult) and -> detections (boxes xyxy, scores, class_ids)."""
+    """image_id -> ImageDetections and image_id -> GroundTruth (boxes pixel xyxy), some objects difficult."""
     rng = np.random.default_rng(seed)
     ground_truths, detections = {}, {}
     for i in range(num_images):
@@ -39,7 +39,7 @@ def make_data(num_images: int, num_classes: int, dets_per_image: int, seed: int 
         boxes = np.concatenate([origin, origin + size], axis=1)
         classes = rng.integers(0, num_classes, m)
         image_id = f"{i:06d}"
-        ground_truths[image_id] = (boxes, classes, rng.random(m) < 0.1)
+        ground_truths[image_id] = GroundTruth(boxes, classes, rng.random(m) < 0.1)
 
         # Hits (jittered, 80% of objects), a duplicate for some, the rest random false positives.
         hit = rng.random(m) < 0.8
@@ -59,7 +59,7 @@ def make_data(num_images: int, num_classes: int, dets_per_image: int, seed: int 
         # True hits tend to score higher than false positives, as for a real detector.
         scores = rng.beta(2, 5, len(det_boxes))
         scores[: hit.sum()] = rng.beta(5, 2, hit.sum())
-        detections[image_id] = (det_boxes, scores, det_classes)
+        detections[image_id] = ImageDetections(det_boxes, scores, det_classes)
     return detections, ground_truths
 
 
@@ -75,8 +75,8 @@ def main() -> None:
     from pycocotools.cocoeval import COCOeval
 
     detections, ground_truths = make_data(args.images, args.classes, args.dets_per_image)
-    num_gt = sum(len(g[0]) for g in ground_truths.values())
-    num_det = sum(len(d[0]) for d in detections.values())
+    num_gt = sum(len(g.boxes) for g in ground_truths.values())
+    num_det = sum(len(d.boxes) for d in detections.values())
     print(f"data: {args.images} images, {args.classes} classes, {num_gt} objects, {num_det} detections")
 
     ours_times = []

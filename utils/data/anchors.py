@@ -1,7 +1,7 @@
 """Anchor boxes from data: IoU k-means over ground-truth widths and heights.
 
-The distance is 1 - IoU of two boxes sharing a centre (YOLOv2's choice), so anchors fit small
-and large boxes alike instead of being pulled by big boxes' pixel errors.
+The distance is 1 - IoU of two boxes sharing a centre (YOLOv2's choice; `utils.boxes.shape_iou`),
+so anchors fit small and large boxes alike instead of being pulled by big boxes' pixel errors.
 """
 
 from __future__ import annotations
@@ -11,15 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from utils.boxes import shape_iou
 from utils.data.annotations import AnnotatedImage
 from utils.inference.letterbox import letterbox_info
-
-
-def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of boxes and anchors placed on the same centre: wh (N, 2), anchors (K, 2) -> (N, K)."""
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
-    union = wh[:, None, 0] * wh[:, None, 1] + anchors[None, :, 0] * anchors[None, :, 1] - inter
-    return inter / np.maximum(union, 1e-12)
 
 
 def box_sizes(images: Sequence[AnnotatedImage], input_hw: tuple[int, int]) -> np.ndarray:

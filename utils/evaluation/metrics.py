@@ -3,6 +3,9 @@
 Everything here is in memory and vectorised over detections: no temporary files, and no Python
 loop over images or detections (only over the classes, to cut the flattened arrays per class).
 
+Inputs are per-image records keyed by image id: `ImageDetections` (or a detector's
+`utils.inference.detector.Detections`) and `GroundTruth`.
+
 Conventions
 -----------
 * Boxes are pixel ``xyxy`` with **continuous coordinates** (see utils.boxes): IoU is computed
@@ -26,16 +29,92 @@ Conventions
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from utils.boxes import box_iou_aligned
 
-# image_id -> (boxes (N, 4) pixel xyxy, scores (N,), class_ids (N,) int)
-Detections = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-# image_id -> (boxes (M, 4) pixel xyxy, class_ids (M,) int, difficult (M,) bool)
-GroundTruths = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+@dataclass
+class ImageDetections:
+    """The detections of one image, as `evaluate_detections` takes them.
+
+    Attributes:
+        boxes: (N, 4) float, pixel xyxy in the original image (continuous coordinates, utils.boxes).
+        scores: (N,) float, higher is more confident.
+        class_ids: (N,) int, indices into the class list, in [0, C).
+
+    `utils.inference.detector.Detections` (what a `Detector` returns) has the same three
+    attributes and is accepted wherever this is.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+
+@dataclass
+class GroundTruth:
+    """The annotated objects of one image, as `evaluate_detections` takes them.
+
+    Attributes:
+        boxes: (M, 4) float, pixel xyxy in the original image (continuous coordinates, utils.boxes).
+        class_ids: (M,) int, indices into the class list, in [0, C).
+        difficult: (M,) bool, VOC's difficult flag: such an object is neither a positive nor an
+            error. None (the default) means no object is difficult.
+
+    Any object with `boxes` and `class_ids` (and optionally `difficult`) is accepted too, for
+    example `utils.data.voc.VocAnnotation` or `utils.data.annotations.AnnotatedImage`.
+    """
+
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    difficult: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.difficult is None:
+            self.difficult = np.zeros(len(self.class_ids), dtype=bool)
+
+
+# image_id -> the detections of that image (ImageDetections or anything with the same attributes).
+DetectionsByImage = Mapping[str, ImageDetections]
+# image_id -> the ground truth of that image (every evaluated image, also those without objects).
+GroundTruthsByImage = Mapping[str, GroundTruth]
+
+_TUPLE_DEPRECATION = (
+    "evaluate_detections / coco_evaluate / to_coco: positional tuples (boxes, scores, class_ids) and "
+    "(boxes, class_ids, difficult) are deprecated; pass ImageDetections (or a detector's Detections) "
+    "and GroundTruth records"
+)
+
+
+def _record_arrays(entry, image_id, kind: str) -> tuple:
+    """(boxes, scores, class_ids) of a detections record or (boxes, difficult, class_ids) of a
+    ground-truth record, as given (not yet converted); deprecated 3-tuples are still read."""
+    is_det = kind == "detections"
+    if isinstance(entry, tuple):
+        if len(entry) != 3:
+            raise ValueError(f"{kind} for image {image_id!r}: expected a 3-tuple, got {len(entry)} items")
+        return entry if is_det else (entry[0], entry[2], entry[1])
+    try:
+        if is_det:
+            return entry.boxes, entry.scores, entry.class_ids
+        difficult = getattr(entry, "difficult", None)
+        classes = entry.class_ids
+        return entry.boxes, (np.zeros(len(classes), dtype=bool) if difficult is None else difficult), classes
+    except AttributeError:
+        expected = "ImageDetections (boxes, scores, class_ids)" if is_det else "GroundTruth (boxes, class_ids)"
+        raise TypeError(f"{kind} for image {image_id!r}: expected {expected}, got {type(entry).__name__}") from None
+
+
+def _warn_if_tuples(*mappings: Mapping) -> None:
+    for items in mappings:
+        if any(isinstance(entry, tuple) for entry in items.values()):
+            warnings.warn(_TUPLE_DEPRECATION, DeprecationWarning, stacklevel=3)
+            return
 
 
 @dataclass
@@ -106,10 +185,7 @@ def _flatten(
     image_ids = list(items)
     all_boxes, all_values, all_classes, lengths = [], [], [], []
     for image_id in image_ids:
-        entry = items[image_id]
-        if len(entry) != 3:
-            raise ValueError(f"{kind} for image {image_id!r}: expected a 3-tuple, got {len(entry)} items")
-        boxes, values, classes = entry if is_det else (entry[0], entry[2], entry[1])
+        boxes, values, classes = _record_arrays(items[image_id], image_id, kind)
         # Fast path for what callers normally pass: (N, 4) and (N,) arrays.
         if not isinstance(boxes, np.ndarray) or boxes.ndim != 2 or boxes.shape[1] != 4:
             boxes = np.asarray(boxes, dtype=np.float64)
@@ -234,8 +310,8 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: 
 
 
 def evaluate_detections(
-    detections: Detections,
-    ground_truths: GroundTruths,
+    detections: DetectionsByImage,
+    ground_truths: GroundTruthsByImage,
     num_classes: int,
     iou_threshold: float = 0.5,
     use_07_metric: bool = False,
@@ -244,10 +320,12 @@ def evaluate_detections(
     """Per-class VOC AP plus precision / recall / F1 at a score threshold (see the module docstring).
 
     Args:
-        detections: image_id -> (boxes (N, 4) float pixel xyxy, scores (N,), class_ids (N,) int).
-            Images may be missing (no detections). Every image id must be in `ground_truths`.
-        ground_truths: image_id -> (boxes (M, 4) float pixel xyxy, class_ids (M,) int,
+        detections: image_id -> `ImageDetections` (boxes (N, 4) float pixel xyxy, scores (N,),
+            class_ids (N,) int), or a `utils.inference.detector.Detections`. Images may be missing
+            (no detections). Every image id must be in `ground_truths`.
+        ground_truths: image_id -> `GroundTruth` (boxes (M, 4) float pixel xyxy, class_ids (M,) int,
             difficult (M,) bool). Every evaluated image must be a key, also those without objects.
+            Positional 3-tuples in the old order are still read, with a DeprecationWarning.
         num_classes: C; class ids are in [0, C).
         iou_threshold: minimum IoU (inclusive) for a detection to match a ground truth.
         use_07_metric: 11-point AP (VOC2007) instead of all-point AP (VOC2010+).
@@ -258,7 +336,9 @@ def evaluate_detections(
     Raises:
         ValueError: malformed arrays, a class id outside [0, C), or detections for an image id that
             is not in `ground_truths` (the message names the image).
+        TypeError: a record without the attributes above.
     """
+    _warn_if_tuples(detections, ground_truths)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not 0.0 < iou_threshold <= 1.0:
@@ -365,7 +445,7 @@ class CocoResult:
 
 
 def to_coco(
-    detections: Detections, ground_truths: GroundTruths, num_classes: int
+    detections: DetectionsByImage, ground_truths: GroundTruthsByImage, num_classes: int
 ) -> tuple[dict, list[dict], dict[str, int]]:
     """Convert to pycocotools' in-memory inputs.
 
@@ -380,13 +460,16 @@ def to_coco(
       measures overlap with a crowd object as intersection / detection area (not IoU), and matches a
       detection to a crowd object only when no ordinary object is available.
 
+    Args: as `evaluate_detections`.
     Returns: (ground-truth dataset dict, list of result dicts, image id -> COCO image id).
     """
     from utils.boxes import convert_format
 
+    _warn_if_tuples(detections, ground_truths)
     image_ids = {image_id: i + 1 for i, image_id in enumerate(ground_truths)}
     annotations = []
-    for image_id, (boxes, classes, difficult) in ground_truths.items():
+    for image_id, entry in ground_truths.items():
+        boxes, difficult, classes = _record_arrays(entry, image_id, "ground truth")
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         xywh = convert_format(boxes, "xyxy", "xywh")
         for box, class_id, is_difficult in zip(xywh.tolist(), np.asarray(classes).tolist(), difficult, strict=True):
@@ -406,9 +489,10 @@ def to_coco(
         "annotations": annotations,
     }
     results = []
-    for image_id, (boxes, scores, classes) in detections.items():
+    for image_id, entry in detections.items():
         if image_id not in image_ids:
             raise ValueError(f"detections for image {image_id!r}, which has no ground truth entry")
+        boxes, scores, classes = _record_arrays(entry, image_id, "detections")
         xywh = convert_format(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), "xyxy", "xywh")
         coco_id = image_ids[image_id]
         results += [
@@ -419,7 +503,7 @@ def to_coco(
 
 
 def coco_evaluate(
-    detections: Detections, ground_truths: GroundTruths, num_classes: int, max_detections: int = 100
+    detections: DetectionsByImage, ground_truths: GroundTruthsByImage, num_classes: int, max_detections: int = 100
 ) -> CocoResult:
     """COCO bbox metrics computed by pycocotools (COCOeval evaluate, accumulate, summarize).
 
@@ -434,8 +518,11 @@ def coco_evaluate(
     from pycocotools.cocoeval import COCOeval
 
     # Same checks and messages as the VOC path.
-    evaluate_detections(detections, ground_truths, num_classes)
-    dataset, results, _ = to_coco(detections, ground_truths, num_classes)
+    _warn_if_tuples(detections, ground_truths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # warned once, just above
+        evaluate_detections(detections, ground_truths, num_classes)
+        dataset, results, _ = to_coco(detections, ground_truths, num_classes)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # pycocotools prints progress
         coco_gt = COCO()

@@ -18,61 +18,18 @@ is split across replicas.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import tensorflow as tf
 
 from nets.decode import decode_head
 from nets.model_data import STRIDES
+from utils.boxes import box_ciou_tf, box_iou_batched_tf, shape_iou_tf
 
 # yolov5 / the bubbliiiing yolov4-tiny recipe weight the objectness of P5 by 0.4 and of P4 by 1.
 DEFAULT_BALANCE = (0.4, 1.0)
 # Raw tw, th are clipped here before exp() in the loss: exp(10) * anchor is larger than any image.
 _MAX_LOG_WH = 10.0
-
-
-def box_ciou(boxes1, boxes2, eps: float = 1e-9):
-    """Complete IoU (Zheng et al., 2020) of matching boxes.
-
-    CIoU = IoU - rho^2 / c^2 - alpha * v, with rho the distance between the centres, c the
-    diagonal of the smallest enclosing box, v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 and
-    alpha = v / (1 - IoU + v) (treated as a constant in the gradient, as the paper does).
-
-    Args:
-        boxes1, boxes2: (..., 4) pixel center_xywh, same shape.
-    Returns: (...) CIoU in [-1, 1].
-    """
-    xy1, wh1 = boxes1[..., :2], boxes1[..., 2:4]
-    xy2, wh2 = boxes2[..., :2], boxes2[..., 2:4]
-    min1, max1 = xy1 - wh1 / 2, xy1 + wh1 / 2
-    min2, max2 = xy2 - wh2 / 2, xy2 + wh2 / 2
-    inter_wh = tf.maximum(tf.minimum(max1, max2) - tf.maximum(min1, min2), 0.0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = wh1[..., 0] * wh1[..., 1] + wh2[..., 0] * wh2[..., 1] - inter
-    iou = inter / (union + eps)
-
-    centre_distance = tf.reduce_sum(tf.square(xy1 - xy2), axis=-1)
-    enclose_wh = tf.maximum(tf.maximum(max1, max2) - tf.minimum(min1, min2), 0.0)
-    enclose_diagonal = tf.reduce_sum(tf.square(enclose_wh), axis=-1)
-    v = (4.0 / math.pi**2) * tf.square(
-        tf.atan(wh2[..., 0] / (wh2[..., 1] + eps)) - tf.atan(wh1[..., 0] / (wh1[..., 1] + eps))
-    )
-    alpha = tf.stop_gradient(v / (1.0 - iou + v + eps))
-    return iou - centre_distance / (enclose_diagonal + eps) - alpha * v
-
-
-def _pairwise_iou(boxes1, boxes2):
-    """IoU of every pair: boxes1 (N, P, 4) center_xywh, boxes2 (N, T, 4) center_xywh -> (N, P, T)."""
-    xy1, wh1 = boxes1[:, :, None, :2], boxes1[:, :, None, 2:]  # (N, P, 1, 2)
-    xy2, wh2 = boxes2[:, None, :, :2], boxes2[:, None, :, 2:]  # (N, 1, T, 2)
-    min1, max1 = xy1 - wh1 / 2, xy1 + wh1 / 2
-    min2, max2 = xy2 - wh2 / 2, xy2 + wh2 / 2
-    wh = tf.maximum(tf.minimum(max1, max2) - tf.maximum(min1, min2), 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area1 = wh1[..., 0] * wh1[..., 1]
-    area2 = wh2[..., 0] * wh2[..., 1]
-    return inter / tf.maximum(area1 + area2 - inter, 1e-9)
 
 
 class YoloLoss:
@@ -133,8 +90,7 @@ class YoloLoss:
         wh = gt[..., 2:4] - gt[..., 0:2]  # (N, T, 2)
         valid = (gt[..., 4] >= 0) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
         anchors = tf.constant(self.anchors, tf.float32)  # (K, 2)
-        inter = tf.reduce_prod(tf.minimum(wh[..., None, :], anchors), axis=-1)  # (N, T, K)
-        shape_iou = inter / (tf.reduce_prod(wh, -1)[..., None] + tf.reduce_prod(anchors, -1) - inter + 1e-9)
+        shape_iou = shape_iou_tf(wh, anchors)  # (N, T, K)
         best = tf.one_hot(tf.argmax(shape_iou, axis=-1), len(self.anchors), on_value=True, off_value=False)
         return (best | (shape_iou > self.anchor_iou_thresh)) & valid[..., None]
 
@@ -204,14 +160,14 @@ class YoloLoss:
             true_boxes, positive, true_classes = self.level_targets(gt, level, (shape[1], shape[2]))
 
             # Box: 1 - CIoU, weighted up for small boxes (2 - relative area), as in yolov3/v4.
-            ciou = box_ciou(pred_boxes, true_boxes)
+            ciou = box_ciou_tf(pred_boxes, true_boxes)
             small_box_scale = 2.0 - true_boxes[..., 2] * true_boxes[..., 3] / input_area
             box = tf.reduce_sum(positive * small_box_scale * (1.0 - ciou), axis=[1, 2, 3])
 
             # Objectness: cells without a target whose prediction already overlaps a ground-truth
             # box well are ignored rather than pushed to 0.
             flat_pred = tf.reshape(tf.stop_gradient(pred_boxes), [shape[0], -1, 4])
-            iou = _pairwise_iou(flat_pred, gt_cxywh)  # (N, H*W*A, T)
+            iou = box_iou_batched_tf(flat_pred, gt_cxywh)  # (N, H*W*A, T)
             iou = tf.where(gt_valid[:, None, :], iou, 0.0)
             ignore = tf.reshape(tf.reduce_max(iou, axis=-1) > self.ignore_thresh, tf.shape(positive))
             obj_weight = positive + (1.0 - positive) * (1.0 - tf.cast(ignore, tf.float32))

@@ -5,18 +5,27 @@ import json
 import numpy as np
 import pytest
 
-from utils.boxes import box_iou, box_iou_aligned
-from utils.evaluation.metrics import COCO_STAT_NAMES, average_precision, coco_evaluate, evaluate_detections
+from utils.boxes import box_iou
+from utils.evaluation.metrics import (
+    COCO_STAT_NAMES,
+    GroundTruth,
+    ImageDetections,
+    average_precision,
+    coco_evaluate,
+    evaluate_detections,
+)
 
 
 def gt(boxes, classes, difficult=None):
     boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
     difficult = np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool)
-    return boxes, np.asarray(classes, int), difficult
+    return GroundTruth(boxes, np.asarray(classes, int), difficult)
 
 
 def det(boxes, scores, classes):
-    return np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(scores, float), np.asarray(classes, int)
+    return ImageDetections(
+        np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(scores, float), np.asarray(classes, int)
+    )
 
 
 A = [10, 10, 50, 50]
@@ -180,9 +189,17 @@ def test_images_without_detections_or_objects():
         ({"a": det([A], [0.9], [5])}, {"a": gt([A], [0])}, "class id 5"),
         ({"a": det([A], [0.9], [0])}, {"a": gt([A], [-1])}, "class id -1"),
         ({"a": det([A], [0.9, 0.8], [0])}, {"a": gt([A], [0])}, "2 scores"),
-        ({"a": (np.zeros((1, 5)), np.ones(1), np.zeros(1, int))}, {"a": gt([A], [0])}, r"shape \(N, 4\)"),
+        (
+            {"a": ImageDetections(np.zeros((1, 5)), np.ones(1), np.zeros(1, int))},
+            {"a": gt([A], [0])},
+            r"shape \(N, 4\)",
+        ),
         ({"a": det([A], [np.nan], [0])}, {"a": gt([A], [0])}, "finite"),
-        ({"a": (np.array([A], float), np.ones(1), np.array([0.5]))}, {"a": gt([A], [0])}, "not an integer"),
+        (
+            {"a": ImageDetections(np.array([A], float), np.ones(1), np.array([0.5]))},
+            {"a": gt([A], [0])},
+            "not an integer",
+        ),
     ],
 )
 def test_bad_input_names_the_image(dets, gts, message):
@@ -190,15 +207,32 @@ def test_bad_input_names_the_image(dets, gts, message):
         evaluate_detections(dets, gts, num_classes=2)
 
 
-def test_box_iou_aligned_matches_the_pairwise_matrix():
-    rng = np.random.default_rng(0)
-    a = rng.uniform(0, 50, (7, 2))
-    b = rng.uniform(0, 50, (7, 2))
-    boxes1 = np.concatenate([a, a + rng.uniform(1, 30, (7, 2))], axis=1)
-    boxes2 = np.concatenate([b, b + rng.uniform(1, 30, (7, 2))], axis=1)
-    np.testing.assert_array_equal(box_iou_aligned(boxes1, boxes2), np.diag(box_iou(boxes1, boxes2)))
-    with pytest.raises(ValueError, match="4 values"):
-        box_iou_aligned(np.zeros((2, 3)), np.zeros((2, 3)))
+def test_a_detectors_records_and_annotations_are_accepted_as_they_are():
+    from utils.data.annotations import AnnotatedImage
+    from utils.data.voc import VocAnnotation
+
+    class Found:  # the attributes of utils.inference.detector.Detections
+        boxes, scores, class_ids = np.array([A, B], np.float32), np.array([0.9, 0.8], np.float32), np.array([0, 1])
+
+    gts = {
+        "voc": VocAnnotation(np.array([A, B], np.float32), np.array([0, 1]), np.array([False, True])),
+        "line": AnnotatedImage("x.jpg", np.array([A, B], np.float32), np.array([0, 1])),
+        "plain": GroundTruth(np.array([A, B]), np.array([0, 1])),
+    }
+    result = evaluate_detections({name: Found() for name in gts}, gts, num_classes=2)
+    np.testing.assert_array_equal(result.num_gt, [3, 2])  # "voc"'s B is difficult
+    assert result.map == 1.0
+    with pytest.raises(TypeError, match="'x'.*ImageDetections"):
+        evaluate_detections({"x": [A]}, {"x": gt([A], [0])}, num_classes=1)
+
+
+def test_positional_tuples_still_work_with_a_deprecation_warning():
+    tuples_gt = {"a": (np.array([A], float), np.array([0]), np.array([False]))}
+    tuples_det = {"a": (np.array([A], float), np.array([0.9]), np.array([0]))}
+    with pytest.warns(DeprecationWarning, match="ImageDetections"):
+        assert evaluate_detections(tuples_det, tuples_gt, num_classes=1).map == 1.0
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="3-tuple"):
+        evaluate_detections({"a": (np.array([A], float), np.array([0.9]))}, tuples_gt, num_classes=1)
 
 
 # ---------------------------------------------------------------- random data
@@ -223,7 +257,7 @@ def random_dataset(seed, num_images=60, num_classes=4, difficult_rate=0.0, separ
         boxes = np.concatenate([origin, origin + size], axis=1)
         classes = rng.integers(0, num_classes, m)
         difficult = rng.random(m) < difficult_rate
-        gts[f"img{i:04d}"] = (boxes, classes, difficult)
+        gts[f"img{i:04d}"] = GroundTruth(boxes, classes, difficult)
 
         hit = rng.random(m) < 0.8
         jitter = rng.normal(0, 0.1, (m, 4)) * np.concatenate([size, size], axis=1)
@@ -238,17 +272,20 @@ def random_dataset(seed, num_images=60, num_classes=4, difficult_rate=0.0, separ
         d_classes.append(rng.integers(0, num_classes, n_fp))
         d_boxes = np.concatenate(d_boxes)
         d_boxes[:, 2:] = np.maximum(d_boxes[:, 2:], d_boxes[:, :2] + 1)
-        dets[f"img{i:04d}"] = (d_boxes, rng.random(len(d_boxes)), np.concatenate(d_classes))
+        dets[f"img{i:04d}"] = ImageDetections(d_boxes, rng.random(len(d_boxes)), np.concatenate(d_classes))
     return dets, gts
 
 
 def reference_voc_ap(dets, gts, class_id, iou_threshold=0.5, use_07_metric=False):
     """A straight loop port of the VOC devkit's evaluation of one class (continuous coordinates)."""
-    records = {k: (b[c == class_id], d[c == class_id]) for k, (b, c, d) in gts.items()}
+    records = {k: (g.boxes[g.class_ids == class_id], g.difficult[g.class_ids == class_id]) for k, g in gts.items()}
     npos = sum(int((~d).sum()) for _, d in records.values())
     used = {k: np.zeros(len(b), bool) for k, (b, _) in records.items()}
     items = [
-        (k, box, s) for k, (bs, ss, cs) in dets.items() for box, s, c in zip(bs, ss, cs, strict=True) if c == class_id
+        (k, box, s)
+        for k, d in dets.items()
+        for box, s, c in zip(d.boxes, d.scores, d.class_ids, strict=True)
+        if c == class_id
     ]
     items.sort(key=lambda item: -item[2])
     tp, fp = [], []
@@ -297,8 +334,8 @@ def run_pycocotools(dets, gts, num_classes, tmp_path):
 
     ids = {image_id: i + 1 for i, image_id in enumerate(gts)}
     annotations = []
-    for image_id, (boxes, classes, difficult) in gts.items():
-        for box, c, d in zip(boxes, classes, difficult, strict=True):
+    for image_id, g in gts.items():
+        for box, c, d in zip(g.boxes, g.class_ids, g.difficult, strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append(
                 {
@@ -322,8 +359,8 @@ def run_pycocotools(dets, gts, num_classes, tmp_path):
             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
             "score": float(s),
         }
-        for image_id, (boxes, scores, classes) in dets.items()
-        for b, s, c in zip(boxes.tolist(), scores, classes, strict=True)
+        for image_id, d in dets.items()
+        for b, s, c in zip(d.boxes.tolist(), d.scores, d.class_ids, strict=True)
     ]
     (tmp_path / "gt.json").write_text(json.dumps(dataset))
     (tmp_path / "dt.json").write_text(json.dumps(results))
@@ -362,12 +399,13 @@ def test_equal_to_pycocotools_where_interpolation_cannot_differ(tmp_path):
     rng = np.random.default_rng(3)
     _, gts = random_dataset(seed=3, num_images=50, separated=True)
     dets = {}
-    for image_id, (boxes, classes, _) in gts.items():
+    for image_id, g in gts.items():
+        boxes, classes = g.boxes, g.class_ids
         size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
         hits = boxes + rng.uniform(-0.04, 0.04, boxes.shape) * size  # IoU > 0.5 with their object
         n_fp = int(rng.integers(0, 3))
         fp_boxes = np.tile([410.0, 410.0, 450.0, 450.0], (n_fp, 1)) + rng.uniform(0, 40, (n_fp, 1))
-        dets[image_id] = (
+        dets[image_id] = ImageDetections(
             np.concatenate([hits, fp_boxes]),
             np.concatenate([rng.uniform(0.1, 0.5, len(hits)), rng.uniform(0.6, 1.0, n_fp)]),
             np.concatenate([classes, rng.integers(0, 4, n_fp)]),

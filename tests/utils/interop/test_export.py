@@ -11,7 +11,7 @@ from utils.boxes import box_iou
 from utils.data.demo import write_demo_dataset
 from utils.data.images import load_image
 from utils.data.voc import find_image, parse_voc_xml, read_image_set
-from utils.evaluation.metrics import evaluate_detections
+from utils.evaluation.metrics import GroundTruth, evaluate_detections
 from utils.inference.detector import Detector
 from utils.interop.backends import infer_backend, load_backend
 from utils.interop.export import (
@@ -130,7 +130,7 @@ def test_fp16_raw_outputs_close(tflite_fp16_path, keras_detector):
 
 
 def _as_eval(ids, dets):
-    return {i: (d.boxes, d.scores, d.class_ids) for i, d in zip(ids, dets)}
+    return dict(zip(ids, dets))  # a detector's Detections are what evaluate_detections takes
 
 
 @pytest.mark.slow
@@ -149,13 +149,13 @@ def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, demo_ima
             same = q.boxes[q.class_ids == cls]
             best_ious.append(box_iou(box[None], same).max() if len(same) else 0.0)
     best_ious = np.asarray(best_ious)
-    as_truth = {i: (d.boxes, d.class_ids, np.zeros(len(d), bool)) for i, d in zip(ids, fp32_dets)}
+    as_truth = {i: GroundTruth(d.boxes, d.class_ids) for i, d in zip(ids, fp32_dets)}
     agreement = evaluate_detections(_as_eval(ids, int8_dets), as_truth, num_classes=3)
     # Against the real boxes of the demo set (a random model: both near zero; the difference is the point).
     truth = {}
     for i in ids:
         annotation = parse_voc_xml(demo_root / "Annotations" / f"{i}.xml", ["circle", "square", "triangle"])
-        truth[i] = (annotation.boxes, annotation.class_ids, annotation.difficult)
+        truth[i] = GroundTruth(annotation.boxes, annotation.class_ids, annotation.difficult)
     low = Detector.from_model(detector.model, input_shape=INPUT_HW, conf=0.05)
     map_fp32 = evaluate_detections(_as_eval(ids, low.detect(images)), truth, num_classes=3).map
     map_int8 = evaluate_detections(_as_eval(ids, int8_dets), truth, num_classes=3).map
