@@ -77,12 +77,13 @@ def add_detector_arguments(
     half: bool = True,
 ) -> None:
     """The options of a detector, with the defaults the script wants."""
+    darknet_help = ", darknet .weights (with --cfg)" if darknet else ""
     parser.add_argument(
         "--weights",
         type=Path,
         required=weights_required,
-        help="a .keras model saved by train.py, darknet .weights (with --cfg), or a model exported by "
-        "export.py (.onnx, .tflite, SavedModel folder)",
+        help=f"a .keras model saved by train.py{darknet_help}, or a model exported by export.py "
+        "(.onnx, .tflite, SavedModel folder)",
     )
     if darknet:
         parser.add_argument(

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from nets.errors import YoloError
 from nets.model_data import DEFAULT_CLASSES_PATH, load_class_names
 from utils.boxes import convert_format
 from utils.data.images import image_batches
 from utils.data.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
+from utils.errors import YoloError
 from utils.evaluation.metrics import (
     CocoResult,
     EvaluationResult,
