@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.data.annotations import AnnotatedImage
+from utils.data.images import ImageLoadError, load_image
 from utils.inference.letterbox import LETTERBOX_FILL, letterbox, letterbox_boxes
 
 GREY = LETTERBOX_FILL
@@ -188,17 +189,18 @@ class YoloDataset:
 
     # -- loading ---------------------------------------------------------------------------
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image (h, w, 3) uint8 RGB and boxes (M, 5) pixel xyxy + class, or CorruptImageError."""
+        """Image (h, w, 3) uint8 RGB and boxes (M, 5) pixel xyxy + class, or CorruptImageError.
+
+        The image is read by `utils.data.images.load_image`, as inference reads it (EXIF
+        orientation, transparency on white, 16-bit, CMYK), so training sees what the detector sees.
+        """
         item = self.images[index]
         try:
-            data = np.fromfile(item.path, dtype=np.uint8)
-        except OSError as err:
-            raise CorruptImageError(index, f"{item.path}: cannot read ({err})") from None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise CorruptImageError(index, f"{item.path}: cannot decode image")
+            image = load_image(item.path)
+        except ImageLoadError as err:
+            raise CorruptImageError(index, str(err)) from None
         boxes = np.concatenate([item.boxes, item.class_ids[:, None].astype(np.float32)], axis=1)
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), boxes
+        return image, boxes
 
     def _placed(self, index, rng, scale_range, anchor=None):
         image, boxes = self._read(index)

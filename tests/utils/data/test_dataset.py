@@ -71,3 +71,31 @@ def test_corrupt_image_is_skipped_counted_and_warned(images, tmp_path, capsys):
     assert ds.corrupt_images == [str(broken)]
     assert "broken.jpg" in capsys.readouterr().err
     assert len(items) - 1 not in ds.epoch_plan(1)[:, 0]
+
+
+def test_training_reads_images_as_inference_does(tmp_path):
+    """One loader: transparency on white and EXIF orientation reach the network as they reach the detector."""
+    from PIL import Image
+
+    from utils.data.images import load_image
+    from utils.inference.letterbox import letterbox
+
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[:, :32] = (200, 30, 30, 255)  # opaque red left half, transparent right half
+    transparent = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(transparent)
+
+    tall = np.zeros((32, 64, 3), np.uint8)
+    tall[:, :16] = 250  # a bright stripe on the left of the stored pixels
+    rotated = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: displayed rotated 90 degrees clockwise
+    Image.fromarray(tall).save(rotated, exif=exif, quality=95)
+
+    fed = {}
+    for path in (transparent, rotated):
+        item = AnnotatedImage(str(path), np.zeros((0, 4), np.float32), np.zeros(0, np.int32))
+        ((image, _),) = _collect(YoloDataset([item], SIZE, train=False).dataset(1, drop_remainder=False))
+        np.testing.assert_array_equal(image[0], letterbox(load_image(path), SIZE)[0])
+        fed[path.name] = image[0]
+    assert (fed["cutout.png"][:, 48:] == 255).all()  # the transparent half is white, not black
