@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors, parse_input_size
+from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors
 from utils.boxes import shape_iou
+from utils.cli import add_input_size_argument, run_script
 from utils.data.anchors import box_sizes, iou_kmeans
 from utils.data.annotations import read_annotation_lines
 
@@ -39,25 +40,20 @@ def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """kmeans_for_anchors.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", default="2007_train.txt", help="annotation lines (voc_annotation.py)")
-    parser.add_argument(
-        "--input-size", default=str(DEFAULT_INPUT_SHAPE[0]), help="network input, N or HxW (default: %(default)s)"
-    )
+    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW (default 416)")
     parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
     parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
     parser.add_argument("--plot", default="kmeans_for_anchors.png", help="scatter plot to write")
     parser.add_argument("--compare", default=str(DEFAULT_ANCHORS_PATH), help="anchors file to compare against")
     parser.add_argument("--seed", type=int, default=0, help="k-means initialisation seed")
     args = parser.parse_args(argv)
-    try:
-        input_hw = parse_input_size(args.input_size)
-        wh = box_sizes(read_annotation_lines(args.annotations), input_hw)
-        anchors, mean_iou = iou_kmeans(wh, args.num_anchors, seed=args.seed)
-    except (FileNotFoundError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    input_hw = args.input_size
+    wh = box_sizes(read_annotation_lines(args.annotations), input_hw)
+    anchors, mean_iou = iou_kmeans(wh, args.num_anchors, seed=args.seed)
     rounded = np.maximum(np.round(anchors), 1).astype(int)
     Path(args.output).write_text(", ".join(f"{w},{h}" for w, h in rounded) + "\n")
     plot(wh, anchors, np.argmax(shape_iou(wh, anchors), axis=1), Path(args.plot), mean_iou)
@@ -69,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mean IoU of {args.compare}: {shape_iou(wh, current).max(axis=1).mean():.4f}")
     print(f"wrote {args.output} and {args.plot}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

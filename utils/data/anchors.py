@@ -9,25 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from utils.boxes import shape_iou
 from utils.data.annotations import AnnotatedImage
+from utils.data.images import image_size
+from utils.errors import YoloError
 from utils.inference.letterbox import letterbox_info
+
+
+class AnchorError(YoloError, ValueError):
+    """Too few boxes to fit the anchors."""
 
 
 def box_sizes(images: Sequence[AnnotatedImage], input_hw: tuple[int, int]) -> np.ndarray:
     """Widths and heights (N, 2) of all boxes as letterboxed into the network input (pixels).
 
-    Reads only each image's header for its size. Boxes are pixel xyxy in the original image.
+    Reads only each image's header for its size (as displayed, like `load_image`). Boxes are pixel
+    xyxy in the original image.
     """
     sizes = []
     for item in images:
         if not len(item.boxes):
             continue
-        with Image.open(item.path) as image:
-            width, height = image.size
-        sx, sy = letterbox_info((height, width), input_hw).scale_xy
+        sx, sy = letterbox_info(image_size(item.path), input_hw).scale_xy
         wh = item.boxes[:, 2:4] - item.boxes[:, 0:2]
         sizes.append(wh * np.array([sx, sy], np.float32))
     return np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
@@ -43,7 +47,7 @@ def iou_kmeans(wh: np.ndarray, k: int, seed: int = 0, max_iter: int = 300) -> tu
     """
     wh = np.asarray(wh, dtype=np.float64)
     if len(wh) < k:
-        raise ValueError(f"need at least {k} boxes for {k} anchors, got {len(wh)}")
+        raise AnchorError(f"need at least {k} boxes for {k} anchors, got {len(wh)}")
     rng = np.random.default_rng(seed)
     centres = wh[rng.choice(len(wh), k, replace=False)]
     assignment = np.full(len(wh), -1)

@@ -91,6 +91,26 @@ def load_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
+
+# EXIF orientations that turn the image a quarter (width and height swap when displayed).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image as `load_image` returns it (EXIF orientation applied), read
+    from the file's header without decoding the pixels. Raises ImageLoadError naming the file."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageLoadError(f"{path}: cannot read the image header ({err})") from None
+    return (width, height) if orientation in _QUARTER_TURNS else (height, width)
+
 @dataclass
 class ImageBatch:
     """One chunk of `image_batches`: the items whose image loaded, their images, and the failures."""

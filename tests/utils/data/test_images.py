@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.data.images import ImageLoadError, load_image
+from utils.data.images import ImageLoadError, image_size, load_image
 
 
 def _pattern(height=48, width=64):
@@ -93,6 +93,8 @@ def test_exif_rotated_jpeg_is_returned_as_displayed(tmp_path, orientation, store
     out = load_image(tmp_path / "r.jpg")
     assert out.shape == upright.shape
     assert np.abs(out.astype(int) - upright).mean() < 2
+    # The header-only size is the displayed one too (anchor k-means scales boxes by it).
+    assert image_size(tmp_path / "r.jpg") == upright.shape[:2]
 
 
 def test_corrupt_and_non_images_raise_naming_the_file(tmp_path):
@@ -103,4 +105,7 @@ def test_corrupt_and_non_images_raise_naming_the_file(tmp_path):
     for name in ("truncated.jpg", "notes.jpg", "missing.png"):
         with pytest.raises(ImageLoadError, match=name):
             load_image(tmp_path / name)
+    for name in ("notes.jpg", "missing.png"):
+        with pytest.raises(ImageLoadError, match=name):
+            image_size(tmp_path / name)
     assert issubclass(ImageLoadError, ValueError)
