@@ -47,14 +47,15 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         save_dir=tempfile.mkdtemp(),
     )
     trainer = Trainer(config, log=lambda *a: None)
-    trainer._build()
-    train_step, _ = trainer._make_steps(args.batch_size)
-    trainer.optimizer.learning_rate = 1e-4
+    trainer.setup()
 
     def pipeline_batches(epoch):
-        return iter(trainer._distributed(trainer.train_data, args.batch_size, epoch, mosaic=True))
+        # Mosaic and mixup are on: the epochs here are far below --mosaic-ratio of the 1000.
+        return iter(trainer.train_batches(epoch))
 
-    batches = pipeline_batches(0)
+    batches = pipeline_batches(0)  # also makes the step (no frozen phase without --weights)
+    train_step = trainer.train_step
+    trainer.optimizer.learning_rate = 1e-4
     fixed = next(batches)
     for _ in range(args.warmup):
         float(train_step(fixed)[0])

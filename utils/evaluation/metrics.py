@@ -29,7 +29,6 @@ Conventions
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -84,21 +83,10 @@ DetectionsByImage = Mapping[str, ImageDetections]
 # image_id -> the ground truth of that image (every evaluated image, also those without objects).
 GroundTruthsByImage = Mapping[str, GroundTruth]
 
-_TUPLE_DEPRECATION = (
-    "evaluate_detections / coco_evaluate / to_coco: positional tuples (boxes, scores, class_ids) and "
-    "(boxes, class_ids, difficult) are deprecated; pass ImageDetections (or a detector's Detections) "
-    "and GroundTruth records"
-)
-
-
 def _record_arrays(entry, image_id, kind: str) -> tuple:
     """(boxes, scores, class_ids) of a detections record or (boxes, difficult, class_ids) of a
-    ground-truth record, as given (not yet converted); deprecated 3-tuples are still read."""
+    ground-truth record, as given (not yet converted)."""
     is_det = kind == "detections"
-    if isinstance(entry, tuple):
-        if len(entry) != 3:
-            raise ValueError(f"{kind} for image {image_id!r}: expected a 3-tuple, got {len(entry)} items")
-        return entry if is_det else (entry[0], entry[2], entry[1])
     try:
         if is_det:
             return entry.boxes, entry.scores, entry.class_ids
@@ -108,13 +96,6 @@ def _record_arrays(entry, image_id, kind: str) -> tuple:
     except AttributeError:
         expected = "ImageDetections (boxes, scores, class_ids)" if is_det else "GroundTruth (boxes, class_ids)"
         raise TypeError(f"{kind} for image {image_id!r}: expected {expected}, got {type(entry).__name__}") from None
-
-
-def _warn_if_tuples(*mappings: Mapping) -> None:
-    for items in mappings:
-        if any(isinstance(entry, tuple) for entry in items.values()):
-            warnings.warn(_TUPLE_DEPRECATION, DeprecationWarning, stacklevel=3)
-            return
 
 
 @dataclass
@@ -325,7 +306,6 @@ def evaluate_detections(
             (no detections). Every image id must be in `ground_truths`.
         ground_truths: image_id -> `GroundTruth` (boxes (M, 4) float pixel xyxy, class_ids (M,) int,
             difficult (M,) bool). Every evaluated image must be a key, also those without objects.
-            Positional 3-tuples in the old order are still read, with a DeprecationWarning.
         num_classes: C; class ids are in [0, C).
         iou_threshold: minimum IoU (inclusive) for a detection to match a ground truth.
         use_07_metric: 11-point AP (VOC2007) instead of all-point AP (VOC2010+).
@@ -338,7 +318,6 @@ def evaluate_detections(
             is not in `ground_truths` (the message names the image).
         TypeError: a record without the attributes above.
     """
-    _warn_if_tuples(detections, ground_truths)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not 0.0 < iou_threshold <= 1.0:
@@ -465,7 +444,6 @@ def to_coco(
     """
     from utils.boxes import convert_format
 
-    _warn_if_tuples(detections, ground_truths)
     image_ids = {image_id: i + 1 for i, image_id in enumerate(ground_truths)}
     annotations = []
     for image_id, entry in ground_truths.items():
@@ -518,11 +496,8 @@ def coco_evaluate(
     from pycocotools.cocoeval import COCOeval
 
     # Same checks and messages as the VOC path.
-    _warn_if_tuples(detections, ground_truths)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # warned once, just above
-        evaluate_detections(detections, ground_truths, num_classes)
-        dataset, results, _ = to_coco(detections, ground_truths, num_classes)
+    evaluate_detections(detections, ground_truths, num_classes)
+    dataset, results, _ = to_coco(detections, ground_truths, num_classes)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # pycocotools prints progress
         coco_gt = COCO()

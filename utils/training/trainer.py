@@ -1,64 +1,52 @@
 """The training loop behind train.py: one process, MirroredStrategy or MultiWorkerMirroredStrategy.
 
 A custom loop on tf.distribute (not `model.fit`) so that freezing, per-phase batch sizes, the
-per-step learning rate, exact resume and the NaN stop stay simple and explicit:
+per-step learning rate, exact resume and the NaN stop stay simple and explicit. `Trainer.run` is
+the lifecycle, each step public:
 
+    setup()                   strategy, data, model, initial weights, optimizer; resume state
+    on_train_start            callbacks (utils.training.callbacks)
     for each epoch:
-        phase = frozen backbone (first --freeze-epochs) or all layers, with its batch size
-        mosaic/mixup on for the first --mosaic-ratio of the epochs
-        per step: lr = schedule(fractional epoch) -> strategy.run(forward, YoloLoss, apply grads)
-        val loss; every --eval-period epochs val mAP@0.5 (utils.inference.detector + utils.evaluation.metrics)
-        write last.keras, best.keras, checkpoint.npz (atomically), plots, TensorBoard
+        train_epoch(epoch)    phase = frozen backbone (first --freeze-epochs) or all layers, with its
+                              batch size; mosaic/mixup on for the first --mosaic-ratio of the epochs;
+                              per step: lr = schedule(fractional epoch) -> train_step(batch)
+                              (strategy.run(forward, YoloLoss, apply grads))
+        validate(epoch)       val loss; every --eval-period epochs val mAP@0.5 (evaluate())
+        history, best score, the epoch's line in the log
+        on_epoch_end          callbacks: last.keras, best.keras, checkpoint.npz (atomically), plots, TensorBoard
+    on_train_end              callbacks
 
-Files in --save-dir: settings.json, last.keras, best.keras, ep<NNN>.keras (every
---save-period), checkpoint.npz (the resume state: weights, optimizer slots, epoch, history),
-history.json, loss.png, map.png, tensorboard/.
+Files in --save-dir (written by the default callbacks, on the chief only): settings.json,
+last.keras, best.keras, ep<NNN>.keras (every --save-period), checkpoint.npz (the resume state:
+weights, optimizer slots, epoch, history), history.json, loss.png, map.png, tensorboard/.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from utils.data.annotations import AnnotatedImage, parse_annotation_line, read_annotation_lines
 from utils.errors import YoloError
-from utils.training.config import TrainConfig, resolve_config
+from utils.training.callbacks import Callback, default_callbacks
+from utils.training.checkpoint import CHECKPOINT_NAME, History, read_checkpoint, save_model, write_checkpoint
+from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
 
-CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_VERSION = 1
+
+class TrainingDataError(YoloError, ValueError):
+    """Data a run cannot train on (no training images)."""
 
 
 class NaNLossError(YoloError, RuntimeError):
     """The loss stopped being finite; the last good checkpoint is kept (train.py exits 3)."""
 
     exit_code = 3
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(temp_path) and move the result onto `path` in one step (os.replace).
-
-    A kill during `write` leaves the previous file intact; the temp file sits in the same folder
-    so the rename never crosses file systems.
-    """
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(temp)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600 files
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def backbone_layer_names() -> set[str]:
@@ -130,49 +118,74 @@ def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[Annota
     return splits[0], splits[1]
 
 
-@dataclass
-class History:
-    """Per-epoch records (lists indexed by epoch)."""
-
-    loss: list
-    val_loss: list
-    lr: list
-    map_epochs: list
-    map_values: list
-
-    @classmethod
-    def empty(cls) -> History:
-        return cls([], [], [], [], [])
-
-
 class Trainer:
-    """Runs one training from a TrainConfig (see train.py for the command line)."""
+    """Runs one training from a TrainConfig (see train.py for the command line).
 
-    def __init__(self, config: TrainConfig, log=print):
+    `run()` is the whole training; `setup()`, `train_epoch(epoch)`, `validate(epoch)` and
+    `evaluate()` are its steps, for tests, benchmarks and other loops. `callbacks` run after the
+    default ones (utils.training.callbacks.default_callbacks), which write --save-dir.
+    """
+
+    def __init__(self, config: TrainConfig, log=print, callbacks: Sequence[Callback] = ()):
         self.config = resolve_config(config)
         self.log = log
         self.save_dir = Path(self.config.save_dir)
+        self.callbacks = [*default_callbacks(), *callbacks]
+        self.history = History.empty()
+        self.best = -math.inf  # the best epoch's fitness (see _end_epoch)
+        self.start_epoch = 0
+        self.is_chief = True
+        self._phase = None  # (frozen, batch size) the steps below were made for
+        self._steps = None  # (train_step, val_step) tf.functions
+        self._lr_schedule = None
+        self._detector = None  # evaluate()'s, on the live model
 
-    # ------------------------------------------------------------------ set-up
-    def _strategy(self):
-        import tensorflow as tf
+    # ------------------------------------------------------------------ the lifecycle
+    def run(self) -> dict:
+        """Train; returns a summary dict (best, final mAP, epochs, seconds)."""
+        c = self.config
+        started = time.time()
+        self.setup()
+        self.log(
+            f"training {len(self.train_images)} images, validating on {len(self.val_images)}, "
+            f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), "
+            f"epochs {self.start_epoch + 1}..{c.epochs}"
+        )
+        self.fire("on_train_start")
+        logs = {}
+        for epoch in range(self.start_epoch, c.epochs):
+            logs = self.train_epoch(epoch)
+            logs.update(self.validate(epoch))
+            self._end_epoch(epoch, logs)
+            self.fire("on_epoch_end", epoch, logs)
+        summary = {
+            "epochs": c.epochs,
+            "seconds": time.time() - started,
+            "final_map50": logs.get("val_map50"),
+            "best_map50": max(self.history.map_values) if self.history.map_values else None,
+            "corrupt_images": len(self.train_data.corrupt_images),
+            "save_dir": str(self.save_dir),
+        }
+        self.fire("on_train_end")
+        return summary
 
-        kind = self.config.strategy
-        if kind == "mirrored":
-            gpus = tf.config.list_logical_devices("GPU")
-            devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-            return tf.distribute.MirroredStrategy(devices=devices)
-        if kind == "multi-worker":
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        return tf.distribute.get_strategy()
+    def fire(self, event: str, *args) -> None:
+        """Call `event` (on_train_start, on_epoch_end, on_train_end) on every callback that has it;
+        chief-only callbacks are skipped on the other workers."""
+        for callback in self.callbacks:
+            if getattr(callback, "chief_only", False) and not self.is_chief:
+                continue
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, *args)
 
-    def _is_chief(self) -> bool:
-        if self.config.strategy != "multi-worker":
-            return True
-        resolver = self.strategy.cluster_resolver
-        return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+    def setup(self) -> None:
+        """Build everything a training needs, in this order (the random draws depend on it): seed
+        and precision policy, class names, anchors, train/val split and data sets, the strategy,
+        the model (initial weights or head priors), the optimizer, the loss; then the resume state
+        (weights, optimizer slots, history, best score) from checkpoint.npz with --resume.
 
-    def _build(self):
+        Writes no file (the callbacks do, from on_train_start)."""
         import keras
 
         from nets.model_data import load_anchors, load_class_names
@@ -188,7 +201,7 @@ class Trainer:
         anchors = load_anchors(c.anchors)
         self.train_images, self.val_images = load_split(c, self.class_names)
         if not self.train_images:
-            raise ValueError("no training images found")
+            raise TrainingDataError(f"{c.train_annotations or c.data}: no training images found")
         self.input_hw = c.input_hw
         common = dict(input_shape=self.input_hw, max_boxes=c.max_boxes, seed=c.seed)
         self.train_data = YoloDataset(self.train_images, mosaic_prob=c.mosaic, mixup_prob=c.mixup, **common)
@@ -196,6 +209,7 @@ class Trainer:
 
         self.strategy = self._strategy()
         self.replicas = self.strategy.num_replicas_in_sync
+        self.is_chief = self._is_chief()
 
         def make_model():
             return YoloV4Tiny(
@@ -230,6 +244,231 @@ class Trainer:
         )
         self.backbone_names = backbone_layer_names()
         self.bn_layers = [layer for layer in self.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        if self.replicas > 1:
+            for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
+                layer.synchronized = True
+
+        self.start_epoch, self.history, self.best = 0, History.empty(), -math.inf
+        self._phase = self._steps = self._lr_schedule = self._detector = None
+        if c.resume:
+            path = self.save_dir / CHECKPOINT_NAME
+            self.start_epoch, self.history, self.best = read_checkpoint(
+                path, self.model, self.optimizer, self.model_identity()
+            )
+            self.log(f"resumed {path} after epoch {self.start_epoch}")
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch of training (`epoch` counts from 0).
+
+        Returns:
+            {"loss", "box_loss", "obj_loss", "cls_loss": the epoch's mean per image,
+             "lr": the last step's learning rate, "batch_size": the global batch, "steps",
+             "seconds": the epoch's wall time, "images_per_second"}
+
+        Raises:
+            NaNLossError: the loss stopped being finite (nothing of this epoch is kept).
+        """
+        c = self.config
+        started = time.perf_counter()
+        dataset = self.train_batches(epoch)
+        batch_size = self._phase[1]
+        num_steps = self.train_data.steps_per_epoch(batch_size)
+        if c.steps_per_epoch:
+            num_steps = min(num_steps, c.steps_per_epoch)
+
+        from tqdm import tqdm
+
+        total, count = 0.0, 0
+        parts_sum = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+        bar = tqdm(total=num_steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.is_chief, dynamic_ncols=True)
+        for step, batch in enumerate(dataset):
+            if step >= num_steps:
+                break
+            lr = self._lr_schedule(epoch + step / num_steps)
+            self.optimizer.learning_rate = lr
+            loss, parts = self.train_step(batch)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                bar.close()
+                kept = self.save_dir / CHECKPOINT_NAME
+                raise NaNLossError(
+                    f"loss became {loss} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); stopped. "
+                    + (
+                        f"The last good checkpoint ({kept}, after epoch {epoch}) is kept; lower --lr and "
+                        "continue with --resume."
+                        if epoch > self.start_epoch or c.resume
+                        else "No epoch finished, so no checkpoint was written; lower --lr and start again."
+                    )
+                )
+            total += loss
+            count += 1
+            for key in parts_sum:
+                parts_sum[key] += float(parts[key])
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.3f}", lr=f"{lr:.2e}")
+        bar.close()
+        if count == 0:
+            raise RuntimeError(f"epoch {epoch + 1}: no training batch (fewer usable images than the batch size?)")
+        seconds = time.perf_counter() - started
+        corrupt = self.train_data.corrupt_images
+        if corrupt:
+            self.log(f"{len(corrupt)} corrupt training image(s) skipped so far")
+        return {
+            "loss": total / count,
+            **{f"{key}_loss": value / count for key, value in parts_sum.items()},
+            "lr": lr,
+            "batch_size": batch_size,
+            "steps": count,
+            "seconds": seconds,
+            "images_per_second": count * batch_size / seconds,
+        }
+
+    def validate(self, epoch: int) -> dict:
+        """Validation after epoch `epoch` (from 0).
+
+        Returns:
+            {"val_loss": mean val loss, None without val images (or fewer than a batch)}, plus
+            "val_map50" (evaluate()) on the chief when --eval-period falls on this epoch or it is the last.
+        """
+        c = self.config
+        self._enter_phase(epoch)
+        logs = {"val_loss": None}
+        if self.val_data is not None and len(self.val_images) >= self.val_batch():
+            val_step = self._steps[1]
+            batches = self._distributed(self.val_data, self.val_batch(), epoch, False)
+            values = [float(val_step(batch)[0]) for batch in batches]
+            logs["val_loss"] = float(np.mean(values)) if values else None
+        last = epoch == c.epochs - 1
+        if self.is_chief and c.eval_period and self.val_images and ((epoch + 1) % c.eval_period == 0 or last):
+            logs["val_map50"] = self.evaluate()
+        return logs
+
+    def evaluate(self) -> float:
+        """val mAP@0.5 of the current weights (utils.inference.detector decoding + NMS, utils.evaluation.metrics AP)."""
+        from utils.data.images import image_batches
+        from utils.evaluation.metrics import GroundTruth, evaluate_detections
+        from utils.inference.detector import Detector
+
+        if self._detector is None:
+            self._detector = Detector.from_model(
+                self.model,
+                input_shape=self.input_hw,
+                freeze=False,  # the live weights: the model keeps training
+                conf=self.config.eval_conf,
+                nms_iou=self.config.eval_nms_iou,
+                max_detections=100,
+                batch_size=max(1, self.config.batch_size),
+            )
+        detections, ground_truths = {}, {}
+        for batch in image_batches(self.val_images, 64, path_of=lambda item: item.path):
+            for _, err in batch.failures:
+                print(f"warning: {err}; left out of the mAP", file=sys.stderr)
+            for item, dets in zip(batch.items, self._detector.detect(batch.images), strict=True):
+                detections[item.path] = dets
+                ground_truths[item.path] = GroundTruth(item.boxes, item.class_ids)
+        result = evaluate_detections(detections, ground_truths, self.model.num_classes, iou_threshold=0.5)
+        return float(result.map)
+
+    def _end_epoch(self, epoch: int, logs: dict) -> None:
+        """Record the epoch in the history, score it (adds "fitness" and "is_best" to `logs`) and log it.
+
+        Fitness: val mAP@0.5 when --eval-period and val images are set (epochs without mAP score
+        nothing), else minus the val loss, else minus the train loss."""
+        c = self.config
+        self.history.add(epoch, logs)
+        if c.eval_period and self.val_images:
+            fitness = logs.get("val_map50")
+        else:
+            fitness = -logs["val_loss"] if logs["val_loss"] is not None else -logs["loss"]
+        logs["fitness"] = fitness
+        logs["is_best"] = fitness is not None and fitness > self.best
+        if logs["is_best"]:
+            self.best = fitness
+        message = f"epoch {epoch + 1}: loss {logs['loss']:.4f}"
+        if logs["val_loss"] is not None:
+            message += f", val loss {logs['val_loss']:.4f}"
+        if logs.get("val_map50") is not None:
+            message += f", val mAP@0.5 {logs['val_map50']:.4f}"
+        self.log(message)
+
+    # ------------------------------------------------------------------ steps
+    def train_batches(self, epoch: int):
+        """The distributed training batches of epoch `epoch`, after switching to its phase (frozen
+        or not, batch size; the train and val steps are traced again when the phase changes)."""
+        c = self.config
+        batch_size = self._enter_phase(epoch)
+        mosaic = epoch < c.mosaic_ratio * c.epochs
+        return self._distributed(self.train_data, batch_size, epoch, mosaic)
+
+    def train_step(self, batch):
+        """One optimizer step on a batch from train_batches(); returns (loss, {"box", "obj", "cls"})
+        as tensors, each summed over the replicas and divided by the global batch."""
+        if self._steps is None:
+            raise RuntimeError("train_step: call train_batches(epoch) first (it picks the epoch's phase)")
+        return self._steps[0](batch)
+
+    def val_batch(self) -> int:
+        """Validation batch: the unfrozen batch size (a multiple of the replicas)."""
+        return self.config.batch_size
+
+    # ------------------------------------------------------------------ saving (used by the callbacks)
+    def save_model(self, path: str | Path) -> None:
+        """The model as a .keras for inference (plain batch norm), written atomically."""
+        save_model(self.model, path)
+
+    def save_checkpoint(self, path: str | Path, epochs_done: int) -> None:
+        """The resume state after `epochs_done` epochs: weights, optimizer slots, history, best score."""
+        write_checkpoint(
+            path,
+            self.model,
+            self.optimizer,
+            epochs_done=epochs_done,
+            history=self.history,
+            best=self.best,
+            identity=self.model_identity(),
+        )
+
+    def model_identity(self) -> dict:
+        """What a checkpoint must share with this run for --resume."""
+        return {"attention": self.config.attention, "classes": self.class_names, "input_hw": list(self.input_hw)}
+
+    def settings(self) -> dict:
+        """The resolved settings of this run and what it found (settings.json)."""
+        import keras
+        import tensorflow as tf
+
+        return {
+            **self.config.to_dict(),
+            "resolved_input_hw": list(self.input_hw),
+            "class_names": self.class_names,
+            "anchors": self.model.anchors,
+            "attention": self.model.attention,
+            "num_replicas": self.replicas,
+            "train_images": len(self.train_images),
+            "val_images": len(self.val_images),
+            "best_criterion": "val mAP@0.5" if self.config.eval_period and self.val_images else "val loss",
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        }
+
+    # ------------------------------------------------------------------ set-up details
+    def _strategy(self):
+        import tensorflow as tf
+
+        kind = self.config.strategy
+        if kind == "mirrored":
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+            return tf.distribute.MirroredStrategy(devices=devices)
+        if kind == "multi-worker":
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.get_strategy()
+
+    def _is_chief(self) -> bool:
+        if self.config.strategy != "multi-worker":
+            return True
+        resolver = self.strategy.cluster_resolver
+        return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
     def _load_initial_weights(self, path: str) -> None:
         import keras
@@ -271,6 +510,19 @@ class Trainer:
         frozen = epoch < self.config.freeze_epochs
         return frozen, self.config.freeze_batch_size if frozen else self.config.batch_size
 
+    def _enter_phase(self, epoch: int) -> int:
+        """Freeze or unfreeze for `epoch` and make its steps and schedule when the phase changes;
+        returns the phase's batch size."""
+        phase = self._phase_batch(epoch)
+        if phase != self._phase:
+            frozen, batch_size = self._phase = phase
+            self._set_frozen(frozen)
+            self._steps = self._make_steps(batch_size)
+            self._lr_schedule = self._schedule(batch_size)
+            what = "backbone frozen" if frozen else "all layers trained"
+            self.log(f"epoch {epoch + 1}: {what}, batch {batch_size}")
+        return phase[1]
+
     def _schedule(self, batch_size: int) -> LRSchedule:
         c = self.config
         max_lr = scaled_lr(c.lr, batch_size, c.optimizer)
@@ -281,7 +533,7 @@ class Trainer:
         import tensorflow as tf
 
         if batch_size % self.replicas:
-            raise ValueError(f"batch size {batch_size} does not split over {self.replicas} replicas")
+            raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
         per_replica = batch_size // self.replicas
         workers = self.config.workers
 
@@ -343,282 +595,3 @@ class Trainer:
             return reduce(strategy.run(lambda images, gt: forward_loss(images, gt, False), args=batch))
 
         return train_step, val_step
-
-    # ------------------------------------------------------------------ saving
-    def _save_model(self, path: Path) -> None:
-        synced = [layer.synchronized for layer in self.bn_layers]
-        for layer in self.bn_layers:  # the saved model is for inference: plain BN
-            layer.synchronized = False
-        try:
-            atomic_write(path, self.model.save)
-        finally:
-            for layer, flag in zip(self.bn_layers, synced, strict=True):
-                layer.synchronized = flag
-
-    def _model_identity(self) -> dict:
-        """What a checkpoint must share with this run for --resume."""
-        return {"attention": self.config.attention, "classes": self.class_names, "input_hw": list(self.input_hw)}
-
-    def _save_checkpoint(self, epoch: int, history: History, best: float) -> None:
-        meta = {
-            "version": CHECKPOINT_VERSION,
-            "epochs_done": epoch + 1,
-            "history": history.__dict__,
-            "best": best,
-            "model": self._model_identity(),
-        }
-        arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.weights)}
-        arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
-        arrays["meta"] = np.array(json.dumps(meta))
-
-        def write(temp):
-            with open(temp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        atomic_write(self.save_dir / CHECKPOINT_NAME, write)
-
-    def _load_checkpoint(self) -> tuple[int, History, float]:
-        path = self.save_dir / CHECKPOINT_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT_NAME} in {self.save_dir}")
-        with np.load(path) as data:
-            meta = json.loads(str(data["meta"]))
-            expected = self._model_identity()
-            if meta["model"] != expected:
-                raise ValueError(f"{path}: checkpoint is for {meta['model']}, this run is {expected}")
-            model_vars, optimizer_vars = self.model.weights, self.optimizer.variables
-            if sum(k.startswith("model_") for k in data.files) != len(model_vars) or sum(
-                k.startswith("optimizer_") for k in data.files
-            ) != len(optimizer_vars):
-                raise ValueError(f"{path}: checkpoint does not match this model/optimizer (different settings?)")
-            for i, variable in enumerate(model_vars):
-                variable.assign(data[f"model_{i}"])
-            for i, variable in enumerate(optimizer_vars):
-                variable.assign(data[f"optimizer_{i}"])
-        return meta["epochs_done"], History(**meta["history"]), meta["best"]
-
-    def _write_settings(self) -> None:
-        import keras
-        import tensorflow as tf
-
-        settings = {
-            **self.config.to_dict(),
-            "resolved_input_hw": list(self.input_hw),
-            "class_names": self.class_names,
-            "anchors": self.model.anchors,
-            "attention": self.model.attention,
-            "num_replicas": self.replicas,
-            "train_images": len(self.train_images),
-            "val_images": len(self.val_images),
-            "best_criterion": "val mAP@0.5" if self.config.eval_period and self.val_images else "val loss",
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        }
-        text = json.dumps(settings, indent=2)
-        atomic_write(self.save_dir / "settings.json", lambda temp: Path(temp).write_text(text))
-
-    def _plots(self, history: History) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        epochs = range(1, len(history.loss) + 1)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(epochs, history.loss, label="train loss")
-        if any(v is not None for v in history.val_loss):
-            ax.plot(epochs, [np.nan if v is None else v for v in history.val_loss], label="val loss")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        atomic_write(self.save_dir / "loss.png", lambda temp: fig.savefig(temp, format="png"))
-        plt.close(fig)
-        if history.map_epochs:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            ax.plot(history.map_epochs, history.map_values, marker="o")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("val mAP@0.5")
-            ax.set_ylim(0, 1)
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            atomic_write(self.save_dir / "map.png", lambda temp: fig.savefig(temp, format="png"))
-            plt.close(fig)
-
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> float:
-        """val mAP@0.5 of the current weights (utils.inference.detector decoding + NMS, utils.evaluation.metrics AP)."""
-        from utils.data.images import ImageLoadError, load_image
-        from utils.evaluation.metrics import evaluate_detections
-        from utils.inference.detector import Detector
-
-        if not hasattr(self, "_detector"):
-            self._detector = Detector.from_model(
-                self.model,
-                input_shape=self.input_hw,
-                freeze=False,  # the live weights: the model keeps training
-                conf=self.config.eval_conf,
-                nms_iou=self.config.eval_nms_iou,
-                max_detections=100,
-                batch_size=max(1, self.config.batch_size),
-            )
-        detections, ground_truths = {}, {}
-        chunk = 64
-        for start in range(0, len(self.val_images), chunk):
-            images, items = [], []
-            for item in self.val_images[start : start + chunk]:
-                try:
-                    images.append(load_image(item.path))
-                except ImageLoadError as err:
-                    print(f"warning: {err}; left out of the mAP", file=sys.stderr)
-                    continue
-                items.append(item)
-            for item, dets in zip(items, self._detector.detect(images), strict=True):
-                detections[item.path] = (dets.boxes, dets.scores, dets.class_ids)
-                ground_truths[item.path] = (item.boxes, item.class_ids, np.zeros(len(item.class_ids), bool))
-        result = evaluate_detections(detections, ground_truths, self.model.num_classes, iou_threshold=0.5)
-        return float(result.map)
-
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> dict:
-        """Train; returns a summary dict (best, final mAP, epochs, seconds)."""
-        import tensorflow as tf
-        from tqdm import tqdm
-
-        c = self.config
-        started = time.time()
-        self._build()
-        chief = self._is_chief()
-        if chief:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            self._write_settings()
-        if self.replicas > 1:
-            for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
-                layer.synchronized = True
-
-        start_epoch, history, best = 0, History.empty(), -math.inf
-        if c.resume:
-            start_epoch, history, best = self._load_checkpoint()
-            self.log(f"resumed {self.save_dir / CHECKPOINT_NAME} after epoch {start_epoch}")
-        writer = tf.summary.create_file_writer(str(self.save_dir / "tensorboard")) if chief else None
-        self.log(
-            f"training {len(self.train_images)} images, validating on {len(self.val_images)}, "
-            f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), "
-            f"epochs {start_epoch + 1}..{c.epochs}"
-        )
-
-        phase, steps = None, None
-        final_map = None
-        for epoch in range(start_epoch, c.epochs):
-            frozen, batch_size = self._phase_batch(epoch)
-            if phase != (frozen, batch_size):
-                phase = (frozen, batch_size)
-                self._set_frozen(frozen)
-                steps = self._make_steps(batch_size)
-                schedule = self._schedule(batch_size)
-                what = "backbone frozen" if frozen else "all layers trained"
-                self.log(f"epoch {epoch + 1}: {what}, batch {batch_size}")
-            train_step, val_step = steps
-            mosaic = epoch < c.mosaic_ratio * c.epochs
-            num_steps = self.train_data.steps_per_epoch(batch_size)
-            if c.steps_per_epoch:
-                num_steps = min(num_steps, c.steps_per_epoch)
-            dataset = self._distributed(self.train_data, batch_size, epoch, mosaic)
-
-            total, count = 0.0, 0
-            parts_sum = {"box": 0.0, "obj": 0.0, "cls": 0.0}
-            bar = tqdm(total=num_steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not chief, dynamic_ncols=True)
-            for step, batch in enumerate(dataset):
-                if step >= num_steps:
-                    break
-                lr = schedule(epoch + step / num_steps)
-                self.optimizer.learning_rate = lr
-                loss, parts = train_step(batch)
-                loss = float(loss)
-                if not math.isfinite(loss):
-                    bar.close()
-                    kept = self.save_dir / CHECKPOINT_NAME
-                    raise NaNLossError(
-                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); stopped. "
-                        + (
-                            f"The last good checkpoint ({kept}, after epoch {epoch}) is kept; lower --lr and "
-                            "continue with --resume."
-                            if epoch > start_epoch or c.resume
-                            else "No epoch finished, so no checkpoint was written; lower --lr and start again."
-                        )
-                    )
-                total += loss
-                count += 1
-                for key in parts_sum:
-                    parts_sum[key] += float(parts[key])
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.3f}", lr=f"{lr:.2e}")
-            bar.close()
-            if count == 0:
-                raise RuntimeError(f"epoch {epoch + 1}: no training batch (fewer usable images than the batch size?)")
-            corrupt = self.train_data.corrupt_images
-            if corrupt:
-                self.log(f"{len(corrupt)} corrupt training image(s) skipped so far")
-
-            val_loss = None
-            if self.val_data is not None and len(self.val_images) >= self.val_batch():
-                vb = self.val_batch()
-                values = [float(val_step(b)[0]) for b in self._distributed(self.val_data, vb, epoch, False)]
-                val_loss = float(np.mean(values)) if values else None
-            history.loss.append(total / count)
-            history.val_loss.append(val_loss)
-            history.lr.append(lr)
-            message = f"epoch {epoch + 1}: loss {total / count:.4f}" + (
-                f", val loss {val_loss:.4f}" if val_loss is not None else ""
-            )
-
-            last = epoch == c.epochs - 1
-            map_value = None
-            if chief and c.eval_period and self.val_images and ((epoch + 1) % c.eval_period == 0 or last):
-                map_value = self.evaluate()
-                history.map_epochs.append(epoch + 1)
-                history.map_values.append(map_value)
-                message += f", val mAP@0.5 {map_value:.4f}"
-                if last:
-                    final_map = map_value
-            self.log(message)
-
-            if chief:
-                use_map = bool(c.eval_period and self.val_images)
-                score = map_value if use_map else (-val_loss if val_loss is not None else -total / count)
-                self._save_model(self.save_dir / "last.keras")
-                if score is not None and score > best:
-                    best = score
-                    self._save_model(self.save_dir / "best.keras")
-                if c.save_period and (epoch + 1) % c.save_period == 0:
-                    self._save_model(self.save_dir / f"ep{epoch + 1:03d}-loss{total / count:.3f}.keras")
-                self._save_checkpoint(epoch, history, best)
-                text = json.dumps(history.__dict__, indent=1)
-                atomic_write(self.save_dir / "history.json", lambda temp, text=text: Path(temp).write_text(text))
-                self._plots(history)
-                with writer.as_default(step=epoch + 1):
-                    tf.summary.scalar("loss/train", total / count)
-                    for key, value in parts_sum.items():
-                        tf.summary.scalar(f"loss/{key}", value / count)
-                    if val_loss is not None:
-                        tf.summary.scalar("loss/val", val_loss)
-                    tf.summary.scalar("lr", lr)
-                    if map_value is not None:
-                        tf.summary.scalar("val_mAP50", map_value)
-                writer.flush()
-
-        seconds = time.time() - started
-        summary = {
-            "epochs": c.epochs,
-            "seconds": seconds,
-            "final_map50": final_map,
-            "best_map50": max(history.map_values) if history.map_values else None,
-            "corrupt_images": len(self.train_data.corrupt_images),
-            "save_dir": str(self.save_dir),
-        }
-        return summary
-
-    def val_batch(self) -> int:
-        """Validation batch: the unfrozen batch size (a multiple of the replicas)."""
-        return self.config.batch_size

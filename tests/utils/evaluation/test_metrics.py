@@ -226,18 +226,6 @@ def test_a_detectors_records_and_annotations_are_accepted_as_they_are():
         evaluate_detections({"x": [A]}, {"x": gt([A], [0])}, num_classes=1)
 
 
-def test_positional_tuples_still_work_with_a_deprecation_warning():
-    tuples_gt = {"a": (np.array([A], float), np.array([0]), np.array([False]))}
-    tuples_det = {"a": (np.array([A], float), np.array([0.9]), np.array([0]))}
-    with pytest.warns(DeprecationWarning, match="ImageDetections"):
-        assert evaluate_detections(tuples_det, tuples_gt, num_classes=1).map == 1.0
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="3-tuple"):
-        evaluate_detections({"a": (np.array([A], float), np.array([0.9]))}, tuples_gt, num_classes=1)
-
-
-# ---------------------------------------------------------------- random data
-
-
 def random_dataset(seed, num_images=60, num_classes=4, difficult_rate=0.0, separated=False):
     """Random objects with noisy detections (jittered hits, duplicates, misses, false positives).
 

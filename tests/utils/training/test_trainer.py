@@ -2,8 +2,9 @@ import argparse
 
 import pytest
 
+from utils.training.checkpoint import atomic_write
 from utils.training.config import DEMO_PRESET, add_arguments, config_from_args, parse_input_size, resolve_config
-from utils.training.trainer import atomic_write, backbone_layer_names
+from utils.training.trainer import backbone_layer_names
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -88,9 +89,10 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
     common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0)
 
     trainer = Trainer(TrainConfig(weights=str(darknet_file), save_dir=str(tmp_path / "a"), **common), log=print)
-    trainer._build()
+    trainer.setup()
     reference = YoloV4Tiny(80, input_shape=(64, 64, 3))
     load_darknet_weights(reference, darknet_file)
+
     def assert_same_layers(model_a, model_b, names):
         for name in names:
             weights_a, weights_b = model_a.get_layer(name).get_weights(), model_b.get_layer(name).get_weights()
@@ -103,6 +105,63 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
     keras_file = tmp_path / "start.keras"
     trainer.model.save(keras_file)
     other = Trainer(TrainConfig(weights=str(keras_file), phi=4, save_dir=str(tmp_path / "b"), **common), log=print)
-    other._build()
+    other.setup()
     assert_same_layers(trainer.model, other.model, ("conv_0", "conv_29", "conv_36"))
     assert other.model.attention == "ca"
+
+
+class Recorder:
+    """A user callback: records the events, on every worker (no chief_only)."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_train_start(self, trainer):
+        self.events.append(("start", trainer.start_epoch))
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.events.append(("epoch", epoch, dict(logs)))
+
+    def on_train_end(self, trainer):
+        self.events.append(("end",))
+
+
+def test_chief_only_callbacks_are_skipped_on_other_workers(tmp_path):
+    from utils.training.callbacks import CheckpointWriter, HistoryWriter, Plots, TensorBoard
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
+
+    recorder = Recorder()
+    trainer = Trainer(TrainConfig(save_dir=str(tmp_path / "run")), callbacks=[recorder])
+    assert [type(c) for c in trainer.callbacks] == [CheckpointWriter, HistoryWriter, Plots, TensorBoard, Recorder]
+    trainer.is_chief = False  # as on worker 1 of a multi-worker run: the writers (which need setup()) never run
+    trainer.fire("on_epoch_end", 4, {"loss": 1.0})
+    trainer.fire("on_train_end")
+    assert recorder.events == [("epoch", 4, {"loss": 1.0}), ("end",)]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_lifecycle_and_its_callbacks(tmp_path):
+    from utils.data.demo import write_demo_dataset
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4, "val": 2}, image_size=64, seed=3)
+    config = TrainConfig(
+        data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, batch_size=2,
+        steps_per_epoch=1, eval_period=2, save_period=0, save_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    recorder = Recorder()
+    summary = Trainer(config, log=print, callbacks=[recorder]).run()
+    assert [e[0] for e in recorder.events] == ["start", "epoch", "epoch", "end"]
+    (_, start), (_, epoch0, logs0), (_, epoch1, logs1) = recorder.events[:3]
+    assert (start, epoch0, epoch1) == (0, 0, 1)
+    train_keys = {"loss", "box_loss", "obj_loss", "cls_loss", "lr", "batch_size", "steps", "seconds"}
+    assert train_keys | {"images_per_second", "val_loss", "fitness", "is_best"} <= set(logs0)
+    assert logs0["steps"] == 1 and logs0["batch_size"] == 2 and logs0["images_per_second"] > 0
+    assert logs0["val_loss"] is not None and "val_map50" not in logs0 and logs0["fitness"] is None
+    assert 0.0 <= logs1["val_map50"] <= 1.0 and logs1["is_best"] and summary["final_map50"] == logs1["val_map50"]
+    run = tmp_path / "run"
+    for name in ("settings.json", "last.keras", "best.keras", "checkpoint.npz", "history.json", "loss.png", "map.png"):
+        assert (run / name).is_file(), name

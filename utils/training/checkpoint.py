@@ -1,0 +1,136 @@
+"""What a training run keeps on disk, and how it writes it: atomically.
+
+Used by the trainer (resume) and its callbacks (saving):
+
+    atomic_write      write to a temporary file beside the target, then rename it over the target
+    History           the per-epoch records (history.json, and part of the resume state)
+    save_model        a .keras for inference (plain batch norm), atomically
+    write_checkpoint  checkpoint.npz: weights, optimizer slots, epochs done, history, best score
+    read_checkpoint   the same back into a model and optimizer, for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.errors import YoloError
+
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(YoloError, ValueError):
+    """A --resume checkpoint that is missing or belongs to other settings."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(temp_path) and move the result onto `path` in one step (os.replace).
+
+    A kill during `write` leaves the previous file intact; the temp file sits in the same folder
+    so the rename never crosses file systems.
+    """
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(temp)
+        os.chmod(temp, 0o644)  # mkstemp makes 0600 files
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+@dataclass
+class History:
+    """Per-epoch records (lists indexed by epoch; the mAP only for the epochs it was evaluated)."""
+
+    loss: list
+    val_loss: list
+    lr: list
+    map_epochs: list
+    map_values: list
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls([], [], [], [], [])
+
+    def add(self, epoch: int, logs: dict) -> None:
+        """Record one epoch's logs (Trainer.train_epoch merged with Trainer.validate)."""
+        self.loss.append(logs["loss"])
+        self.val_loss.append(logs.get("val_loss"))
+        self.lr.append(logs["lr"])
+        if logs.get("val_map50") is not None:
+            self.map_epochs.append(epoch + 1)
+            self.map_values.append(logs["val_map50"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def save_model(model, path: str | Path) -> None:
+    """Write `model` as a .keras for inference: every batch norm saved as a plain (unsynchronised) one."""
+    import keras
+
+    bn_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    synced = [layer.synchronized for layer in bn_layers]
+    for layer in bn_layers:
+        layer.synchronized = False
+    try:
+        atomic_write(path, model.save)
+    finally:
+        for layer, flag in zip(bn_layers, synced, strict=True):
+            layer.synchronized = flag
+
+
+def write_checkpoint(
+    path: str | Path, model, optimizer, *, epochs_done: int, history: History, best: float, identity: dict
+) -> None:
+    """The resume state: every model and optimizer variable, plus the bookkeeping (`identity`: what
+    a run must share with the checkpoint to continue it)."""
+    meta = {
+        "version": CHECKPOINT_VERSION,
+        "epochs_done": epochs_done,
+        "history": history.to_dict(),
+        "best": best,
+        "model": identity,
+    }
+    arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
+    arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays["meta"] = np.array(json.dumps(meta))
+
+    def write(temp):
+        with open(temp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+def read_checkpoint(path: str | Path, model, optimizer, identity: dict) -> tuple[int, History, float]:
+    """Load a checkpoint into `model` and `optimizer`; returns (epochs done, history, best score).
+
+    Raises CheckpointError: no checkpoint at `path`, or one for another model or optimizer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no {path.name} in {path.parent}")
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta["model"] != identity:
+            raise CheckpointError(f"{path}: checkpoint is for {meta['model']}, this run is {identity}")
+        model_vars, optimizer_vars = model.weights, optimizer.variables
+        if sum(k.startswith("model_") for k in data.files) != len(model_vars) or sum(
+            k.startswith("optimizer_") for k in data.files
+        ) != len(optimizer_vars):
+            raise CheckpointError(f"{path}: checkpoint does not match this model/optimizer (different settings?)")
+        for i, variable in enumerate(model_vars):
+            variable.assign(data[f"model_{i}"])
+        for i, variable in enumerate(optimizer_vars):
+            variable.assign(data[f"optimizer_{i}"])
+    return meta["epochs_done"], History(**meta["history"]), meta["best"]
