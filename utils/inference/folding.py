@@ -201,8 +201,12 @@ def frozen_forward(model, fold_bn: bool = True) -> Callable[[tf.Tensor], list[tf
 
     fold_bn: False keeps the batch-norms (the convs still get constant weights).
 
+    Building it calls the model's own layers on new symbolic inputs (as clone_model does with
+    shared layers), which adds nothing to the model's weights, config or saved file.
+
     Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function;
-    its `num_folded` attribute says how many batch-norms were folded.
+    its `num_folded` attribute says how many batch-norms were folded, its `model` attribute is
+    the inference-only functional copy it runs.
     """
     pairs = _conv_bn_pairs(model) if fold_bn else {}
     clone, calls = _clone(model, pairs)
