@@ -6,7 +6,7 @@
 What is measured: one 416x416 letterboxed image (float32 RGB [0, 1]; OpenCV gets its NCHW blob)
 through the network to the raw heads, outputs fetched as NumPy, for
 
-* Keras: the Detector's forward (utils.inference.detector.frozen_forward: constant weights, BN folded) in a
+* Keras: the Detector's forward (utils.inference.folding.frozen_forward: constant weights, BN folded) in a
   tf.function with a fixed input signature;
 * SavedModel, ONNX Runtime, TFLite fp32 / fp16 / int8 (full-integer, calibrated on demo-set
   images written to the work dir): the artefacts of utils/interop/export.py run by utils/interop/backends.py,
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     from benchmarks.common import OFFICIAL_CFG, darknet_pair, opencv_heads, relative_difference
     from nets.yolo import YoloV4Tiny
     from utils.data.demo import write_demo_dataset
-    from utils.inference.detector import frozen_forward
+    from utils.inference.folding import frozen_forward
     from utils.inference.letterbox import letterbox
     from utils.interop.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
     from utils.interop.darknet import load_darknet_weights

@@ -27,10 +27,10 @@ from darknet cfg + weights by utils/interop/darknet.py) to `Detector.from_model`
 
 Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
 runs an inference-only copy of the graph with the convolution weights as graph constants and the
-batch-norms folded into them (`frozen_forward`; about 1.7x faster than calling the Keras model,
-the trained model is not changed); XLA (`jit_compile=True`) was slower, so it is off; letterbox
-with cv2 outside the graph was not slower than resizing inside it (and keeps one graph for all
-image sizes).
+batch-norms folded into them (`frozen_forward`, utils/inference/folding.py; about 1.7x faster
+than calling the Keras model, the trained model is not changed); XLA (`jit_compile=True`) was
+slower, so it is off; letterbox with cv2 outside the graph was not slower than resizing inside it
+(and keeps one graph for all image sizes).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, InputSizeError, check_input_hw
+from utils.inference.folding import frozen_forward
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
 from utils.inference.postprocess import decode_outputs, non_max_suppression
 
@@ -79,88 +80,6 @@ class Detections:
                 }
             )
         return records
-
-
-def frozen_forward(model, fold_bn: bool = True) -> Callable[[tf.Tensor], list[tf.Tensor]]:
-    """An inference-only forward of a functional Keras model: every plain Conv2D becomes a
-    convolution with CONSTANT weights, and every BatchNormalization right after one is folded into it.
-
-    conv(x, W) * s + (beta - m * s) == conv(x, W * s) + (beta - m * s),   s = gamma / sqrt(v + eps).
-
-    Why: the weights become graph constants (created while tracing), which lets TensorFlow's
-    grappler + oneDNN fuse conv + bias + LeakyReLU into one kernel and cache the reordered
-    weights, and the folded batch-norm costs nothing. Measured in benchmarks/bench_inference.py.
-    A batch-norm is folded only when its single input is such a conv's output that nothing else
-    reads; every other layer (attention blocks, pooling, ...) runs as it is. The weights are a
-    snapshot: build a new forward after changing the model's weights.
-
-    Returns: a callable float32 (N, H, W, 3) -> list of raw heads, to trace in a tf.function;
-    its `num_folded` attribute says how many batch-norms were folded.
-    """
-    import keras
-
-    consumers: dict[int, int] = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
-
-    # conv name -> [kernel, bias or None, strides, padding, dilations], NumPy float64 until frozen
-    convs: dict[str, list] = {}
-    for layer in model.layers:
-        if (
-            type(layer) is keras.layers.Conv2D
-            and layer.groups == 1
-            and layer.activation is keras.activations.linear
-            and len(layer._inbound_nodes) == 1
-        ):
-            bias = np.asarray(layer.bias, np.float64) if layer.use_bias else None
-            spec = (list(layer.strides), layer.padding.upper(), list(layer.dilation_rate), layer.compute_dtype)
-            convs[layer.name] = [np.asarray(layer.kernel, np.float64), bias, *spec]
-
-    skip: set[str] = set()  # batch-norm names folded away
-    for layer in model.layers:
-        if not fold_bn or type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
-            continue
-        (source,) = layer._inbound_nodes[0].input_tensors
-        conv = source._keras_history.operation
-        if conv.name not in convs or consumers.get(id(source), 0) != 1 or layer.axis not in (-1, 3, [3], [-1]):
-            continue
-        gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
-        beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
-        scale = gamma / np.sqrt(np.asarray(layer.moving_variance, np.float64) + layer.epsilon)
-        entry = convs[conv.name]
-        bias = entry[1] if entry[1] is not None else 0.0
-        entry[0] = entry[0] * scale
-        entry[1] = beta + (bias - np.asarray(layer.moving_mean, np.float64)) * scale
-        skip.add(layer.name)
-    for entry in convs.values():
-        entry[0] = entry[0].astype(np.float32)
-        entry[1] = None if entry[1] is None else entry[1].astype(np.float32)
-
-    def operation_fn(operation):
-        if operation.name in convs:
-            kernel, bias, strides, padding, dilations, dtype = convs[operation.name]
-
-            def conv(x, **_):  # the graph may pass mask=None
-                # Constants created here, while tracing, are Const nodes of the graph (not captured
-                # inputs). Cast like the Keras layer would under a mixed-precision policy.
-                x = tf.cast(x, dtype)
-                y = tf.nn.conv2d(x, tf.cast(tf.constant(kernel), dtype), strides, padding, dilations=dilations)
-                if bias is not None:
-                    y = tf.nn.bias_add(y, tf.cast(tf.constant(bias), dtype))
-                return y
-
-            return conv
-        if operation.name in skip:
-            return lambda x, **_: x
-        return lambda *args, **kwargs: operation(*args, **kwargs)
-
-    def forward(images):
-        return model._run_through_graph(images, operation_fn=operation_fn)
-
-    forward.num_folded = len(skip)  # type: ignore[attr-defined]
-    return forward
 
 
 class Detector:

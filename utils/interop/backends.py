@@ -49,6 +49,7 @@ class OnnxRuntimeForward:
     graph_forward = False
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        import onnx
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -59,13 +60,15 @@ class OnnxRuntimeForward:
         # No busy-waiting between ops: on a CPU shared with other processes, spinning threads
         # steal the cores the work needs (bench_export.py measured the median better without).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-        # ONNX Runtime's errors derive from Exception directly; these are the ones a bad file raises.
-        load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile)
+        # A file that is not an ONNX model (unreadable, not a ModelProto, an invalid graph) is told
+        # apart by the onnx checker, whose error class is public (ONNX Runtime's are not).
+        try:
+            onnx.checker.check_model(str(path))
+        except (onnx.checker.ValidationError, OSError) as err:
+            raise ValueError(f"{path}: not a valid ONNX model ({err})") from None
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (*load_errors, ort_errors.InvalidArgument, OSError) as err:
+        except Exception as err:  # a valid model ONNX Runtime still cannot run (an opset, an op)
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__}: {err})") from None
         names = {o.name for o in self.session.get_outputs()}
         if not set(OUTPUT_NAMES) <= names or self.session.get_inputs()[0].name != INPUT_NAME:

@@ -128,7 +128,7 @@ def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = N
     """
     import tensorflow as tf
 
-    from utils.inference.detector import frozen_forward
+    from utils.inference.folding import frozen_forward
 
     spec = tf.TensorSpec([batch_size, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
     # The Detector's inference graph: conv weights as constants, batch-norms folded (what the

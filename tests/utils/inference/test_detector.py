@@ -12,7 +12,7 @@ from PIL import Image
 from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, load_anchors
 from nets.yolo import YoloV4Tiny
 from utils.data.images import load_image
-from utils.inference.detector import Detections, Detector, frozen_forward
+from utils.inference.detector import Detections, Detector
 from utils.inference.letterbox import letterbox_info
 from utils.inference.precision import to_mixed_precision
 from utils.interop.loader import ModelLoadError, load_detector, load_model
@@ -148,17 +148,6 @@ def test_load_detector_folds_batch_norms_without_changing_outputs(saved_model):
         [alone] = detector.detect([image])
         np.testing.assert_allclose(dets.boxes, alone.boxes, atol=1e-3)
         assert (dets.boxes[:, 2:] <= np.array(image.shape[1::-1])).all() and (dets.boxes >= 0).all()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("attention", ["cbam", "ca"])  # the blocks with the most inside them
-def test_frozen_forward_matches_every_attention_model(attention):
-    model = YoloV4Tiny(1, attention=attention)
-    forward = frozen_forward(model)
-    assert forward.num_folded == 19  # every darknet conv's batch-norm
-    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
-    for ours, ref in zip(tf.function(forward)(x), model(x, training=False), strict=True):
-        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-4)
 
 
 def test_fixed_size_model_refuses_another_input_size():
