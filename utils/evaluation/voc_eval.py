@@ -105,17 +105,15 @@ class VocSplit:
 def resolve_class_names(classes_path: str | Path | None, detector: Detector | None = None) -> list[str]:
     """The class list: `classes_path`, else the detector's own names, else VOC's 20.
 
-    Raises EvaluationError when the file cannot be read or its count differs from the detector's.
+    Raises ModelDataError when the file cannot be used, EvaluationError when its count differs
+    from the detector's.
     """
     if classes_path is None and detector is not None and detector.class_names is not None:
         names = list(detector.class_names)
         source = "its class names"
     else:
         path = Path(classes_path or DEFAULT_CLASSES_PATH)
-        try:
-            names = load_class_names(path)
-        except OSError as err:
-            raise EvaluationError(f"{path}: cannot read the class names ({err.strerror or err})") from None
+        names = load_class_names(path)  # ModelDataError naming the file when it cannot be used
         source = str(path)
     if detector is not None and detector.num_classes != len(names):
         raise EvaluationError(f"the model has {detector.num_classes} classes, {source} {len(names)}")

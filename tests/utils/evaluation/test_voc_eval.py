@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nets.model_data import ModelDataError
 from utils.data.voc import write_voc_xml
 from utils.evaluation.metrics import ImageDetections
 from utils.evaluation.voc_eval import (
@@ -94,7 +95,7 @@ def test_nothing_to_evaluate_is_an_evaluation_error(voc, tmp_path):
     split.ground_truths.clear()
     with pytest.raises(EvaluationError, match="none of the 3 images"):
         evaluate_split(split, {}, CLASSES, log, source={})
-    with pytest.raises(EvaluationError, match="cannot read the class names"):
+    with pytest.raises(ModelDataError, match="missing.txt: cannot read"):
         resolve_class_names(tmp_path / "missing.txt")
     with pytest.raises(EvaluationError, match="the model has 2 classes"):
         resolve_class_names(None, type("Model", (), {"num_classes": 2, "class_names": ("x", "y", "z")})())
