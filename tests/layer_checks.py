@@ -50,3 +50,16 @@ def check_gradient_step(layer: keras.layers.Layer, x: np.ndarray) -> None:
     keras.optimizers.SGD(0.1).apply_gradients(zip(grads, layer.trainable_weights))
     for weight, old in zip(layer.trainable_weights, before):
         assert not np.allclose(weight.numpy(), old), f"{weight.path} did not change"
+
+
+def randomise_batch_norms(model, seed=0):
+    """Non-trivial statistics, so that a folded conv differs from the model's own kernel."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0, 0.2, n).astype(np.float32))
+    return model

@@ -27,8 +27,8 @@ from darknet cfg + weights by utils/interop/darknet.py) to `Detector.from_model`
 
 Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
 runs an inference-only copy of the graph with the convolution weights as graph constants and the
-batch-norms folded into them (`frozen_forward`, utils/inference/folding.py; about 1.7x faster
-than calling the Keras model, the trained model is not changed); XLA (`jit_compile=True`) was
+batch-norms folded into them (`frozen_forward`, utils/inference/folding.py; faster than calling
+the Keras model, `--variants` prints both; the trained model is not changed); XLA (`jit_compile=True`) was
 slower, so it is off; letterbox with cv2 outside the graph was not slower than resizing inside it
 (and keeps one graph for all image sizes).
 """

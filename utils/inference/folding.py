@@ -6,8 +6,8 @@ batch-norms folded into the convolution before them. Public Keras API only
 
 Why: constants created while a tf.function traces the forward are Const nodes of its graph (not
 captured variables), which lets TensorFlow's grappler + oneDNN fuse conv + bias + LeakyReLU into
-one kernel and cache the reordered weights; the folded batch-norm then costs nothing. Measured by
-benchmarks/bench_inference.py (about 1.7x faster than calling the Keras model on CPU).
+one kernel and cache the reordered weights; the folded batch-norm then costs nothing.
+`benchmarks/bench_inference.py --variants` times it against calling the Keras model.
 """
 
 from __future__ import annotations

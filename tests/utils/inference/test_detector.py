@@ -11,6 +11,7 @@ from PIL import Image
 
 from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, load_anchors
 from nets.yolo import YoloV4Tiny
+from tests.layer_checks import randomise_batch_norms
 from utils.data.images import load_image
 from utils.inference.detector import Detections, Detector
 from utils.inference.letterbox import letterbox_info
@@ -119,14 +120,7 @@ def test_exif_rotated_jpeg_gives_the_boxes_of_its_upright_copy(tmp_path):
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    model = YoloV4Tiny(2, class_names=["cat", "dog"])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+    model = randomise_batch_norms(YoloV4Tiny(2, class_names=["cat", "dog"]))
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model.save(path)
     return model, path

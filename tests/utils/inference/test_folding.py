@@ -7,23 +7,11 @@ import tensorflow as tf
 
 from nets.attention import PHI_TO_ATTENTION
 from nets.yolo import YoloV4Tiny
+from tests.layer_checks import randomise_batch_norms
 from utils.inference.folding import frozen_forward
 from utils.inference.precision import to_mixed_precision
 
 X = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
-
-
-def _randomise_batch_norms(model, seed=0):
-    """Non-trivial statistics, so that a folded conv differs from the model's own kernel."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0, 0.2, n).astype(np.float32))
-    return model
 
 
 def _conv_bn_pairs(model) -> int:
@@ -46,14 +34,14 @@ def _assert_close(ours, reference, rtol=1e-4):
 
 @pytest.mark.parametrize("attention", PHI_TO_ATTENTION)  # phi 0-4
 def test_folded_forward_equals_the_keras_model_for_every_attention(attention):
-    model = _randomise_batch_norms(YoloV4Tiny(2, attention=attention))
+    model = randomise_batch_norms(YoloV4Tiny(2, attention=attention))
     forward = frozen_forward(model)
     assert forward.num_folded == _conv_bn_pairs(model) == 19  # every darknet conv's batch-norm
     _assert_close(tf.function(forward)(X), model(X, training=False))
 
 
 def test_the_model_is_not_changed_and_the_weights_are_a_snapshot():
-    model = _randomise_batch_norms(YoloV4Tiny(2, attention="ca"))
+    model = randomise_batch_norms(YoloV4Tiny(2, attention="ca"))
     weights = [np.array(w) for w in model.get_weights()]
     reference = [np.asarray(h) for h in model(X, training=False)]
     forward = frozen_forward(model)
@@ -81,7 +69,7 @@ def test_conv_weights_are_graph_constants():
 
 
 def test_without_folding_the_batch_norms_still_run():
-    model = _randomise_batch_norms(YoloV4Tiny(2))
+    model = randomise_batch_norms(YoloV4Tiny(2))
     forward = frozen_forward(model, fold_bn=False)
     assert forward.num_folded == 0
     _assert_close(tf.function(forward)(X), model(X, training=False))
@@ -89,7 +77,7 @@ def test_without_folding_the_batch_norms_still_run():
 
 @pytest.mark.slow
 def test_mixed_precision_folds_in_the_layers_compute_dtype():
-    model = to_mixed_precision(_randomise_batch_norms(YoloV4Tiny(2, attention="se")), "mixed_bfloat16")
+    model = to_mixed_precision(randomise_batch_norms(YoloV4Tiny(2, attention="se")), "mixed_bfloat16")
     forward = frozen_forward(model)
     assert forward.num_folded == 19
     conv = model.get_layer("conv_0")
@@ -114,7 +102,7 @@ def test_only_batch_norms_that_alone_read_a_conv_are_folded():
     y = keras.layers.Add()([y, conv])  # the conv's output is read by the add too
     z = keras.layers.Conv2D(3, 3, strides=2, name="plain")(y)
     z = keras.layers.BatchNormalization(name="bn_plain")(z)
-    model = _randomise_batch_norms(keras.Model(inputs, [z, y]))
+    model = randomise_batch_norms(keras.Model(inputs, [z, y]))
     forward = frozen_forward(model)
     assert forward.num_folded == 1
     x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 4)).astype(np.float32)
