@@ -54,14 +54,10 @@ from tqdm import tqdm  # noqa: E402
 from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script  # noqa: E402
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
+from utils.inference.sources import SourceError, VideoSource, display_available, list_images  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
-# How long OpenCV may wait for a video or camera to open or deliver a frame.
-CAPTURE_TIMEOUT_MS = 5000
-
-
-class SourceError(YoloError):
-    """A source (image folder, video file, camera) that cannot be opened or read."""
+WINDOW_TITLE = "predict.py (q to quit)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         nargs="*",
         default=[],
-        help="predict/heatmap: image files or folders; dir_predict: a folder; video: a file or a camera "
-        "index (0 = webcam); fps: one image (a synthetic one when omitted)",
+        help="predict/heatmap: image files or folders; dir_predict: a folder; video: a video file, a camera "
+        "index (0 = webcam), a stream URL (rtsp://, http://, ...) or an image sequence (frames/%%05d.jpg); "
+        "fps: one image (a synthetic one when omitted)",
     )
     add_output_argument(parser, "img_out", "output folder (default: img_out)")
     parser.add_argument("--json", type=Path, default=None, help="also write every detection to this JSON file")
@@ -84,25 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", action="store_true", help="video: write the annotated video into --output")
     parser.add_argument("--no-show", action="store_true", help="video: never open a window")
     parser.add_argument("--max-frames", type=int, default=None, help="video: stop after this many frames")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="video: detect on every N-th frame of a file or sequence; the saved video then has those "
+        "frames only, at 1/N of the frame rate (default 1: all). Cameras and streams always use the "
+        "newest frame and drop what detection cannot keep up with",
+    )
+    parser.add_argument(
+        "--track", action="store_true", help="video: keep an ID per object across frames (in the picture and --json)"
+    )
     parser.add_argument("--runs", type=int, default=100, help="fps: timed runs (default 100)")
     return parser
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def list_images(sources: list[str], folder_only: bool) -> list[Path]:
-    """Expand sources: a folder gives every non-hidden file in it (sorted); a file gives itself."""
-    paths: list[Path] = []
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")))
-        elif folder_only:
-            raise SourceError(f"{path}: not a folder (dir_predict takes a folder)")
-        else:
-            paths.append(path)
-    return paths
-
-
 def output_name(path: Path, suffix: str = "") -> str:
     keep = path.suffix.lower() if path.suffix.lower() in KEEP_SUFFIXES else ".png"
     return f"{path.stem}{suffix}{keep}"
@@ -130,29 +124,6 @@ def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) ->
         save_rgb(image[y1:y2, x1:x2], folder / f"{stem}_{k}_{name}.png")
         saved += 1
     return saved
-
-
-def display_available() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
-
-
-def open_capture(source: str) -> cv2.VideoCapture:
-    """Open a video file or a camera index; SourceError (never a hang) when it cannot be opened."""
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS]
-    if source.isdigit():
-        capture = cv2.VideoCapture(int(source), cv2.CAP_ANY, params)
-        what = f"camera {source}"
-    else:
-        if not Path(source).is_file():
-            raise SourceError(f"{source}: no such video file")
-        capture = cv2.VideoCapture(source, cv2.CAP_ANY, params)
-        what = f"video {source}"
-    if not capture.isOpened():
-        capture.release()
-        raise SourceError(f"cannot open {what}" + (" (no such camera?)" if source.isdigit() else ""))
-    return capture
 
 
 # ---------------------------------------------------------------------------------------- modes
@@ -206,40 +177,51 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
     return records, len(paths) - failed, failed
 
 
-def run_video(args, detector, capture: cv2.VideoCapture) -> tuple[list[dict], int]:
-    from utils.inference.drawing import class_colors, draw_detections, draw_text
+def run_video(args, detector, source: VideoSource) -> tuple[list[dict], int]:
+    """video mode: detect on the frames of `source`, draw, show, save. Returns (json records, frames).
 
-    source = args.source[0]
-    ok, frame = capture.read()
-    if not ok:
-        capture.release()
-        raise SourceError(f"{source}: opened but no frame could be read")
+    Raises StreamEndedError (exit code 1) when a camera or stream goes down mid-run; the saved
+    video is closed first, so it stays playable.
+    """
+    from utils.inference.drawing import class_colors, draw_detections, draw_text
+    from utils.inference.tracking import ByteTracker
+
     show = display_available() and not args.no_show
-    writer = None
+    writer = save_path = None
     if args.save:
-        name = f"camera{source}.mp4" if source.isdigit() else f"{Path(source).stem}_detected.mp4"
-        save_path = args.output / name
+        name = f"camera{source.source}.mp4" if source.kind == "camera" else f"{Path(source.source).stem}_detected.mp4"
+        save_path = args.output / name.replace("%", "")
         save_path.parent.mkdir(parents=True, exist_ok=True)
-        fps_in = capture.get(cv2.CAP_PROP_FPS)
-        fps_in = fps_in if 0 < fps_in < 1000 else 25.0
-        height, width = frame.shape[:2]
-        writer = cv2.VideoWriter(str(save_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (width, height))
+        fps_out = source.fps / (source.every if not source.live else 1)
+        writer = cv2.VideoWriter(str(save_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_out, source.frame_size)
         if not writer.isOpened():
+            source.close()
             raise SourceError(f"{save_path}: cannot write video")
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not source.isdigit() else 0
+    total = -(-source.frame_count // source.every) if source.frame_count else 0
     if args.max_frames:
         total = min(total, args.max_frames) if total > 0 else args.max_frames
+    tracker = ByteTracker(high_score=args.conf) if args.track else None
     colors = class_colors(len(detector.class_names))
     records: list[dict] = []
-    fps = 0.0
-    frames = 0
+    fps, frames, lags = 0.0, 0, []
     progress = tqdm(total=total or None, desc="video", unit="frame")
     try:
-        while ok:
+        for frame in source:
             start = time.perf_counter()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             [dets] = detector.detect([rgb])
-            drawn = draw_detections(rgb, dets.boxes, dets.scores, dets.class_ids, detector.class_names, colors)
+            labels = None
+            if tracker is not None:
+                tracks = tracker.update(dets.boxes, dets.scores, dets.class_ids)
+                dets = type(dets)(
+                    np.array([t.box for t in tracks], np.float32).reshape(-1, 4),
+                    np.array([t.score for t in tracks], np.float32),
+                    np.array([t.class_id for t in tracks], np.int32),
+                )
+                labels = [f"#{t.track_id} {detector.class_names[t.class_id]}" for t in tracks]
+            drawn = draw_detections(
+                rgb, dets.boxes, dets.scores, dets.class_ids, detector.class_names, colors, labels=labels
+            )
             elapsed = time.perf_counter() - start
             fps = 1.0 / elapsed if fps == 0 else 0.9 * fps + 0.1 / elapsed
             drawn = draw_text(drawn, f"FPS {fps:.1f}")
@@ -248,30 +230,39 @@ def run_video(args, detector, capture: cv2.VideoCapture) -> tuple[list[dict], in
                 writer.write(out)
             if args.json is not None:
                 frame_dets = dets.to_records(detector.class_names)
-                records.append({"image": f"{source}#frame={frames}", "detections": frame_dets})
+                if tracker is not None:
+                    for record, track in zip(frame_dets, tracks, strict=True):
+                        record["track_id"] = track.track_id
+                records.append({"image": f"{source.source}#frame={frame.index}", "detections": frame_dets})
             if args.count:
-                tqdm.write(f"frame {frames}: {format_counts(dets, detector.class_names)}")
+                tqdm.write(f"frame {frame.index}: {format_counts(dets, detector.class_names)}")
             frames += 1
             progress.update(1)
             if show:
                 try:
-                    cv2.imshow("predict.py (q to quit)", out)
+                    cv2.imshow(WINDOW_TITLE, out)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                         break
                 except cv2.error as err:  # e.g. opencv-python-headless: keep going without a window
                     tqdm.write(f"no live window ({err.msg.strip()})", file=sys.stderr)
                     show = False
+            lags.append(time.perf_counter() - frame.captured)
             if args.max_frames and frames >= args.max_frames:
                 break
-            ok, frame = capture.read()
     finally:
         progress.close()
-        capture.release()
+        source.close()
         if writer is not None:
             writer.release()
         if show:
             cv2.destroyAllWindows()
-    print(f"{frames} frames, {fps:.1f} FPS at the end" + (f"; saved {save_path}" if writer is not None else ""))
+        summary = f"{frames} frames, {fps:.1f} FPS at the end"
+        if source.live and lags:
+            summary += (
+                f"; lag from capture to display: median {1000 * float(np.median(lags)):.0f} ms, "
+                f"max {1000 * max(lags):.0f} ms; {source.dropped} older frames skipped to stay current"
+            )
+        print(summary + (f"; saved {save_path}" if writer is not None else ""))
     return records, frames
 
 
@@ -337,8 +328,8 @@ def run(argv: list[str] | None = None) -> int:
             raise SourceError("no input images: give --source FILE [FILE ...] or a folder")
     elif args.mode == "video":
         if len(args.source) != 1:
-            raise SourceError("video mode takes one --source: a video file or a camera index")
-        capture = open_capture(args.source[0])
+            raise SourceError("video mode takes one --source: a video file, camera index, stream URL or sequence")
+        capture = VideoSource(args.source[0], every=args.every)
     elif len(args.source) > 1:
         raise SourceError("fps mode takes at most one --source image")
 
@@ -350,7 +341,7 @@ def run(argv: list[str] | None = None) -> int:
             detector = load_detector(args.weights, **detector_kwargs(args))
     except YoloError:
         if capture is not None:
-            capture.release()
+            capture.close()
         raise
     device = describe_device(args.half)
     print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")

@@ -1,8 +1,12 @@
 """predict.py end to end on tiny data: every mode, the image kinds, bad inputs."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -11,8 +15,11 @@ import pytest
 from PIL import Image
 
 import predict
-from nets.model_data import COCO_CLASSES_PATH
+from nets.model_data import ANCHORS_MASK, COCO_CLASSES_PATH, load_anchors
 from nets.yolo import YoloV4Tiny
+from tests.stream_helpers import bright_blob_forward, count_frames, mjpeg_stream, write_clip
+from utils.inference import sources
+from utils.inference.sources import VideoSource
 from utils.interop.darknet import save_darknet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +161,92 @@ def test_help_explains_modes():
     assert result.returncode == 0
     for word in ("dir_predict", "heatmap", "--json", "--half", "--crop", "--count"):
         assert word in result.stdout
+
+
+# ---------------------------------------------------------------------------------------- video
+@pytest.mark.slow
+def test_every_nth_frame_of_a_video_is_saved(weights, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=10)
+    out = tmp_path / "out"
+    argv = ["--mode", "video", "--source", str(clip), "--every", "3", "--save", "--no-show", "--output", str(out)]
+    assert run([*argv, "--json", str(tmp_path / "v.json")], weights) == 0
+    assert count_frames(out / "clip_detected.mp4") == 4  # frames 0, 3, 6, 9
+    records = json.loads((tmp_path / "v.json").read_text())
+    assert [r["image"].rsplit("=", 1)[1] for r in records] == ["0", "3", "6", "9"]
+
+
+@pytest.mark.slow
+def test_a_stream_that_ends_mid_run_leaves_a_playable_video_and_exit_code_1(weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "RECONNECT_DELAY_S", 0.05)
+    out = tmp_path / "out"
+    with mjpeg_stream(frames=40, rate=50) as url:
+        code = run(["--mode", "video", "--source", url, "--save", "--no-show", "--output", str(out)], weights)
+    assert code == 1
+    printed = capsys.readouterr()
+    assert "stopped delivering frames" in printed.err and "lag from capture to display" in printed.out
+    assert count_frames(out / "stream_detected.mp4") > 0
+
+
+def test_an_unreachable_stream_exits_2_within_5_seconds(tmp_path):
+    (tmp_path / "w.keras").write_text("never loaded: the source is checked first")
+    command = [sys.executable, str(ROOT / "predict.py"), "--weights", str(tmp_path / "w.keras"), "--mode", "video"]
+    start = time.perf_counter()
+    source = "rtsp://127.0.0.1:1/live"
+    result = subprocess.run([*command, "--source", source], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "cannot open stream rtsp://127.0.0.1:1/live" in result.stderr
+    assert time.perf_counter() - start < 5
+
+
+def test_track_keeps_one_id_for_a_moving_object(tmp_path):
+    from utils.inference.detector import Detector
+
+    detector = Detector(
+        bright_blob_forward,
+        num_classes=1,
+        anchors=load_anchors(),
+        anchors_mask=ANCHORS_MASK,
+        scale_x_y=1.0,
+        input_shape=(64, 96),
+        class_names=["square"],
+    )
+    clip = write_clip(tmp_path / "clip.mp4", frames=12)
+    args = predict.build_parser().parse_args(
+        ["--weights", "unused", "--mode", "video", "--source", str(clip), "--track", "--no-show", "--json", "x"]
+    )
+    records, frames = predict.run_video(args, detector, VideoSource(str(clip)))
+    assert frames == 12
+    ids = [[d["track_id"] for d in r["detections"]] for r in records]
+    assert ids == [[1]] * 12
+    centres = [(d["box"][0] + d["box"][2]) / 2 for r in records for d in r["detections"]]
+    assert centres[-1] > centres[0] + 20  # the square did move
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool")
+@pytest.mark.parametrize("key", ["q", "Escape"])
+def test_the_live_window_closes_on_q_or_esc(weights, tmp_path, key):
+    clip = write_clip(tmp_path / "long.mp4", frames=6000)
+    display = f":{90 + (key == 'q')}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "320x240x24"], stderr=subprocess.DEVNULL)
+    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+    command = [sys.executable, str(ROOT / "predict.py"), "--weights", str(weights), "--input-size", "64"]
+    app = subprocess.Popen([*command, "--mode", "video", "--source", str(clip)], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        window = ""
+        deadline = time.monotonic() + 120
+        while not window and time.monotonic() < deadline and app.poll() is None:
+            time.sleep(0.5)
+            found = subprocess.run(["xdotool", "search", "--name", re.escape(predict.WINDOW_TITLE)], env=env,
+                                   capture_output=True, text=True)  # fmt: skip
+            window = found.stdout.split()[0] if found.stdout.split() else ""
+        assert window, f"no window appeared: {app.poll()} {app.stderr.read() if app.poll() is not None else ''}"
+        subprocess.run(["xdotool", "windowfocus", "--sync", window, "key", key], env=env, timeout=30)
+        out, err = app.communicate(timeout=60)
+        assert app.returncode == 0, err
+        frames = int(out.split(" frames,")[0].rsplit("\n", 1)[-1])
+        assert frames < 6000  # it quit on the key, not at the end of the clip
+    finally:
+        if app.poll() is None:
+            app.kill()
+        xvfb.kill()

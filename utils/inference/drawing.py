@@ -50,6 +50,7 @@ def draw_detections(
     class_ids: np.ndarray,
     class_names: Sequence[str],
     colors: Sequence[tuple[int, int, int]] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Draw boxes with "name score" labels.
 
@@ -57,6 +58,7 @@ def draw_detections(
         image: uint8 RGB (H, W, 3).
         boxes: (N, 4) pixel xyxy in this image. scores: (N,). class_ids: (N,) ints.
         class_names: names indexed by class id.
+        labels: N texts drawn instead of the class names (e.g. "#3 car" with track IDs).
 
     Returns: a new uint8 RGB (H, W, 3) image.
     """
@@ -66,13 +68,13 @@ def draw_detections(
     height, width = image.shape[:2]
     font = load_font(max(10, round(0.025 * max(height, width))))
     thickness = max(1, round(0.003 * (height + width)))
-    for box, score, class_id in zip(boxes, scores, class_ids, strict=True):
+    for k, (box, score, class_id) in enumerate(zip(boxes, scores, class_ids, strict=True)):
         class_id = int(class_id)
         color = colors[class_id % len(colors)]
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=thickness)
         name = class_names[class_id] if class_id < len(class_names) else str(class_id)
-        label = f"{name} {float(score):.2f}"
+        label = f"{name if labels is None else labels[k]} {float(score):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         text_w, text_h = right - left, bottom - top + 4
         text_y = y1 - text_h if y1 - text_h >= 0 else y1

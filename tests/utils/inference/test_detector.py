@@ -12,6 +12,7 @@ from PIL import Image
 from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, load_anchors
 from nets.yolo import YoloV4Tiny
 from tests.layer_checks import randomise_batch_norms
+from tests.stream_helpers import bright_cells_forward
 from utils.data.images import load_image
 from utils.inference.detector import Detections, Detector
 from utils.inference.letterbox import letterbox_info
@@ -83,18 +84,6 @@ def test_known_box_comes_back_in_original_coordinates(graph_forward):
     assert len(detector.detect([image])[0]) == 0
 
 
-def _bright_cells_forward(x):
-    """A content-based toy forward (1 class): cells whose mean brightness is above 0.7 are objects."""
-    heads = []
-    for stride in (32, 16):
-        pooled = tf.nn.avg_pool2d(tf.reduce_mean(x, -1, keepdims=True), stride, stride, "VALID")
-        zeros = tf.zeros_like(pooled)
-        anchor0 = tf.concat([zeros, zeros, zeros, zeros, 40.0 * (pooled - 0.7), zeros + 20.0], -1)
-        other = tf.concat([zeros, zeros, zeros, zeros, zeros - 20.0, zeros], -1)
-        heads.append(tf.concat([anchor0, other, other], -1))
-    return heads
-
-
 def test_exif_rotated_jpeg_gives_the_boxes_of_its_upright_copy(tmp_path):
     upright = np.full((128, 192, 3), 70, np.uint8)
     upright[32:64, 128:160] = 255  # a white square at x 128..160, y 32..64 as displayed
@@ -103,7 +92,7 @@ def test_exif_rotated_jpeg_gives_the_boxes_of_its_upright_copy(tmp_path):
     exif[0x0112] = 6  # "rotate 90 clockwise to display": stored rotated 90 counter-clockwise
     Image.fromarray(np.ascontiguousarray(np.rot90(upright))).save(tmp_path / "rotated.jpg", quality=100, exif=exif)
     detector = Detector(
-        _bright_cells_forward,
+        bright_cells_forward,
         num_classes=1,
         anchors=ANCHORS,
         anchors_mask=ANCHORS_MASK,
