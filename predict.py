@@ -54,7 +54,7 @@ from tqdm import tqdm  # noqa: E402
 from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script  # noqa: E402
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
-from utils.inference.sources import SourceError, VideoSource, display_available, list_images  # noqa: E402
+from utils.inference.video import SourceError, VideoSource, display_available, list_images  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
 WINDOW_TITLE = "predict.py (q to quit)"

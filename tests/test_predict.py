@@ -18,8 +18,8 @@ import predict
 from nets.model_data import ANCHORS_MASK, COCO_CLASSES_PATH, load_anchors
 from nets.yolo import YoloV4Tiny
 from tests.stream_helpers import bright_blob_forward, count_frames, mjpeg_stream, write_clip
-from utils.inference import sources
-from utils.inference.sources import VideoSource
+from utils.inference import video
+from utils.inference.video import VideoSource
 from utils.interop.darknet import save_darknet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,13 +100,13 @@ def test_dir_predict_reports_bad_files_and_processes_the_rest(weights, images, t
 
 @pytest.mark.slow
 def test_video_file_saved_with_json(weights, tmp_path):
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
     for i in range(6):
         writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
     writer.release()
     out = tmp_path / "out"
-    argv = ["--mode", "video", "--source", str(video), "--save", "--no-show", "--output", str(out)]
+    argv = ["--mode", "video", "--source", str(clip), "--save", "--no-show", "--output", str(out)]
     assert run([*argv, "--json", str(tmp_path / "v.json")], weights) == 0
     records = json.loads((tmp_path / "v.json").read_text())
     assert len(records) == 6 and all(r["detections"] for r in records)
@@ -177,7 +177,7 @@ def test_every_nth_frame_of_a_video_is_saved(weights, tmp_path):
 
 @pytest.mark.slow
 def test_a_stream_that_ends_mid_run_leaves_a_playable_video_and_exit_code_1(weights, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sources, "RECONNECT_DELAY_S", 0.05)
+    monkeypatch.setattr(video, "RECONNECT_DELAY_S", 0.05)
     out = tmp_path / "out"
     with mjpeg_stream(frames=40, rate=50) as url:
         code = run(["--mode", "video", "--source", url, "--save", "--no-show", "--output", str(out)], weights)

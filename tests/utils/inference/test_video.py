@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.stream_helpers import mjpeg_stream, moving_square, write_clip
-from utils.inference import sources
-from utils.inference.sources import SourceError, StreamEndedError, VideoSource, source_kind
+from utils.inference import video
+from utils.inference.video import SourceError, StreamEndedError, VideoSource, source_kind
 
 
 def test_source_kinds():
@@ -54,14 +54,14 @@ def test_a_live_stream_gives_the_newest_frame_and_no_backlog():
 
 
 def test_a_stream_that_goes_down_ends_with_a_clear_error(monkeypatch):
-    monkeypatch.setattr(sources, "RECONNECT_DELAY_S", 0.05)
+    monkeypatch.setattr(video, "RECONNECT_DELAY_S", 0.05)
     with mjpeg_stream(frames=20, rate=200) as url, VideoSource(url) as source:
         seen = []
         with pytest.raises(StreamEndedError, match="stopped delivering frames") as error:
             while True:
                 seen.append(source.read().index)
     assert seen and error.value.exit_code == 1
-    assert source.reconnects == sources.RECONNECT_ATTEMPTS
+    assert source.reconnects == video.RECONNECT_ATTEMPTS
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1/video.mjpg", "rtsp://127.0.0.1:1/live"])
