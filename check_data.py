@@ -44,17 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(
-    args: argparse.Namespace, sets: dict[str, list[str] | None], output, train_roles: tuple[str, ...] = ("train",)
+    args: argparse.Namespace,
+    sets: dict[str, list[str] | None],
+    output,
+    train_roles: tuple[str, ...] = ("train",),
+    overlaps: bool = True,
 ) -> tuple[int, dict]:
     """Read `sets` (role -> sets or None) of args.data, check them, print the findings (stderr) and the
-    summary (stdout), write the report into `output`; returns (exit code, role -> DataSplit)."""
+    summary (stdout), write the report into `output`; returns (exit code, role -> DataSplit).
+    `train_roles` and `overlaps` as utils.data.check.check_data takes them."""
     from utils.data.check import check_data, read_roles, write_report
     from utils.data.sources import open_data, resolve_class_names
 
     source = open_data(args.data)
     class_names = resolve_class_names(args.classes, source)
     splits = read_roles(source, sets, class_names)
-    result = check_data(splits, class_names, train_roles=train_roles, workers=args.workers)
+    result = check_data(splits, class_names, train_roles=train_roles, workers=args.workers, overlaps=overlaps)
     for finding in result.findings:
         print(f"warning: {finding}", file=sys.stderr)
     for reason in result.unusable:

@@ -40,7 +40,8 @@ def run(argv: list[str] | None = None) -> int:
     else:
         sets = {"train": args.train_sets, "val": args.val_sets, "test": args.test_set}
         train_roles = ("train",)
-    code, splits = check_data.check(args, sets, args.output, train_roles)
+    # --splits may overlap on purpose (train, val, trainval): an image in two of them is no finding.
+    code, splits = check_data.check(args, sets, args.output, train_roles, overlaps=not args.splits)
     for role, split in splits.items():
         images = split.images if args.include_difficult else [image.without_difficult() for image in split.images]
         out = Path(args.output) / f"2007_{role.replace(':', '_').replace('/', '_')}.txt"

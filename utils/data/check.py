@@ -162,6 +162,7 @@ def check_data(
     train_roles: tuple[str, ...] = ("train",),
     workers: int | None = None,
     progress: bool = True,
+    overlaps: bool = True,
 ) -> DataCheck:
     """Check the sets a run reads (see the module docstring for what is found).
 
@@ -173,6 +174,8 @@ def check_data(
             object at all, makes the data unusable.
         workers: threads decoding images (default: the CPU count, at most 8).
         progress: a progress bar while decoding.
+        overlaps: report an image listed in two roles (a training image in the val set); off when the
+            roles are image sets that overlap on purpose (train, val and trainval).
     """
     check = DataCheck(class_names=list(class_names), splits=dict(splits))
     for split in splits.values():
@@ -215,7 +218,7 @@ def check_data(
                 DataIssue(DUPLICATE_IMAGE, group[0], f"{group[0]}: same content as {', '.join(group[1:])}")
             )
     for path, roles in roles_of.items():
-        if len(roles) > 1:
+        if len(roles) > 1 and (overlaps or len(set(roles)) < len(roles)):
             listed = ", ".join(f"{role} ({n} times)" if n > 1 else role for role, n in Counter(roles).items())
             check.findings.append(DataIssue(DUPLICATE_IMAGE, path, f"{path}: listed more than once, in {listed}"))
 
@@ -325,9 +328,6 @@ def plot_labels(
             images of unknown size leave the size panels.
     Returns: the class names whose glyphs no font found has (drawn as boxes).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     counts = np.zeros(len(class_names), dtype=np.int64)
     relative, class_of = [], []
     for image in images:
@@ -343,6 +343,22 @@ def plot_labels(
     wh = boxes[:, 2:] - boxes[:, :2]
     centres = (boxes[:, 2:] + boxes[:, :2]) / 2
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _draw_labels(path, class_names, counts, len(images), classes, wh, centres)
+    missing = False
+    for warning in caught:
+        if "missing from font" in str(warning.message):
+            missing = True
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return sorted({n for n in class_names if not n.isascii()}) if missing else []
+
+
+def _draw_labels(path, class_names, counts, num_images, classes, wh, centres) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 9))
     FigureCanvasAgg(figure)
     (bars, sizes), (aspects, centre_axes) = figure.subplots(2, 2)
@@ -350,8 +366,10 @@ def plot_labels(
     colours = [f"C{c % 10}" for c in range(len(class_names))]
     bars.bar(x, counts, color=colours)
     bars.set_xticks(x, class_names, rotation=90 if len(class_names) > 6 else 0, fontsize=8)
+    for text in bars.get_xticklabels():
+        text.set_fontfamily(["DejaVu Sans", *_installed(CJK_FONTS)])
     bars.set_ylabel("objects")
-    bars.set_title(f"{int(counts.sum())} objects in {len(images)} images")
+    bars.set_title(f"{int(counts.sum())} objects in {num_images} images")
     point_colours = [colours[c] for c in classes]
     sizes.scatter(wh[:, 0], wh[:, 1], s=3, alpha=0.4, c=point_colours)
     sizes.set(xlim=(0, 1), ylim=(0, 1), xlabel="box width / image width", ylabel="box height / image height")
@@ -366,14 +384,7 @@ def plot_labels(
     centre_axes.set(xlim=(0, 1), ylim=(1, 0), xlabel="x centre / width", ylabel="y centre / height")
     centre_axes.set_title("box centres")
     figure.tight_layout()
-    families = ["DejaVu Sans", *_installed(CJK_FONTS)]
-    for text in bars.get_xticklabels():
-        text.set_fontfamily(families)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        figure.savefig(path, dpi=100)
-    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
-    return sorted({n for n in class_names if not n.isascii()}) if missing else []
+    figure.savefig(path, dpi=100)
 
 
 def _installed(families: tuple[str, ...]) -> list[str]:
