@@ -24,6 +24,7 @@ FAULTS = {
     "复制": ("duplicate image", "复制.jpg"),
     "重复 框": ("duplicate box", "重复 框.xml"),
     "出界": ("box outside the image", "出界.xml"),
+    "无尺寸": ("box outside the image", "无尺寸.xml"),  # no <size>: found against the decoded image
     "零面积": ("degenerate box", "零面积.xml"),
     "未知": ("unknown class", "未知.xml"),
     "空": ("empty image", "空.jpg"),
@@ -54,6 +55,8 @@ def faulty(tmp_path_factory):
     shutil.copy(jpegs / "图 1.jpg", jpegs / "复制.jpg")
     write_voc_xml(xmls / "重复 框.xml", "重复 框.jpg", (48, 64), np.array([[5, 5, 30, 30]] * 2), ["猫", "猫"])
     write_voc_xml(xmls / "出界.xml", "出界.jpg", (48, 64), np.array([[50, 10, 80, 30]]), ["猫"])
+    box = "<bndbox><xmin>40</xmin><ymin>1</ymin><xmax>90</xmax><ymax>20</ymax></bndbox>"
+    (xmls / "无尺寸.xml").write_text(f"<annotation><object><name>猫</name>{box}</object></annotation>", "utf-8")
     write_voc_xml(xmls / "零面积.xml", "零面积.jpg", (48, 64), np.array([[10, 10, 10, 20]]), ["猫"])
     write_voc_xml(xmls / "未知.xml", "未知.jpg", (48, 64), np.array([[5, 5, 30, 30]]), ["dog"])
     write_voc_xml(xmls / "空.xml", "空.jpg", (48, 64), np.zeros((0, 4)), [])

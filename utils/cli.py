@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -75,6 +76,16 @@ def add_output_argument(parser: argparse.ArgumentParser, default: str | Path | N
     parser.add_argument("--output", type=Path, default=default, help=help)
     for alias in OUTPUT_ALIASES:
         parser.add_argument(alias, dest="output", type=Path, help=argparse.SUPPRESS)
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` left-aligned in `width` terminal columns (a table cell that holds CJK names)."""
+    return text + " " * max(0, width - display_width(text))
 
 
 def add_data_arguments(

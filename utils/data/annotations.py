@@ -111,6 +111,16 @@ class AnnotatedImage:
         )
 
 
+def outside_image(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """(M,) bool: which pixel xyxy boxes (M, 4) reach beyond an image of (height, width) by more than
+    OUTSIDE_TOLERANCE of its side."""
+    height, width = image_hw
+    sides = np.array([width, height, width, height], dtype=np.float64)
+    slack = sides * OUTSIDE_TOLERANCE + 1e-6
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.any(boxes[:, :2] < -slack[:2], axis=1) | np.any(boxes[:, 2:] > sides[2:] + slack[2:], axis=1)
+
+
 def sort_objects(
     source: str | Path,
     boxes: np.ndarray,
@@ -157,10 +167,8 @@ def sort_objects(
             skip(DEGENERATE_BOX, f"{label} ({name}) has zero area {shown}")
             continue
         if image_hw is not None:
-            height, width = image_hw
-            slack = np.array([width, height, width, height]) * OUTSIDE_TOLERANCE + 1e-6
-            if np.any(box[:2] < -slack[:2]) or box[2] > width + slack[2] or box[3] > height + slack[3]:
-                skip(BOX_OUTSIDE, f"{label} ({name}) box {shown} lies outside the {width}x{height} image")
+            if outside_image(box[None], image_hw)[0]:
+                skip(BOX_OUTSIDE, f"{label} ({name}) box {shown} lies outside the {image_hw[1]}x{image_hw[0]} image")
                 continue
             box = clip_boxes(box, image_hw)
         kept_boxes.append(box)

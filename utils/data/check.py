@@ -16,7 +16,7 @@ box outside the image  a box beyond the image's edges (skipped by training)
 degenerate box         a box of zero or negative width or height (skipped)
 unknown class          an object whose class is not in the class list (skipped)
 unused class           a class of the list without a usable object in a set
-empty image            an image without objects (a background image)
+empty image            an image without a usable object (a background image, or all skipped)
 =====================  ========================================================================
 
 `DataCheck.exit_code`: 2 when training could not use the data (no image, no usable object, or a
@@ -40,7 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from utils.boxes import box_iou
-from utils.data.annotations import CORRUPT_IMAGE, AnnotatedImage, DataIssue, DataSplit, with_progress
+from utils.cli import display_width, pad
+from utils.data.annotations import (
+    BOX_OUTSIDE,
+    CORRUPT_IMAGE,
+    AnnotatedImage,
+    DataIssue,
+    DataSplit,
+    outside_image,
+    with_progress,
+)
 from utils.data.images import ImageLoadError, load_image
 from utils.data.sources import DataFormatError, DataSource, untrainable_reason
 
@@ -122,11 +131,11 @@ class DataCheck:
                 f"{role:<6} {len(split.images):>8} {objects:>8} {difficult:>9} {empty:>7} {len(split.left_out):>8}  "
                 f"{split.name}"
             )
-        width = max([len("class")] + [len(n) for n in self.class_names])
+        width = max([len("class")] + [display_width(n) for n in self.class_names])
         lines += ["", f"{'class':<{width}} " + " ".join(f"{r:>8}" for r in roles)]
         counts = {role: split.objects_per_class() for role, split in self.splits.items()}
         for c, name in enumerate(self.class_names):
-            lines.append(f"{name:<{width}} " + " ".join(f"{int(counts[r][c]):>8}" for r in roles))
+            lines.append(f"{pad(name, width)} " + " ".join(f"{int(counts[r][c]):>8}" for r in roles))
         by_kind = self.counts_by_kind()
         if by_kind:
             kind_width = max(len(k) for k in by_kind)
@@ -229,9 +238,18 @@ def check_data(
                 continue
             seen_images.add(image.path)
             check.findings += _duplicate_boxes(image, class_names)
+            hw = check.image_facts[image.path].hw
+            if image.size is None and hw is not None:  # boxes the reader could not check (VOC without <size>)
+                where = image.source or image.path
+                for box in image.boxes[outside_image(image.boxes, hw)]:
+                    shown = tuple(round(float(v), 1) for v in box)
+                    check.findings.append(
+                        DataIssue(BOX_OUTSIDE, where, f"{where}: box {shown} lies outside the {hw[1]}x{hw[0]} image "
+                                  f"{image.path}")
+                    )  # fmt: skip
             if not len(image.class_ids):
                 where = f" ({image.source})" if image.source else ""
-                check.findings.append(DataIssue(EMPTY_IMAGE, image.path, f"{image.path}{where}: no objects"))
+                check.findings.append(DataIssue(EMPTY_IMAGE, image.path, f"{image.path}{where}: no usable object"))
 
     for role, split in splits.items():
         counts = split.objects_per_class()

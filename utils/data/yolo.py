@@ -110,8 +110,8 @@ def read_data_yaml(path: str | Path) -> YoloData:
         if key in SPLIT_KEYS or (key not in ("path", "names", "nc", "download") and _looks_like_split(value)):
             if value:
                 splits[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-    if "train" not in splits:
-        raise YoloDataError(f"{path}: no train entry")
+    if not splits:
+        raise YoloDataError(f"{path}: no train, val or test entry")
     return YoloData(path=path, root=root, splits=splits, names=_names(content.get("names"), path))
 
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from nets.model_data import DEFAULT_CLASSES_PATH, load_class_names
 from utils.boxes import convert_format
+from utils.cli import display_width, pad
 from utils.data.annotations import BOX_OUTSIDE, DEGENERATE_BOX, UNKNOWN_CLASS
 from utils.data.images import image_batches
 from utils.data.sources import DataSource, open_data
@@ -380,7 +381,7 @@ class VocEvaluation:
         def pct(value: float) -> str:
             return "    n/a" if np.isnan(value) else f"{value * 100:6.2f}%"
 
-        width = max([len("class")] + [len(n) for n in class_names])
+        width = max([len("class")] + [display_width(n) for n in class_names])
         metric = "11-point (VOC2007)" if result.use_07_metric else "all-point (VOC2010+)"
         lines = [f"{key}: {value}" for key, value in self.settings.items()]
         lines += [
@@ -391,7 +392,7 @@ class VocEvaluation:
         ]
         for c, name in enumerate(class_names):
             lines.append(
-                f"{name:<{width}}  {pct(result.ap[c])}    {pct(result.precision[c])}   {pct(result.recall[c])}   "
+                f"{pad(name, width)}  {pct(result.ap[c])}    {pct(result.precision[c])}   {pct(result.recall[c])}   "
                 f"{pct(result.f1[c])}  {result.num_gt[c]:6d}  {result.num_det[c]:6d}"
             )
         lines += [
