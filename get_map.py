@@ -1,21 +1,25 @@
-"""Evaluate detections on a PASCAL VOC split: per-class AP (VOC), optional COCO metrics, charts.
+"""Evaluate detections on a split of a data set: per-class AP (VOC), optional COCO metrics, charts.
 
 Two sources of detections:
 
     # run one of our models over the split
-    python get_map.py --weights logs/best.keras --data VOCdevkit --split test
+    python get_map.py --weights logs/best.keras --data VOCdevkit --split 2007:test
+    python get_map.py --weights logs/best.keras --data mydata/data.yaml --split val
+    python get_map.py --weights logs/best.keras --data coco/annotations/instances_val2017.json
 
     # or evaluate any detector's output, a COCO results JSON list:
     #   [{"image_id": "000001", "category_id": 14, "bbox": [x, y, w, h], "score": 0.93}, ...]
-    # image_id = the VOC image id (string), category_id = 0-based index in --classes,
-    # bbox = pixel x, y, width, height in the original image.
+    # image_id = the VOC image id (string; COCO: its id; data.yaml: the image path in its folder
+    # without suffix), category_id = 0-based index in --classes, bbox = pixel x, y, width, height.
     python get_map.py --detections dets.json --data VOCdevkit --split test --coco
 
-Ground truth comes from <data>/Annotations/<id>.xml for the ids in <data>/ImageSets/Main/<split>.txt
-(<data> may be a VOCdevkit folder holding VOC2007/). Objects marked difficult are neither
-positives nor errors. Boxes are continuous pixel coordinates (utils.boxes), no VOC "+1".
---classes defaults to the model's own names with --weights, else VOC's 20; --max-detections is
-also COCO's maxDets.
+--data is read by what it holds (utils/data/sources.py): a VOC folder or a VOCdevkit (--split
+2007:test), a data.yaml (YOLO txt labels), COCO instances_<split>.json (iscrowd as difficult).
+--split defaults to the data's test set (VOC's test, data.yaml's test else val, COCO's val).
+Objects marked difficult are neither positives nor errors. Boxes are continuous pixel
+coordinates (utils.boxes), no VOC "+1". --classes defaults to the model's own names with
+--weights, else the data's names (data.yaml, COCO), else VOC's 20; --max-detections is also
+COCO's maxDets.
 
 Written to --output: results.json, results.txt, pr_curves/<class>.png, ap_per_class.png,
 counts_per_class.png (and detections.json with --weights, reusable with --detections).
@@ -36,10 +40,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nets.model_data import DEFAULT_CLASSES_PATH
-from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script
+from utils.cli import DATA_HELP, add_detector_arguments, add_output_argument, detector_kwargs, run_script
+from utils.data.sources import open_data
+from utils.errors import YoloError
 from utils.evaluation.metrics import COCO_STAT_NAMES
 from utils.evaluation.voc_eval import (
     MAX_NAMED_PROBLEMS,
+    EvaluationError,
     EvaluationLog,
     detect_split,
     evaluate_split,
@@ -58,8 +65,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "class index, bbox = pixel [x, y, w, h], score",
     )
     add_detector_arguments(parser, conf=0.001, nms_iou=0.5, weights_required=False, darknet=False, half=False)
-    parser.add_argument("--data", type=Path, default=Path("VOCdevkit"), help="VOC folder or VOCdevkit holding VOC2007/")
-    parser.add_argument("--split", default="test", help="image set in ImageSets/Main (default: test)")
+    parser.add_argument("--data", type=Path, default=Path("VOCdevkit"), help=DATA_HELP)
+    parser.add_argument(
+        "--split",
+        "--test-set",
+        default=None,
+        metavar="SET",
+        help="the set to evaluate, SPLIT or WHERE:SPLIT (2007:test, val, val2017) (default: the data's test set)",
+    )
     parser.add_argument(
         "--min-overlap", type=float, default=0.5, help="IoU (inclusive) for a detection to count as a hit (0.5)"
     )
@@ -90,8 +103,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         from utils.interop.loader import load_detector
 
         detector = load_detector(args.weights, **detector_kwargs(args))
-    class_names = resolve_class_names(args.classes, detector)
-    split = load_voc_split(args.data, args.split, class_names, log)
+    try:
+        source = open_data(args.data)
+    except YoloError as err:
+        raise EvaluationError(str(err)) from None
+    class_names = resolve_class_names(args.classes, detector, source.class_names)
+    split = load_voc_split(source, args.split, class_names, log)
     for note in log.notes[:MAX_NAMED_PROBLEMS]:
         print(f"note: {note}", file=sys.stderr)
     if len(log.notes) > MAX_NAMED_PROBLEMS:

@@ -1,6 +1,11 @@
 """Compute anchors for your data with IoU k-means, plot them, and report the mean IoU they reach.
 
+    python kmeans_for_anchors.py --data VOCdevkit --train-sets 2007:trainval 2012:trainval --input-size 416 \
+        --output model_data/my_anchors.txt
     python kmeans_for_anchors.py --annotations 2007_train.txt --input-size 416 --output model_data/my_anchors.txt
+
+The boxes are those training uses: --data (any data set train.py reads, with --train-sets and
+--classes as train.py takes them; objects marked difficult left out) or an annotation-line file.
 
 Boxes are letterboxed into the network input first, so the anchors are in input pixels, as
 train.py --anchors expects. Prints the anchors, the mean best IoU over all boxes (also for the
@@ -17,9 +22,10 @@ import numpy as np
 
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors
 from utils.boxes import shape_iou
-from utils.cli import add_input_size_argument, run_script
+from utils.cli import DATA_HELP, add_input_size_argument, run_script
 from utils.data.anchors import box_sizes, iou_kmeans
 from utils.data.annotations import read_annotation_lines
+from utils.data.sources import open_data, resolve_class_names
 
 
 def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path, mean_iou: float) -> None:
@@ -44,6 +50,9 @@ def run(argv: list[str] | None = None) -> int:
     """kmeans_for_anchors.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", default="2007_train.txt", help="annotation lines (voc_annotation.py)")
+    parser.add_argument("--data", default=None, help=DATA_HELP + " (instead of --annotations)")
+    parser.add_argument("--train-sets", nargs="+", metavar="SET", help="sets of --data, as train.py takes them")
+    parser.add_argument("--classes", default=None, help="class names, as train.py takes them (with --data)")
     add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW (default 416)")
     parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
     parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
@@ -52,9 +61,16 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="k-means initialisation seed")
     args = parser.parse_args(argv)
     input_hw = args.input_size
-    wh = box_sizes(read_annotation_lines(args.annotations), input_hw)
+    if args.data is not None:
+        source = open_data(args.data)
+        split = source.read(args.train_sets or source.default_sets("train"), resolve_class_names(args.classes, source))
+        images = [image.without_difficult() for image in split.images]
+    else:
+        images = read_annotation_lines(args.annotations)
+    wh = box_sizes(images, input_hw)
     anchors, mean_iou = iou_kmeans(wh, args.num_anchors, seed=args.seed)
     rounded = np.maximum(np.round(anchors), 1).astype(int)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(", ".join(f"{w},{h}" for w, h in rounded) + "\n")
     plot(wh, anchors, np.argmax(shape_iou(wh, anchors), axis=1), Path(args.plot), mean_iou)
     print(f"{len(wh)} boxes, input {input_hw[0]}x{input_hw[1]}")

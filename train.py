@@ -1,7 +1,13 @@
-"""Train YOLOv4-tiny with attention on VOC-format data.
+"""Train YOLOv4-tiny with attention on VOC, YOLO txt (data.yaml) or COCO JSON data.
 
     python train.py --phi 4 --demo                      # the built-in shapes demo (about 5 min on 2 CPU cores)
     python train.py --phi 4 --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights
+    python train.py --phi 4 --data VOCdevkit --train-sets 2007:trainval 2012:trainval --val-sets 2007:test
+    python train.py --phi 4 --data mydata/data.yaml     # class names from the yaml (COCO: its categories)
+
+--data is read by what it holds (utils/data/sources.py); check it first with check_data.py. Training
+refuses data in which a class of the class list has no usable object (exit code 2), and warns with
+the kmeans_for_anchors.py command to run when the anchors fit the boxes poorly.
 
 Everything a run writes goes to --output: settings.json (the resolved settings), last.keras,
 best.keras, numbered .keras every --save-period epochs, checkpoint.npz (for --resume),

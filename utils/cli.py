@@ -7,6 +7,8 @@
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
   classes, conf, nms-iou, max-detections, input-size, batch-size, half), each with its help once,
   and the keyword arguments of `utils.interop.loader.load_detector` they make.
+* `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
+  data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
 * `run_script`: calls a script's `main`; a `utils.errors.YoloError` becomes "error: message" on
   stderr and the error's `exit_code`. Any other exception is a bug: it stays a traceback.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +29,15 @@ from utils.errors import YoloError
 
 BACKENDS = ("keras", "saved_model", "onnx", "tflite")
 OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
+DATA_HELP = (
+    "the data, by what it holds: a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit of "
+    "them (VOC2007/, VOC2012/), a data.yaml (YOLO txt labels) or a folder holding one, or COCO "
+    "instances_<split>.json (a file, or a folder with annotations/)"
+)
+SETS_HELP = (
+    "sets of --data, each SPLIT or WHERE:SPLIT: VOC image sets (2007:trainval 2012:trainval: VOCdevkit/VOC2007 "
+    "and VOC2012), data.yaml entries (train, val), COCO splits (train2017)"
+)
 
 
 class _InputSizeAction(argparse.Action):
@@ -64,6 +76,26 @@ def add_output_argument(parser: argparse.ArgumentParser, default: str | Path | N
     parser.add_argument("--output", type=Path, default=default, help=help)
     for alias in OUTPUT_ALIASES:
         parser.add_argument(alias, dest="output", type=Path, help=argparse.SUPPRESS)
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` left-aligned in `width` terminal columns (a table cell that holds CJK names)."""
+    return text + " " * max(0, width - display_width(text))
+
+
+def add_data_arguments(
+    parser: argparse.ArgumentParser, sets: dict[str, str], default: str | Path | None = "VOCdevkit"
+) -> None:
+    """`--data` and, for each flag -> help of `sets` (e.g. {"--train-sets": "..."}), a list of sets
+    (nargs "+", default None: the data's own default sets, utils.data.sources.DataSource.default_sets)."""
+    parser.add_argument("--data", type=Path, default=None if default is None else Path(default), help=DATA_HELP)
+    for flag, help_text in sets.items():
+        parser.add_argument(flag, nargs="+", metavar="SET", default=None, help=help_text)
 
 
 def add_detector_arguments(

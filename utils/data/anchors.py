@@ -16,6 +16,9 @@ from utils.data.images import image_size
 from utils.errors import YoloError
 from utils.inference.letterbox import letterbox_info
 
+# Below this mean best-anchor IoU, training warns that the anchors fit the data poorly.
+POOR_ANCHOR_FIT = 0.5
+
 
 class AnchorError(YoloError, ValueError):
     """Too few boxes to fit the anchors."""
@@ -24,17 +27,26 @@ class AnchorError(YoloError, ValueError):
 def box_sizes(images: Sequence[AnnotatedImage], input_hw: tuple[int, int]) -> np.ndarray:
     """Widths and heights (N, 2) of all boxes as letterboxed into the network input (pixels).
 
-    Reads only each image's header for its size (as displayed, like `load_image`). Boxes are pixel
-    xyxy in the original image.
+    The image size is the one the record states (`AnnotatedImage.size`: VOC <size>, COCO's, the
+    YOLO image's header), else read from the image's header (as displayed, like `load_image`).
+    Boxes are pixel xyxy in the original image.
     """
     sizes = []
     for item in images:
         if not len(item.boxes):
             continue
-        sx, sy = letterbox_info(image_size(item.path), input_hw).scale_xy
+        sx, sy = letterbox_info(item.size or image_size(item.path), input_hw).scale_xy
         wh = item.boxes[:, 2:4] - item.boxes[:, 0:2]
         sizes.append(wh * np.array([sx, sy], np.float32))
     return np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
+
+
+def anchor_fit(wh: np.ndarray, anchors: np.ndarray) -> float:
+    """Mean over boxes (N, 2) of the best shape IoU any anchor (K, 2) reaches; NaN without boxes."""
+    wh = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    if not len(wh):
+        return float("nan")
+    return float(shape_iou(wh, np.asarray(anchors, dtype=np.float64)).max(axis=1).mean())
 
 
 def iou_kmeans(wh: np.ndarray, k: int, seed: int = 0, max_iter: int = 300) -> tuple[np.ndarray, float]:

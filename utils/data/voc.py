@@ -1,4 +1,4 @@
-"""Reading PASCAL VOC data: annotation XML files and the VOC2007 folder layout.
+"""Reading PASCAL VOC data: annotation XML files, the VOC folder layout, and VOCdevkits of several years.
 
 Box convention
 --------------
@@ -13,17 +13,30 @@ Layout (VOC2007)::
     <root>/JPEGImages/<image_id>.jpg
     <root>/ImageSets/Main/{train,val,test,trainval}.txt   (one image id a line)
 
-``<root>`` may also be a VOCdevkit folder holding ``VOC2007/`` (see `find_voc_root`).
+A VOCdevkit holds several such roots (``VOC2007/``, ``VOC2012/``); `voc_root_for` finds the one a
+set names ("2007" -> VOCdevkit/VOC2007). Files are read as UTF-8: image ids, file names and class
+names may be in any script and contain spaces.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from utils.data.annotations import (
+    MISSING_IMAGE,
+    UNREADABLE_ANNOTATION,
+    AnnotatedImage,
+    DataIssue,
+    DataSplit,
+    format_annotation_line,
+    sort_objects,
+    with_progress,
+)
 from utils.data.images import IMAGE_SUFFIXES
 from utils.errors import YoloError
 
@@ -46,7 +59,7 @@ class VocAnnotation:
         difficult: bool (M,).
         filename: the image file name the XML names (may be empty).
         image_size: (height, width) from `<size>`, or None when absent.
-        warnings: one message per object skipped, each naming the XML file.
+        issues: one DataIssue per object skipped, each naming the XML file.
     """
 
     boxes: np.ndarray
@@ -54,7 +67,12 @@ class VocAnnotation:
     difficult: np.ndarray
     filename: str = ""
     image_size: tuple[int, int] | None = None
-    warnings: list[str] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The issues' messages."""
+        return [issue.message for issue in self.issues]
 
 
 def _text(node: ET.Element, tag: str, path: Path) -> str:
@@ -97,17 +115,9 @@ def parse_voc_xml(path: str | Path, class_names: list[str] | None = None) -> Voc
     filename_node = root.find("filename")
     filename = filename_node.text.strip() if filename_node is not None and filename_node.text else ""
 
-    names = list(class_names) if class_names is not None else []
-    index = {name: i for i, name in enumerate(names)}
-    boxes, class_ids, difficult, warnings = [], [], [], []
+    boxes, names, difficult = [], [], []
     for number, obj in enumerate(root.iter("object")):
         name = _text(obj, "name", path)
-        if name not in index:
-            if class_names is not None:
-                warnings.append(f"{path}: object {number} has class {name!r}, not in the class list; skipped")
-                continue
-            index[name] = len(names)
-            names.append(name)
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise VocFormatError(f"{path}: object {number} ({name}) has no <bndbox>")
@@ -115,32 +125,13 @@ def parse_voc_xml(path: str | Path, class_names: list[str] | None = None) -> Voc
             xmin, ymin, xmax, ymax = (float(_text(bndbox, tag, path)) for tag in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError as err:
             raise VocFormatError(f"{path}: object {number} ({name}) has a non-numeric box ({err})") from None
-        box = (xmin - 1.0, ymin - 1.0, xmax, ymax)  # 1-based inclusive -> continuous xyxy
-        if box[2] <= box[0] or box[3] <= box[1]:
-            warnings.append(f"{path}: object {number} ({name}) has zero area {box}; skipped")
-            continue
-        if image_size is not None and (
-            box[0] < 0 or box[1] < 0 or box[2] > image_size[1] or box[3] > image_size[0]
-        ):
-            warnings.append(
-                f"{path}: object {number} ({name}) box {box} lies outside the {image_size[1]}x{image_size[0]} "
-                "image; skipped"
-            )
-            continue
+        boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))  # 1-based inclusive -> continuous xyxy
+        names.append(name)
         diff_node = obj.find("difficult")
-        is_difficult = diff_node is not None and (diff_node.text or "0").strip() not in ("0", "")
-        boxes.append(box)
-        class_ids.append(index[name])
-        difficult.append(is_difficult)
+        difficult.append(diff_node is not None and (diff_node.text or "0").strip() not in ("0", ""))
+    boxes, class_ids, difficult, issues = sort_objects(path, boxes, names, difficult, class_names, image_size)
 
-    return VocAnnotation(
-        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-        class_ids=np.asarray(class_ids, dtype=np.int32),
-        difficult=np.asarray(difficult, dtype=bool),
-        filename=filename,
-        image_size=image_size,
-        warnings=warnings,
-    )
+    return VocAnnotation(boxes, class_ids, difficult, filename=filename, image_size=image_size, issues=issues)
 
 
 def write_voc_xml(
@@ -180,7 +171,7 @@ def write_voc_xml(
         for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), values, strict=True):
             ET.SubElement(bndbox, tag).text = str(int(round(value)))
     ET.indent(root)
-    Path(path).write_text(ET.tostring(root, encoding="unicode") + "\n")
+    Path(path).write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
 
 
 def find_voc_root(data: str | Path) -> Path:
@@ -192,12 +183,72 @@ def find_voc_root(data: str | Path) -> Path:
     raise VocLayoutError(f"{data}: no Annotations/ folder here or in {data / 'VOC2007'}")
 
 
+def find_voc_roots(data: str | Path) -> list[Path]:
+    """Every VOC root in `data`: `data` itself when it holds Annotations/, else its sub-folders that do
+    (a VOCdevkit: VOC2007/, VOC2012/, ...), sorted by name."""
+    data = Path(data)
+    if (data / "Annotations").is_dir():
+        return [data]
+    if not data.is_dir():
+        return []
+    return sorted(p for p in data.iterdir() if (p / "Annotations").is_dir())
+
+
+def voc_root_for(data: str | Path, where: str | None) -> Path:
+    """The VOC root a set names in `data`.
+
+    Args:
+        data: a VOC root or a folder of them (a VOCdevkit).
+        where: a year ("2012" -> `data`/VOC2012), a sub-folder of `data`, or any folder path;
+            None: `data` itself, its only VOC root, or its VOC2007/.
+    Raises: VocLayoutError naming what was looked for.
+    """
+    data = Path(data)
+    if where is None:
+        roots = find_voc_roots(data)
+        if len(roots) == 1:
+            return roots[0]
+        if data / "VOC2007" in roots:
+            return data / "VOC2007"
+        if not roots:
+            raise VocLayoutError(f"{data}: no Annotations/ folder here or in a sub-folder (a VOCdevkit)")
+        names = ", ".join(p.name for p in roots)
+        raise VocLayoutError(f"{data} holds several VOC folders ({names}): name one, e.g. {roots[0].name}:trainval")
+    candidates = [data / f"VOC{where}", data / where, Path(where)]
+    for candidate in candidates:
+        if (candidate / "Annotations").is_dir():
+            return candidate
+    raise VocLayoutError(f"{where!r}: no VOC folder (with Annotations/) at {', '.join(map(str, candidates))}")
+
+
+def image_set_path(root: str | Path, split: str) -> Path:
+    """`root`/ImageSets/Main/`split`.txt."""
+    return Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+
+
 def read_image_set(root: str | Path, split: str) -> list[str]:
-    """Image ids listed in `root`/ImageSets/Main/`split`.txt."""
-    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+    """Image ids listed in `root`/ImageSets/Main/`split`.txt (UTF-8).
+
+    A line is an image id, which may contain spaces; a trailing " 1" / " -1" / " 0" (the
+    per-class image sets' flag) is dropped unless the whole line names an annotation file.
+    """
+    path = image_set_path(root, split)
     if not path.is_file():
         raise VocLayoutError(f"{path}: image set {split!r} not found")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VocLayoutError(f"{path}: cannot read ({err})") from None
+    ids = []
+    for line in lines:
+        image_id = line.strip()
+        if not image_id:
+            continue
+        match = re.fullmatch(r"(.+?)\s+-?[01]", image_id)
+        if match and not (Path(root) / "Annotations" / f"{image_id}.xml").is_file():
+            image_id = match.group(1)
+        ids.append(image_id)
+    return ids
 
 
 def find_image(root: str | Path, image_id: str, filename: str = "") -> Path | None:
@@ -209,6 +260,58 @@ def find_image(root: str | Path, image_id: str, filename: str = "") -> Path | No
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_voc_set(
+    root: str | Path, split: str, class_names: list[str], require_images: bool = True, progress: bool = False
+) -> DataSplit:
+    """The images of one image set of a VOC root.
+
+    A bad file never stops the reading: a malformed XML (or, with `require_images`, a missing
+    image) leaves that image out, a bad object (unknown class, zero area, outside the image) is
+    skipped; each gets a DataIssue naming the file. Difficult objects are kept and flagged.
+
+    Args:
+        root: the folder holding Annotations/, JPEGImages/, ImageSets/Main/.
+        split: image-set name ("train", "val", ...).
+        class_names: the class list; class_ids index it.
+        require_images: leave out images whose file is missing; False keeps them, with the path the
+            file would have (evaluating a detections file needs no images).
+        progress: a progress bar on stderr.
+    Raises: VocLayoutError when the image set does not exist.
+    """
+    root = Path(root)
+    ids = read_image_set(root, split)
+    result = DataSplit(
+        name=f"{root}:{split}", listing=str(image_set_path(root, split)), class_names=list(class_names), image_ids=ids
+    )
+    for image_id in with_progress(ids, progress, f"{root.name}:{split}"):
+        xml_path = root / "Annotations" / f"{image_id}.xml"
+        try:
+            ann = parse_voc_xml(xml_path, class_names)
+        except VocFormatError as err:
+            result.leave_out(image_id, UNREADABLE_ANNOTATION, xml_path, str(err))
+            continue
+        result.issues += ann.issues
+        image_path = find_image(root, image_id, ann.filename)
+        if image_path is None:
+            if require_images:
+                reason = f"{xml_path}: image {image_id} not found in {root / 'JPEGImages'}"
+                result.leave_out(image_id, MISSING_IMAGE, xml_path, reason)
+                continue
+            image_path = root / "JPEGImages" / (ann.filename or f"{image_id}.jpg")
+        result.images.append(
+            AnnotatedImage(
+                str(image_path.resolve()),
+                ann.boxes,
+                ann.class_ids,
+                ann.difficult,
+                image_id=image_id,
+                size=ann.image_size,
+                source=str(xml_path),
+            )
+        )
+    return result
 
 
 @dataclass
@@ -234,11 +337,9 @@ def voc_split_to_lines(
     class_names: list[str],
     include_difficult: bool = False,
 ) -> SplitResult:
-    """Convert one image set of a VOC2007-layout folder into annotation lines.
+    """One image set of a VOC root as annotation lines (`read_voc_set`, then one line per image).
 
-    A bad file never stops the conversion: a malformed XML or a missing image skips that image,
-    a bad object (unknown class, zero area, outside the image) skips that object; each gets a
-    warning naming the file. Images with no usable object are still written (as negatives).
+    Images with no usable object are still written (as negatives).
 
     Args:
         root: the folder holding Annotations/, JPEGImages/, ImageSets/Main/.
@@ -246,26 +347,11 @@ def voc_split_to_lines(
         class_names: the class list; ids in the lines index it.
         include_difficult: keep objects marked difficult (skipped by default).
     """
-    from utils.data.annotations import format_annotation_line
-
-    root = Path(root)
-    result = SplitResult(lines=[], objects_per_class=np.zeros(len(class_names), dtype=np.int64))
-    for image_id in read_image_set(root, split):
-        xml_path = root / "Annotations" / f"{image_id}.xml"
-        try:
-            ann = parse_voc_xml(xml_path, class_names)
-        except (VocFormatError, FileNotFoundError) as err:
-            result.warnings.append(f"{err}; image {image_id} skipped")
-            result.skipped_files += 1
-            continue
-        result.warnings += ann.warnings
-        image_path = find_image(root, image_id, ann.filename)
-        if image_path is None:
-            result.warnings.append(f"{xml_path}: image {image_id} not found in {root / 'JPEGImages'}; skipped")
-            result.skipped_files += 1
-            continue
-        keep = np.ones(len(ann.boxes), dtype=bool) if include_difficult else ~ann.difficult
-        boxes, class_ids = ann.boxes[keep], ann.class_ids[keep]
-        np.add.at(result.objects_per_class, class_ids, 1)
-        result.lines.append(format_annotation_line(image_path.resolve(), boxes, class_ids))
-    return result
+    data = read_voc_set(root, split, class_names)
+    images = data.images if include_difficult else [image.without_difficult() for image in data.images]
+    return SplitResult(
+        lines=[format_annotation_line(image.path, image.boxes, image.class_ids) for image in images],
+        objects_per_class=data.objects_per_class(include_difficult),
+        skipped_files=len(data.left_out),
+        warnings=[issue.message for issue in data.issues],
+    )

@@ -1,15 +1,19 @@
-"""Evaluating detections on a PASCAL VOC split: what get_map.py does, as a library.
+"""Evaluating detections on a split of a data set: what get_map.py does, as a library.
 
     log = EvaluationLog(echo=print)
-    class_names = resolve_class_names(classes_path, detector)
-    split = load_voc_split("VOCdevkit", "test", class_names, log)
+    source = open_data("VOCdevkit")                  # utils.data.sources: VOC, data.yaml or COCO JSON
+    class_names = resolve_class_names(classes_path, detector, source.class_names)
+    split = load_voc_split(source, "2007:test", class_names, log)
     detections = detect_split(detector, split, log)  # or read_coco_detections("dets.json", split, class_names, log)
     evaluation = evaluate_split(split, detections, class_names, log, source={"weights": "best.keras"}, coco=True)
     evaluation.write("map_out", detections_json=True)
 
-Ground truth comes from <root>/Annotations/<id>.xml for the ids in <root>/ImageSets/Main/<split>.txt
-(`root` may be a VOCdevkit folder holding VOC2007/). Objects marked difficult are neither positives
-nor errors. Boxes are continuous pixel xyxy (utils.boxes), no VOC "+1".
+Ground truth is read by utils.data.sources, whatever the format: for VOC from <root>/Annotations/<id>.xml
+for the ids in <root>/ImageSets/Main/<split>.txt (a VOCdevkit's year as 2007:test), for a data.yaml
+from its labels, for COCO from instances_<split>.json (iscrowd as difficult). Images are named by
+their VOC id, their path in the YOLO images folder without suffix, or their COCO id. Objects
+marked difficult are neither positives nor errors. Boxes are continuous pixel xyxy (utils.boxes),
+no VOC "+1".
 
 What cannot be used (an XML that does not parse, an unreadable image, a detection naming an unknown
 image or class) is a *problem*: named in the `EvaluationLog`, left out, and the rest is evaluated.
@@ -34,8 +38,10 @@ from tqdm import tqdm
 
 from nets.model_data import DEFAULT_CLASSES_PATH, load_class_names
 from utils.boxes import convert_format
+from utils.cli import display_width, pad
+from utils.data.annotations import BOX_OUTSIDE, DEGENERATE_BOX, UNKNOWN_CLASS
 from utils.data.images import image_batches
-from utils.data.voc import VocFormatError, find_image, find_voc_root, parse_voc_xml, read_image_set
+from utils.data.sources import DataSource, open_data
 from utils.errors import YoloError
 from utils.evaluation.metrics import (
     CocoResult,
@@ -83,16 +89,17 @@ class EvaluationLog:
 
 @dataclass
 class VocSplit:
-    """The ground truth of one image set of a VOC folder.
+    """The ground truth of the evaluated split of a data set (VOC, data.yaml or COCO; the name is historical).
 
     Attributes:
-        root: the folder holding Annotations/ and JPEGImages/.
-        name: the image set ("test", "val", ...).
-        image_ids: every id the image set lists.
+        root: the data set (what --data named).
+        name: the set(s) read ("test", "2007:test", "val2017", ...).
+        image_ids: every image the split lists.
         ground_truths: image id -> GroundTruth (boxes (M, 4) pixel xyxy, class_ids (M,),
             difficult (M,)), for the images being evaluated; `detect_split` removes the images
             it cannot read.
         excluded: image id -> why it was left out of the evaluation.
+        paths: image id -> its image file (where it would be, when missing).
     """
 
     root: Path
@@ -100,10 +107,14 @@ class VocSplit:
     image_ids: list[str]
     ground_truths: dict[str, GroundTruth]
     excluded: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
-def resolve_class_names(classes_path: str | Path | None, detector: Detector | None = None) -> list[str]:
-    """The class list: `classes_path`, else the detector's own names, else VOC's 20.
+def resolve_class_names(
+    classes_path: str | Path | None, detector: Detector | None = None, data_names: list[str] | None = None
+) -> list[str]:
+    """The class list: `classes_path`, else the detector's own names, else the names the data
+    declares (`data_names`: data.yaml's, COCO's categories), else VOC's 20.
 
     Raises ModelDataError when the file cannot be used, EvaluationError when its count differs
     from the detector's.
@@ -111,6 +122,8 @@ def resolve_class_names(classes_path: str | Path | None, detector: Detector | No
     if classes_path is None and detector is not None and detector.class_names is not None:
         names = list(detector.class_names)
         source = "its class names"
+    elif classes_path is None and data_names:
+        names, source = list(data_names), "the data's class names"
     else:
         path = Path(classes_path or DEFAULT_CLASSES_PATH)
         names = load_class_names(path)  # ModelDataError naming the file when it cannot be used
@@ -121,43 +134,54 @@ def resolve_class_names(classes_path: str | Path | None, detector: Detector | No
 
 
 def load_voc_split(
-    data: str | Path, split: str, class_names: list[str], log: EvaluationLog, progress: bool = True
+    data: str | Path | DataSource,
+    split: str | None,
+    class_names: list[str],
+    log: EvaluationLog,
+    progress: bool = True,
 ) -> VocSplit:
-    """Parse the XML of every image id of `split`; one that cannot be parsed is a problem and left out.
+    """Read the ground truth of a split of any data set utils.data.sources reads (the name is historical).
+
+    An annotation that cannot be read is a problem and its image left out; objects skipped inside
+    readable annotations (a class not in the list, an empty box) are notes. Images whose file is
+    missing are kept here: `detect_split` leaves them out, a detections file needs none.
 
     Args:
-        data: a VOC folder, or a VOCdevkit folder holding VOC2007/.
-        split: the image set in ImageSets/Main.
+        data: a data set (VOC folder or VOCdevkit, data.yaml, COCO JSON) or an opened DataSource.
+        split: a set of it, [WHERE:]SPLIT ("test", "2007:test", "val2017"); None: its test set
+            (`DataSource.default_sets("test")`).
         class_names: the class list (objects of other classes are skipped, as notes).
         log: receives the problems and notes.
         progress: show a progress bar on stderr.
     Raises:
-        EvaluationError: no VOC folder, no such image set, or an image set without ids.
+        EvaluationError: no such data or split, or a split without images.
     """
     try:
-        root = find_voc_root(data)
-        image_ids = read_image_set(root, split)
-    except FileNotFoundError as err:
+        source = data if isinstance(data, DataSource) else open_data(data)
+        sets = [split] if split else source.default_sets("test")
+        if not sets:
+            available = ", ".join(source.set_names())
+            raise EvaluationError(f"{source.path}: no test set; name one with --split (it has {available})")
+        read = source.read(sets, class_names, require_images=False, progress=progress)
+    except EvaluationError:
+        raise
+    except YoloError as err:
         raise EvaluationError(str(err)) from None
-    if not image_ids:
-        raise EvaluationError(
-            f"{root / 'ImageSets' / 'Main' / (split + '.txt')} lists no image ids; nothing to evaluate"
-        )
-    result = VocSplit(root=root, name=split, image_ids=image_ids, ground_truths={})
-    for image_id in tqdm(image_ids, desc="annotations", unit="img", file=sys.stderr, disable=not progress):
-        xml_path = root / "Annotations" / f"{image_id}.xml"
-        try:
-            annotation = parse_voc_xml(xml_path, class_names)
-        except VocFormatError as err:
-            reason = str(err)
-        except FileNotFoundError:
-            reason = f"{xml_path}: no such file"
-        else:
-            log.notes += annotation.warnings
-            result.ground_truths[image_id] = GroundTruth(annotation.boxes, annotation.class_ids, annotation.difficult)
-            continue
-        result.excluded[image_id] = f"{reason}; image {image_id} left out of the evaluation"
+    if not read.image_ids:
+        raise EvaluationError(f"{read.listing} lists no image ids; nothing to evaluate")
+    result = VocSplit(root=source.path, name=" ".join(sets), image_ids=read.image_ids, ground_truths={})
+    for image_id, issue in read.left_out.items():
+        result.excluded[image_id] = f"{issue.detail}; image {image_id} left out of the evaluation"
         log.problem(result.excluded[image_id])
+    left_out = set(read.left_out.values())
+    for issue in read.issues:
+        if issue.kind in (UNKNOWN_CLASS, DEGENERATE_BOX, BOX_OUTSIDE):
+            log.notes.append(issue.message)
+        elif issue not in left_out:
+            log.problem(issue.message)
+    for image in read.images:
+        result.ground_truths[image.image_id] = GroundTruth(image.boxes, image.class_ids, image.difficult)
+        result.paths[image.image_id] = Path(image.path)
     return result
 
 
@@ -173,9 +197,8 @@ def detect_split(
         image, scores (N,), class_ids (N,)), which `evaluate_detections` takes as they are.
     """
 
-    def path_of(image_id: str) -> Path:
-        # No file under any image extension: name the .jpg, so the message names the folder.
-        return find_image(split.root, image_id) or split.root / "JPEGImages" / f"{image_id}.jpg"
+    def path_of(image_id: str) -> Path | None:
+        return split.paths.get(image_id)
 
     detections = {}
     image_ids = list(split.ground_truths)
@@ -220,8 +243,8 @@ def read_coco_detections(
     num_classes = len(class_names)
     ground_truths, excluded = split.ground_truths, split.excluded
     try:
-        entries = json.loads(path.read_text())
-    except OSError as err:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
         raise EvaluationError(f"{path}: cannot read detections ({err})") from None
     except json.JSONDecodeError as err:
         raise EvaluationError(f"{path}: not valid JSON ({err})") from None
@@ -358,7 +381,7 @@ class VocEvaluation:
         def pct(value: float) -> str:
             return "    n/a" if np.isnan(value) else f"{value * 100:6.2f}%"
 
-        width = max([len("class")] + [len(n) for n in class_names])
+        width = max([len("class")] + [display_width(n) for n in class_names])
         metric = "11-point (VOC2007)" if result.use_07_metric else "all-point (VOC2010+)"
         lines = [f"{key}: {value}" for key, value in self.settings.items()]
         lines += [
@@ -369,7 +392,7 @@ class VocEvaluation:
         ]
         for c, name in enumerate(class_names):
             lines.append(
-                f"{name:<{width}}  {pct(result.ap[c])}    {pct(result.precision[c])}   {pct(result.recall[c])}   "
+                f"{pad(name, width)}  {pct(result.ap[c])}    {pct(result.precision[c])}   {pct(result.recall[c])}   "
                 f"{pct(result.f1[c])}  {result.num_gt[c]:6d}  {result.num_det[c]:6d}"
             )
         lines += [
@@ -392,9 +415,11 @@ class VocEvaluation:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if detections_json:
-            (out / "detections.json").write_text(json.dumps(detections_to_coco_json(self.detections)))
-        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        (out / "results.txt").write_text(self.to_text())
+            text = json.dumps(detections_to_coco_json(self.detections), ensure_ascii=False)
+            (out / "detections.json").write_text(text, encoding="utf-8")
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        (out / "results.json").write_text(text + "\n", encoding="utf-8")
+        (out / "results.txt").write_text(self.to_text(), encoding="utf-8")
         if plots:
             from utils.evaluation.plots import write_plots
 

@@ -82,7 +82,7 @@ def read_metadata(path: str | Path) -> dict:
     path = Path(path)
     sidecar = metadata_path(path)
     if sidecar.is_file():
-        text = sidecar.read_text()
+        text = sidecar.read_text(encoding="utf-8")
         source = sidecar
     elif path.suffix.lower() == ".onnx" and path.is_file():
         import onnx
@@ -109,4 +109,4 @@ def read_metadata(path: str | Path) -> dict:
 def write_metadata(path: Path, data: dict) -> None:
     """Write the metadata JSON (see `metadata_path` for where it goes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

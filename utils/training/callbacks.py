@@ -58,8 +58,8 @@ class CheckpointWriter(Callback):
 
     def on_train_start(self, trainer) -> None:
         trainer.save_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(trainer.settings(), indent=2)
-        atomic_write(trainer.save_dir / "settings.json", lambda temp: Path(temp).write_text(text))
+        text = json.dumps(trainer.settings(), indent=2, ensure_ascii=False)
+        atomic_write(trainer.save_dir / "settings.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         save_dir, period = trainer.save_dir, trainer.config.save_period
@@ -77,8 +77,8 @@ class HistoryWriter(Callback):
     chief_only = True
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        text = json.dumps(trainer.history.to_dict(), indent=1)
-        atomic_write(trainer.save_dir / "history.json", lambda temp: Path(temp).write_text(text))
+        text = json.dumps(trainer.history.to_dict(), indent=1, ensure_ascii=False)
+        atomic_write(trainer.save_dir / "history.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
 class Plots(Callback):

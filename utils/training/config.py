@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
-from utils.cli import OUTPUT_ALIASES
+from utils.cli import DATA_HELP, OUTPUT_ALIASES
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
@@ -31,10 +31,20 @@ def _opt(default, help_text: str, **extra):
 class TrainConfig:
     phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
     attention: str | None = _opt(None, "attention by name instead of --phi: none, se, cbam, eca or ca")
-    data: str = _opt("VOCdevkit", "VOC2007-layout folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit")
+    data: str = _opt("VOCdevkit", DATA_HELP)
+    train_sets: list[str] | None = _opt(
+        None, "training sets of --data, each SPLIT or WHERE:SPLIT (2007:trainval 2012:trainval) (default: train)",
+        nargs="+",
+    )
+    val_sets: list[str] | None = _opt(
+        None, "validation sets of --data, as --train-sets (default: val, when the data has it)", nargs="+",
+        aliases=("--test-set",),
+    )
     train_annotations: str | None = _opt(None, "annotation-line file (voc_annotation.py output) instead of --data")
     val_annotations: str | None = _opt(None, "annotation-line file for validation (with --train-annotations)")
-    classes: str = _opt(str(DEFAULT_CLASSES_PATH), "class names, one a line")
+    classes: str | None = _opt(
+        None, f"class names, one a line (default: the data's own names, data.yaml or COCO, else {DEFAULT_CLASSES_PATH})"
+    )
     anchors: str = _opt(str(DEFAULT_ANCHORS_PATH), "anchors file: w,h, w,h, ... in input pixels")
     input_size: str = _opt(str(DEFAULT_INPUT_SHAPE[0]), "network input: 416 or HxW, multiples of 32")
     weights: str | None = _opt(None, "initial weights: a .keras model (matching layers by name) or darknet .weights")
@@ -114,9 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
+        extra = {"nargs": f.metadata["nargs"], "metavar": "SET"} if "nargs" in f.metadata else {}
         parser.add_argument(
-            flag, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text
+            flag, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text, **extra
         )
+        for alias in f.metadata.get("aliases", ()):
+            parser.add_argument(alias, dest=f.name, type=kind, default=None, help=argparse.SUPPRESS, **extra)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

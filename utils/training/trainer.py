@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.data.annotations import AnnotatedImage, parse_annotation_line, read_annotation_lines
+from utils.data.annotations import AnnotatedImage, read_annotation_lines
+from utils.data.sources import untrainable_reason
 from utils.errors import YoloError
 from utils.training.callbacks import Callback, default_callbacks
 from utils.training.checkpoint import CHECKPOINT_NAME, History, read_checkpoint, save_model, write_checkpoint
@@ -92,30 +93,76 @@ def transfer_weights(source, target) -> tuple[list[str], list[str]]:
     return loaded, skipped
 
 
-def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
-    """Train and val images, from annotation files or straight from the VOC folder."""
-    if config.train_annotations:
-        train = read_annotation_lines(config.train_annotations)
-        val = read_annotation_lines(config.val_annotations) if config.val_annotations else []
-        return train, val
-    from utils.data.voc import find_voc_root, voc_split_to_lines
+def class_names_for(config: TrainConfig) -> list[str]:
+    """The run's class list: --classes, else the names the data declares (data.yaml, COCO), else VOC's 20."""
+    from utils.data.sources import open_data, resolve_class_names
 
-    root = find_voc_root(config.data)
-    splits = []
-    for split in ("train", "val"):
+    if config.classes is not None or config.train_annotations:
+        return resolve_class_names(config.classes)
+    return resolve_class_names(None, open_data(config.data))
+
+
+def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
+    """Train and val images, from annotation-line files or read from --data by utils.data.sources (VOC,
+    a VOCdevkit's years, data.yaml, COCO JSON; --train-sets / --val-sets, else the data's defaults).
+
+    Objects marked difficult (COCO: iscrowd) are left out of both. Each file or object the readers
+    skip is a warning naming it. Raises TrainingDataError when the training images hold no usable
+    object, or none of a class in the class list; warns, with the kmeans_for_anchors.py command that
+    fits them, when the anchors fit the training boxes poorly (mean best-anchor IoU below 0.5).
+    """
+    from utils.data.sources import DataFormatError, lines_split, open_data
+
+    if config.train_annotations:
+        train = lines_split(read_annotation_lines(config.train_annotations), class_names, config.train_annotations)
+        val = read_annotation_lines(config.val_annotations) if config.val_annotations else []
+        data_args = ["--annotations", config.train_annotations]
+    else:
+        source = open_data(config.data)
+        train_sets = config.train_sets or source.default_sets("train")
+        if not train_sets:
+            sets = ", ".join(source.set_names())
+            raise TrainingDataError(f"{config.data}: no training set; name one with --train-sets (it has {sets})")
+        train = source.read(train_sets, class_names)
+        val = None
         try:
-            result = voc_split_to_lines(root, split, class_names)
-        except FileNotFoundError:
-            if split == "train":
+            val = source.read(config.val_sets or source.default_sets("val"), class_names)
+        except (FileNotFoundError, DataFormatError):  # no val set: train without one, unless it was named
+            if config.val_sets:
                 raise
-            result = None
-        if result is None:
-            splits.append([])
-            continue
-        for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        splits.append([parse_annotation_line(line) for line in result.lines])
-    return splits[0], splits[1]
+        for issue in train.issues + (val.issues if val is not None else []):
+            print(f"warning: {issue}", file=sys.stderr)
+        val = [image.without_difficult() for image in val.images] if val is not None else []
+        data_args = ["--data", str(config.data), "--train-sets", *train_sets]
+        if config.classes is not None:
+            data_args += ["--classes", str(config.classes)]
+    reason = untrainable_reason(train)
+    if reason:
+        raise TrainingDataError(reason)
+    train_images = [image.without_difficult() for image in train.images]
+    _warn_on_poor_anchors(config, train_images, data_args)
+    return train_images, val
+
+
+def _warn_on_poor_anchors(config: TrainConfig, images: list[AnnotatedImage], data_args: list[str]) -> None:
+    import shlex
+
+    from nets.model_data import load_anchors
+    from utils.data.anchors import POOR_ANCHOR_FIT, anchor_fit, box_sizes
+
+    height, width = config.input_hw
+    fit = anchor_fit(box_sizes(images, (height, width)), load_anchors(config.anchors))
+    if fit < POOR_ANCHOR_FIT:
+        output = str(Path(config.save_dir) / "anchors.txt")
+        command = shlex.join(
+            ["python", "kmeans_for_anchors.py", *data_args, "--input-size", f"{height}x{width}", "--output", output]
+        )
+        print(
+            f"warning: the anchors of {config.anchors} fit the training boxes poorly (mean best-anchor IoU "
+            f"{fit:.3f} < {POOR_ANCHOR_FIT} at input {height}x{width}). Fit anchors to this data with\n"
+            f"    {command}\nand train with --anchors {shlex.quote(output)}",
+            file=sys.stderr,
+        )
 
 
 class Trainer:
@@ -188,7 +235,7 @@ class Trainer:
         Writes no file (the callbacks do, from on_train_start)."""
         import keras
 
-        from nets.model_data import load_anchors, load_class_names
+        from nets.model_data import load_anchors
         from nets.yolo import YoloV4Tiny
         from utils.data.dataset import YoloDataset
         from utils.training.loss import YoloLoss
@@ -197,7 +244,7 @@ class Trainer:
         keras.utils.set_random_seed(c.seed)
         if c.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
-        self.class_names = load_class_names(c.classes)
+        self.class_names = class_names_for(c)
         anchors = load_anchors(c.anchors)
         self.train_images, self.val_images = load_split(c, self.class_names)
         if not self.train_images:

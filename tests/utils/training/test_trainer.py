@@ -83,7 +83,7 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
     from utils.training.config import TrainConfig
     from utils.training.trainer import Trainer
 
-    data = write_demo_dataset(tmp_path / "data", splits={"train": 2}, image_size=64)
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4}, image_size=64)  # 4: every class has an object
     darknet_file = tmp_path / "yolov4-tiny.weights"
     write_weights(darknet_file, random_darknet_weights(conv_specs(yolov4_tiny_cfg(80)), seed=1))
     common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0)

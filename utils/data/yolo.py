@@ -1,0 +1,260 @@
+"""Reading YOLO txt data as ultralytics lays it out: a data.yaml, images/ and labels/.
+
+    data.yaml                   path: ../datasets/mine     the root (optional; default: the yaml's folder)
+                                train: images/train        a folder of images, a .txt listing images, or a list
+                                val: images/val
+                                test: images/test          (optional)
+                                names: [cat, dog]          or {0: cat, 1: dog}
+    images/train/0001.jpg
+    labels/train/0001.txt       one object a line: class x_center y_center width height
+
+An image's label file is its path with the last ``/images/`` replaced by ``/labels/`` and the
+suffix by ``.txt`` (beside the image when the path has no ``images`` folder). Coordinates are
+normalised by the image's width and height as displayed (EXIF orientation applied, as
+utils.data.images reads it), so each image's header is read to turn them into pixel xyxy. A
+polygon line (``class x1 y1 x2 y2 x3 y3 ...``, ultralytics' segments) stands for its bounding box.
+An image without a label file, or with an empty one, has no objects. Relative paths in the yaml
+are taken from the root; the lines of a .txt listing from the listing's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.boxes import convert_format
+from utils.data.annotations import (
+    CORRUPT_IMAGE,
+    UNKNOWN_CLASS,
+    UNREADABLE_ANNOTATION,
+    AnnotatedImage,
+    DataIssue,
+    DataSplit,
+    sort_objects,
+    with_progress,
+)
+from utils.data.images import ImageLoadError, image_size, is_image_path
+from utils.errors import YoloError
+
+YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
+SPLIT_KEYS = ("train", "val", "test")
+
+
+class YoloDataError(YoloError, ValueError):
+    """A data.yaml that cannot be used (unreadable, no such split, a folder that is not there)."""
+
+
+@dataclass
+class YoloData:
+    """What a data.yaml says.
+
+    Attributes:
+        path: the yaml file.
+        root: the folder relative paths start from.
+        splits: split name -> its entries (folders or .txt listings), as written.
+        names: the class names, or None when the yaml names none.
+    """
+
+    path: Path
+    root: Path
+    splits: dict[str, list[str]]
+    names: list[str] | None
+
+
+def find_data_yaml(folder: str | Path) -> Path | None:
+    """The data.yaml (or dataset.yaml, .yml) in `folder`, or its only .yaml file; None when there is none."""
+    folder = Path(folder)
+    for name in YAML_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    return found[0] if len(found) == 1 else None
+
+
+def _names(value, path: Path) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        try:
+            ids = sorted(int(k) for k in value)
+        except (TypeError, ValueError):
+            raise YoloDataError(f"{path}: names must map class ids (0, 1, ...) to names") from None
+        if ids != list(range(len(ids))):
+            raise YoloDataError(f"{path}: the class ids of names must be 0 to {len(ids) - 1}, got {ids}")
+        return [str(value[k] if k in value else value[str(k)]) for k in ids]
+    if isinstance(value, (list, tuple)):
+        return [str(name) for name in value]
+    raise YoloDataError(f"{path}: names must be a list or a mapping, got {type(value).__name__}")
+
+
+def read_data_yaml(path: str | Path) -> YoloData:
+    """Parse a data.yaml (UTF-8). Raises YoloDataError naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise YoloDataError(f"{path}: cannot read ({err})") from None
+    if not isinstance(content, dict):
+        raise YoloDataError(f"{path}: expected a mapping with train, val and names")
+    root = path.parent
+    if content.get("path"):
+        given = Path(str(content["path"]))
+        candidates = [given] if given.is_absolute() else [path.parent / given, Path.cwd() / given]
+        root = next((c for c in candidates if c.is_dir()), candidates[0])
+    splits = {}
+    for key, value in content.items():
+        if key in SPLIT_KEYS or (key not in ("path", "names", "nc", "download") and _looks_like_split(value)):
+            if value:
+                splits[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if not splits:
+        raise YoloDataError(f"{path}: no train, val or test entry")
+    return YoloData(path=path, root=root, splits=splits, names=_names(content.get("names"), path))
+
+
+def _looks_like_split(value) -> bool:
+    return isinstance(value, str) and (value.endswith(".txt") or "images" in value)
+
+
+def _resolve(entry: str, data: YoloData) -> Path:
+    given = Path(entry)
+    if given.is_absolute():
+        return given
+    for base in (data.root, data.path.parent):
+        if (base / given).exists():
+            return base / given
+    return data.root / given
+
+
+def split_images(data: YoloData, split: str) -> list[tuple[Path, str]]:
+    """(image path, image id) of every image of `split`, in order.
+
+    The id is the image's path from its folder (or from the root, for a .txt listing) without
+    the suffix, as a POSIX path: "0001", "street/0001".
+    """
+    if split not in data.splits:
+        raise YoloDataError(f"{data.path}: no split {split!r} (it has {', '.join(data.splits)})")
+    found: list[tuple[Path, str]] = []
+    for entry in data.splits[split]:
+        location = _resolve(entry, data)
+        if location.is_dir():
+            images = sorted(p for p in location.rglob("*") if p.is_file() and is_image_path(p))
+            found += [(p, p.relative_to(location).with_suffix("").as_posix()) for p in images]
+        elif location.is_file() and location.suffix == ".txt":
+            try:
+                lines = location.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise YoloDataError(f"{location}: cannot read ({err})") from None
+            for line in filter(None, (line.strip() for line in lines)):
+                image = Path(line) if Path(line).is_absolute() else location.parent / line
+                try:
+                    image_id = image.resolve().relative_to(data.root.resolve()).with_suffix("").as_posix()
+                except ValueError:
+                    image_id = image.stem
+                found.append((image, image_id))
+        else:
+            raise YoloDataError(f"{data.path}: {split} entry {entry!r} is not a folder or a .txt list ({location})")
+    return found
+
+
+def label_path(image_path: str | Path) -> Path:
+    """The label file of an image: the last images/ folder of its path becomes labels/, the suffix .txt."""
+    parts = list(Path(image_path).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def parse_label_file(path: Path, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (M, 4) pixel xyxy and class ids (M,) of a label file; none when it does not exist.
+
+    Raises YoloDataError naming the file and line when a line is not a class and 4 (or an even
+    number >= 6, a polygon) numbers.
+    """
+    if not path.is_file():
+        return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise YoloDataError(f"{path}: cannot read ({err})") from None
+    boxes, ids = [], []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise YoloDataError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
+        if (len(values) != 5 and (len(values) < 7 or len(values) % 2 == 0)) or not float(values[0]).is_integer():
+            expected = "class x_center y_center width height"
+            raise YoloDataError(f"{path}:{number}: expected '{expected}', got {line.strip()!r}")
+        if len(values) == 5:
+            boxes.append(values[1:])
+        else:  # a polygon: its bounding box
+            xs, ys = values[1::2], values[2::2]
+            boxes.append([(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)])
+        ids.append(int(values[0]))
+    relative = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return convert_format(relative, "rel_center_xywh", "xyxy", image_shape=image_hw), np.asarray(ids, dtype=np.int64)
+
+
+def read_yolo_set(data: YoloData, split: str, class_names: list[str], progress: bool = False) -> DataSplit:
+    """The images of one split of a data.yaml.
+
+    Objects are named by the yaml's names (and matched to `class_names` by name); when the yaml
+    names none, their class ids index `class_names`. A label file that cannot be parsed or an image
+    whose header cannot be read leaves that image out; a bad object is skipped; each gets a
+    DataIssue naming the file.
+    """
+    images = split_images(data, split)
+    names = data.names if data.names is not None else class_names
+    names_source = f"{data.path.name}'s names" if data.names is not None else "the class list"
+    result = DataSplit(
+        name=f"{data.path}:{split}",
+        listing=f"{data.path} ({split}: {', '.join(data.splits[split])})",
+        class_names=list(class_names),
+    )
+    seen: set[str] = set()
+    for image, image_id in with_progress(images, progress, f"{data.path.name}:{split}"):
+        if image_id in seen:
+            image_id = image.with_suffix("").as_posix()
+        seen.add(image_id)
+        result.image_ids.append(image_id)
+        labels = label_path(image)
+        try:
+            hw = image_size(image)
+        except ImageLoadError as err:
+            result.leave_out(image_id, CORRUPT_IMAGE, image, str(err))
+            continue
+        try:
+            boxes, ids = parse_label_file(labels, hw)
+        except YoloDataError as err:
+            result.leave_out(image_id, UNREADABLE_ANNOTATION, labels, str(err))
+            continue
+        known = ids < len(names)
+        for number in np.flatnonzero(~known):
+            result.issues.append(
+                DataIssue(
+                    UNKNOWN_CLASS,
+                    str(labels),
+                    f"{labels}: object {number} has class id {ids[number]}, not in {names_source} "
+                    f"(0 to {len(names) - 1}); skipped",
+                    f"class id {ids[number]}",
+                )
+            )
+        kept = np.flatnonzero(known)
+        boxes, class_ids, difficult, issues = sort_objects(
+            labels, boxes[kept], [names[i] for i in ids[kept]], np.zeros(len(kept), bool), class_names, hw,
+            labels=[f"object {n}" for n in kept],
+        )  # fmt: skip
+        result.issues += issues
+        result.images.append(
+            AnnotatedImage(str(image.resolve()), boxes, class_ids, difficult, image_id, size=hw, source=str(labels))
+        )
+    return result
