@@ -187,3 +187,77 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(runs, data, tmp_path,
 def test_bad_data_is_a_clear_error(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def one_good_one_corrupt(tmp_path_factory):
+    """Two training images, the second not an image at all: batch 1 reads both in epoch 1."""
+    root = write_demo_dataset(tmp_path_factory.mktemp("corrupt"), splits={"train": 2}, image_size=64, seed=4)
+    (root / "JPEGImages" / "000001.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def _trained(save_dir, moved=True):
+    """The run's last.keras: finite, and (with `moved`) conv_0 no longer at its initial value."""
+    history = json.loads((save_dir / "history.json").read_text())
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+    trained = keras.saving.load_model(save_dir / "last.keras")
+    assert all(np.isfinite(w).all() for w in trained.get_weights())
+    if moved:
+        keras.utils.set_random_seed(0)  # the default --seed: the weights the run started from
+        start = YoloV4Tiny(3, input_shape=(64, 64, 3)).get_layer("conv_0").get_weights()[0]
+        assert not np.array_equal(trained.get_layer("conv_0").get_weights()[0], start)
+    return trained
+
+
+def _one_epoch_argv(data, save_dir, *extra):
+    argv = ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--epochs", "1"]
+    return [*argv, "--batch-size", "1", "--eval-period", "0", "--save-period", "0", "--output", str(save_dir), *extra]
+
+
+@pytest.fixture(scope="module")
+def xla_run(one_good_one_corrupt, tmp_path_factory):
+    """train.py, one epoch (one step) with --xla: (exit code, stdout, stderr, output folder)."""
+    import contextlib
+    import io
+
+    save_dir = tmp_path_factory.mktemp("xla")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train.main(_one_epoch_argv(one_good_one_corrupt, save_dir, "--xla"))
+    return code, out.getvalue(), err.getvalue(), save_dir
+
+
+def test_xla_trains_on_the_cpu(xla_run):
+    code, _, _, save_dir = xla_run
+    assert code == 0
+    _trained(save_dir)
+
+
+def test_corrupt_images_are_named_then_summarised(xla_run):
+    _, out, err, _ = xla_run
+    assert "000001.jpg" in err and "skipped" in err
+    assert "1 corrupt training image(s) were skipped" in out
+
+
+class Probe(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.compute_dtype = trainer.model.get_layer("conv_0").compute_dtype
+        self.optimizer = trainer.optimizer
+        self.loss = logs["loss"]
+
+
+def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_path):
+    import keras
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, "--mixed-precision")))
+    probe = Probe()
+    try:
+        Trainer(config, log=print, callbacks=[probe]).run()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the trainer sets it for the whole process
+    assert probe.compute_dtype == "float16" and isinstance(probe.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(probe.loss)
+    _trained(tmp_path, moved=False)  # one step: dynamic loss scaling may skip it (float16 gradients overflow)
