@@ -5,6 +5,9 @@ Darknet -> Keras (the default):
     python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
         --classes model_data/coco_classes.txt --output model_data/yolov4_tiny.keras
 
+Another class count than the cfg's (COCO's 80 to your 20 with --classes): the backbone and neck load,
+the two head convolutions start fresh.
+
 Darknet weights into an attention model (phi 1-4; attention layers keep their fresh initialisation):
 
     python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
@@ -55,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--classes",
         type=Path,
-        help="darknet -> Keras: class names, one per line; their number must match the cfg's classes",
+        help="darknet -> Keras: class names, one per line; with another count than the cfg's classes the "
+        "backbone and neck load and the two heads start fresh",
     )
     add_output_argument(parser, "model_data/yolov4_tiny.keras", "darknet -> Keras: output .keras")
     attention = parser.add_mutually_exclusive_group()
@@ -89,7 +93,7 @@ def darknet_to_keras(args: argparse.Namespace) -> int:
     class_names = load_class_names(args.classes) if args.classes else None
     input_shape = (None, None, 3) if args.any_size else None
     model, report = model_from_darknet(
-        args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape
+        args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape, fresh_heads=True
     )
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,46 @@ def test_truncated_weights_fail_cleanly(darknet_files, tmp_path, capsys):
 def test_missing_cfg_is_an_error(darknet_files, capsys):
     assert convert_darknet.main(["--weights", str(darknet_files["weights"])]) == 2
     assert "--cfg is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_another_class_count_loads_backbone_and_neck_and_starts_fresh_heads(darknet_files, tmp_path, capsys):
+    five = tmp_path / "five.txt"
+    five.write_text("a\nb\nc\nd\ne\n")
+    out = tmp_path / "five.keras"
+    argv = ["--cfg", darknet_files["cfg"], "--weights", darknet_files["weights"], "--classes", five, "--out", out]
+    assert convert_darknet.main([str(a) for a in argv]) == 0
+    printed = capsys.readouterr().out
+    assert "weights have 3, the model 5" in printed and "heads start fresh" in printed
+    model = keras.saving.load_model(out)
+    assert model.class_names == ["a", "b", "c", "d", "e"] and model.get_layer("conv_29").kernel.shape[-1] == 3 * 10
+    reference, _ = dk.model_from_darknet(darknet_files["cfg"], darknet_files["weights"])
+    for name in ("conv_0", "bn_0", "conv_28", "bn_28", "conv_35", "bn_35"):  # the last layers before the heads
+        for a, b in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("filters=32", "filters 32", r"line (\d+): expected '\[section\]' or 'key=value'"),
+        ("filters=64", "filters=48", r"layer 1 \[convolutional\] \(line (\d+)\): filters=48"),
+        ("[maxpool]", "[shortcut]\nfrom=-3\n\n[maxpool]", r"\[shortcut\] \(line (\d+)\)"),
+    ],
+    ids=["malformed-line", "not-yolov4-tiny", "unsupported-layer"],
+)
+def test_a_bad_cfg_is_an_error_naming_the_file_and_line(darknet_files, tmp_path, capsys, old, new, expected):
+    import re
+
+    text = darknet_files["cfg"].read_text().replace(old, new, 1)
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(text)
+    argv = ["--cfg", bad, "--weights", darknet_files["weights"], "--out", tmp_path / "never.keras"]
+    assert convert_darknet.main([str(a) for a in argv]) == 1  # DarknetError's exit code
+    err = capsys.readouterr().err
+    match = re.search(expected, err)
+    assert str(bad) in err and match, err
+    # The line named is the line of the fault (the malformed line, or the section's [header]).
+    named = text.splitlines()[int(match.group(1)) - 1]
+    assert named in ("filters 32", "[convolutional]", "[shortcut]"), named
+    assert not (tmp_path / "never.keras").exists()

@@ -1,6 +1,7 @@
 """get_map.py end to end on a tiny VOC folder written here."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,6 +104,35 @@ def test_hand_computed_map_and_thresholds(voc, tmp_path):
     assert results["per_class"]["circle"]["precision"] == 0.0 and results["score_threshold"] == 0.92
 
 
+def _with(detections, image_id, category, bbox, score):
+    """`detections` with the one of (image_id, category) replaced by bbox/score, or added."""
+    kept = [d for d in detections if (d["image_id"], d["category_id"]) != (image_id, category)]
+    return [*kept, {"image_id": image_id, "category_id": category, "bbox": bbox, "score": score}]
+
+
+def test_voc07_is_the_11_point_ap(voc, tmp_path):
+    """circle: a hit (0.99), a false positive (0.95), a hit (0.9) over its 2 objects. Precision 1 to
+    recall 0.5, then 2/3 to recall 1: all-point AP 0.5 + 0.5 x 2/3 = 5/6; 11-point AP (6 x 1 + 5 x 2/3) / 11."""
+    detections = _with(perfect_detections(), "000001", 0, [4, 4, 26, 26], 0.99)
+    detections.append({"image_id": "000004", "category_id": 0, "bbox": [0, 0, 10, 10], "score": 0.95})
+    for extra, expected in (((), 5 / 6), (("--voc07",), 28 / 33)):
+        code, out = run(voc, tmp_path, detections, "--no-plots", "--out", str(tmp_path / "o"), *extra)
+        results = json.loads((out.parent / "o" / "results.json").read_text())
+        assert code == 0 and results["per_class"]["circle"]["ap"] == pytest.approx(expected)
+        assert results["per_class"]["square"]["ap"] == 1.0
+
+
+def test_min_overlap_is_the_inclusive_iou_of_a_hit(voc, tmp_path):
+    # The triangle of 000002 is [10, 8, 50, 40]; this box is 10 pixels to its right: IoU 960 / 1600 = 0.6.
+    detections = _with(perfect_detections(), "000002", 2, [20, 8, 40, 32], 0.9)
+    for overlap, ap in ((None, 1.0), ("0.6", 1.0), ("0.61", 0.0)):
+        extra = () if overlap is None else ("--min-overlap", overlap)
+        code, out = run(voc, tmp_path, detections, "--no-plots", *extra)
+        results = json.loads((out / "results.json").read_text())
+        assert code == 0 and results["per_class"]["triangle"]["ap"] == ap, overlap
+        assert results["per_class"]["circle"]["ap"] == 1.0
+
+
 def test_unknown_image_and_class_are_named_and_the_rest_evaluated(voc, tmp_path, capsys):
     detections = perfect_detections() + [
         {"image_id": "nope", "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.99},
@@ -163,13 +193,18 @@ def test_help_and_argument_checks(capsys):
     assert "multiples of 32" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_weights_end_to_end_and_detections_round_trip(voc, tmp_path):
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
     from nets.yolo import YoloV4Tiny
 
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    YoloV4Tiny(num_classes=len(CLASSES), class_names=CLASSES).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_weights_end_to_end_and_detections_round_trip(voc, weights, tmp_path):
     root, classes = voc
-    weights = tmp_path / "model.keras"
-    YoloV4Tiny(num_classes=len(CLASSES), class_names=CLASSES).save(weights)
     out = tmp_path / "out"
     common = ["--data", str(root), "--classes", str(classes), "--no-plots", "--coco"]
     # Without --classes the model's own class names are used.
@@ -189,3 +224,19 @@ def test_weights_end_to_end_and_detections_round_trip(voc, tmp_path):
     repeated = json.loads((again / "results.json").read_text())
     assert repeated["mAP"] == pytest.approx(results["mAP"], abs=1e-9)
     assert repeated["coco"]["AP"] == pytest.approx(results["coco"]["AP"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_is_named_left_out_and_exits_1(voc, weights, tmp_path, capsys):
+    root, classes = voc
+    copy = tmp_path / "VOCdevkit"
+    shutil.copytree(root, copy)
+    image = copy / "VOC2007" / "JPEGImages" / "000002.jpg"
+    image.write_bytes(image.read_bytes()[:100])  # truncated
+    out = tmp_path / "out"
+    argv = ["--weights", str(weights), "--input-size", "64", "--data", str(copy), "--no-plots", "--out", str(out)]
+    assert get_map.main(argv) == 1
+    assert "000002.jpg" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["images_evaluated"] == 4 and results["images_left_out"] == 1
+    assert results["per_class"]["triangle"]["gt"] == 0  # its objects are not counted as missed

@@ -92,10 +92,83 @@ def test_dir_predict_reports_bad_files_and_processes_the_rest(weights, images, t
     (folder / "broken.jpg").write_bytes(data[: len(data) // 3])
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    assert run(["--mode", "dir_predict", "--source", str(folder), "--output", str(out)], weights) == 1
+    argv = ["--mode", "dir_predict", "--source", str(folder), "--output", str(out), "--json", str(tmp_path / "d.json")]
+    assert run(argv, weights) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "notes.txt" in err and "2 of 4 images failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["rgb.jpg", "rgba.png"]
+    # --json: a record per file, the failures with their error.
+    records = {Path(r["image"]).name: r for r in json.loads((tmp_path / "d.json").read_text())}
+    assert set(records) == {"rgb.jpg", "rgba.png", "broken.jpg", "notes.txt"}
+    assert "error" in records["broken.jpg"] and "error" in records["notes.txt"]
+    assert records["rgb.jpg"]["detections"] and records["rgba.png"]["detections"]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A folder of three 96x64 images: at --input-size 64,96 no letterbox padding, 2x3 P5 cells and
+    4x6 P4 cells, each of which the cats model reports as one 'cat' (its anchor 0)."""
+    folder = tmp_path_factory.mktemp("wide")
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    return folder
+
+
+def _counts(path):
+    return [len(r["detections"]) for r in json.loads(path.read_text())]
+
+
+@pytest.mark.slow
+def test_input_size_nms_iou_and_batch_size(weights, wide, tmp_path, monkeypatch, capsys):
+    from utils.inference.detector import Detector
+
+    batches, real = [], Detector.preprocess
+
+    def recording(self, images):
+        batches.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(Detector, "preprocess", recording)
+    argv = ["--weights", str(weights), "--mode", "dir_predict", "--source", str(wide), "--output", str(tmp_path)]
+    argv += ["--input-size", "64,96", "--nms-iou", "1.0", "--batch-size", "2", "--json", str(tmp_path / "all.json")]
+    assert predict.main(argv) == 0
+    assert "input (64, 96)" in capsys.readouterr().out
+    assert _counts(tmp_path / "all.json") == [2 * 3 + 4 * 6] * 3  # NMS at IoU 1.0 keeps every cell's box
+    assert batches == [2, 1]
+    # At the default --nms-iou 0.3 the overlapping P5 boxes suppress each other.
+    single = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path), "--input-size"]
+    assert predict.main([*single, "64,96", "--json", str(tmp_path / "nms.json")]) == 0
+    assert 4 * 6 <= _counts(tmp_path / "nms.json")[0] < 2 * 3 + 4 * 6
+
+
+@pytest.mark.slow
+def test_max_detections(weights, wide, tmp_path):
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    argv += ["--input-size", "64,96", "--nms-iou", "1.0", "--max-detections", "5", "--json", str(tmp_path / "d.json")]
+    assert predict.main(argv) == 0
+    assert _counts(tmp_path / "d.json") == [5]
+
+
+@pytest.mark.slow
+def test_half_is_ignored_with_a_warning_where_it_would_be_slower(weights, wide, tmp_path, capsys):
+    from utils.inference.precision import mixed_precision_policy
+
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path), "--half"]
+    assert predict.main([*argv, "--input-size", "64,96", "--json", str(tmp_path / "d.json")]) == 0
+    device_line = [line for line in capsys.readouterr().out.splitlines() if "input (64, 96)" in line][0]
+    policy = mixed_precision_policy()
+    if policy is None:  # no GPU, no AMX / AVX512-BF16
+        assert device_line.endswith("float32 (--half ignored: no fast float16/bfloat16 here)")
+    else:
+        assert device_line.endswith(policy)
+    assert _counts(tmp_path / "d.json")[0] > 0
+
+
+def test_backend_forces_the_runtime(weights, wide, tmp_path, capsys):
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    assert predict.main([*argv, "--backend", "tflite"]) == 2  # a .keras file is no TFLite model
+    assert "cats.keras" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -118,16 +191,78 @@ def test_video_file_saved_with_json(weights, tmp_path):
     assert frames == 6
 
 
+# The heatmap test's image: noise, 128 wide and 64 high; letterboxed into 128x128 it fills rows
+# 32..96. Its P5 cell (row 1, column 3) is the image's top-right 32x32 square.
+HEAT_HW, HEAT_CELL = (64, 128), (1, 3)
+
+
+@pytest.fixture(scope="module")
+def hot_cell(tmp_path_factory):
+    """(weights, image): a 1-class model whose objectness is high on one P5 cell of this image
+    only (the P5 head's objectness fitted by least squares to the features the image gives there)
+    and low everywhere else; its class logit is high, so that cell is also a detection."""
+    import keras
+
+    from utils.inference.letterbox import letterbox
+
+    folder = tmp_path_factory.mktemp("hot")
+    image = np.random.default_rng(7).integers(0, 256, (*HEAT_HW, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "noise.png")
+    keras.utils.set_random_seed(7)
+    model = YoloV4Tiny(1, class_names=["blob"])
+    boxed, _ = letterbox(image, (128, 128))
+    features = keras.Model(model.input, model.get_layer("conv_29").input)(boxed[None].astype(np.float32) / 255)
+    features = np.asarray(features)[0]  # (4, 4, C)
+    target = np.full(features.shape[:2], -8.0)
+    target[HEAT_CELL] = 8.0
+    design = np.concatenate([features.reshape(-1, features.shape[-1]), np.ones((target.size, 1))], axis=1)
+    solution = np.linalg.lstsq(design, target.reshape(-1), rcond=None)[0]
+    for name in ("conv_29", "conv_36"):
+        layer = model.get_layer(name)
+        kernel, bias = np.zeros(layer.kernel.shape, np.float32), np.zeros(layer.bias.shape, np.float32)
+        bias[4::6], bias[5::6] = -8.0, 8.0  # every anchor: no object, but class "blob" if one
+        if name == "conv_29":  # anchor slot 0 of P5 follows the fit
+            kernel[0, 0, :, 4], bias[4] = solution[:-1], solution[-1]
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+    weights = folder / "hot.keras"
+    model.save(weights)
+    return weights, folder / "noise.png"
+
+
 @pytest.mark.slow
-def test_heatmap_and_fps(weights, images, tmp_path, capsys):
+def test_heatmap_shows_the_hot_cell_where_it_is(hot_cell, tmp_path):
+    weights, source = hot_cell
     out = tmp_path / "out"
-    assert run(["--mode", "heatmap", "--source", str(images / "phone.jpg"), "--output", str(out)], weights) == 0
-    heat = np.asarray(Image.open(out / "phone_heatmap.jpg"))
-    assert heat.shape == (40, 100, 3)
-    assert run(["--mode", "fps", "--runs", "3"], weights) == 0
+    argv = ["--weights", str(weights), "--input-size", "128", "--mode", "heatmap", "--source", str(source)]
+    assert predict.main([*argv, "--output", str(out), "--json", str(tmp_path / "h.json")]) == 0
+    overlay = np.asarray(Image.open(out / "noise_heatmap.png")).astype(np.int32)
+    assert overlay.shape == (*HEAT_HW, 3)
+    # overlay = (image + JET colours) / 2: the colours, red where the objectness is high, blue where low.
+    colours = 2 * overlay - np.asarray(Image.open(source)).astype(np.int32)
+    redness = colours[..., 0] - colours[..., 2]
+    # Around the hot cell's centre (112, 16) red; two cells away (the left half) blue. In between
+    # the map is interpolated from cell to cell.
+    hot, cold = redness[10:23, 106:119], redness[:, :64]
+    assert hot.min() > 100 and cold.max() < -100, (hot.min(), cold.max())
+    y, x = np.unravel_index(np.argmax(redness), redness.shape)
+    assert y < 32 and x >= 96
+    # --json in heatmap mode: the hot cell is the one detection, its box around that square.
+    [record] = json.loads((tmp_path / "h.json").read_text())
+    [det] = record["detections"]
+    x1, y1, x2, y2 = det["box"]
+    assert det["class_name"] == "blob" and x1 < 112 < x2 and y1 < 16 < y2
+
+
+@pytest.mark.slow
+def test_fps_prints_every_stage_and_writes_json(weights, tmp_path, capsys):
+    assert run(["--mode", "fps", "--runs", "3", "--json", str(tmp_path / "f.json")], weights) == 0
     printed = capsys.readouterr().out
     for stage in ("preprocess", "model", "postprocess", "total"):
         assert stage in printed
+    [record] = json.loads((tmp_path / "f.json").read_text())
+    assert record["image"] == "synthetic 640x480" and (record["width"], record["height"]) == (640, 480)
+    assert record["detections"] and all(d["class_name"] == "cat" for d in record["detections"])
 
 
 @pytest.mark.slow

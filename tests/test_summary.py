@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 import summary
@@ -26,10 +28,45 @@ def test_attention_costs_per_insertion_point():
     assert attention_costs(YoloV4Tiny(20), (416, 416)) == []
 
 
+# darknet's official yolov4-tiny.weights (80 classes): 24,251,276 bytes, a 20-byte header, then float32s.
+DARKNET_FLOATS = (24_251_276 - 20) // 4  # 6,062,814, the README's figure
+
+
+def _attention_params(name, channels):
+    """Parameters of one attention block on `channels` channels, counted from the papers' layouts."""
+    if name in ("se", "cbam"):
+        hidden = channels // 16  # a shared MLP C -> C/16 -> C with biases
+        mlp = channels * hidden + hidden + hidden * channels + channels
+        return mlp + (7 * 7 * 2 + 1 if name == "cbam" else 0)  # CBAM: a 7x7 conv on [mean, max] -> 1, bias
+    if name == "eca":
+        return 5  # one 1-D conv across channels, k = 5 for C = 128, 256, 512, no bias
+    hidden = max(8, channels // 32)  # ca: a shared 1x1 conv (no bias) + batch norm, then one 1x1 conv per direction
+    return channels * hidden + 4 * hidden + 2 * (hidden * channels + channels)
+
+
+def test_the_darknet_float_count_is_the_file_layouts():
+    from utils.interop.darknet import conv_specs, yolov4_tiny_cfg
+
+    specs = conv_specs(yolov4_tiny_cfg(80))
+    counted = sum(s.filters * (4 if s.batch_normalize else 1) + s.filters * s.in_channels * s.size**2 for s in specs)
+    assert len(specs) == 21 and counted == DARKNET_FLOATS
+
+
 @pytest.mark.slow
-def test_cli_prints_parameters_and_gflops(capsys):
-    summary.main(["--phi", "4", "--num-classes", "80", "--input-size", "64"])
+def test_all_prints_every_phi_with_independently_counted_parameters(capsys):
+    """`summary.py --all --num-classes 80`: phi 0 has darknet's float count; each attention adds its
+    blocks' parameters at feat1 (256 channels), feat2 (512) and the P5 upsample (128)."""
+    assert summary.main(["--all", "--num-classes", "80", "--input-size", "64"]) == 0
     out = capsys.readouterr().out
-    assert f"{YoloV4Tiny(80, attention='ca').count_params():,}" in out
-    assert "attention_feat1" not in out  # points are printed by their short names
-    assert "feat1 4x4x256" in out
+    rows = {int(m[0]): m[1:] for m in re.findall(r"^\s*(\d)\s+(\w+)\s+([\d,]+)\s+([+\-][\d,]+)\s", out, re.M)}
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    for phi, name in enumerate(("none", "se", "cbam", "eca", "ca")):
+        points = [] if phi == 0 else [_attention_params(name, c) for c in (256, 512, 128)]
+        printed_name, params, added = rows[phi]
+        assert printed_name == name
+        assert int(params.replace(",", "")) == DARKNET_FLOATS + sum(points), name
+        assert int(added.replace(",", "")) == sum(points), name
+        if points:
+            line = next(line for line in out.splitlines() if re.match(rf"\s*{phi}\s+{name}\s+feat1", line))
+            assert re.findall(r"([\d,]+) / [\d.]+", line) == [f"{p:,}" for p in points], line
+    assert "feat1 2x2x256" not in out and "feat1 4x4x256" in out  # at 64x64 feat1 is 4x4

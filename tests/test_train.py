@@ -1,5 +1,10 @@
-"""End-to-end runs of train.py on a tiny shapes set (64x64 input, a few images)."""
+"""End-to-end runs of train.py on a tiny shapes set (64x64 input, a few images).
 
+One 3-epoch run (the first epoch frozen, with its own batch size) is shared by the module; a
+callback copies its output folder right after epoch 2, which is what a kill at that moment leaves.
+Resuming that copy must end where the uninterrupted run ended."""
+
+import argparse
 import json
 import shutil
 
@@ -10,44 +15,92 @@ import pytest
 import train
 from nets.yolo import YoloV4Tiny
 from utils.data.demo import write_demo_dataset
+from utils.training.callbacks import Callback
+from utils.training.config import add_arguments, config_from_args
+from utils.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
+
+EPOCHS, FREEZE_EPOCHS, BATCH, FREEZE_BATCH, TRAIN_IMAGES = 3, 1, 4, 2, 8
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), splits={"train": 8, "val": 4}, image_size=64, seed=2)
+    root = tmp_path_factory.mktemp("shapes")
+    return write_demo_dataset(root, splits={"train": TRAIN_IMAGES, "val": 4}, image_size=64, seed=2)
 
 
 def _argv(data, save_dir, *extra):
     return [
         "--phi", "3", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
-        "--batch-size", "4", "--freeze-batch-size", "4", "--save-dir", str(save_dir), "--eval-period", "1",
+        "--epochs", str(EPOCHS), "--freeze-epochs", str(FREEZE_EPOCHS), "--batch-size", str(BATCH),
+        "--freeze-batch-size", str(FREEZE_BATCH), "--save-dir", str(save_dir), "--eval-period", "1",
         "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", *extra,
     ]  # fmt: skip
 
 
+class Watch(Callback):
+    """Records each epoch's batch size and step count as the optimizer saw them, and copies the
+    output folder after epoch `copy_after` (from 1), as a kill right then would leave it."""
+
+    def __init__(self, copy_after, copy_to):
+        self.copy_after, self.copy_to = copy_after, copy_to
+        self.epochs = []
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.epochs.append(
+            {"batch_size": logs["batch_size"], "steps": logs["steps"], "iterations": int(trainer.optimizer.iterations)}
+        )
+        if epoch + 1 == self.copy_after:
+            shutil.copytree(trainer.save_dir, self.copy_to)
+
+
 @pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory):
-    save_dir = tmp_path_factory.mktemp("run")
-    assert train.main(_argv(data, save_dir, "--epochs", "2", "--freeze-epochs", "1")) == 0
-    return save_dir
+def runs(data, tmp_path_factory):
+    """(the uninterrupted run's folder, the folder as it was after epoch 2, the Watch)."""
+    root = tmp_path_factory.mktemp("run")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(_argv(data, root / "full")))
+    watch = Watch(EPOCHS - 1, root / "after_epoch_2")
+    Trainer(config, log=print, callbacks=[watch]).run()
+    return root / "full", root / "after_epoch_2", watch
+
+
+@pytest.fixture(scope="module")
+def run_dir(runs):
+    return runs[0]
+
+
+def _checkpoint(path):
+    with np.load(path / "checkpoint.npz") as checkpoint:
+        arrays = {k: checkpoint[k] for k in checkpoint.files if k != "meta"}
+        return arrays, json.loads(str(checkpoint["meta"]))
 
 
 def test_a_run_writes_everything(run_dir):
     for name in ("settings.json", "last.keras", "best.keras", "checkpoint.npz", "loss.png", "map.png", "history.json"):
         assert (run_dir / name).is_file(), name
-    assert len(list(run_dir.glob("ep00*.keras"))) == 2
+    assert len(list(run_dir.glob("ep00*.keras"))) == EPOCHS
     assert list((run_dir / "tensorboard").iterdir())
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["freeze_epochs"] == 1 and settings["optimizer"] == "sgd" and settings["lr"] == 0.01
     assert settings["class_names"] == ["circle", "square", "triangle"] and settings["attention"] == "eca"
     history = json.loads((run_dir / "history.json").read_text())
-    assert len(history["loss"]) == 2 and history["map_epochs"] == [1, 2]
+    assert len(history["loss"]) == EPOCHS and history["map_epochs"] == [1, 2, 3]
     assert all(0.0 <= m <= 1.0 for m in history["map_values"])
     model = keras.saving.load_model(run_dir / "best.keras")
     assert isinstance(model, YoloV4Tiny) and model.class_names == ["circle", "square", "triangle"]
     assert model.image_shape == (64, 64, 3)
+
+
+def test_the_frozen_epoch_uses_its_own_batch_size(runs):
+    """--freeze-batch-size 2 for the frozen epoch, --batch-size 4 after: 8 images make 4 optimizer
+    steps, then 2 per epoch (counted by the optimizer itself)."""
+    watch = runs[2]
+    assert [e["batch_size"] for e in watch.epochs] == [FREEZE_BATCH, BATCH, BATCH]
+    assert [e["steps"] for e in watch.epochs] == [4, 2, 2]
+    assert [e["iterations"] for e in watch.epochs] == [4, 6, 8]
 
 
 def test_the_frozen_epoch_leaves_the_backbone_alone(run_dir):
@@ -65,18 +118,53 @@ def test_the_frozen_epoch_leaves_the_backbone_alone(run_dir):
     assert not np.array_equal(frozen.get_layer("conv_0").get_weights()[0], last.get_layer("conv_0").get_weights()[0])
 
 
-def test_resume_continues_from_the_checkpoint(run_dir, data, tmp_path):
+def test_best_keras_is_the_epoch_with_the_best_val_map(run_dir):
+    history = json.loads((run_dir / "history.json").read_text())
+    best_epoch = history["map_epochs"][int(np.argmax(history["map_values"]))]  # the first of equal scores
+    [saved_then] = run_dir.glob(f"ep{best_epoch:03d}*.keras")
+    best = keras.saving.load_model(run_dir / "best.keras").get_weights()
+    for a, b in zip(best, keras.saving.load_model(saved_then).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_ends_where_the_uninterrupted_run_ends(runs, data, tmp_path):
+    """Resuming the folder a kill after epoch 2 left gives the uninterrupted run's epoch 3 bit for
+    bit: weights, optimizer slots, step count and learning rate, and the history."""
+    full, after_two, _ = runs
     resumed = tmp_path / "resumed"
-    shutil.copytree(run_dir, resumed)
-    assert train.main(_argv(data, resumed, "--epochs", "3", "--freeze-epochs", "1", "--resume")) == 0
-    before = json.loads((run_dir / "history.json").read_text())
-    after = json.loads((resumed / "history.json").read_text())
-    assert after["loss"][:2] == before["loss"] and len(after["loss"]) == 3 and after["map_epochs"] == [1, 2, 3]
-    with np.load(resumed / "checkpoint.npz") as checkpoint:
-        assert json.loads(str(checkpoint["meta"]))["epochs_done"] == 3
+    shutil.copytree(after_two, resumed)
+    assert _checkpoint(resumed)[1]["epochs_done"] == 2
+    assert train.main(_argv(data, resumed, "--resume")) == 0
+    got, got_meta = _checkpoint(resumed)
+    want, want_meta = _checkpoint(full)
+    assert sorted(got) == sorted(want) and any(k.startswith("optimizer_") for k in want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert got_meta == want_meta and got_meta["epochs_done"] == 3
+    # The last epoch changed the weights, so the equality above is not the checkpoint read back.
+    before, _ = _checkpoint(after_two)
+    assert any(not np.array_equal(before[k], want[k]) for k in want if k.startswith("model_"))
+    history = json.loads((resumed / "history.json").read_text())
+    assert history == json.loads((full / "history.json").read_text())
+    last = keras.saving.load_model(resumed / "last.keras").get_weights()
+    for a, b in zip(last, keras.saving.load_model(full / "last.keras").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, data, tmp_path, monkeypatch, capsys):
+def test_resume_without_a_checkpoint_or_from_another_model_is_a_clear_error(runs, data, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train.main(_argv(data, empty, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.npz" in err and str(empty) in err
+    other = tmp_path / "other"
+    shutil.copytree(runs[1], other)
+    assert train.main([*_argv(data, other, "--resume"), "--phi", "4"]) == 2  # the checkpoint is phi 3's
+    err = capsys.readouterr().err
+    assert str(other / "checkpoint.npz") in err and "'eca'" in err and "'ca'" in err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(runs, data, tmp_path, monkeypatch, capsys):
     from utils.training.loss import YoloLoss
 
     original = YoloLoss.__call__
@@ -87,9 +175,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, data, tmp_pa
 
     monkeypatch.setattr(YoloLoss, "__call__", nan_loss)
     broken = tmp_path / "broken"
-    shutil.copytree(run_dir, broken)
+    shutil.copytree(runs[1], broken)
     kept = {name: (broken / name).read_bytes() for name in ("checkpoint.npz", "last.keras", "best.keras")}
-    assert train.main(_argv(data, broken, "--epochs", "3", "--freeze-epochs", "1", "--resume")) == 3
+    assert train.main(_argv(data, broken, "--resume")) == 3
     err = capsys.readouterr().err
     assert "loss became nan at epoch 3" in err and "checkpoint.npz" in err and "after epoch 2" in err
     for name, content in kept.items():
@@ -99,3 +187,77 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, data, tmp_pa
 def test_bad_data_is_a_clear_error(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def one_good_one_corrupt(tmp_path_factory):
+    """Two training images, the second not an image at all: batch 1 reads both in epoch 1."""
+    root = write_demo_dataset(tmp_path_factory.mktemp("corrupt"), splits={"train": 2}, image_size=64, seed=4)
+    (root / "JPEGImages" / "000001.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def _trained(save_dir, moved=True):
+    """The run's last.keras: finite, and (with `moved`) conv_0 no longer at its initial value."""
+    history = json.loads((save_dir / "history.json").read_text())
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+    trained = keras.saving.load_model(save_dir / "last.keras")
+    assert all(np.isfinite(w).all() for w in trained.get_weights())
+    if moved:
+        keras.utils.set_random_seed(0)  # the default --seed: the weights the run started from
+        start = YoloV4Tiny(3, input_shape=(64, 64, 3)).get_layer("conv_0").get_weights()[0]
+        assert not np.array_equal(trained.get_layer("conv_0").get_weights()[0], start)
+    return trained
+
+
+def _one_epoch_argv(data, save_dir, *extra):
+    argv = ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--epochs", "1"]
+    return [*argv, "--batch-size", "1", "--eval-period", "0", "--save-period", "0", "--output", str(save_dir), *extra]
+
+
+@pytest.fixture(scope="module")
+def xla_run(one_good_one_corrupt, tmp_path_factory):
+    """train.py, one epoch (one step) with --xla: (exit code, stdout, stderr, output folder)."""
+    import contextlib
+    import io
+
+    save_dir = tmp_path_factory.mktemp("xla")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train.main(_one_epoch_argv(one_good_one_corrupt, save_dir, "--xla"))
+    return code, out.getvalue(), err.getvalue(), save_dir
+
+
+def test_xla_trains_on_the_cpu(xla_run):
+    code, _, _, save_dir = xla_run
+    assert code == 0
+    _trained(save_dir)
+
+
+def test_corrupt_images_are_named_then_summarised(xla_run):
+    _, out, err, _ = xla_run
+    assert "000001.jpg" in err and "skipped" in err
+    assert "1 corrupt training image(s) were skipped" in out
+
+
+class Probe(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.compute_dtype = trainer.model.get_layer("conv_0").compute_dtype
+        self.optimizer = trainer.optimizer
+        self.loss = logs["loss"]
+
+
+def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_path):
+    import keras
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, "--mixed-precision")))
+    probe = Probe()
+    try:
+        Trainer(config, log=print, callbacks=[probe]).run()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the trainer sets it for the whole process
+    assert probe.compute_dtype == "float16" and isinstance(probe.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(probe.loss)
+    _trained(tmp_path, moved=False)  # one step: dynamic loss scaling may skip it (float16 gradients overflow)

@@ -39,3 +39,18 @@ def test_voc_annotation_skips_bad_files_and_objects(tmp_path, capsys):
     np.testing.assert_array_equal(train[1].boxes, expected.boxes)
     assert len(read_annotation_lines(tmp_path / "2007_val.txt")) == 2
     assert "circle" in out and "train: 2 images" in out
+
+
+def test_include_difficult_keeps_objects_marked_difficult(tmp_path):
+    root = write_demo_dataset(tmp_path / "VOC2007", splits={"train": 2}, image_size=64)
+    xml = root / "Annotations" / "000000.xml"
+    xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    objects = {}
+    for flag in ([], ["--include-difficult"]):
+        out = tmp_path / ("with" if flag else "without")
+        argv = ["--data", str(root), "--classes", str(root / "classes.txt"), "--splits", "train", "--output", str(out)]
+        assert voc_annotation.main([*argv, *flag]) == 0
+        objects[bool(flag)] = [len(a.boxes) for a in read_annotation_lines(out / "2007_train.txt")]
+    in_xml = xml.read_text().count("<object>")
+    assert objects[True][0] == in_xml and objects[False][0] == in_xml - 1
+    assert objects[True][1] == objects[False][1]  # the other image has no difficult object

@@ -869,6 +869,7 @@ def model_from_darknet(
     class_names: Sequence[str] | None = None,
     attention: str = "none",
     input_shape: Sequence[int | None] | None = None,
+    fresh_heads: bool = False,
 ):
     """Build a YoloV4Tiny from a darknet cfg and load its weights.
 
@@ -877,9 +878,12 @@ def model_from_darknet(
 
     Args:
         cfg_path, weights_path: the darknet files.
-        class_names: optional names; their number must equal the cfg's classes.
+        class_names: optional names; their number must equal the cfg's classes unless `fresh_heads`.
         attention: attention block for the new model ("none" gives darknet's network exactly).
         input_shape: (height, width, 3) to override the cfg's size; (None, None, 3) for any size.
+        fresh_heads: with class names of another count than the cfg's (COCO's 80 to your 20), build
+            the model for them: the backbone and neck load, the two head convolutions keep their
+            fresh initialisation (the report says so). False: another count is an error.
 
     Returns:
         (model, LoadReport).
@@ -888,14 +892,15 @@ def model_from_darknet(
 
     cfg = parse_cfg(cfg_path)
     settings = check_architecture(cfg)
-    if class_names is not None and len(class_names) != settings.num_classes:
-        raise DarknetError(
-            f"{cfg_path} has classes={settings.num_classes} but {len(class_names)} class names were given"
-        )
+    num_classes = settings.num_classes
+    if class_names is not None and len(class_names) != num_classes:
+        if not fresh_heads:
+            raise DarknetError(f"{cfg_path} has classes={num_classes} but {len(class_names)} class names were given")
+        num_classes = len(class_names)
     if input_shape is None:
         input_shape = (*settings.input_hw, 3)
     model = YoloV4Tiny(
-        settings.num_classes,
+        num_classes,
         attention=attention,
         anchors=settings.anchors,
         anchors_mask=settings.anchors_mask,

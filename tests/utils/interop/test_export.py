@@ -52,33 +52,47 @@ def out_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("exported")
 
 
-def _export(keras_detector, out_dir, name, fmt, **kwargs):
-    return export_model(keras_detector[0].model, fmt, out_dir / name, input_hw=INPUT_HW, **kwargs)
+@pytest.fixture(scope="module")
+def keras_file(keras_detector, out_dir):
+    path = out_dir / "model.keras"
+    keras_detector[0].model.save(path)
+    return path
+
+
+def _export(keras_file, out_dir, name, *flags):
+    """The artefact as a user makes it: `python export.py --weights model.keras ...`."""
+    import export
+
+    path = out_dir / name
+    argv = ["--weights", str(keras_file), "--input-size", f"{INPUT_HW[0]}x{INPUT_HW[1]}", "--output", str(path)]
+    assert export.main([*argv, *flags]) == 0
+    return path
 
 
 @pytest.fixture(scope="module")
-def saved_model_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "saved_model", "saved_model", include_nms=True)
+def saved_model_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "saved_model", "--format", "saved_model", "--include-nms")
 
 
 @pytest.fixture(scope="module")
-def onnx_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "model.onnx", "onnx")
+def onnx_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "model.onnx", "--format", "onnx")
 
 
 @pytest.fixture(scope="module")
-def tflite_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "model.tflite", "tflite")
+def tflite_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "model.tflite", "--format", "tflite")
 
 
 @pytest.fixture(scope="module")
-def tflite_fp16_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "model_fp16.tflite", "tflite", precision="fp16")
+def tflite_fp16_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "model_fp16.tflite", "--format", "tflite", "--fp16")
 
 
 @pytest.fixture(scope="module")
-def tflite_int8_path(keras_detector, out_dir, demo_root):
-    return _export(keras_detector, out_dir, "model_int8.tflite", "tflite", precision="int8", calib_data=demo_root)
+def tflite_int8_path(keras_file, out_dir, demo_root):
+    flags = ["--format", "tflite", "--int8", "--calib-data", str(demo_root)]
+    return _export(keras_file, out_dir, "model_int8.tflite", *flags)
 
 
 FP32_PATHS = ["saved_model_path", "onnx_path", "tflite_path"]
@@ -106,7 +120,7 @@ def test_fp32_raw_outputs_match_keras(fixture, request, keras_detector):
     want = [np.asarray(h) for h in detector.model(inputs, training=False)]
     got = [np.asarray(h) for h in forward(inputs)]
     assert [g.shape for g in got] == [w.shape for w in want]
-    assert _relative_error(got, want) < 1e-4
+    assert _relative_error(got, want) < 1e-5  # measured 2e-6 (SavedModel, ONNX) to 5e-6 (TFLite); README quotes it
 
 
 @pytest.mark.slow
@@ -120,13 +134,17 @@ def test_fp32_detections_match_keras(fixture, request, keras_detector, demo_imag
     _same_detections(exported.detect(demo_images[1]), want)
 
 
+# README quotes these bounds (measured here: fp16 1.3e-3, int8 0.16 of the output scale).
 @pytest.mark.slow
-def test_fp16_raw_outputs_close(tflite_fp16_path, keras_detector):
+@pytest.mark.parametrize(
+    ("fixture", "precision", "bound"), [("tflite_fp16_path", "fp16", 3e-3), ("tflite_int8_path", "int8", 0.3)]
+)
+def test_reduced_precision_raw_outputs_close(fixture, precision, bound, request, keras_detector):
     detector, inputs = keras_detector
-    forward, metadata = load_backend(tflite_fp16_path)
-    assert metadata["precision"] == "fp16"
+    forward, metadata = load_backend(request.getfixturevalue(fixture))
+    assert metadata["precision"] == precision
     want = [np.asarray(h) for h in detector.model(inputs, training=False)]
-    assert _relative_error(forward(inputs), want) < 1e-2
+    assert _relative_error(forward(inputs), want) < bound
 
 
 def _as_eval(ids, dets):
@@ -165,8 +183,8 @@ def test_int8_detections_overlap_fp32(tflite_int8_path, keras_detector, demo_ima
         f"mAP@0.5 on the demo boxes: fp32 {map_fp32:.4f}, int8 {map_int8:.4f}, difference {map_int8 - map_fp32:+.4f}"
     )
     assert len(best_ious) >= 10
-    assert (best_ious >= 0.5).mean() >= 0.8
-    assert agreement.map >= 0.6
+    assert (best_ious >= 0.5).mean() >= 0.97  # measured 99% (115 of 116); README quotes it
+    assert agreement.map >= 0.9  # measured 0.96
 
 
 @pytest.mark.slow
@@ -194,10 +212,21 @@ def test_saved_model_nms_signature_matches_detector(saved_model_path, keras_dete
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fixture", [*FP32_PATHS, "tflite_int8_path"])
-def test_metadata_travels_with_the_artefact(fixture, request):
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "precision"),
+    [
+        ("saved_model_path", "saved_model", "fp32"),
+        ("onnx_path", "onnx", "fp32"),
+        ("tflite_path", "tflite", "fp32"),
+        ("tflite_fp16_path", "tflite", "fp16"),
+        ("tflite_int8_path", "tflite", "int8"),
+    ],
+)
+def test_metadata_travels_with_the_artefact(fixture, fmt, precision, request):
+    """What export.py's --format / --fp16 / --int8 made, and what travels with it."""
     path = request.getfixturevalue(fixture)
     metadata = read_metadata(path)
+    assert (metadata["format"], metadata["precision"]) == (fmt, precision)
     assert metadata["class_names"] == ["circle", "square", "triangle"]
     assert metadata["input_shape"] == list(INPUT_HW)
     assert metadata["anchors_mask"] == [[3, 4, 5], [1, 2, 3]]

@@ -91,3 +91,47 @@ def test_one_step_lowers_the_loss():
     optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     after = float(loss_value())
     assert after < before
+
+
+def _softplus(x):
+    return float(np.log1p(np.exp(x)))
+
+
+def _empty_heads(size=64, classes=2):
+    """Raw heads of zeros (P5 then P4) for a size x size input, as float32 NumPy arrays."""
+    return [np.zeros((1, size // s, size // s, 3 * (5 + classes)), np.float32) for s in (32, 16)]
+
+
+def test_objectness_is_weighted_per_level():
+    """Without objects every anchor's objectness is a negative: BCE = softplus(logit), summed per
+    head and weighted 0.4 on P5 and 1.0 on P4 by default (or by `balance`)."""
+    p5, p4 = _empty_heads()
+    p5[..., 4::7], p4[..., 4::7] = 1.5, -0.5
+    gt = tf.fill((1, 1, 5), -1.0)
+    per_p5, per_p4 = 2 * 2 * 3 * _softplus(1.5), 4 * 4 * 3 * _softplus(-0.5)
+    default = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2)
+    custom = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, balance=(2.0, 0.5))
+    outputs = [tf.constant(p5), tf.constant(p4)]
+    np.testing.assert_allclose(default(outputs, gt)[1]["obj"].numpy(), [0.4 * per_p5 + 1.0 * per_p4], rtol=1e-5)
+    np.testing.assert_allclose(custom(outputs, gt)[1]["obj"].numpy(), [2.0 * per_p5 + 0.5 * per_p4], rtol=1e-5)
+
+
+def test_negatives_overlapping_a_ground_truth_above_the_ignore_threshold_are_ignored():
+    """A 20x20 box centred at (16, 16) trains anchor 1 on P4 only. On P5 cell (0, 0), which it does
+    not train, anchor slot 0 predicts exactly that box (IoU 1) and slot 1 a 25x25 box on the same
+    centre (IoU 0.64): their objectness loss counts only while the IoU is not above the threshold."""
+    anchors = load_anchors()
+    p5, p4 = _empty_heads()
+    for slot, side, logit in ((0, 20.0, 2.0), (1, 25.0, 1.0)):
+        anchor_w, anchor_h = anchors[ANCHORS_MASK[0][slot]]
+        p5[0, 0, 0, slot * 7 : slot * 7 + 5] = [0.0, 0.0, np.log(side / anchor_w), np.log(side / anchor_h), logit]
+    gt = tf.constant([[[6, 6, 26, 26, 0]]], tf.float32)
+    outputs = [tf.constant(p5), tf.constant(p4)]
+
+    def obj(threshold):
+        loss = YoloLoss(anchors, ANCHORS_MASK, num_classes=2, scale_x_y=1.05, ignore_thresh=threshold)
+        return float(loss(outputs, gt)[1]["obj"].numpy()[0])
+
+    never, above_07, above_05 = obj(1.0), obj(0.7), obj(0.5)
+    assert never - above_07 == pytest.approx(0.4 * _softplus(2.0), rel=1e-4)  # the exact box is ignored
+    assert above_07 - above_05 == pytest.approx(0.4 * _softplus(1.0), rel=1e-4)  # then the IoU 0.64 one too

@@ -1,10 +1,21 @@
 import argparse
+import json
 
+import numpy as np
 import pytest
 
+from utils.data.demo import write_demo_dataset
 from utils.training.checkpoint import atomic_write
-from utils.training.config import DEMO_PRESET, add_arguments, config_from_args, parse_input_size, resolve_config
-from utils.training.trainer import backbone_layer_names
+from utils.training.config import (
+    DEMO_PRESET,
+    TrainConfig,
+    add_arguments,
+    config_from_args,
+    parse_input_size,
+    resolve_config,
+)
+from utils.training.lr_schedule import LRSchedule
+from utils.training.trainer import Trainer, backbone_layer_names, load_split
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -150,7 +161,7 @@ def test_the_lifecycle_and_its_callbacks(tmp_path):
     data = write_demo_dataset(tmp_path / "data", splits={"train": 4, "val": 2}, image_size=64, seed=3)
     config = TrainConfig(
         data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, batch_size=2,
-        steps_per_epoch=1, eval_period=2, save_period=0, save_dir=str(tmp_path / "run"),
+        steps_per_epoch=1, eval_period=2, save_period=0, save_dir=str(tmp_path / "run"), lr_decay="step",
     )  # fmt: skip
     recorder = Recorder()
     summary = Trainer(config, log=print, callbacks=[recorder]).run()
@@ -162,6 +173,140 @@ def test_the_lifecycle_and_its_callbacks(tmp_path):
     assert logs0["steps"] == 1 and logs0["batch_size"] == 2 and logs0["images_per_second"] > 0
     assert logs0["val_loss"] is not None and "val_map50" not in logs0 and logs0["fitness"] is None
     assert 0.0 <= logs1["val_map50"] <= 1.0 and logs1["is_best"] and summary["final_map50"] == logs1["val_map50"]
+    # --lr-decay step: SGD's 0.01 at batch 64 is 3.1e-4 at batch 2, raised to SGD's floor 5e-4; the
+    # first step of epoch 1 runs at the full rate (the cosine schedule warms up from a tenth of it),
+    # the first of epoch 2 at the step schedule's value (to 1e-2 of the rate in 10 steps over the run).
+    step = LRSchedule(5e-4, 5e-6, 2, "step")
+    assert logs0["lr"] == pytest.approx(5e-4) and logs1["lr"] == pytest.approx(step(1.0))
+    assert logs1["lr"] < logs0["lr"] and logs0["lr"] != pytest.approx(LRSchedule(5e-4, 5e-6, 2, "cos")(0.0))
     run = tmp_path / "run"
     for name in ("settings.json", "last.keras", "best.keras", "checkpoint.npz", "history.json", "loss.png", "map.png"):
         assert (run / name).is_file(), name
+
+
+def test_annotation_files_instead_of_the_voc_folder(tmp_path):
+    """--train-annotations / --val-annotations: the images and boxes of those lines, not --data's."""
+    lines = {"train": "/data/a.jpg 1,2,30,40,0 5,5,9,9,2\n/data/b.jpg\n", "val": "/data/c.jpg 0,0,10,10,1\n"}
+    for split, text in lines.items():
+        (tmp_path / f"{split}.txt").write_text(text)
+    argv = ["--data", str(tmp_path / "no_voc_here"), "--train-annotations", str(tmp_path / "train.txt")]
+    config = resolve_config(_parse([*argv, "--val-annotations", str(tmp_path / "val.txt")]))
+    train, val = load_split(config, ["cat", "dog", "bird"])
+    assert [item.path for item in train] == ["/data/a.jpg", "/data/b.jpg"] and [item.path for item in val] == [
+        "/data/c.jpg"
+    ]
+    np.testing.assert_array_equal(train[0].boxes, [[1, 2, 30, 40], [5, 5, 9, 9]])
+    assert train[0].class_ids.tolist() == [0, 2] and len(train[1].boxes) == 0 and val[0].class_ids.tolist() == [1]
+    # Without --val-annotations there is no validation set.
+    assert load_split(resolve_config(_parse(argv)), ["cat", "dog", "bird"])[1] == []
+
+
+def test_training_from_the_voc_folder_skips_difficult_objects(tmp_path):
+    root = write_demo_dataset(tmp_path / "voc", splits={"train": 1, "val": 1}, image_size=64)
+    xml = root / "Annotations" / "000000.xml"
+    xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    config = resolve_config(_parse(["--data", str(root), "--classes", str(root / "classes.txt")]))
+    train, _ = load_split(config, (root / "classes.txt").read_text().split())
+    assert xml.read_text().count("<object>") == 2 and len(train[0].boxes) == 1
+
+
+class Scripted(Trainer):
+    """A Trainer whose epochs train nothing: each marks the model with its number (the P5 head's
+    bias) and reports the validation logs it is given, so the best epoch is known in advance."""
+
+    def __init__(self, config, val_logs):
+        super().__init__(config, log=lambda *_: None)
+        self.val_logs = val_logs
+
+    def train_epoch(self, epoch):
+        bias = self.model.get_layer("conv_29").bias
+        bias.assign(np.full(bias.shape, epoch + 1.0, np.float32))
+        return {"loss": 1.0, "box_loss": 0.3, "obj_loss": 0.3, "cls_loss": 0.4, "lr": 1e-3, "batch_size": 2,
+                "steps": 1, "seconds": 0.1, "images_per_second": 20.0}  # fmt: skip
+
+    def validate(self, epoch):
+        return dict(self.val_logs[epoch])
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    """Two scripted 2-epoch runs: SGD with val mAP every epoch; Adam with val loss only."""
+    tmp = tmp_path_factory.mktemp("scripted")
+    data = write_demo_dataset(tmp / "data", splits={"train": 4, "val": 2}, image_size=64, seed=1)
+    common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, save_period=0)
+    by_map = Scripted(
+        TrainConfig(**common, phi=4, eval_period=1, weight_decay=0.1, mosaic_ratio=0.5, save_dir=str(tmp / "map")),
+        [{"val_loss": 0.9, "val_map50": 0.5}, {"val_loss": 0.4, "val_map50": 0.2}],  # the val loss would pick epoch 2
+    )
+    by_loss = Scripted(
+        TrainConfig(**common, optimizer="adam", momentum=0.9, eval_period=0, save_dir=str(tmp / "loss")),
+        [{"val_loss": 0.5}, {"val_loss": 0.9}],  # the lowest at epoch 1, not the last
+    )
+    for trainer in (by_map, by_loss):
+        trainer.run()
+    return by_map, by_loss
+
+
+def _best_epoch(save_dir):
+    import keras
+
+    import nets.yolo  # noqa: F401  (registers YoloV4Tiny for loading)
+
+    biases = {float(b) for b in keras.saving.load_model(save_dir / "best.keras").get_layer("conv_29").bias.numpy()}
+    [epoch] = biases
+    return int(epoch)
+
+
+@pytest.mark.slow
+def test_best_keras_is_the_best_val_map_when_evaluated_else_the_best_val_loss(scripted):
+    by_map, by_loss = scripted
+    assert _best_epoch(by_map.save_dir) == 1
+    assert json.loads((by_map.save_dir / "settings.json").read_text())["best_criterion"] == "val mAP@0.5"
+    assert _best_epoch(by_loss.save_dir) == 1
+    assert json.loads((by_loss.save_dir / "settings.json").read_text())["best_criterion"] == "val loss"
+
+
+@pytest.mark.slow
+def test_sgd_is_nesterov_and_adam_takes_the_momentum_as_beta_1(scripted):
+    import keras
+
+    sgd, adam = scripted[0].optimizer, scripted[1].optimizer
+    assert type(sgd) is keras.optimizers.SGD and sgd.nesterov and sgd.momentum == pytest.approx(0.937)
+    assert sgd.weight_decay == pytest.approx(0.1)
+    assert type(adam) is keras.optimizers.Adam and adam.beta_1 == pytest.approx(0.9) and not adam.weight_decay
+
+
+@pytest.mark.slow
+def test_weight_decay_shrinks_kernels_only(scripted):
+    """One step with zero gradients: decoupled decay multiplies every kernel by 1 - lr * decay and
+    leaves batch-norm scales and offsets and every bias (heads, attention) as they were."""
+    trainer = scripted[0]
+    variables = trainer.model.trainable_variables
+    before = [v.numpy() for v in variables]
+    trainer.optimizer.learning_rate = 0.5
+    trainer.optimizer.apply_gradients([(np.zeros(v.shape, np.float32), v) for v in variables])
+    kinds = set()
+    for variable, old in zip(variables, before, strict=True):
+        kind = variable.path.rsplit("/", 1)[-1]
+        kinds.add(kind)
+        if kind == "kernel":
+            np.testing.assert_allclose(variable.numpy(), old * (1 - 0.5 * 0.1), rtol=1e-6, err_msg=variable.path)
+        else:
+            np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
+    assert {"kernel", "bias", "gamma", "beta"} <= kinds
+
+
+@pytest.mark.slow
+def test_mosaic_is_off_after_the_mosaic_ratio_of_the_epochs(scripted, monkeypatch):
+    trainer = scripted[0]  # 2 epochs, --mosaic-ratio 0.5: mosaic in the first only
+    data = trainer.train_data
+    asked, real = [], data.dataset
+
+    def recording(*args, **kwargs):
+        asked.append((kwargs["epoch"], kwargs["mosaic"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "dataset", recording)
+    for epoch in range(2):
+        trainer.train_batches(epoch)
+    assert asked == [(0, True), (1, False)]
