@@ -12,9 +12,11 @@ letterboxed); its class names, anchors, anchors_mask, scale_x_y and input size t
 predict.py and get_map.py take it as --weights: the detector picks ONNX Runtime, TFLite or
 TensorFlow from the path and decodes it with the same code as the Keras model.
 
-Supported: saved_model (fp32, --include-nms adds a "detect" signature with boxes/scores/classes),
-tflite (fp32, --fp16, --int8 calibrated on ImageSets/Main/train.txt images of --calib-data),
-onnx (fp32). Other combinations stop with an error saying what is supported.
+Supported: saved_model (fp32, --include-nms adds a "detect" signature with boxes/scores/classes,
+--dynamic), tflite (fp32, --fp16, --int8 calibrated on ImageSets/Main/train.txt images of
+--calib-data, --include-nms), onnx (fp32, --include-nms, --dynamic). --include-nms on onnx/tflite:
+inputs images, score_threshold, iou_threshold; outputs p5, p4 (raw) and boxes (N, K, 4) xyxy in
+input pixels, scores, classes, valid. Other combinations stop with an error saying what is supported.
 """
 
 from __future__ import annotations
@@ -59,7 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--include-nms",
         action="store_true",
-        help="saved_model: add a 'detect' signature returning boxes, scores, classes, num_detections",
+        help="decoding and per-class NMS inside the model: saved_model adds a 'detect' signature; onnx and "
+        "tflite add inputs score_threshold, iou_threshold and outputs boxes, scores, classes, valid",
+    )
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="onnx, saved_model: any batch and any height/width multiples of 32 (--input-size: the default size)",
     )
     parser.add_argument("--max-detections", type=int, default=100, help="--include-nms: detections kept per image")
     args = parser.parse_args(argv)
@@ -78,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
 
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     # Cheap checks first: a wrong combination fails before the model is loaded.
-    check_export_options(args.format, precision, args.include_nms)
+    check_export_options(args.format, precision, args.include_nms, args.dynamic)
     if args.int8 and args.calib_data is None:
         raise ExportError("--int8 needs --calib-data (a VOCdevkit whose train.txt images calibrate it)")
     if args.calib_data is not None and not args.calib_data.exists():
@@ -104,6 +112,7 @@ def run(argv: list[str] | None = None) -> int:
         include_nms=args.include_nms,
         max_detections=args.max_detections,
         class_names=class_names,
+        dynamic=args.dynamic,
     )
     seconds = time.perf_counter() - start
     print(f"wrote {out} ({args.format}, {precision}) in {seconds:.1f} s; metadata: {metadata_path(out)}")

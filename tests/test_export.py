@@ -29,11 +29,12 @@ def demo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
+    # --include-nms: predict.py and get_map.py use the model's own NMS outputs.
     root, paths, weights = demo
     model_path = tmp_path / "shapes.tflite"
     argv = ["--weights", str(weights), "--format", "tflite", "--input-size", "128", "--out", str(model_path)]
-    assert export.main(argv) == 0
-    assert model_path.is_file() and (tmp_path / "shapes.tflite.json").is_file()
+    assert export.main([*argv, "--include-nms"]) == 0
+    assert model_path.is_file() and json.loads((tmp_path / "shapes.tflite.json").read_text())["include_nms"]
     assert "wrote" in capsys.readouterr().out
 
     # predict.py --weights model.tflite: the same detections as the Keras model.
@@ -64,7 +65,7 @@ def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
         (["--format", "onnx", "--int8", "--calib-data", "x"], "--int8 is not supported with --format onnx"),
         (["--format", "onnx", "--fp16"], "--fp16 is not supported with --format onnx"),
         (["--format", "saved_model", "--fp16"], "--fp16 is not supported with --format saved_model"),
-        (["--format", "tflite", "--include-nms"], "--include-nms is not supported with --format tflite"),
+        (["--format", "tflite", "--dynamic"], "--dynamic is not supported with --format tflite"),
         (["--format", "tflite", "--int8"], "--int8 needs --calib-data"),
         (["--format", "tflite", "--int8", "--calib-data", "no/such/dir"], "no/such/dir: no such folder"),
     ],

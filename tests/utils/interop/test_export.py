@@ -81,6 +81,16 @@ def tflite_int8_path(keras_detector, out_dir, demo_root):
     return _export(keras_detector, out_dir, "model_int8.tflite", "tflite", precision="int8", calib_data=demo_root)
 
 
+@pytest.fixture(scope="module")
+def onnx_nms_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "model_nms.onnx", "onnx", include_nms=True)
+
+
+@pytest.fixture(scope="module")
+def tflite_nms_path(keras_detector, out_dir):
+    return _export(keras_detector, out_dir, "model_nms.tflite", "tflite", include_nms=True)
+
+
 FP32_PATHS = ["saved_model_path", "onnx_path", "tflite_path"]
 
 
@@ -246,14 +256,37 @@ def test_backend_from_path_and_errors(saved_model_path, onnx_path, tflite_path, 
         ("onnx", "fp16", False, "--fp16 is not supported with --format onnx"),
         ("saved_model", "fp16", False, "--fp16 is not supported with --format saved_model"),
         ("saved_model", "int8", False, "--int8 is not supported"),
-        ("tflite", "fp32", True, "--include-nms is not supported with --format tflite"),
-        ("onnx", "fp32", True, "--include-nms is not supported with --format onnx"),
         ("coreml", "fp32", False, "unknown format"),
     ],
 )
 def test_unsupported_combinations(fmt, precision, nms, match):
     with pytest.raises(ExportError, match=match):
         check_export_options(fmt, precision, nms)
+    with pytest.raises(ExportError, match="--dynamic is not supported with --format tflite"):
+        check_export_options("tflite", "fp32", False, dynamic=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["onnx_nms_path", "tflite_nms_path"])
+def test_nms_inside_matches_detector(fixture, request, keras_detector, demo_images):
+    """--include-nms: the graph's own decoding + NMS (ONNX NonMaxSuppression; TFLite's builtin
+    NON_MAX_SUPPRESSION_V5) gives the Keras Detector's detections, used as is by load_detector."""
+    detector, _ = keras_detector
+    path = request.getfixturevalue(fixture)
+    metadata = read_metadata(path)
+    assert metadata["include_nms"] and metadata["nms_outputs"] == ["boxes", "scores", "classes", "valid"]
+    exported = load_detector(path, conf=CONF)
+    assert exported.nms_forward is not None
+    images = demo_images[1]
+    want = detector.detect(images)
+    assert sum(len(d) for d in want) >= 10 and sum(len(d) > 1 for d in want) >= 2
+    _same_detections(exported.detect(images), want)
+    # Fewer detections kept than exported: the first rows, as the Detector's NMS with that K.
+    few = Detector.from_model(detector.model, input_shape=INPUT_HW, conf=CONF, max_detections=2).detect(images)
+    _same_detections(load_detector(path, conf=CONF, max_detections=2).detect(images), few)
+    with pytest.raises(ModelLoadError, match="keeping 100 detections"):
+        load_detector(path, max_detections=101)
+    assert b"Flex" not in path.read_bytes()  # built-in ops only (Flex ops are named in the file)
 
 
 @pytest.mark.slow
@@ -273,3 +306,36 @@ def test_export_argument_errors(keras_detector, tmp_path):
     with pytest.raises(ExportError, match="not a SavedModel directory"):
         export_model(model, "saved_model", tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def dynamic_paths(keras_detector, out_dir):
+    """--dynamic exports: ONNX (with NMS inside too) and SavedModel."""
+    return {
+        "onnx": _export(keras_detector, out_dir, "dynamic.onnx", "onnx", dynamic=True, include_nms=True),
+        "saved_model": _export(keras_detector, out_dir, "dynamic_saved_model", "saved_model", dynamic=True),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "saved_model"])
+def test_dynamic_input_two_sizes(fmt, dynamic_paths, keras_detector, demo_images):
+    """A --dynamic export runs any batch and any multiple of 32: raw heads equal the Keras
+    model's at two sizes, and load_detector takes any --input-size (detections equal too)."""
+    detector, inputs = keras_detector
+    path = dynamic_paths[fmt]
+    assert read_metadata(path)["dynamic"] is True
+    forward, _ = load_backend(path)
+    for hw in ((128, 128), (96, 160)):
+        images = np.ascontiguousarray(inputs[:3, : hw[0], : hw[1]]) if hw[1] <= inputs.shape[2] else None
+        if images is None:  # wider than the fixture's inputs: pad on the right with grey
+            images = np.full((3, *hw, 3), 0.5, np.float32)
+            images[:, :, : inputs.shape[2]] = inputs[:3, : hw[0]]
+        want = [np.asarray(h) for h in detector.model(images, training=False)]
+        got = [np.asarray(h) for h in forward(images)]
+        assert [g.shape for g in got] == [w.shape for w in want]
+        assert _relative_error(got, want) < 1e-4
+    keras_96x160 = Detector.from_model(detector.model, input_shape=(96, 160), conf=CONF)
+    exported = load_detector(path, input_shape=(96, 160), conf=CONF)
+    assert exported.input_shape == (96, 160)
+    _same_detections(exported.detect(demo_images[1]), keras_96x160.detect(demo_images[1]))
