@@ -14,7 +14,8 @@ TensorFlow from the path and decodes it with the same code as the Keras model.
 
 Supported: saved_model (fp32, --include-nms adds a "detect" signature with boxes/scores/classes,
 --dynamic), tflite (fp32, --fp16, --int8 calibrated on ImageSets/Main/train.txt images of
---calib-data, --include-nms), onnx (fp32, --include-nms, --dynamic). --include-nms on onnx/tflite:
+--calib-data, --include-nms), onnx (fp32, --fp16, --int8 calibrated the same way, --include-nms,
+--dynamic). --include-nms on onnx/tflite:
 inputs images, score_threshold, iou_threshold; outputs p5, p4 (raw) and boxes (N, K, 4) xyxy in
 input pixels, scores, classes, valid. Other combinations stop with an error saying what is supported.
 """
@@ -44,9 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="tflite: float16 weights (half the file size)")
     precision.add_argument(
-        "--int8", action="store_true", help="tflite: full-integer int8, calibrated on --calib-data (float I/O)"
+        "--fp16", action="store_true", help="tflite: float16 weights (half the size); onnx: float16 weights and compute"
+    )
+    precision.add_argument(
+        "--int8",
+        action="store_true",
+        help="tflite: full-integer int8; onnx: ONNX Runtime static QDQ int8; calibrated on --calib-data (float I/O)",
     )
     parser.add_argument(
         "--calib-data",

@@ -62,8 +62,7 @@ def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--format", "onnx", "--int8", "--calib-data", "x"], "--int8 is not supported with --format onnx"),
-        (["--format", "onnx", "--fp16"], "--fp16 is not supported with --format onnx"),
+        (["--format", "saved_model", "--int8", "--calib-data", "x"], "--int8 is not supported with --format saved"),
         (["--format", "saved_model", "--fp16"], "--fp16 is not supported with --format saved_model"),
         (["--format", "tflite", "--dynamic"], "--dynamic is not supported with --format tflite"),
         (["--format", "tflite", "--int8"], "--int8 needs --calib-data"),

@@ -33,7 +33,7 @@ Supported combinations (anything else raises `ExportError` saying what is suppor
     format        fp32   --fp16   --int8 (+ calibration images)   --include-nms            --dynamic
     saved_model   yes    no       no                              yes: signature "detect"  yes
     tflite        yes    yes      yes (full-integer, float I/O)   yes (builtin NMS op)     no
-    onnx          yes    no       no                              yes (NonMaxSuppression)  yes
+    onnx          yes    yes      yes (ORT static, QDQ)           yes (NonMaxSuppression)  yes
 
 ONNX and TFLite with --include-nms: inputs `images`, float32 scalars `score_threshold` and
 `iou_threshold`; outputs the raw heads `p5`, `p4` as above plus `boxes` (N, K, 4) pixel xyxy in
@@ -79,7 +79,7 @@ from utils.interop.metadata import (
 FORMATS = ("saved_model", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 # What each format supports besides fp32.
-SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32",)}
+SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32", "fp16", "int8")}
 SUPPORTS_NMS = {"saved_model": True, "tflite": True, "onnx": True}
 SUPPORTS_DYNAMIC = {"saved_model": True, "tflite": False, "onnx": True}
 
@@ -334,6 +334,8 @@ def export_onnx(
     include_nms: bool = False,
     max_detections: int = 100,
     dynamic: bool = False,
+    precision: str = "fp32",
+    calibration_paths: Sequence[str | Path] | None = None,
 ) -> Path:
     """Write an ONNX model (input "images", outputs "p5", "p4") through tf2onnx.from_function.
 
@@ -341,11 +343,24 @@ def export_onnx(
         "boxes", "scores", "classes", "valid" (utils.inference.postprocess.non_max_suppression,
         which tf2onnx turns into ONNX NonMaxSuppression over every class).
     dynamic: any batch, height and width (multiples of 32).
+    precision: "fp32"; "fp16" (the model traced under Keras' mixed_float16 policy: float16
+        weights and convolutions but the two 1x1 heads, float32 as in training under mixed
+        precision; float32 input, outputs and decoding); "int8" (ONNX Runtime
+        static quantisation, QDQ, int8 weights per channel and uint8 activations, calibrated on
+        `calibration_paths` letterboxed as for TFLite int8; float32 input and outputs).
     """
     import tf2onnx
 
     from utils.inference.postprocess import non_max_suppression
 
+    if precision == "fp16":
+        from utils.inference.precision import to_mixed_precision
+
+        model = to_mixed_precision(model, "mixed_float16")
+    elif precision == "int8" and not calibration_paths:
+        raise ExportError("--int8 needs calibration images (--calib-data VOCdevkit)")
+    elif precision not in ("fp32", "int8"):
+        raise ExportError(f"unknown ONNX precision {precision!r}")
     raw_forward, spec = _raw_forward_fn(model, input_hw, dynamic=dynamic)
     fn, signature = raw_forward, [spec]
     if include_nms:
@@ -359,10 +374,50 @@ def export_onnx(
         output_path=None,
         extra_opset=None,
     )
+    if precision == "int8":
+        model_proto = _quantize_onnx(model_proto, letterboxed_calibration_images(calibration_paths, input_hw))
+    del model_proto.metadata_props[:]
     prop = model_proto.metadata_props.add()
     prop.key, prop.value = METADATA_KEY, json.dumps(metadata)
     out.write_bytes(model_proto.SerializeToString())
     return out
+
+
+def _quantize_onnx(model_proto, calibration: np.ndarray):
+    """ONNX Runtime static quantisation of an fp32 model (QDQ; per-channel int8 weights, uint8
+    activations with ranges from `calibration`, uint8 letterboxed images)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    extra = {}
+    names = {i.name for i in model_proto.graph.input}
+    if "score_threshold" in names:  # --include-nms: any thresholds calibrate nothing (NMS stays float)
+        extra = {"score_threshold": np.array(0.5, np.float32), "iou_threshold": np.array(0.5, np.float32)}
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(calibration)
+
+        def get_next(self):
+            image = next(self.images, None)
+            if image is None:
+                return None
+            return {INPUT_NAME: image[None].astype(np.float32) * np.float32(1.0 / 255.0), **extra}
+
+    with tempfile.TemporaryDirectory(prefix="yolo_quant_") as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32.write_bytes(model_proto.SerializeToString())
+        quantize_static(
+            str(fp32),
+            str(int8),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "MaxPool", "Concat"],
+        )
+        return onnx.load(str(int8))
 
 
 def export_model(
@@ -422,14 +477,17 @@ def export_model(
             output["shape"][1:3] = [None, None]
     if fmt == "saved_model":
         return export_saved_model(model, out, hw, metadata, include_nms, max_detections, dynamic=dynamic)
+    calibration_paths = None
+    if precision == "int8":
+        calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
+        metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
     if fmt == "onnx":
-        export_onnx(model, out, hw, metadata, include_nms=include_nms, max_detections=max_detections, dynamic=dynamic)
+        export_onnx(
+            model, out, hw, metadata, include_nms=include_nms, max_detections=max_detections, dynamic=dynamic,
+            precision=precision, calibration_paths=calibration_paths,
+        )
     else:
         metadata["batch_size"] = 1  # the TFLite graph has a static batch of 1 (one image per invoke)
-        calibration_paths = None
-        if precision == "int8":
-            calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
-            metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
         with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
             saved = Path(tmp) / "saved_model"
             if include_nms:
