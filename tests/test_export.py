@@ -91,3 +91,25 @@ def test_bad_weights_and_arguments(tmp_path, capsys):
 def test_wrong_output_suffix_is_refused(demo, tmp_path, capsys):
     code = export.main(["--weights", str(demo[2]), "--format", "onnx", "--out", str(tmp_path / "model.tflite")])
     assert code == 2 and "must end with .onnx" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_table(demo, tmp_path, capsys):
+    """--benchmark: one row per asked format (a refused one says why), mAP by get_map.py's
+    evaluator, ms/img and the ratio to the Keras model; CSV and Markdown written."""
+    import csv
+
+    root, _, weights = demo
+    argv = ["--benchmark", "--weights", str(weights), "--data", str(root), "--input-size", "128", "--runs", "3"]
+    assert export.main([*argv, "--only", "onnx:fp32:nms,saved_model:fp16", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "benchmark.csv").open()))
+    assert [(r["format"], r["precision"], r["nms_inside"]) for r in rows] == [
+        ("keras", "fp32", "no"), ("onnx", "fp32", "yes"), ("saved_model", "fp16", "no")
+    ]
+    keras_row, onnx_row, refused = rows
+    assert keras_row["ratio_to_keras"] == "1.00" and float(onnx_row["ms_per_img"]) > 0
+    assert onnx_row["map50"] == keras_row["map50"]  # the same detections, so the same mAP
+    assert float(onnx_row["size_mb"]) > 1 and not onnx_row["note"]
+    assert refused["note"].startswith("refused: --fp16 is not supported") and not refused["ms_per_img"]
+    assert (tmp_path / "benchmark.md").read_text().count("\n| ") == 4 and "| onnx | fp32 | yes |" in printed
