@@ -5,7 +5,9 @@ NHWC (see utils.inference.detector), so the Detector decodes and runs NMS on the
 for the Keras model. This module has ONNX Runtime, TFLite (LiteRT) and SavedModel, which run the
 models written by export.py (utils/interop/export.py); `load_detector` picks one from the path
 (`infer_backend`), and the decoding facts (classes, anchors, input size) come from the artefact's
-metadata. (Darknet cfg + .weights are converted into our Keras model by utils/interop/darknet.py, whose
+metadata. ONNX and TFLite models exported with --include-nms also have `detect(images, conf, iou)`
+(`has_nms`), their own NMS outputs, which the Detector then uses instead of its decoding and NMS.
+(Darknet cfg + .weights are converted into our Keras model by utils/interop/darknet.py, whose
 frozen graph is faster than OpenCV DNN: benchmarks/bench_darknet.py.)
 
 Speed levers used by the exported-model backends (figures: benchmarks/bench_export.py):

@@ -210,6 +210,8 @@ def export_saved_model(
     `include_nms`, "detect" (decoded, NMS'd boxes; see the module docstring).
     batch_size: None (any) or a fixed batch size of the signatures.
     dynamic: signatures take any height and width (multiples of 32)."""
+    import tensorflow as tf
+
     from utils.inference.postprocess import non_max_suppression
 
     out = Path(out)
@@ -218,7 +220,7 @@ def export_saved_model(
     if include_nms:
         detect = _detect_fn(model, raw_forward, spec, input_hw, max_detections, non_max_suppression, dynamic)
 
-        @tf_function_like(detect)
+        @tf.function(input_signature=detect.input_signature)
         def detect_signature(images, score_threshold, iou_threshold):
             out = detect(images, score_threshold, iou_threshold)
             return {
@@ -232,13 +234,6 @@ def export_saved_model(
     _write_archive(model, out, endpoints)
     write_metadata(metadata_path(out), metadata)
     return out
-
-
-def tf_function_like(fn):
-    """Decorator: a tf.function with the input signature of the tf.function `fn`."""
-    import tensorflow as tf
-
-    return lambda inner: tf.function(inner, input_signature=fn.input_signature)
 
 
 def calibration_image_paths(
@@ -292,6 +287,7 @@ def export_tflite(
     precision: str = "fp32",
     calibration_paths: Sequence[str | Path] | None = None,
     input_hw: tuple[int, int] | None = None,
+    with_nms_inputs: bool = False,
 ) -> Path:
     """Convert a SavedModel written by `export_saved_model` to a .tflite file.
 
@@ -310,9 +306,12 @@ def export_tflite(
             raise ExportError("--int8 needs calibration images (--calib-data VOCdevkit)")
         calibration = letterboxed_calibration_images(calibration_paths, input_hw)
 
+        # By input name: an --include-nms graph also takes the (uncalibrated) NMS thresholds.
+        extra = {name: np.array(0.5, np.float32) for name in NMS_INPUTS} if with_nms_inputs else {}
+
         def representative_dataset():
             for image in calibration:
-                yield [image[None].astype(np.float32) * np.float32(1.0 / 255.0)]
+                yield {INPUT_NAME: image[None].astype(np.float32) * np.float32(1.0 / 255.0), **extra}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
@@ -500,6 +499,6 @@ def export_model(
                 _write_archive(model, saved, {"serving_default": detect})
             else:
                 export_saved_model(model, saved, hw, metadata, batch_size=1)
-            export_tflite(saved, out, precision, calibration_paths, hw)
+            export_tflite(saved, out, precision, calibration_paths, hw, with_nms_inputs=include_nms)
     write_metadata(metadata_path(out), metadata)
     return out
