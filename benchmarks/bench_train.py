@@ -43,6 +43,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         mixup=args.mixup,
         mixed_precision=args.mixed_precision,
         xla=args.xla,
+        strategy=args.strategy,
         eval_period=0,
         save_dir=tempfile.mkdtemp(),
     )
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixup", type=float, default=0.5, help="mixup probability (on mosaic samples)")
     parser.add_argument("--xla", action="store_true", help="XLA-compile forward and backward")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU)")
+    parser.add_argument("--strategy", default="none", help="none, or mirrored (all local GPUs), as train.py")
     args = parser.parse_args(argv)
 
     import tensorflow as tf

@@ -29,11 +29,12 @@ def demo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
+    # --include-nms: predict.py and get_map.py use the model's own NMS outputs.
     root, paths, weights = demo
     model_path = tmp_path / "shapes.tflite"
     argv = ["--weights", str(weights), "--format", "tflite", "--input-size", "128", "--out", str(model_path)]
-    assert export.main(argv) == 0
-    assert model_path.is_file() and (tmp_path / "shapes.tflite.json").is_file()
+    assert export.main([*argv, "--include-nms"]) == 0
+    assert model_path.is_file() and json.loads((tmp_path / "shapes.tflite.json").read_text())["include_nms"]
     assert "wrote" in capsys.readouterr().out
 
     # predict.py --weights model.tflite: the same detections as the Keras model.
@@ -61,10 +62,9 @@ def test_tflite_export_runs_in_predict_and_get_map(demo, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--format", "onnx", "--int8", "--calib-data", "x"], "--int8 is not supported with --format onnx"),
-        (["--format", "onnx", "--fp16"], "--fp16 is not supported with --format onnx"),
+        (["--format", "saved_model", "--int8", "--calib-data", "x"], "--int8 is not supported with --format saved"),
         (["--format", "saved_model", "--fp16"], "--fp16 is not supported with --format saved_model"),
-        (["--format", "tflite", "--include-nms"], "--include-nms is not supported with --format tflite"),
+        (["--format", "tflite", "--dynamic"], "--dynamic is not supported with --format tflite"),
         (["--format", "tflite", "--int8"], "--int8 needs --calib-data"),
         (["--format", "tflite", "--int8", "--calib-data", "no/such/dir"], "no/such/dir: no such folder"),
     ],
@@ -91,3 +91,25 @@ def test_bad_weights_and_arguments(tmp_path, capsys):
 def test_wrong_output_suffix_is_refused(demo, tmp_path, capsys):
     code = export.main(["--weights", str(demo[2]), "--format", "onnx", "--out", str(tmp_path / "model.tflite")])
     assert code == 2 and "must end with .onnx" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_table(demo, tmp_path, capsys):
+    """--benchmark: one row per asked format (a refused one says why), mAP by get_map.py's
+    evaluator, ms/img and the ratio to the Keras model; CSV and Markdown written."""
+    import csv
+
+    root, _, weights = demo
+    argv = ["--benchmark", "--weights", str(weights), "--data", str(root), "--input-size", "128", "--runs", "3"]
+    assert export.main([*argv, "--only", "onnx:fp32:nms,saved_model:fp16", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "benchmark.csv").open()))
+    assert [(r["format"], r["precision"], r["nms_inside"]) for r in rows] == [
+        ("keras", "fp32", "no"), ("onnx", "fp32", "yes"), ("saved_model", "fp16", "no")
+    ]
+    keras_row, onnx_row, refused = rows
+    assert keras_row["ratio_to_keras"] == "1.00" and float(onnx_row["ms_per_img"]) > 0
+    assert onnx_row["map50"] == keras_row["map50"]  # the same detections, so the same mAP
+    assert float(onnx_row["size_mb"]) > 1 and not onnx_row["note"]
+    assert refused["note"].startswith("refused: --fp16 is not supported") and not refused["ms_per_img"]
+    assert (tmp_path / "benchmark.md").read_text().count("\n| ") == 4 and "| onnx | fp32 | yes |" in printed

@@ -97,6 +97,10 @@ class Detector:
         graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph).
         jit_compile: compile the graph with XLA (see benchmarks/bench_inference.py for whether
             that helps on your machine; off by default, it is slower on CPU for this model).
+        nms_forward: for a model with decoding and NMS inside (export.py --include-nms), its
+            (float32 [0, 1] images, conf, nms_iou) -> boxes (N, K, 4) pixel xyxy in the network
+            input, scores (N, K), classes (N, K), valid (N,), as `non_max_suppression` returns them;
+            `detect` then uses it (K >= max_detections) and `forward` serves `raw_outputs` only.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Detector:
         batch_size: int = 8,
         graph_forward: bool = True,
         jit_compile: bool = False,
+        nms_forward: Callable | None = None,
     ):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
@@ -135,6 +140,7 @@ class Detector:
         self.batch_size = int(batch_size)
         self.graph_forward = graph_forward
         self.jit_compile = jit_compile
+        self.nms_forward = nms_forward
         self._build_functions()
 
     # ------------------------------------------------------------------ construction
@@ -214,6 +220,15 @@ class Detector:
 
             self._raw_fn = raw_numpy
             self._pipeline_fn = lambda images_u8, conf, iou: self._postprocess_fn(raw_numpy(images_u8), conf, iou)
+        if self.nms_forward is not None:
+
+            def nms_in_model(images_u8, conf, iou):
+                images = np.asarray(images_u8, np.float32) * np.float32(1.0 / 255.0)
+                boxes, scores, classes, valid = (np.asarray(t) for t in self.nms_forward(images, conf, iou))
+                # Sorted best first over all classes: the first max_det rows are the NMS with K = max_det.
+                return boxes[:, :max_det], scores[:, :max_det], classes[:, :max_det], np.minimum(valid, max_det)
+
+            self._pipeline_fn = nms_in_model
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:

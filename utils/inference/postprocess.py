@@ -104,3 +104,56 @@ def objectness_map(raw_heads: Sequence, anchors_mask: Sequence[Sequence[int]], n
         raw = raw.reshape(*raw.shape[:3], len(mask), 5 + num_classes)
         maps.append((1.0 / (1.0 + np.exp(-raw[..., 4]))).max(axis=-1))
     return maps
+
+
+def non_max_suppression_class_offset(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    score_threshold: float | tf.Tensor,
+    iou_threshold: float | tf.Tensor,
+    max_detections: int,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`non_max_suppression` (same arguments, same results) built from the single-class NMS op
+    only, for graphs whose runtime has no combined NMS (TFLite's builtin NON_MAX_SUPPRESSION_V5).
+
+    Every (box, class) pair becomes a candidate whose box is shifted by class id * (the span of
+    all boxes + 1), so boxes of different classes never overlap: one greedy NMS over all the
+    candidates then suppresses within a class only, and keeps the same pairs, best first, as the
+    per-class NMS followed by the overall top `max_detections` (the shift changes IoUs by float
+    rounding only). The output boxes are gathered from the unshifted ones. The batch size must be
+    static (TFLite exports use 1).
+    """
+    batch = boxes.shape[0]
+    if batch is None:
+        raise ValueError("non_max_suppression_class_offset needs a static batch size")
+    num_classes = scores.shape[-1]
+    score_threshold = tf.cast(score_threshold, tf.float32)
+    iou_threshold = tf.cast(iou_threshold, tf.float32)
+    outputs = []
+    for i in range(batch):
+        image_boxes, image_scores = boxes[i], scores[i]  # (B, 4), (B, C)
+        low = tf.reduce_min(image_boxes)
+        span = tf.reduce_max(image_boxes) - low + 1.0
+        shift = tf.range(num_classes, dtype=tf.float32)[None, :, None] * span  # (1, C, 1)
+        candidates = tf.reshape((image_boxes - low)[:, None, :] + shift, [-1, 4])  # index = box * C + class
+        selected, selected_scores, num_valid = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=candidates,
+            scores=tf.reshape(image_scores, [-1]),
+            max_output_size=max_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            soft_nms_sigma=0.0,
+            pad_to_max_output_size=True,
+        )
+        keep = tf.range(max_detections) < num_valid
+        box_index = tf.math.floordiv(selected, num_classes)
+        classes = tf.math.floormod(selected, num_classes)
+        outputs.append(
+            (
+                tf.where(keep[:, None], tf.gather(image_boxes, box_index), 0.0),
+                tf.where(keep, selected_scores, 0.0),
+                tf.where(keep, classes, 0),
+                num_valid,
+            )
+        )
+    return tuple(tf.stack([o[k] for o in outputs]) for k in range(4))

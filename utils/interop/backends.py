@@ -5,7 +5,9 @@ NHWC (see utils.inference.detector), so the Detector decodes and runs NMS on the
 for the Keras model. This module has ONNX Runtime, TFLite (LiteRT) and SavedModel, which run the
 models written by export.py (utils/interop/export.py); `load_detector` picks one from the path
 (`infer_backend`), and the decoding facts (classes, anchors, input size) come from the artefact's
-metadata. (Darknet cfg + .weights are converted into our Keras model by utils/interop/darknet.py, whose
+metadata. ONNX and TFLite models exported with --include-nms also have `detect(images, conf, iou)`
+(`has_nms`), their own NMS outputs, which the Detector then uses instead of its decoding and NMS.
+(Darknet cfg + .weights are converted into our Keras model by utils/interop/darknet.py, whose
 frozen graph is faster than OpenCV DNN: benchmarks/bench_darknet.py.)
 
 Speed levers used by the exported-model backends (figures: benchmarks/bench_export.py):
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.interop.metadata import INPUT_NAME, OUTPUT_NAMES, read_metadata
+from utils.interop.metadata import INPUT_NAME, NMS_INPUTS, NMS_OUTPUTS, OUTPUT_NAMES, read_metadata
 
 BACKENDS = ("keras", "saved_model", "onnx", "tflite")
 
@@ -73,10 +75,23 @@ class OnnxRuntimeForward:
         names = {o.name for o in self.session.get_outputs()}
         if not set(OUTPUT_NAMES) <= names or self.session.get_inputs()[0].name != INPUT_NAME:
             raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {sorted(names)}")
+        # --include-nms exports: NMS inside the graph, `detect` returns its outputs.
+        self.has_nms = set(NMS_OUTPUTS) <= names
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+    def _feed(self, images, conf: float = 0.5, iou: float = 0.5) -> dict:
+        feed = {INPUT_NAME: np.ascontiguousarray(images, dtype=self.input_dtype)}
+        if self.has_nms:
+            feed.update({name: np.array(v, np.float32) for name, v in zip(NMS_INPUTS, (conf, iou))})
+        return feed
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        return self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        heads = self.session.run(list(OUTPUT_NAMES), self._feed(images))
+        return [np.asarray(h, np.float32) for h in heads]
+
+    def detect(self, images: np.ndarray, conf: float, iou: float) -> list[np.ndarray]:
+        """The graph's NMS outputs: boxes (N, K, 4) xyxy in the input, scores, classes, valid."""
+        return self.session.run(list(NMS_OUTPUTS), self._feed(images, conf, iou))
 
 
 class TFLiteForward:
@@ -95,20 +110,30 @@ class TFLiteForward:
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"{path}: the TFLite interpreter cannot load it ({err})") from None
         runner_outputs = self.interpreter.get_signature_list().get("serving_default", {}).get("outputs", [])
-        if sorted(runner_outputs) != sorted(OUTPUT_NAMES):
+        self.has_nms = sorted(runner_outputs) == sorted((*OUTPUT_NAMES, *NMS_OUTPUTS))
+        if sorted(runner_outputs) != sorted(OUTPUT_NAMES) and not self.has_nms:
             raise ValueError(f"{path}: expected signature outputs {OUTPUT_NAMES}, found {runner_outputs}")
         self.runner = self.interpreter.get_signature_runner("serving_default")
 
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+    def _run(self, images, names, conf: float = 0.5, iou: float = 0.5) -> list[np.ndarray]:
         images = np.asarray(images, dtype=np.float32)
-        outputs = [self.runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
-        return [np.concatenate([o[name] for o in outputs]) for name in OUTPUT_NAMES]
+        extra = {n: np.array(v, np.float32) for n, v in zip(NMS_INPUTS, (conf, iou))} if self.has_nms else {}
+        outputs = [self.runner(**{INPUT_NAME: images[i : i + 1]}, **extra) for i in range(len(images))]
+        return [np.concatenate([o[name] for o in outputs]) for name in names]
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run(images, OUTPUT_NAMES)
+
+    def detect(self, images: np.ndarray, conf: float, iou: float) -> list[np.ndarray]:
+        """The graph's NMS outputs: boxes (N, K, 4) xyxy in the input, scores, classes, valid."""
+        return self._run(images, NMS_OUTPUTS, conf, iou)
 
 
 class SavedModelForward:
     """SavedModel raw forward through its "serving_default" signature (TensorFlow-traceable)."""
 
     graph_forward = True
+    has_nms = False  # the "detect" signature is for users; the Detector fuses its own NMS
 
     def __init__(self, path: str | Path):
         import tensorflow as tf

@@ -30,10 +30,20 @@ Routes (chosen because they work on Keras 3 and cannot write a silently broken m
 
 Supported combinations (anything else raises `ExportError` saying what is supported):
 
-    format        fp32   --fp16   --int8 (+ calibration images)   --include-nms
-    saved_model   yes    no       no                              yes: signature "detect"
-    tflite        yes    yes      yes (full-integer, float I/O)   no (TFLite has no combined NMS)
-    onnx          yes    no       no                              no
+    format        fp32   --fp16   --int8 (+ calibration images)   --include-nms            --dynamic
+    saved_model   yes    no       no                              yes: signature "detect"  yes
+    tflite        yes    yes      yes (full-integer, float I/O)   yes (builtin NMS op)     no
+    onnx          yes    yes      yes (ORT static, QDQ)           yes (NonMaxSuppression)  yes
+
+ONNX and TFLite with --include-nms: inputs `images`, float32 scalars `score_threshold` and
+`iou_threshold`; outputs the raw heads `p5`, `p4` as above plus `boxes` (N, K, 4) pixel xyxy in
+the network input, `scores` (N, K), `classes` (N, K) int32, `valid` (N,) int32 (the first `valid`
+rows are real), K = max_detections: the Detector's decoding and per-class NMS
+(postprocess.non_max_suppression, which tf2onnx converts to ONNX NonMaxSuppression; for TFLite,
+postprocess.non_max_suppression_class_offset, the same result from the builtin single-class NMS).
+
+--dynamic (ONNX, SavedModel): the input is (None, None, None, 3): any batch, any height and width
+that are multiples of 32; the metadata says "dynamic": true and its input_shape is the default.
 
 The SavedModel "detect" signature (with --include-nms) takes `images` as above plus scalar
 float32 `score_threshold` and `iou_threshold`, and returns `boxes` (N, K, 4) pixel xyxy **in the
@@ -57,6 +67,8 @@ from utils.errors import YoloError
 from utils.interop.metadata import (
     INPUT_NAME,
     METADATA_KEY,
+    NMS_INPUTS,
+    NMS_OUTPUTS,
     NMS_SIGNATURE,
     OUTPUT_NAMES,
     export_metadata,
@@ -67,8 +79,9 @@ from utils.interop.metadata import (
 FORMATS = ("saved_model", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 # What each format supports besides fp32.
-SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32",)}
-SUPPORTS_NMS = {"saved_model": True, "tflite": False, "onnx": False}
+SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32", "fp16", "int8")}
+SUPPORTS_NMS = {"saved_model": True, "tflite": True, "onnx": True}
+SUPPORTS_DYNAMIC = {"saved_model": True, "tflite": False, "onnx": True}
 
 ONNX_OPSET = 17
 # Int8 calibration: images taken from the calibration split (fewer if it has fewer).
@@ -79,7 +92,7 @@ class ExportError(YoloError, ValueError):
     """An export that cannot be done as asked (unsupported combination, bad input)."""
 
 
-def check_export_options(fmt: str, precision: str = "fp32", include_nms: bool = False) -> None:
+def check_export_options(fmt: str, precision: str = "fp32", include_nms: bool = False, dynamic: bool = False) -> None:
     """Raise ExportError for a combination `export_model` does not support, saying what is."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -93,14 +106,12 @@ def check_export_options(fmt: str, precision: str = "fp32", include_nms: bool = 
             f"implemented for {', '.join(where)} (use --format tflite {options[precision]})"
         )
     if include_nms and not SUPPORTS_NMS[fmt]:
-        reason = {
-            "tflite": "TFLite has no builtin for the per-class (combined) NMS the detector uses",
-            "onnx": "the ONNX export carries the raw heads only",
-        }[fmt]
+        raise ExportError(f"--include-nms is not supported with --format {fmt}")
+    if dynamic and not SUPPORTS_DYNAMIC[fmt]:
+        where = [f for f in FORMATS if SUPPORTS_DYNAMIC[f]]
         raise ExportError(
-            f"--include-nms is not supported with --format {fmt} ({reason}); it is supported with "
-            "--format saved_model. Without it, the detector decodes and runs NMS itself "
-            "(load_detector / predict.py take the exported file)."
+            f"--dynamic is not supported with --format {fmt} (its interpreter runs one static shape, "
+            f"which XNNPACK needs); it is supported with {', '.join(where)}"
         )
 
 
@@ -119,18 +130,20 @@ def resolve_input_hw(model, input_hw: Sequence[int] | None = None) -> tuple[int,
     return h, w
 
 
-def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = None):
+def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = None, dynamic: bool = False):
     """A tf.function with a fixed input signature: images -> {"p5": raw, "p4": raw}, computing
     utils.inference.detector.frozen_forward (the Detector's own forward of the Keras model).
 
     batch_size: None for any batch; 1 for TFLite, whose interpreter runs one image per invoke
     and whose XNNPACK delegate then sees static shapes only (no SHAPE ops splitting the graph).
+    dynamic: any height and width (multiples of 32) instead of `input_hw`.
     """
     import tensorflow as tf
 
     from utils.inference.folding import frozen_forward
 
-    spec = tf.TensorSpec([batch_size, input_hw[0], input_hw[1], 3], tf.float32, name=INPUT_NAME)
+    hw = [None, None] if dynamic else list(input_hw)
+    spec = tf.TensorSpec([batch_size, *hw, 3], tf.float32, name=INPUT_NAME)
     # The Detector's inference graph: conv weights as constants, batch-norms folded (what the
     # converters would do anyway; for the SavedModel it lets oneDNN fuse conv + bias + LeakyReLU).
     forward = frozen_forward(model)
@@ -143,6 +156,46 @@ def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = N
     return raw_forward, spec
 
 
+def _detect_fn(model, raw_forward, spec, input_hw, max_detections: int, nms, dynamic: bool = False):
+    """A tf.function (images, score_threshold, iou_threshold) -> the raw heads plus `boxes`,
+    `scores`, `classes`, `valid` (NMS_OUTPUTS): the Detector's decoding
+    (utils.inference.postprocess.decode_outputs) then `nms`, one of postprocess's per-class NMS."""
+    import tensorflow as tf
+
+    from utils.inference.postprocess import decode_outputs
+
+    anchors = np.asarray(model.anchors, np.float32)
+    scalars = [tf.TensorSpec([], tf.float32, name=name) for name in NMS_INPUTS]
+
+    @tf.function(input_signature=[spec, *scalars])
+    def detect(images, score_threshold, iou_threshold):
+        heads = raw_forward(images)
+        hw = (tf.shape(images)[1], tf.shape(images)[2]) if dynamic else input_hw
+        boxes, scores = decode_outputs(
+            [heads[n] for n in OUTPUT_NAMES], anchors, model.anchors_mask, model.num_classes, hw, model.scale_x_y
+        )
+        boxes, scores, classes, valid = nms(boxes, scores, score_threshold, iou_threshold, max_detections)
+        return {**heads, **dict(zip(NMS_OUTPUTS, (boxes, scores, classes, valid)))}
+
+    return detect
+
+
+def _write_archive(model, out: Path, endpoints: dict) -> None:
+    """Write `endpoints` (name -> tf.function) as a SavedModel at `out` (replacing an earlier one)."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, fn in endpoints.items():
+        archive.add_endpoint(name, fn)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
+        # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
+        raise ExportError(f"--output {out}: exists and is not a SavedModel directory; choose a new path")
+    if out.exists():
+        shutil.rmtree(out)
+    archive.write_out(str(out), verbose=False)
+
+
 def export_saved_model(
     model,
     out: str | Path,
@@ -151,50 +204,34 @@ def export_saved_model(
     include_nms: bool = False,
     max_detections: int = 100,
     batch_size: int | None = None,
+    dynamic: bool = False,
 ) -> Path:
     """Write a SavedModel directory with signature "serving_default" (raw heads) and, with
     `include_nms`, "detect" (decoded, NMS'd boxes; see the module docstring).
-    batch_size: None (any) or a fixed batch size of the signatures."""
-    import keras
+    batch_size: None (any) or a fixed batch size of the signatures.
+    dynamic: signatures take any height and width (multiples of 32)."""
     import tensorflow as tf
 
-    from utils.inference.postprocess import decode_outputs, non_max_suppression
+    from utils.inference.postprocess import non_max_suppression
 
     out = Path(out)
-    raw_forward, spec = _raw_forward_fn(model, input_hw, batch_size)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", raw_forward)
+    raw_forward, spec = _raw_forward_fn(model, input_hw, batch_size, dynamic)
+    endpoints = {"serving_default": raw_forward}
     if include_nms:
-        anchors = np.asarray(model.anchors, np.float32)
-        scalar = [
-            tf.TensorSpec([], tf.float32, name="score_threshold"),
-            tf.TensorSpec([], tf.float32, name="iou_threshold"),
-        ]
+        detect = _detect_fn(model, raw_forward, spec, input_hw, max_detections, non_max_suppression, dynamic)
 
-        @tf.function(input_signature=[spec, *scalar])
-        def detect(images, score_threshold, iou_threshold):
-            heads = raw_forward(images)
-            boxes, scores = decode_outputs(
-                [heads[n] for n in OUTPUT_NAMES],
-                anchors,
-                model.anchors_mask,
-                model.num_classes,
-                input_hw,
-                model.scale_x_y,
-            )
-            boxes, scores, classes, valid = non_max_suppression(
-                boxes, scores, score_threshold, iou_threshold, max_detections
-            )
-            return {"boxes": boxes, "scores": scores, "classes": classes, "num_detections": valid}
+        @tf.function(input_signature=detect.input_signature)
+        def detect_signature(images, score_threshold, iou_threshold):
+            out = detect(images, score_threshold, iou_threshold)
+            return {
+                "boxes": out["boxes"],
+                "scores": out["scores"],
+                "classes": out["classes"],
+                "num_detections": out["valid"],
+            }
 
-        archive.add_endpoint(NMS_SIGNATURE, detect)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
-        # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
-        raise ExportError(f"--output {out}: exists and is not a SavedModel directory; choose a new path")
-    if out.exists():
-        shutil.rmtree(out)
-    archive.write_out(str(out), verbose=False)
+        endpoints[NMS_SIGNATURE] = detect_signature
+    _write_archive(model, out, endpoints)
     write_metadata(metadata_path(out), metadata)
     return out
 
@@ -250,6 +287,7 @@ def export_tflite(
     precision: str = "fp32",
     calibration_paths: Sequence[str | Path] | None = None,
     input_hw: tuple[int, int] | None = None,
+    with_nms_inputs: bool = False,
 ) -> Path:
     """Convert a SavedModel written by `export_saved_model` to a .tflite file.
 
@@ -268,9 +306,12 @@ def export_tflite(
             raise ExportError("--int8 needs calibration images (--calib-data VOCdevkit)")
         calibration = letterboxed_calibration_images(calibration_paths, input_hw)
 
+        # By input name: an --include-nms graph also takes the (uncalibrated) NMS thresholds.
+        extra = {name: np.array(0.5, np.float32) for name in NMS_INPUTS} if with_nms_inputs else {}
+
         def representative_dataset():
             for image in calibration:
-                yield [image[None].astype(np.float32) * np.float32(1.0 / 255.0)]
+                yield {INPUT_NAME: image[None].astype(np.float32) * np.float32(1.0 / 255.0), **extra}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
@@ -283,23 +324,99 @@ def export_tflite(
     return out
 
 
-def export_onnx(model, out: str | Path, input_hw: tuple[int, int], metadata: dict, opset: int = ONNX_OPSET) -> Path:
-    """Write an ONNX model (input "images", outputs "p5", "p4") through tf2onnx.from_function."""
+def export_onnx(
+    model,
+    out: str | Path,
+    input_hw: tuple[int, int],
+    metadata: dict,
+    opset: int = ONNX_OPSET,
+    include_nms: bool = False,
+    max_detections: int = 100,
+    dynamic: bool = False,
+    precision: str = "fp32",
+    calibration_paths: Sequence[str | Path] | None = None,
+) -> Path:
+    """Write an ONNX model (input "images", outputs "p5", "p4") through tf2onnx.from_function.
+
+    include_nms: also inputs "score_threshold", "iou_threshold" (float32 scalars) and outputs
+        "boxes", "scores", "classes", "valid" (utils.inference.postprocess.non_max_suppression,
+        which tf2onnx turns into ONNX NonMaxSuppression over every class).
+    dynamic: any batch, height and width (multiples of 32).
+    precision: "fp32"; "fp16" (the model traced under Keras' mixed_float16 policy: float16
+        weights and convolutions but the two 1x1 heads, float32 as in training under mixed
+        precision; float32 input, outputs and decoding); "int8" (ONNX Runtime
+        static quantisation, QDQ, int8 weights per channel and uint8 activations, calibrated on
+        `calibration_paths` letterboxed as for TFLite int8; float32 input and outputs).
+    """
     import tf2onnx
 
-    raw_forward, spec = _raw_forward_fn(model, input_hw)
+    from utils.inference.postprocess import non_max_suppression
+
+    if precision == "fp16":
+        from utils.inference.precision import to_mixed_precision
+
+        model = to_mixed_precision(model, "mixed_float16")
+    elif precision == "int8" and not calibration_paths:
+        raise ExportError("--int8 needs calibration images (--calib-data VOCdevkit)")
+    elif precision not in ("fp32", "int8"):
+        raise ExportError(f"unknown ONNX precision {precision!r}")
+    raw_forward, spec = _raw_forward_fn(model, input_hw, dynamic=dynamic)
+    fn, signature = raw_forward, [spec]
+    if include_nms:
+        fn = _detect_fn(model, raw_forward, spec, input_hw, max_detections, non_max_suppression, dynamic)
+        signature = list(fn.input_signature)
     out = Path(out)
     model_proto, _ = tf2onnx.convert.from_function(
-        raw_forward,
-        input_signature=[spec],
+        fn,
+        input_signature=signature,
         opset=opset,
         output_path=None,
         extra_opset=None,
     )
+    if precision == "int8":
+        model_proto = _quantize_onnx(model_proto, letterboxed_calibration_images(calibration_paths, input_hw))
+    del model_proto.metadata_props[:]
     prop = model_proto.metadata_props.add()
     prop.key, prop.value = METADATA_KEY, json.dumps(metadata)
     out.write_bytes(model_proto.SerializeToString())
     return out
+
+
+def _quantize_onnx(model_proto, calibration: np.ndarray):
+    """ONNX Runtime static quantisation of an fp32 model (QDQ; per-channel int8 weights, uint8
+    activations with ranges from `calibration`, uint8 letterboxed images)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    extra = {}
+    names = {i.name for i in model_proto.graph.input}
+    if "score_threshold" in names:  # --include-nms: any thresholds calibrate nothing (NMS stays float)
+        extra = {"score_threshold": np.array(0.5, np.float32), "iou_threshold": np.array(0.5, np.float32)}
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(calibration)
+
+        def get_next(self):
+            image = next(self.images, None)
+            if image is None:
+                return None
+            return {INPUT_NAME: image[None].astype(np.float32) * np.float32(1.0 / 255.0), **extra}
+
+    with tempfile.TemporaryDirectory(prefix="yolo_quant_") as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32.write_bytes(model_proto.SerializeToString())
+        quantize_static(
+            str(fp32),
+            str(int8),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "MaxPool", "Concat"],
+        )
+        return onnx.load(str(int8))
 
 
 def export_model(
@@ -315,6 +432,7 @@ def export_model(
     include_nms: bool = False,
     max_detections: int = 100,
     class_names: Sequence[str] | None = None,
+    dynamic: bool = False,
 ) -> Path:
     """Export a `nets.yolo.YoloV4Tiny` and write its metadata; returns the artefact's path.
 
@@ -326,13 +444,16 @@ def export_model(
         precision: "fp32", "fp16" or "int8" (see the table in the module docstring).
         calib_data: int8: a VOCdevkit / VOC folder; its JPEGImages listed in
             ImageSets/Main/`calib_split`.txt (up to `num_calibration`) calibrate the ranges.
-        include_nms: SavedModel only: add the "detect" signature.
-        max_detections: K of the "detect" signature.
+        include_nms: SavedModel: add the "detect" signature; ONNX, TFLite: add the NMS inputs and
+            outputs (see the module docstring).
+        max_detections: K of the NMS outputs.
         class_names: override the names saved in the model.
+        dynamic: ONNX, SavedModel: any batch, height and width (multiples of 32); `input_hw`
+            is then only the default size written in the metadata.
 
     Raises ExportError for an unsupported combination or unusable calibration data.
     """
-    check_export_options(fmt, precision, include_nms)
+    check_export_options(fmt, precision, include_nms, dynamic)
     if precision == "int8" and calib_data is None:
         raise ExportError("--int8 needs --calib-data (a VOCdevkit whose ImageSets/Main/train.txt images calibrate it)")
     if precision != "int8" and calib_data is not None:
@@ -347,18 +468,37 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = export_metadata(model, fmt, hw, precision, include_nms, class_names, max_detections)
 
+    if include_nms and fmt != "saved_model":
+        metadata["nms_inputs"], metadata["nms_outputs"] = list(NMS_INPUTS), list(NMS_OUTPUTS)
+    if dynamic:
+        metadata["dynamic"] = True
+        for output in metadata["outputs"]:
+            output["shape"][1:3] = [None, None]
     if fmt == "saved_model":
-        return export_saved_model(model, out, hw, metadata, include_nms, max_detections)
+        return export_saved_model(model, out, hw, metadata, include_nms, max_detections, dynamic=dynamic)
+    calibration_paths = None
+    if precision == "int8":
+        calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
+        metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
     if fmt == "onnx":
-        export_onnx(model, out, hw, metadata)
+        export_onnx(
+            model, out, hw, metadata, include_nms=include_nms, max_detections=max_detections, dynamic=dynamic,
+            precision=precision, calibration_paths=calibration_paths,
+        )
     else:
         metadata["batch_size"] = 1  # the TFLite graph has a static batch of 1 (one image per invoke)
-        calibration_paths = None
-        if precision == "int8":
-            calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)
-            metadata["calibration"] = {"data": str(calib_data), "split": calib_split, "images": len(calibration_paths)}
         with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
-            saved = export_saved_model(model, Path(tmp) / "saved_model", hw, metadata, batch_size=1)
-            export_tflite(saved, out, precision, calibration_paths, hw)
+            saved = Path(tmp) / "saved_model"
+            if include_nms:
+                # One signature: the raw heads plus the NMS outputs, with TFLite's builtin
+                # single-class NMS (postprocess.non_max_suppression_class_offset).
+                from utils.inference.postprocess import non_max_suppression_class_offset
+
+                raw_forward, spec = _raw_forward_fn(model, hw, batch_size=1)
+                detect = _detect_fn(model, raw_forward, spec, hw, max_detections, non_max_suppression_class_offset)
+                _write_archive(model, saved, {"serving_default": detect})
+            else:
+                export_saved_model(model, saved, hw, metadata, batch_size=1)
+            export_tflite(saved, out, precision, calibration_paths, hw, with_nms_inputs=include_nms)
     write_metadata(metadata_path(out), metadata)
     return out

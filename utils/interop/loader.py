@@ -84,7 +84,8 @@ def load_detector(
 
     classes_path: class names, one per line; overrides the names saved in the model.
     input_shape: network input (height, width); default the model's own size, else 416x416.
-        Exported models only run at the size they were exported at.
+        Exported models run at the size they were exported at, or any multiple of 32 when
+        exported with --dynamic.
     half: mixed precision (see `load_model`); .keras and darknet models only.
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
@@ -126,12 +127,23 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
     except (ValueError, OSError) as err:
         raise ModelLoadError(str(err)) from None
     exported_hw = tuple(int(v) for v in meta["input_shape"])
+    if meta.get("dynamic") and input_shape is not None:
+        exported_hw = tuple(int(v) for v in input_shape)  # any multiple of 32 (the Detector checks it)
     if input_shape is not None and tuple(int(v) for v in input_shape) != exported_hw:
         raise ModelLoadError(
             f"{path}: exported for a {exported_hw[0]}x{exported_hw[1]} input, cannot run at "
             f"{tuple(input_shape)}; re-export it with export.py --input-size"
         )
     names = _class_names(classes_path, meta["num_classes"], path)
+    nms_forward = None
+    if getattr(forward, "has_nms", False):
+        nms_forward = forward.detect
+        most = int(meta["max_detections"])
+        if kwargs.get("max_detections", 100) > most:
+            raise ModelLoadError(
+                f"{path}: exported with NMS keeping {most} detections per image, cannot give "
+                f"--max-detections {kwargs['max_detections']}; re-export with export.py --max-detections"
+            )
     detector = Detector(
         forward,
         num_classes=meta["num_classes"],
@@ -141,6 +153,7 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
         input_shape=exported_hw,
         class_names=names or meta.get("class_names"),
         graph_forward=forward.graph_forward,
+        nms_forward=nms_forward,
         **kwargs,
     )
     detector.backend = backend or meta["format"]

@@ -21,6 +21,9 @@ from nets.model_data import STRIDES
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("p5", "p4")  # coarse first, as the model outputs them
 NMS_SIGNATURE = "detect"
+# --include-nms (ONNX, TFLite): the scalar inputs besides INPUT_NAME and the outputs besides OUTPUT_NAMES.
+NMS_INPUTS = ("score_threshold", "iou_threshold")
+NMS_OUTPUTS = ("boxes", "scores", "classes", "valid")
 METADATA_KEY = "yolo_export"
 SAVED_MODEL_METADATA = Path("assets") / f"{METADATA_KEY}.json"
 
