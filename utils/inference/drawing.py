@@ -126,6 +126,20 @@ def label_font(text: str) -> LabelFont:
     return best
 
 
+@cache
+def matplotlib_families() -> tuple[str, ...]:
+    """The label fonts as matplotlib `font.family` names, the CJK one registered with matplotlib
+    first; matplotlib falls back along the list character by character (charts with class names)."""
+    from matplotlib import font_manager
+
+    families = []
+    for font in label_fonts():
+        if font.path != font_path():
+            font_manager.fontManager.addfont(font.path)  # a collection registers its first face
+        families.append(font_manager.FontProperties(fname=font.path).get_name())
+    return tuple(families)
+
+
 @lru_cache(maxsize=64)
 def _truetype(font: LabelFont, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(font.path, max(8, int(size)), index=font.index)
