@@ -3,6 +3,8 @@
     python benchmarks/bench_train.py                      # 416 and the demo's 128, CPU
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
     python benchmarks/bench_train.py --mixed-precision    # GPUs
+    python benchmarks/bench_train.py --epochs-measure 3   # time between epochs (below)
+    python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
 
 For each input size it builds the real training step (utils.training.trainer, phi 4 by default) and
 alternates, round by round:
@@ -11,6 +13,17 @@ alternates, round by round:
               prefetching, parallel loaders) over a generated shapes set.
 It prints images/s (median over rounds) and the pipeline's overhead = bare / pipeline - 1
 (goal: <= 15 %).
+
+--epochs-measure N runs a real training of N epochs through Trainer.run() (phi 4, input 256,
+batch 16, the train.py defaults otherwise) on generated shapes images of 320-640 px, and prints
+per epoch: the train steps' time summed, the epoch's wall time (first step to the next epoch's
+first step, or to the end of run()), the gap (last step of the epoch to the next epoch's first
+step, or to the end of run() after the last epoch) and its share of the epoch, and what the gap is
+made of: val loss, val mAP (evaluate), each epoch-end callback (saving, history, plots,
+TensorBoard), the input pipeline (train_epoch before its first step and after its last), the end
+of training (on_train_end) and the rest. With --tree (repeatable) each checkout is measured in its
+own process, one after the other on the same data, and the totals are printed side by side
+(goal: the gap <= 10 % of the epoch).
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_size(size: int, args, data_root: Path) -> dict:
@@ -82,21 +97,231 @@ def bench_size(size: int, args, data_root: Path) -> dict:
     return {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1}
 
 
+# ---------------------------------------------------------------------- --epochs-measure
+GAP_PARTS = ("val_loss", "val_map", "save", "history", "plots", "tensorboard", "pipeline", "end", "other")
+CALLBACK_PART = {"CheckpointWriter": "save", "HistoryWriter": "history", "Plots": "plots", "TensorBoard": "tensorboard"}
+
+
+def _timed_method(owner, name, record):
+    """Replace owner.name (on the instance) by a wrapper that calls record(start, end) around it."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            record(start, time.perf_counter())
+
+    setattr(owner, name, wrapper)
+
+
+def measure_epochs(args, data_root: Path, save_dir: Path) -> dict:
+    """Train args.epochs_measure epochs through Trainer.run(), timing the lifecycle from outside.
+
+    Only the trainer's public methods are wrapped (train_step, train_epoch, validate, evaluate,
+    the callbacks' events), so any checkout with that lifecycle can be measured.
+    """
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
+
+    config = TrainConfig(
+        phi=args.phi,
+        data=str(data_root),
+        classes=str(data_root / "classes.txt"),
+        input_size=str(args.input_size),
+        epochs=args.epochs_measure,
+        freeze_epochs=args.freeze_epochs,
+        batch_size=args.batch_size,
+        freeze_batch_size=args.freeze_batch_size or args.batch_size,
+        eval_period=args.eval_period,
+        save_period=args.save_period,
+        save_dir=str(save_dir),
+    )
+    trainer = Trainer(config, log=lambda *a: None)
+    epochs: list[dict] = []  # per epoch: "steps" [(start, end)], "train_epoch" (start, end), "parts" {name: s}
+
+    def part(name):
+        def record(start, end):
+            parts = epochs[-1]["parts"]
+            parts[name] = parts.get(name, 0.0) + end - start
+
+        return record
+
+    _timed_method(trainer, "train_step", lambda start, end: epochs[-1]["steps"].append((start, end)))
+    _timed_method(trainer, "validate", part("validate"))
+    _timed_method(trainer, "evaluate", part("val_map"))
+    for callback in trainer.callbacks:
+        name = CALLBACK_PART.get(type(callback).__name__, type(callback).__name__)
+        if hasattr(callback, "on_epoch_end"):
+            _timed_method(callback, "on_epoch_end", part(name))
+        if hasattr(callback, "on_train_end"):
+            _timed_method(callback, "on_train_end", part("end"))
+    original_train_epoch = trainer.train_epoch
+
+    def train_epoch(epoch):
+        epochs.append({"steps": [], "parts": {}})
+        start = time.perf_counter()
+        try:
+            return original_train_epoch(epoch)
+        finally:
+            epochs[-1]["train_epoch"] = (start, time.perf_counter())
+
+    trainer.train_epoch = train_epoch
+    started = time.perf_counter()
+    trainer.run()
+    end_of_run = time.perf_counter()
+
+    rows = []
+    for i, e in enumerate(epochs):
+        first, last = e["steps"][0][0], e["steps"][-1][1]
+        following = epochs[i + 1]["steps"][0][0] if i + 1 < len(epochs) else end_of_run
+        step_sum = sum(b - a for a, b in e["steps"])
+        gap = following - last
+        parts = dict.fromkeys(GAP_PARTS, 0.0)
+        p = e["parts"]
+        parts["val_map"] = p.get("val_map", 0.0)
+        parts["val_loss"] = p.get("validate", 0.0) - parts["val_map"]
+        for name in ("save", "history", "plots", "tensorboard", "end"):
+            parts[name] = p.get(name, 0.0)
+        epoch_start, epoch_end = e["train_epoch"]
+        parts["pipeline"] = epoch_end - last  # this epoch's train_epoch after its last step
+        if i + 1 < len(epochs):
+            nxt = epochs[i + 1]
+            parts["pipeline"] += nxt["steps"][0][0] - nxt["train_epoch"][0]  # the next one's before its first
+        parts["other"] = gap - sum(v for k, v in parts.items() if k != "other")
+        rows.append(
+            {
+                "epoch": i + 1,
+                "steps": len(e["steps"]),
+                "step_sum": step_sum,
+                "first_step": e["steps"][0][1] - e["steps"][0][0],
+                "in_epoch_wait": (last - first) - step_sum,
+                "wall": following - first,
+                "gap": gap,
+                "parts": parts,
+            }
+        )
+    first_step = epochs[0]["steps"][0][0]
+    return {"rows": rows, "setup_and_first_step": first_step - started, "total_wall": end_of_run - started}
+
+
+def print_epoch_rows(result: dict, label: str) -> None:
+    print(f"[{label}] setup until the first step: {result['setup_and_first_step']:.1f} s")
+    columns = ("epoch", 5), ("steps", 5), ("step sum", 9), ("(first)", 7), ("wall", 8), ("gap", 7), ("share", 6)
+    print(" ".join(f"{name:>{width}}" for name, width in columns) + "  gap made of (s)")
+    for r in result["rows"]:
+        made_of = ", ".join(f"{k} {v:.1f}" for k, v in r["parts"].items() if abs(v) >= 0.05)
+        print(
+            f"{r['epoch']:>5} {r['steps']:>5} {r['step_sum']:>8.1f}s {r['first_step']:>6.1f}s {r['wall']:>7.1f}s "
+            f"{r['gap']:>6.1f}s {100 * r['gap'] / r['wall']:>5.1f}%  {made_of}",
+            flush=True,
+        )
+    totals = epoch_totals(result)
+    print(
+        f"{'all':>5} {'':>5} {totals['step_sum']:>8.1f}s {'':>7} {totals['wall']:>7.1f}s {totals['gap']:>6.1f}s "
+        f"{100 * totals['share']:>5.1f}%  (steps {100 * totals['step_sum'] / totals['wall']:.0f}% of the epochs' wall; "
+        f"in-epoch data wait {totals['in_epoch_wait']:.1f} s)",
+        flush=True,
+    )
+
+
+def epoch_totals(result: dict) -> dict:
+    rows = result["rows"]
+    total = {k: sum(r[k] for r in rows) for k in ("step_sum", "wall", "gap", "in_epoch_wait")}
+    total["share"] = total["gap"] / total["wall"]
+    total["parts"] = {k: sum(r["parts"][k] for r in rows) for k in GAP_PARTS}
+    return total
+
+
+def run_epochs_measure(args) -> int:
+    """The parent: make the data once, then measure each --tree in its own process."""
+    import json
+    import subprocess
+
+    from utils.data.demo import write_demo_dataset
+
+    trees = [Path(t).resolve() for t in (args.tree or [ROOT])]
+    with tempfile.TemporaryDirectory() as tmp:
+        val = max(1, round(args.images * args.val_fraction))
+        data = write_demo_dataset(
+            Path(tmp) / "shapes", splits={"train": args.images - val, "val": val}, image_size=(320, 640)
+        )
+        print(
+            f"{args.epochs_measure} epochs, {args.images - val} train / {val} val images of 320-640 px, input "
+            f"{args.input_size}, phi {args.phi}, batch {args.batch_size}, eval period {args.eval_period}, "
+            f"save period {args.save_period}, freeze epochs {args.freeze_epochs}; CPU ({os.cpu_count()} cores)",
+            flush=True,
+        )
+        results = {}
+        for i, tree in enumerate(trees):
+            out = Path(tmp) / f"result{i}.json"
+            command = [sys.executable, __file__, *sys.argv[1:], "--worker-tree", str(tree), "--worker-data", str(data)]
+            command += ["--worker-json", str(out)]
+            subprocess.run(command, check=True)
+            results[str(tree)] = json.loads(out.read_text())
+    if len(results) > 1:
+        print("\nside by side (sums over the epochs):")
+        print(f"{'tree':<40} {'step sum':>9} {'wall':>8} {'gap':>7} {'share':>6}  gap made of (s)")
+        for tree, result in results.items():
+            t = epoch_totals(result)
+            made_of = ", ".join(f"{k} {v:.1f}" for k, v in t["parts"].items() if abs(v) >= 0.05)
+            print(
+                f"{tree[-40:]:<40} {t['step_sum']:>8.1f}s {t['wall']:>7.1f}s {t['gap']:>6.1f}s "
+                f"{100 * t['share']:>5.1f}%  {made_of}"
+            )
+    return 0
+
+
+def run_epochs_worker(args) -> int:
+    """The child: measure the checkout at --worker-tree (imported from there) and write JSON."""
+    import json
+
+    tree = Path(args.worker_tree)
+    sys.path.insert(0, str(tree))
+    for name in [m for m in sys.modules if m == "utils" or m.startswith(("utils.", "nets"))]:
+        del sys.modules[name]
+    with tempfile.TemporaryDirectory() as save_dir:
+        result = measure_epochs(args, Path(args.worker_data), Path(save_dir))
+    print_epoch_rows(result, str(tree))
+    Path(args.worker_json).write_text(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[416, 128], help="square input sizes")
     parser.add_argument("--phi", type=int, default=4, help="attention (0-4)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: 8; --epochs-measure 16)")
     parser.add_argument("--steps", type=int, default=6, help="steps per round and mode")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare / pipeline rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--images", type=int, default=64, help="images in the generated set")
+    parser.add_argument(
+        "--images", type=int, default=None, help="images in the generated set (default: 64; --epochs-measure 900)"
+    )
     parser.add_argument("--mosaic", type=float, default=0.5, help="mosaic probability")
     parser.add_argument("--mixup", type=float, default=0.5, help="mixup probability (on mosaic samples)")
     parser.add_argument("--xla", action="store_true", help="XLA-compile forward and backward")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU)")
     parser.add_argument("--strategy", default="none", help="none, or mirrored (all local GPUs), as train.py")
+    epochs = parser.add_argument_group("--epochs-measure (time between epochs)")
+    epochs.add_argument("--epochs-measure", type=int, default=0, metavar="N", help="train N epochs, time the gaps")
+    epochs.add_argument("--input-size", type=int, default=256)
+    epochs.add_argument("--val-fraction", type=float, default=0.1, help="of --images")
+    epochs.add_argument("--eval-period", type=int, default=1, help="val mAP every this many epochs (train.py: 10)")
+    epochs.add_argument("--save-period", type=int, default=10, help="numbered .keras every this many epochs")
+    epochs.add_argument("--freeze-epochs", type=int, default=0, help="epochs with the backbone frozen first")
+    epochs.add_argument("--freeze-batch-size", type=int, default=None, help="(default: --batch-size)")
+    epochs.add_argument("--tree", action="append", help="checkout to measure (repeatable; default: this one)")
+    for hidden in ("--worker-tree", "--worker-data", "--worker-json"):
+        epochs.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.epochs_measure:
+        args.images = args.images or 900
+        args.batch_size = args.batch_size or 16
+        return run_epochs_worker(args) if args.worker_tree else run_epochs_measure(args)
+    args.images = args.images or 64
+    args.batch_size = args.batch_size or 8
 
     import tensorflow as tf
 

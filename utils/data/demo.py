@@ -98,7 +98,7 @@ def make_demo_image(
 def write_demo_dataset(
     root: str | Path,
     splits: dict[str, int] | None = None,
-    image_size: int = 192,
+    image_size: int | tuple[int, int] = 192,
     seed: int = 0,
 ) -> Path:
     """Write the demo set in VOC2007 layout under `root` and return `root`.
@@ -109,7 +109,8 @@ def write_demo_dataset(
     Args:
         root: output folder (created).
         splits: images per split; DEMO_SPLITS by default.
-        image_size: square image side in pixels.
+        image_size: square image side in pixels, or (smallest, largest): each image's side drawn
+            uniformly from that range (photos of varied sizes, as in benchmarks/bench_train.py).
         seed: everything is drawn from this seed.
     """
     root = Path(root)
@@ -124,7 +125,8 @@ def write_demo_dataset(
         for _ in range(count):
             image_id = f"{number:06d}"
             number += 1
-            image, boxes, names = make_demo_image(rng, image_size=image_size)
+            size = image_size if isinstance(image_size, int) else int(rng.integers(image_size[0], image_size[1] + 1))
+            image, boxes, names = make_demo_image(rng, image_size=size)
             cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             write_voc_xml(root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", image.shape[:2], boxes, names)
             ids.append(image_id)

@@ -1,18 +1,33 @@
 """Charts of an `EvaluationResult`: PR curve per class, AP per class, object / detection counts.
 
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display needed).
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display needed), in the label
+fonts of utils.inference.drawing, so class names in Chinese, Japanese or Korean show as characters.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from utils.evaluation.metrics import EvaluationResult
+from utils.inference.drawing import matplotlib_families
+
+
+def _label_fonts(plot):
+    """Run a plot function with the label fonts as matplotlib's font family."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"font.family": list(matplotlib_families())}):
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 def safe_filename(name: str) -> str:
@@ -26,6 +41,7 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+@_label_fonts
 def plot_pr_curve(result: EvaluationResult, class_id: int, class_name: str, path: str | Path) -> Path:
     """Precision against recall over the ranked detections, with its monotone envelope (whose area
     is the all-point AP) and the point at `result.score_threshold`."""
@@ -76,6 +92,7 @@ def plot_pr_curve(result: EvaluationResult, class_id: int, class_name: str, path
     return _save(figure, Path(path))
 
 
+@_label_fonts
 def plot_ap_per_class(result: EvaluationResult, class_names: list[str], path: str | Path) -> Path:
     """Horizontal bars of AP per class, sorted; classes without ground truth are listed as n/a."""
     order = np.argsort(np.nan_to_num(result.ap, nan=-1.0))
@@ -94,6 +111,7 @@ def plot_ap_per_class(result: EvaluationResult, class_names: list[str], path: st
     return _save(figure, Path(path))
 
 
+@_label_fonts
 def plot_counts_per_class(result: EvaluationResult, class_names: list[str], path: str | Path) -> Path:
     """Ground-truth objects (non-difficult) and detections per class, with the TP / FP split of the
     detections scoring >= the score threshold."""

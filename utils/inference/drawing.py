@@ -1,14 +1,29 @@
 """Drawing detections and objectness heatmaps on images.
 
-The font is DejaVu Sans as shipped inside matplotlib (a required dependency), so labels render
-the same on a fresh machine without system fonts. Each class gets its own colour: hues spread
-around the colour wheel in golden-ratio steps, so neighbouring class ids differ a lot.
+Labels are drawn in the first of these fonts that has a glyph for every character of the label,
+so class names in any script the two cover come out as letters, not as empty boxes:
+
+    DejaVu Sans        inside matplotlib (a requirement): Latin, Greek, Cyrillic, Hebrew, Arabic
+                       letters, Georgian, Armenian, ...; every Latin label is drawn with it
+    Noto Sans CJK SC   the noto-cjk-sans-otc package (requirements.txt), found with
+                       importlib.resources: Chinese (simplified and traditional characters),
+                       Japanese kana, Korean Hangul, plus Latin and Cyrillic
+
+A label that neither covers (Devanagari, Thai, Ethiopic, ...) is drawn with the font that has the
+most of its characters, and a `MissingGlyphsWarning` names the characters drawn as boxes (once
+per class name). Coverage is read from each font's character map (fontTools, which matplotlib
+requires); the CJK font is opened only when a label needs a character DejaVu Sans lacks.
+
+Each class gets its own colour: hues spread around the colour wheel in golden-ratio steps, so
+neighbouring class ids differ a lot.
 """
 
 from __future__ import annotations
 
 import colorsys
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import cv2
@@ -16,6 +31,22 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from utils.inference.letterbox import LetterboxInfo
+
+# The face of the Noto Sans CJK collection used: simplified Chinese glyph shapes by default.
+CJK_FACE = "Noto Sans CJK SC"
+
+
+class MissingGlyphsWarning(UserWarning):
+    """A label has characters no available font can draw (they come out as empty boxes)."""
+
+
+@dataclass(frozen=True)
+class LabelFont:
+    """A font file labels can be drawn with; `index` is the face in a collection (.ttc)."""
+
+    name: str
+    path: str
+    index: int = 0
 
 
 @cache
@@ -26,9 +57,97 @@ def font_path() -> str:
     return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
 
 
-@lru_cache(maxsize=32)
-def load_font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(font_path(), max(8, int(size)))
+def _cjk_font() -> LabelFont | None:
+    """Noto Sans CJK SC from the noto-cjk-sans-otc package, None when the package is missing."""
+    try:
+        from importlib.resources import files
+
+        path = files("noto_cjk_sans_otc").joinpath("NotoSansCJK-Regular.ttc")
+    except ModuleNotFoundError:
+        return None
+    if not path.is_file():
+        return None
+    path = str(path)
+    for index in range(16):  # the collection's faces: JP, KR, SC, TC, HK, then the Mono ones
+        try:
+            face = ImageFont.truetype(path, 12, index=index)
+        except OSError:
+            break
+        if face.getname()[0] == CJK_FACE:
+            return LabelFont(CJK_FACE, path, index)
+    return LabelFont(CJK_FACE, path, 0)
+
+
+@cache
+def label_fonts() -> tuple[LabelFont, ...]:
+    """The fonts labels are drawn with, in order of preference (see the module docstring)."""
+    fonts = [LabelFont("DejaVu Sans", font_path())]
+    cjk = _cjk_font()
+    if cjk is not None:
+        fonts.append(cjk)
+    return tuple(fonts)
+
+
+@cache
+def font_coverage(font: LabelFont) -> frozenset[int]:
+    """The code points `font` has a glyph for (its character map)."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(font.path, fontNumber=font.index, lazy=True) as ttf:
+        return frozenset(ttf.getBestCmap())
+
+
+def missing_glyphs(text: str, font: LabelFont) -> list[str]:
+    """The characters of `text` (spaces and control characters aside) that `font` cannot draw, in
+    the order they first appear."""
+    covered = font_coverage(font)
+    return [c for c in dict.fromkeys(text) if c.isprintable() and not c.isspace() and ord(c) not in covered]
+
+
+@lru_cache(maxsize=4096)
+def label_font(text: str) -> LabelFont:
+    """The first of `label_fonts()` that draws every character of `text`; otherwise the one that
+    draws the most, after a MissingGlyphsWarning naming the characters it cannot draw."""
+    best, best_missing = None, None
+    for font in label_fonts():
+        missing = missing_glyphs(text, font)
+        if not missing:
+            return font
+        if best_missing is None or len(missing) < len(best_missing):
+            best, best_missing = font, missing
+    names = ", ".join(f"U+{ord(c):04X} {c!r}" for c in best_missing)
+    hint = "" if len(label_fonts()) > 1 else "; pip install noto-cjk-sans-otc adds Chinese, Japanese and Korean"
+    warnings.warn(
+        f"label {text!r}: no available font has a glyph for {names}; they are drawn as empty boxes "
+        f"(fonts tried: {', '.join(f.name for f in label_fonts())}{hint})",
+        MissingGlyphsWarning,
+        stacklevel=3,
+    )
+    return best
+
+
+@cache
+def matplotlib_families() -> tuple[str, ...]:
+    """The label fonts as matplotlib `font.family` names, the CJK one registered with matplotlib
+    first; matplotlib falls back along the list character by character (charts with class names)."""
+    from matplotlib import font_manager
+
+    families = []
+    for font in label_fonts():
+        if font.path != font_path():
+            font_manager.fontManager.addfont(font.path)  # a collection registers its first face
+        families.append(font_manager.FontProperties(fname=font.path).get_name())
+    return tuple(families)
+
+
+@lru_cache(maxsize=64)
+def _truetype(font: LabelFont, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font.path, max(8, int(size)), index=font.index)
+
+
+def load_font(size: int, text: str = "") -> ImageFont.FreeTypeFont:
+    """A font of `size` pixels that draws `text` (see `label_font`); DejaVu Sans for Latin text."""
+    return _truetype(label_font(text), size)
 
 
 def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
@@ -66,7 +185,7 @@ def draw_detections(
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     height, width = image.shape[:2]
-    font = load_font(max(10, round(0.025 * max(height, width))))
+    font_size = max(10, round(0.025 * max(height, width)))
     thickness = max(1, round(0.003 * (height + width)))
     for k, (box, score, class_id) in enumerate(zip(boxes, scores, class_ids, strict=True)):
         class_id = int(class_id)
@@ -74,7 +193,9 @@ def draw_detections(
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=thickness)
         name = class_names[class_id] if class_id < len(class_names) else str(class_id)
-        label = f"{name if labels is None else labels[k]} {float(score):.2f}"
+        text = name if labels is None else labels[k]
+        label = f"{text} {float(score):.2f}"
+        font = load_font(font_size, text)  # chosen by the text: the score's digits are in every font
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         text_w, text_h = right - left, bottom - top + 4
         text_y = y1 - text_h if y1 - text_h >= 0 else y1
@@ -87,7 +208,7 @@ def draw_text(image: np.ndarray, text: str, position: tuple[int, int] = (8, 8)) 
     """White text on a black box (e.g. an FPS counter), uint8 RGB in and out."""
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    font = load_font(max(12, round(0.03 * max(image.shape[:2]))))
+    font = load_font(max(12, round(0.03 * max(image.shape[:2]))), text)
     left, top, right, bottom = draw.textbbox(position, text, font=font)
     draw.rectangle([left - 4, top - 4, right + 4, bottom + 4], fill=(0, 0, 0))
     draw.text(position, text, fill=(255, 255, 255), font=font)

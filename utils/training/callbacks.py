@@ -24,6 +24,7 @@ as `Trainer(config, callbacks=[...])` run after these.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,19 @@ class CheckpointWriter(Callback):
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         save_dir, period = trainer.save_dir, trainer.config.save_period
-        trainer.save_model(save_dir / "last.keras")
+        last = save_dir / "last.keras"
+        trainer.save_model(last)
+        # best.keras and the numbered file hold the same model: copies of last.keras, not a new save.
         if logs.get("is_best"):
-            trainer.save_model(save_dir / "best.keras")
+            copy_file(last, save_dir / "best.keras")
         if period and (epoch + 1) % period == 0:
-            trainer.save_model(save_dir / f"ep{epoch + 1:03d}-loss{logs['loss']:.3f}.keras")
+            copy_file(last, save_dir / f"ep{epoch + 1:03d}-loss{logs['loss']:.3f}.keras")
         trainer.save_checkpoint(save_dir / CHECKPOINT_NAME, epochs_done=epoch + 1)
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """`source` copied onto `target` atomically."""
+    atomic_write(target, lambda temp: shutil.copyfile(source, temp))
 
 
 class HistoryWriter(Callback):

@@ -165,6 +165,27 @@ def _warn_on_poor_anchors(config: TrainConfig, images: list[AnnotatedImage], dat
         )
 
 
+def take_batches(dataset, count: int):
+    """The first `count` batches of `dataset` (fewer if it ends sooner), then its iterator is deleted.
+
+    Never asks for the batch after the last: reaching the end of a tf.data pipeline waits for
+    everything in flight in it (the prefetch buffer, the parallel loaders, the samples of an
+    incomplete last batch), which under CPU contention was seen to take up to 50 s at the end of
+    an epoch. Deleting the iterator cancels that work instead.
+    """
+    iterator = iter(dataset)
+    try:
+        for _ in range(count):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            yield batch
+            del batch
+    finally:
+        del iterator
+
+
 class Trainer:
     """Runs one training from a TrainConfig (see train.py for the command line).
 
@@ -328,9 +349,7 @@ class Trainer:
         total, count = 0.0, 0
         parts_sum = {"box": 0.0, "obj": 0.0, "cls": 0.0}
         bar = tqdm(total=num_steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.is_chief, dynamic_ncols=True)
-        for step, batch in enumerate(dataset):
-            if step >= num_steps:
-                break
+        for step, batch in enumerate(take_batches(dataset, num_steps)):
             lr = self._lr_schedule(epoch + step / num_steps)
             self.optimizer.learning_rate = lr
             loss, parts = self.train_step(batch)
@@ -383,7 +402,8 @@ class Trainer:
         if self.val_data is not None and len(self.val_images) >= self.val_batch():
             val_step = self._steps[1]
             batches = self._distributed(self.val_data, self.val_batch(), epoch, False)
-            values = [float(val_step(batch)[0]) for batch in batches]
+            num_batches = self.val_data.steps_per_epoch(self.val_batch())
+            values = [float(val_step(batch)[0]) for batch in take_batches(batches, num_batches)]
             logs["val_loss"] = float(np.mean(values)) if values else None
         last = epoch == c.epochs - 1
         if self.is_chief and c.eval_period and self.val_images and ((epoch + 1) % c.eval_period == 0 or last):
@@ -564,7 +584,10 @@ class Trainer:
         if phase != self._phase:
             frozen, batch_size = self._phase = phase
             self._set_frozen(frozen)
-            self._steps = self._make_steps(batch_size)
+            train_step, val_step = self._make_steps(batch_size)
+            # The val step does not depend on the phase (all layers in inference mode, the val
+            # batch): the one traced before is kept, so a phase change traces the train step only.
+            self._steps = (train_step, self._steps[1] if self._steps else val_step)
             self._lr_schedule = self._schedule(batch_size)
             what = "backbone frozen" if frozen else "all layers trained"
             self.log(f"epoch {epoch + 1}: {what}, batch {batch_size}")
@@ -598,7 +621,8 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _make_steps(self, batch_size: int):
-        """(train_step, val_step) tf.functions over distributed batches, for the current trainable set."""
+        """(train_step, val_step) tf.functions over distributed batches: the train step for the
+        current trainable set and a global batch of `batch_size`, the val step for `val_batch()`."""
         import tensorflow as tf
 
         model, loss_fn, optimizer, strategy = self.model, self.loss_fn, self.optimizer, self.strategy
@@ -607,18 +631,18 @@ class Trainer:
         xla = self.config.xla and self.replicas == 1
         if self.config.xla and not xla:
             self.log("note: --xla is used with one replica only; training without it")
-        global_batch = float(batch_size)
         compute_dtype = tf.float16 if mixed else tf.float32
+        val_batch = self.val_batch()
 
-        def forward_loss(images, gt, training):
+        def forward_loss(images, gt, training, global_batch):
             outputs = model(tf.cast(images, compute_dtype) / 255.0, training=training)
             per_image, parts = loss_fn(outputs, gt)
-            scale = 1.0 / global_batch
+            scale = 1.0 / float(global_batch)
             return tf.reduce_sum(per_image) * scale, {k: tf.reduce_sum(v) * scale for k, v in parts.items()}
 
         def gradients(images, gt):
             with tf.GradientTape() as tape:
-                loss, parts = forward_loss(images, gt, True)
+                loss, parts = forward_loss(images, gt, True, batch_size)
                 scaled = optimizer.scale_loss(loss) if mixed else loss
             return loss, parts, tape.gradient(scaled, variables)
 
@@ -639,6 +663,6 @@ class Trainer:
 
         @tf.function
         def val_step(batch):
-            return reduce(strategy.run(lambda images, gt: forward_loss(images, gt, False), args=batch))
+            return reduce(strategy.run(lambda images, gt: forward_loss(images, gt, False, val_batch), args=batch))
 
         return train_step, val_step

@@ -19,3 +19,14 @@ def test_demo_dataset_is_deterministic_and_valid(tmp_path):
         assert (ann.boxes[:, 2:] - ann.boxes[:, :2] >= 10).all()
     c = write_demo_dataset(tmp_path / "c", splits=splits, image_size=96, seed=4)
     assert (c / "JPEGImages" / "000000.jpg").read_bytes() != (a / "JPEGImages" / "000000.jpg").read_bytes()
+
+
+def test_demo_images_of_varied_sizes(tmp_path):
+    from PIL import Image
+
+    root = write_demo_dataset(tmp_path / "v", splits={"train": 6}, image_size=(40, 80), seed=1)
+    sizes = [Image.open(p).size for p in sorted((root / "JPEGImages").glob("*.jpg"))]
+    assert all(40 <= w == h <= 80 for w, h in sizes) and len(set(sizes)) > 1
+    for image_id, (w, _) in zip(read_image_set(root, "train"), sizes, strict=True):
+        ann = parse_voc_xml(root / "Annotations" / f"{image_id}.xml", list(DEMO_CLASSES))
+        assert ann.warnings == [] and (ann.boxes <= w).all()

@@ -310,3 +310,37 @@ def test_mosaic_is_off_after_the_mosaic_ratio_of_the_epochs(scripted, monkeypatc
     for epoch in range(2):
         trainer.train_batches(epoch)
     assert asked == [(0, True), (1, False)]
+
+
+def test_take_batches_never_asks_for_the_batch_after_the_last():
+    import tensorflow as tf
+
+    from utils.training.trainer import take_batches
+
+    def checked(x):  # the fourth element fails when it is asked for
+        with tf.control_dependencies([tf.debugging.assert_less(x, tf.constant(3, tf.int64))]):
+            return tf.identity(x)
+
+    dataset = tf.data.Dataset.range(10).map(checked)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(dataset)
+    assert [int(x) for x in take_batches(dataset, 3)] == [0, 1, 2]
+    assert [int(x) for x in take_batches(dataset.take(2), 3)] == [0, 1]  # a shorter data set ends it
+
+
+@pytest.mark.slow
+def test_val_loss_does_not_depend_on_the_phase(tmp_path):
+    """The frozen phase trains with its own batch size; the val loss is the same mean per image."""
+    from utils.data.demo import write_demo_dataset
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4, "val": 4}, image_size=64, seed=3)
+    config = TrainConfig(
+        data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, freeze_epochs=1,
+        batch_size=2, freeze_batch_size=4, save_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    trainer = Trainer(config, log=lambda *a: None)
+    trainer.setup()
+    frozen, unfrozen = trainer.validate(0)["val_loss"], trainer.validate(1)["val_loss"]  # no step between
+    assert trainer._phase == (False, 2) and frozen == pytest.approx(unfrozen, rel=1e-6)

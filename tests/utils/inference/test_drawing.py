@@ -1,0 +1,61 @@
+"""Labels on saved images: class names in any script the fonts cover are drawn as characters."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from utils.inference import drawing
+from utils.inference.drawing import MissingGlyphsWarning, draw_detections, draw_text, font_path, label_font
+
+BOX = np.array([[20.0, 60.0, 180.0, 180.0]], np.float32)
+
+
+def _label_area(name):
+    """The label strip above BOX, drawn on white with one detection of class 0 named `name`."""
+    image = np.full((200, 320, 3), 255, np.uint8)
+    drawn = draw_detections(image, BOX, np.array([0.9]), np.array([0]), [name])
+    return drawn[30:60, 20:320]
+
+
+def _text_mask(text, font):
+    image = Image.new("L", (200, 40), 0)
+    ImageDraw.Draw(image).text((2, 2), text, fill=255, font=font)
+    return np.asarray(image)
+
+
+def test_chinese_class_names_are_drawn_as_their_characters():
+    dejavu = ImageFont.truetype(font_path(), 20)
+    # Without a CJK font, different characters are the same empty box: the check below can fail.
+    assert np.array_equal(_text_mask("猫", dejavu), _text_mask("狗", dejavu))
+
+    assert label_font("汽车").name == "Noto Sans CJK SC"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingGlyphsWarning)
+        cat, dog, car = (_label_area(name) for name in ("猫", "狗", "汽车"))
+    assert not np.array_equal(cat, dog)  # two characters, two different glyphs
+    ink = [(area.min(axis=-1) < 60).sum() for area in (cat, dog, car)]
+    assert min(ink) > 30  # black strokes on the coloured label
+    assert ink[2] > ink[0]  # two characters draw more than one
+    font = drawing.load_font(20, "猫")
+    assert not np.array_equal(_text_mask("猫", font), _text_mask("狗", font))
+    assert not np.array_equal(_text_mask("猫", font), _text_mask("猫", dejavu))
+
+
+def test_latin_labels_keep_dejavu_sans():
+    assert label_font("person").name == "DejaVu Sans"
+    assert label_font("Straße Ελλάδα кот").name == "DejaVu Sans"
+    assert label_font("ねこ 고양이 猫").name == "Noto Sans CJK SC"
+
+
+def test_a_script_no_font_covers_is_drawn_with_a_warning_naming_the_glyphs():
+    label_font.cache_clear()
+    with pytest.warns(MissingGlyphsWarning, match=r"U\+1230 'ሰ'.*U\+121D 'ም'"):
+        area = _label_area("ሰላም")  # Ethiopic: neither DejaVu Sans nor Noto Sans CJK has it
+    assert (area.min(axis=-1) < 60).sum() > 0  # the score is still written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingGlyphsWarning)
+        _label_area("ሰላም")  # warned once per name, not once per image
+    with pytest.warns(MissingGlyphsWarning, match=r"U\+0915 'क'"):
+        draw_text(np.zeros((60, 200, 3), np.uint8), "कुत्ता")
