@@ -364,9 +364,16 @@ def test_track_keeps_one_id_for_a_moving_object(tmp_path):
 @pytest.mark.parametrize("key", ["q", "Escape"])
 def test_the_live_window_closes_on_q_or_esc(weights, tmp_path, key):
     clip = write_clip(tmp_path / "long.mp4", frames=6000)
-    display = f":{90 + (key == 'q')}"
+    # A display number nobody holds; Xvfb is ready once its socket exists.
+    number = next(n for n in range(100, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    display = f":{number}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "320x240x24"], stderr=subprocess.DEVNULL)
-    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+    deadline = time.monotonic() + 30
+    while not Path(f"/tmp/.X11-unix/X{number}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # The child's OpenCV sets up Qt itself (this process's cv2 import left its Qt paths in os.environ).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+    env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb")
     command = [sys.executable, str(ROOT / "predict.py"), "--weights", str(weights), "--input-size", "64"]
     app = subprocess.Popen([*command, "--mode", "video", "--source", str(clip)], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -378,7 +385,7 @@ def test_the_live_window_closes_on_q_or_esc(weights, tmp_path, key):
             found = subprocess.run(["xdotool", "search", "--name", re.escape(predict.WINDOW_TITLE)], env=env,
                                    capture_output=True, text=True)  # fmt: skip
             window = found.stdout.split()[0] if found.stdout.split() else ""
-        assert window, f"no window appeared: {app.poll()} {app.stderr.read() if app.poll() is not None else ''}"
+        assert window, f"no window appeared (exit code {app.poll()})"
         subprocess.run(["xdotool", "windowfocus", "--sync", window, "key", key], env=env, timeout=30)
         out, err = app.communicate(timeout=60)
         assert app.returncode == 0, err
@@ -387,7 +394,8 @@ def test_the_live_window_closes_on_q_or_esc(weights, tmp_path, key):
     finally:
         if app.poll() is None:
             app.kill()
-        xvfb.kill()
+        xvfb.terminate()  # SIGTERM: Xvfb removes its lock file and socket, so the display is free again
+        xvfb.wait(timeout=30)
 
 
 @pytest.mark.slow
