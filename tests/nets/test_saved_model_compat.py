@@ -2,9 +2,10 @@
 
 `tests/fixtures/saved_models/phi{0..4}/` hold what a `.keras` archive of a 3-class model held when
 it was written (before the layout of the code changed): its `config.json` and `metadata.json`
-verbatim, and the path and shape of every array in its `model.weights.h5`. Each test assembles
-such an archive with fresh random arrays at those paths, loads it with plain
-`keras.saving.load_model` after `import nets`, and checks every array landed in the model.
+verbatim, and the path and shape of every array in its `model.weights.h5`. Such an archive is
+assembled for each with fresh random arrays at those paths; one fresh interpreter loads them all
+with plain `keras.saving.load_model` after `import nets`, and each test checks its arrays landed
+in the model.
 """
 
 from __future__ import annotations
@@ -39,27 +40,33 @@ def assemble_archive(fixture: Path, out: Path, seed: int = 0) -> dict[str, np.nd
     return arrays
 
 
-@pytest.mark.parametrize("phi", range(5))
-def test_archive_from_earlier_version_loads_with_its_weights(tmp_path, phi):
-    fixture = FIXTURES / f"phi{phi}"
-    archive = tmp_path / f"phi{phi}.keras"
-    arrays = assemble_archive(fixture, archive)
-    expected = json.loads((fixture / "config.json").read_text())["config"]
-
-    # A fresh interpreter: only `import nets`, as a user's own script would do.
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """Each phi's archive assembled, then all loaded in one fresh interpreter that only imports
+    `nets`, as a user's own script would: {phi: (arrays written, loaded config, loaded weight sums)}."""
+    tmp = tmp_path_factory.mktemp("archives")
+    archives = {phi: tmp / f"phi{phi}.keras" for phi in range(5)}
+    arrays = {phi: assemble_archive(FIXTURES / f"phi{phi}", path) for phi, path in archives.items()}
     script = f"""
-import json, sys
+import json
 import numpy as np
 import keras
 import nets
-model = keras.saving.load_model({str(archive)!r}, safe_mode=True)
-print(json.dumps({{"config": model.get_config(), "sums": sorted(float(np.sum(w)) for w in model.get_weights())}}))
+for phi, path in {[(phi, str(path)) for phi, path in archives.items()]!r}:
+    model = keras.saving.load_model(path, safe_mode=True)
+    sums = sorted(float(np.sum(w)) for w in model.get_weights())
+    print(json.dumps({{"phi": phi, "config": model.get_config(), "sums": sums}}))
 """
-    env_python = sys.executable
-    run = subprocess.run([env_python, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    assert loaded["config"] == expected
+    records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"phi"')]
+    return {r["phi"]: (arrays[r["phi"]], r["config"], r["sums"]) for r in records}
+
+
+@pytest.mark.parametrize("phi", range(5))
+def test_archive_from_earlier_version_loads_with_its_weights(loaded, phi):
+    arrays, config, sums = loaded[phi]
+    assert config == json.loads((FIXTURES / f"phi{phi}" / "config.json").read_text())["config"]
     # Every array of the archive is one of the model's weights (same count, same values).
     want = sorted(float(np.sum(a)) for a in arrays.values())
-    np.testing.assert_allclose(loaded["sums"], want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(sums, want, rtol=1e-5, atol=1e-3)
