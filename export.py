@@ -5,6 +5,8 @@
   python export.py --weights logs/best.keras --format tflite --fp16 --output model_fp16.tflite
   python export.py --weights logs/best.keras --format tflite --int8 --calib-data VOCdevkit --output model_int8.tflite
   python export.py --weights logs/best.keras --format saved_model --include-nms --output saved_model/
+  python export.py --weights logs/best.keras --format onnx --include-nms --dynamic --output model_nms.onnx
+  python export.py --benchmark --weights logs/best.keras --data VOCdevkit/VOC2007 --output benchmark/
 
 The artefact computes the raw heads at a fixed input size (float32 NHWC RGB in [0, 1],
 letterboxed); its class names, anchors, anchors_mask, scale_x_y and input size travel with it

@@ -5,6 +5,7 @@
     python benchmarks/bench_train.py --mixed-precision    # GPUs
     python benchmarks/bench_train.py --epochs-measure 3   # time between epochs (below)
     python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
+    python benchmarks/bench_train.py --strategy mirrored  # all local GPUs (--batch-size is global)
 
 For each input size it builds the real training step (utils.training.trainer, phi 4 by default) and
 alternates, round by round:
@@ -327,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from utils.data.demo import write_demo_dataset
 
-    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    device = f"{gpus} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"
     print(
         f"device {device}, phi {args.phi}, batch {args.batch_size}, mosaic {args.mosaic}, mixup {args.mixup}, "
-        f"xla {args.xla}, mixed precision {args.mixed_precision}"
+        f"xla {args.xla}, mixed precision {args.mixed_precision}, strategy {args.strategy}"
     )
     print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9}")
     with tempfile.TemporaryDirectory() as tmp:
