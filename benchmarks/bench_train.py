@@ -6,6 +6,7 @@
     python benchmarks/bench_train.py --epochs-measure 3   # time between epochs (below)
     python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
     python benchmarks/bench_train.py --strategy mirrored  # all local GPUs (--batch-size is global)
+    python benchmarks/bench_train.py --epoch-end 8        # the end of an epoch, tf.data autotuning on / off
 
 For each input size it builds the real training step (utils.training.trainer, phi 4 by default) and
 alternates, round by round:
@@ -21,8 +22,9 @@ per epoch: the train steps' time summed, the epoch's wall time (first step to th
 first step, or to the end of run()), the gap (last step of the epoch to the next epoch's first
 step, or to the end of run() after the last epoch) and its share of the epoch, and what the gap is
 made of: val loss, val mAP (evaluate), each epoch-end callback (saving, history, plots,
-TensorBoard), the input pipeline (train_epoch before its first step and after its last), the end
-of training (on_train_end) and the rest. With --tree (repeatable) each checkout is measured in its
+TensorBoard), the input pipeline (pipeline_end: train_epoch after its last step, where the epoch's
+pipeline is deleted; pipeline_start: the next train_epoch before its first step), the end of
+training (on_train_end) and the rest. With --tree (repeatable) each checkout is measured in its
 own process, one after the other on the same data, and the totals are printed side by side
 (goal: the gap <= 10 % of the epoch).
 """
@@ -99,7 +101,9 @@ def bench_size(size: int, args, data_root: Path) -> dict:
 
 
 # ---------------------------------------------------------------------- --epochs-measure
-GAP_PARTS = ("val_loss", "val_map", "save", "history", "plots", "tensorboard", "pipeline", "end", "other")
+GAP_PARTS = (
+    "val_loss", "val_map", "save", "history", "plots", "tensorboard", "pipeline_end", "pipeline_start", "end", "other"
+)  # fmt: skip
 CALLBACK_PART = {"CheckpointWriter": "save", "HistoryWriter": "history", "Plots": "plots", "TensorBoard": "tensorboard"}
 
 
@@ -185,11 +189,11 @@ def measure_epochs(args, data_root: Path, save_dir: Path) -> dict:
         parts["val_loss"] = p.get("validate", 0.0) - parts["val_map"]
         for name in ("save", "history", "plots", "tensorboard", "end"):
             parts[name] = p.get(name, 0.0)
-        epoch_start, epoch_end = e["train_epoch"]
-        parts["pipeline"] = epoch_end - last  # this epoch's train_epoch after its last step
+        epoch_end = e["train_epoch"][1]
+        parts["pipeline_end"] = epoch_end - last  # this epoch's train_epoch after its last step
         if i + 1 < len(epochs):
             nxt = epochs[i + 1]
-            parts["pipeline"] += nxt["steps"][0][0] - nxt["train_epoch"][0]  # the next one's before its first
+            parts["pipeline_start"] = nxt["steps"][0][0] - nxt["train_epoch"][0]  # the next one's before its first
         parts["other"] = gap - sum(v for k, v in parts.items() if k != "other")
         rows.append(
             {
@@ -289,6 +293,60 @@ def run_epochs_worker(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- --epoch-end
+def run_epoch_end(args) -> int:
+    """How long the end of an epoch takes in Trainer.train_epoch, from the end of its last train step
+    until it returns (the epoch's input pipeline is deleted then), with tf.data's autotuning on
+    (as before) and off (utils.data.dataset now), epochs alternating in one process."""
+    import tensorflow as tf
+
+    from utils.data.demo import write_demo_dataset
+    from utils.training.config import TrainConfig
+    from utils.training.trainer import Trainer
+
+    print(
+        f"end of an epoch: {args.images} images of 320-640 px, input {args.input_size}, phi {args.phi}, "
+        f"batch {args.batch_size}, {args.epoch_end} epochs; CPU ({os.cpu_count()} cores)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_demo_dataset(Path(tmp) / "shapes", splits={"train": args.images}, image_size=(320, 640))
+        config = TrainConfig(
+            phi=args.phi, data=str(data), classes=str(data / "classes.txt"), input_size=str(args.input_size),
+            epochs=args.epoch_end, batch_size=args.batch_size, eval_period=0, save_dir=str(Path(tmp) / "run"),
+        )  # fmt: skip
+        trainer = Trainer(config, log=lambda *a: None)
+        trainer.setup()
+        make_dataset, train_step = trainer.train_data.dataset, trainer.train_step
+        state = {}
+
+        def dataset(*a, **k):
+            options = tf.data.Options()
+            options.autotune.enabled = state["autotune"]
+            return make_dataset(*a, **k).with_options(options)
+
+        def timed_step(batch):
+            try:
+                return train_step(batch)
+            finally:
+                state["last"] = time.perf_counter()
+
+        trainer.train_data.dataset, trainer.train_step = dataset, timed_step
+        ends = {"autotune on (before)": [], "autotune off (now)": []}
+        for epoch in range(args.epoch_end):
+            way = list(ends)[epoch % 2]
+            state["autotune"] = epoch % 2 == 0
+            logs = trainer.train_epoch(epoch)
+            ends[way].append(time.perf_counter() - state["last"])
+            print(
+                f"epoch {epoch + 1} {way:>20}: {logs['steps']} steps in {logs['seconds']:.1f} s, then "
+                f"{ends[way][-1]:.2f} s from the last step to the end of train_epoch",
+                flush=True,
+            )
+    for way, values in ends.items():
+        print(f"{way:>20}: median {np.median(values):.2f} s, max {max(values):.2f} s over {len(values)} epochs")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[416, 128], help="square input sizes")
@@ -316,7 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     epochs.add_argument("--tree", action="append", help="checkout to measure (repeatable; default: this one)")
     for hidden in ("--worker-tree", "--worker-data", "--worker-json"):
         epochs.add_argument(hidden, help=argparse.SUPPRESS)
+    epochs.add_argument("--epoch-end", type=int, default=0, metavar="N", help="N epochs timing their end")
     args = parser.parse_args(argv)
+    if args.epoch_end:
+        args.images = args.images or 104
+        args.batch_size = args.batch_size or 8
+        return run_epoch_end(args)
     if args.epochs_measure:
         args.images = args.images or 900
         args.batch_size = args.batch_size or 16

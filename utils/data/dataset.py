@@ -333,6 +333,10 @@ class YoloDataset:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         options = tf.data.Options()
         options.deterministic = deterministic
+        # No autotuning thread: deleting an iterator joins it, and it only wakes at the end of its
+        # optimisation period (up to a minute), so an epoch ended with a stall of up to 60 s
+        # (measured: benchmarks/bench_train.py --epoch-end). AUTOTUNE then means one loader per core.
+        options.autotune.enabled = False
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def steps_per_epoch(self, batch_size: int) -> int:

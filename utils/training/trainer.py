@@ -168,10 +168,10 @@ def _warn_on_poor_anchors(config: TrainConfig, images: list[AnnotatedImage], dat
 def take_batches(dataset, count: int):
     """The first `count` batches of `dataset` (fewer if it ends sooner), then its iterator is deleted.
 
-    Never asks for the batch after the last: reaching the end of a tf.data pipeline waits for
-    everything in flight in it (the prefetch buffer, the parallel loaders, the samples of an
-    incomplete last batch), which under CPU contention was seen to take up to 50 s at the end of
-    an epoch. Deleting the iterator cancels that work instead.
+    Never asks for the batch after the last, which would load the samples of the incomplete last
+    batch (or, with --steps-per-epoch, a whole batch) only to drop them; deleting the iterator
+    cancels the work in flight instead. (utils.data.dataset turns tf.data's autotuning off: deleting
+    an autotuned iterator waited up to a minute for its tuning thread.)
     """
     iterator = iter(dataset)
     try:
