@@ -96,13 +96,13 @@ def tflite_int8_path(keras_file, out_dir, demo_root):
 
 
 @pytest.fixture(scope="module")
-def onnx_fp16_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "model_fp16.onnx", "onnx", precision="fp16")
+def onnx_fp16_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "model_fp16.onnx", "--format", "onnx", "--fp16")
 
 
 @pytest.fixture(scope="module")
-def onnx_int8_path(keras_detector, out_dir, demo_root):
-    return _export(keras_detector, out_dir, "model_int8.onnx", "onnx", precision="int8", calib_data=demo_root)
+def onnx_int8_path(keras_file, out_dir, demo_root):
+    return _export(keras_file, out_dir, "model_int8.onnx", "--format", "onnx", "--int8", "--calib-data", str(demo_root))
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,8 @@ def onnx_nms_path(dynamic_paths):
 
 
 @pytest.fixture(scope="module")
-def tflite_nms_path(keras_detector, out_dir):
-    return _export(keras_detector, out_dir, "model_nms.tflite", "tflite", include_nms=True)
+def tflite_nms_path(keras_file, out_dir):
+    return _export(keras_file, out_dir, "model_nms.tflite", "--format", "tflite", "--include-nms")
 
 
 FP32_PATHS = ["saved_model_path", "onnx_path", "tflite_path"]
@@ -360,11 +360,11 @@ def test_export_argument_errors(keras_detector, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def dynamic_paths(keras_detector, out_dir):
+def dynamic_paths(keras_file, out_dir):
     """--dynamic exports: ONNX (with NMS inside too) and SavedModel."""
     return {
-        "onnx": _export(keras_detector, out_dir, "dynamic.onnx", "onnx", dynamic=True, include_nms=True),
-        "saved_model": _export(keras_detector, out_dir, "dynamic_saved_model", "saved_model", dynamic=True),
+        "onnx": _export(keras_file, out_dir, "dynamic.onnx", "--format", "onnx", "--dynamic", "--include-nms"),
+        "saved_model": _export(keras_file, out_dir, "dynamic_saved_model", "--format", "saved_model", "--dynamic"),
     }
 
 
