@@ -1,8 +1,10 @@
 """End-to-end runs of train.py on a tiny shapes set (64x64 input, a few images).
 
-One 3-epoch run (the first epoch frozen, with its own batch size) is shared by the module; a
-callback copies its output folder right after epoch 2, which is what a kill at that moment leaves.
-Resuming that copy must end where the uninterrupted run ended."""
+One 3-epoch run (the first epoch frozen, with its own batch size; val mAP after epochs 2 and 3;
+step decay) is shared by the module, made through `Trainer(config, callbacks=[...])` with the
+config train.py parses; a callback records the trainer's events and copies the output folder right
+after epoch 2, which is what a kill at that moment leaves. Resuming that copy with train.py must
+end where the uninterrupted run ended."""
 
 import argparse
 import json
@@ -17,6 +19,7 @@ from nets.yolo import YoloV4Tiny
 from utils.data.demo import write_demo_dataset
 from utils.training.callbacks import Callback
 from utils.training.config import add_arguments, config_from_args
+from utils.training.lr_schedule import LRSchedule
 from utils.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -34,37 +37,47 @@ def _argv(data, save_dir, *extra):
     return [
         "--phi", "3", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
         "--epochs", str(EPOCHS), "--freeze-epochs", str(FREEZE_EPOCHS), "--batch-size", str(BATCH),
-        "--freeze-batch-size", str(FREEZE_BATCH), "--save-dir", str(save_dir), "--eval-period", "1",
-        "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", *extra,
+        "--freeze-batch-size", str(FREEZE_BATCH), "--save-dir", str(save_dir), "--eval-period", "2",
+        "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", "--lr-decay", "step", *extra,
     ]  # fmt: skip
 
 
 class Watch(Callback):
-    """Records each epoch's batch size and step count as the optimizer saw them, and copies the
-    output folder after epoch `copy_after` (from 1), as a kill right then would leave it."""
+    """A user callback: records the trainer's events (with each epoch's logs and the optimizer's
+    step count), and copies the output folder after epoch `copy_after` (from 1), as a kill right
+    then would leave it."""
 
     def __init__(self, copy_after, copy_to):
         self.copy_after, self.copy_to = copy_after, copy_to
-        self.epochs = []
+        self.events = []
+
+    def on_train_start(self, trainer):
+        self.events.append(("start", trainer.start_epoch))
 
     def on_epoch_end(self, trainer, epoch, logs):
-        self.epochs.append(
-            {"batch_size": logs["batch_size"], "steps": logs["steps"], "iterations": int(trainer.optimizer.iterations)}
-        )
+        self.events.append(("epoch", epoch, dict(logs), int(trainer.optimizer.iterations)))
         if epoch + 1 == self.copy_after:
             shutil.copytree(trainer.save_dir, self.copy_to)
+
+    def on_train_end(self, trainer):
+        self.events.append(("end",))
+
+    @property
+    def epochs(self):
+        """Per epoch: (its logs, the optimizer's steps so far)."""
+        return [(event[2], event[3]) for event in self.events if event[0] == "epoch"]
 
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
-    """(the uninterrupted run's folder, the folder as it was after epoch 2, the Watch)."""
+    """(the uninterrupted run's folder, the folder as it was after epoch 2, the Watch, run()'s summary)."""
     root = tmp_path_factory.mktemp("run")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     config = config_from_args(parser.parse_args(_argv(data, root / "full")))
     watch = Watch(EPOCHS - 1, root / "after_epoch_2")
-    Trainer(config, log=print, callbacks=[watch]).run()
-    return root / "full", root / "after_epoch_2", watch
+    summary = Trainer(config, log=print, callbacks=[watch]).run()
+    return root / "full", root / "after_epoch_2", watch, summary
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +100,7 @@ def test_a_run_writes_everything(run_dir):
     assert settings["freeze_epochs"] == 1 and settings["optimizer"] == "sgd" and settings["lr"] == 0.01
     assert settings["class_names"] == ["circle", "square", "triangle"] and settings["attention"] == "eca"
     history = json.loads((run_dir / "history.json").read_text())
-    assert len(history["loss"]) == EPOCHS and history["map_epochs"] == [1, 2, 3]
+    assert len(history["loss"]) == EPOCHS and history["map_epochs"] == [2, 3]
     assert all(0.0 <= m <= 1.0 for m in history["map_values"])
     model = keras.saving.load_model(run_dir / "best.keras")
     assert isinstance(model, YoloV4Tiny) and model.class_names == ["circle", "square", "triangle"]
@@ -97,10 +110,31 @@ def test_a_run_writes_everything(run_dir):
 def test_the_frozen_epoch_uses_its_own_batch_size(runs):
     """--freeze-batch-size 2 for the frozen epoch, --batch-size 4 after: 8 images make 4 optimizer
     steps, then 2 per epoch (counted by the optimizer itself)."""
-    watch = runs[2]
-    assert [e["batch_size"] for e in watch.epochs] == [FREEZE_BATCH, BATCH, BATCH]
-    assert [e["steps"] for e in watch.epochs] == [4, 2, 2]
-    assert [e["iterations"] for e in watch.epochs] == [4, 6, 8]
+    epochs = runs[2].epochs
+    assert [logs["batch_size"] for logs, _ in epochs] == [FREEZE_BATCH, BATCH, BATCH]
+    assert [logs["steps"] for logs, _ in epochs] == [4, 2, 2]
+    assert [iterations for _, iterations in epochs] == [4, 6, 8]
+
+
+def test_the_lifecycle_and_its_callbacks(runs):
+    watch, summary = runs[2], runs[3]
+    assert [e[0] for e in watch.events] == ["start", "epoch", "epoch", "epoch", "end"]
+    assert watch.events[0] == ("start", 0) and [e[1] for e in watch.events[1:4]] == [0, 1, 2]
+    logs = [logs for logs, _ in watch.epochs]
+    train_keys = {"loss", "box_loss", "obj_loss", "cls_loss", "lr", "batch_size", "steps", "seconds"}
+    assert all(train_keys | {"images_per_second", "val_loss", "fitness", "is_best"} <= set(e) for e in logs)
+    assert all(e["images_per_second"] > 0 and e["val_loss"] is not None for e in logs)
+    # --eval-period 2: no mAP after epoch 1, so no fitness: it cannot be the best (its val loss is
+    # not what counts once the mAP is evaluated); then the mAP after epoch 2 and after the last.
+    assert "val_map50" not in logs[0] and logs[0]["fitness"] is None and not logs[0]["is_best"]
+    assert all(0.0 <= e["val_map50"] <= 1.0 and e["fitness"] == e["val_map50"] for e in logs[1:])
+    assert logs[1]["is_best"] and summary["final_map50"] == logs[2]["val_map50"]
+    # --lr-decay step (the rate of each epoch's last step): SGD's 0.01 at batch 64 is 5e-4 at the
+    # frozen batch 2 (raised to SGD's floor) and 6.25e-4 at batch 4; 10 steps down to 1e-2 of it.
+    frozen, unfrozen = LRSchedule(5e-4, 5e-6, EPOCHS, "step"), LRSchedule(6.25e-4, 6.25e-6, EPOCHS, "step")
+    expected = [frozen(0.75), unfrozen(1.5), unfrozen(2.5)]
+    assert [e["lr"] for e in logs] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] != pytest.approx(LRSchedule(5e-4, 5e-6, EPOCHS, "cos")(0.75))
 
 
 def test_the_frozen_epoch_leaves_the_backbone_alone(run_dir):
@@ -121,6 +155,7 @@ def test_the_frozen_epoch_leaves_the_backbone_alone(run_dir):
 def test_best_keras_is_the_epoch_with_the_best_val_map(run_dir):
     history = json.loads((run_dir / "history.json").read_text())
     best_epoch = history["map_epochs"][int(np.argmax(history["map_values"]))]  # the first of equal scores
+    assert best_epoch in (2, 3)  # epoch 1 had no mAP
     [saved_then] = run_dir.glob(f"ep{best_epoch:03d}*.keras")
     best = keras.saving.load_model(run_dir / "best.keras").get_weights()
     for a, b in zip(best, keras.saving.load_model(saved_then).get_weights(), strict=True):
@@ -130,7 +165,7 @@ def test_best_keras_is_the_epoch_with_the_best_val_map(run_dir):
 def test_resume_ends_where_the_uninterrupted_run_ends(runs, data, tmp_path):
     """Resuming the folder a kill after epoch 2 left gives the uninterrupted run's epoch 3 bit for
     bit: weights, optimizer slots, step count and learning rate, and the history."""
-    full, after_two, _ = runs
+    full, after_two = runs[:2]
     resumed = tmp_path / "resumed"
     shutil.copytree(after_two, resumed)
     assert _checkpoint(resumed)[1]["epochs_done"] == 2
@@ -242,6 +277,8 @@ def test_corrupt_images_are_named_then_summarised(xla_run):
 
 
 class Probe(Callback):
+    """What the trainer trained with: the model's compute dtype, the optimizer, the epoch's loss."""
+
     def on_epoch_end(self, trainer, epoch, logs):
         self.compute_dtype = trainer.model.get_layer("conv_0").compute_dtype
         self.optimizer = trainer.optimizer
@@ -249,8 +286,6 @@ class Probe(Callback):
 
 
 def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_path):
-    import keras
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, "--mixed-precision")))
