@@ -23,6 +23,7 @@ samples are dropped; later epochs leave it out.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -326,7 +327,9 @@ class YoloDataset:
             ok.set_shape(())
             return image, gt, ok
 
-        parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+        # Two loaders per core: a loader waits on file reads and the GIL part of the time (measured
+        # with benchmarks/bench_train.py at 128: pipeline overhead 2% with two per core, 16% with one).
+        parallel = 2 * (os.cpu_count() or 1) if num_parallel_calls is None else num_parallel_calls
         ds = tf.data.Dataset.from_tensor_slices(plan)
         ds = ds.map(load, num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.filter(_is_ok).map(_drop_ok)
@@ -334,8 +337,8 @@ class YoloDataset:
         options = tf.data.Options()
         options.deterministic = deterministic
         # No autotuning thread: deleting an iterator joins it, and it only wakes at the end of its
-        # optimisation period (up to a minute), so an epoch ended with a stall of up to 60 s
-        # (measured: benchmarks/bench_train.py --epoch-end). AUTOTUNE then means one loader per core.
+        # tuning period (up to a minute), so an epoch ended with a stall of up to 60 s (measured:
+        # benchmarks/bench_train.py --epoch-end); the loaders are counted above instead.
         options.autotune.enabled = False
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
