@@ -9,9 +9,11 @@
 refuses data in which a class of the class list has no usable object (exit code 2), and warns with
 the kmeans_for_anchors.py command to run when the anchors fit the boxes poorly.
 
-Everything a run writes goes to --output: settings.json (the resolved settings), last.keras,
-best.keras, numbered .keras every --save-period epochs, checkpoint.npz (for --resume),
-history.json, loss.png, map.png and tensorboard/. Exit codes: 0 done, 2 bad settings or data,
+Everything a run writes goes to --output: settings.json (the resolved settings), train_batch0.jpg,
+last.keras, best.keras, numbered .keras every --save-period epochs (the weights' moving average
+unless --no-ema), checkpoint.npz (for --resume), results.csv, history.json, loss.png, map.png and
+tensorboard/. --patience N stops when the val mAP has not improved for N evaluations; --time MIN
+fits the number of epochs to a wall-clock budget. Exit codes: 0 done, 2 bad settings or data,
 3 the loss became NaN (the last good checkpoint is kept).
 """
 
@@ -49,6 +51,8 @@ def run(argv: list[str] | None = None) -> int:
         ensure_demo_data()
     summary = Trainer(config).run()
     minutes = summary["seconds"] / 60
+    if summary["stop_reason"]:
+        print(summary["stop_reason"])
     print(f"done: {summary['epochs']} epochs in {minutes:.1f} min; weights in {summary['save_dir']}")
     if summary["final_map50"] is not None:
         print(f"val mAP@0.5 = {summary['final_map50']:.4f} (best {summary['best_map50']:.4f})")

@@ -104,7 +104,10 @@ def bench_size(size: int, args, data_root: Path) -> dict:
 GAP_PARTS = (
     "val_loss", "val_map", "save", "history", "plots", "tensorboard", "pipeline_end", "pipeline_start", "end", "other"
 )  # fmt: skip
-CALLBACK_PART = {"CheckpointWriter": "save", "HistoryWriter": "history", "Plots": "plots", "TensorBoard": "tensorboard"}
+CALLBACK_PART = {
+    "CheckpointWriter": "save", "HistoryWriter": "history", "ResultsCSV": "history", "Plots": "plots",
+    "TensorBoard": "tensorboard",
+}  # fmt: skip
 
 
 def _timed_method(owner, name, record):
@@ -155,7 +158,8 @@ def measure_epochs(args, data_root: Path, save_dir: Path) -> dict:
 
     _timed_method(trainer, "train_step", lambda start, end: epochs[-1]["steps"].append((start, end)))
     _timed_method(trainer, "validate", part("validate"))
-    _timed_method(trainer, "evaluate", part("val_map"))
+    # validate() calls evaluate_maps() where the trainer has it (mAP@0.5 and @.5:.95), evaluate() before.
+    _timed_method(trainer, "evaluate_maps" if hasattr(trainer, "evaluate_maps") else "evaluate", part("val_map"))
     for callback in trainer.callbacks:
         name = CALLBACK_PART.get(type(callback).__name__, type(callback).__name__)
         if hasattr(callback, "on_epoch_end"):

@@ -44,8 +44,8 @@ def _argv(data, save_dir, *extra):
 
 class Watch(Callback):
     """A user callback: records the trainer's events (with each epoch's logs and the optimizer's
-    step count), and copies the output folder after epoch `copy_after` (from 1), as a kill right
-    then would leave it."""
+    step count) and the first training batch, and copies the output folder after epoch
+    `copy_after` (from 1), as a kill right then would leave it."""
 
     def __init__(self, copy_after, copy_to):
         self.copy_after, self.copy_to = copy_after, copy_to
@@ -53,6 +53,8 @@ class Watch(Callback):
 
     def on_train_start(self, trainer):
         self.events.append(("start", trainer.start_epoch))
+        self.first_batch = trainer.first_batch(16)
+        self.class_names = trainer.class_names
 
     def on_epoch_end(self, trainer, epoch, logs):
         self.events.append(("epoch", epoch, dict(logs), int(trainer.optimizer.iterations)))
@@ -92,7 +94,8 @@ def _checkpoint(path):
 
 
 def test_a_run_writes_everything(run_dir):
-    for name in ("settings.json", "last.keras", "best.keras", "checkpoint.npz", "loss.png", "map.png", "history.json"):
+    names = ("settings.json", "last.keras", "best.keras", "checkpoint.npz", "loss.png", "map.png", "history.json")
+    for name in (*names, "results.csv", "train_batch0.jpg"):
         assert (run_dir / name).is_file(), name
     assert len(list(run_dir.glob("ep00*.keras"))) == EPOCHS
     assert list((run_dir / "tensorboard").iterdir())
@@ -105,6 +108,44 @@ def test_a_run_writes_everything(run_dir):
     model = keras.saving.load_model(run_dir / "best.keras")
     assert isinstance(model, YoloV4Tiny) and model.class_names == ["circle", "square", "triangle"]
     assert model.image_shape == (64, 64, 3)
+
+
+def test_results_csv_has_the_epochs_losses_and_maps(runs):
+    """A row per epoch; the mAPs on the evaluated epochs (2 and 3) only, as in history.json."""
+    from utils.training.callbacks import RESULTS_COLUMNS, read_results
+
+    run_dir, watch = runs[0], runs[2]
+    rows = read_results(run_dir / "results.csv")
+    assert list(rows[0]) == list(RESULTS_COLUMNS) and [row["epoch"] for row in rows] == ["1", "2", "3"]
+    history = json.loads((run_dir / "history.json").read_text())
+    for row, (logs, _), loss, val_loss in zip(rows, watch.epochs, history["loss"], history["val_loss"], strict=True):
+        assert float(row["loss"]) == pytest.approx(loss, rel=1e-5)
+        assert float(row["val_loss"]) == pytest.approx(val_loss, rel=1e-5)
+        parts = [float(row[f"{key}_loss"]) for key in ("box", "obj", "cls")]
+        assert sum(parts) == pytest.approx(float(row["loss"]), rel=1e-4)
+        assert float(row["epoch_seconds"]) >= logs["seconds"] > 0 and float(row["images_per_second"]) > 0
+    assert [row["map50"] != "" for row in rows] == [False, True, True]
+    assert [float(row["map50"]) for row in rows[1:]] == pytest.approx(history["map_values"], rel=1e-5)
+    assert all(0 <= float(row["map50_95"]) <= float(row["map50"]) for row in rows[1:])
+
+
+def test_train_batch0_shows_the_first_batch_with_its_boxes(runs):
+    """The picture is the first batch (the frozen phase's 2 images, mosaic on) with its boxes drawn:
+    where the boxes are it differs from the same images without them by far more than JPEG's error."""
+    from PIL import Image
+
+    from utils.training.callbacks import batch_grid
+
+    run_dir, watch = runs[0], runs[2]
+    images, gts = watch.first_batch
+    assert len(images) == FREEZE_BATCH and (gts[:, :, 4] >= 0).any()
+    picture = np.asarray(Image.open(run_dir / "train_batch0.jpg").convert("RGB")).astype(int)
+    drawn = batch_grid(images, gts, watch.class_names).astype(int)
+    bare = batch_grid(images, np.full_like(gts, -1), watch.class_names).astype(int)
+    assert picture.shape == drawn.shape == (256, 512, 3)  # 64x64 images shown 4x larger, side by side
+    boxes = np.abs(drawn - bare).sum(axis=2) > 0
+    error = np.abs(picture - drawn).mean()
+    assert error < 4 and np.abs(picture - bare)[boxes].mean() > 10 * error
 
 
 def test_the_frozen_epoch_uses_its_own_batch_size(runs):
@@ -164,7 +205,8 @@ def test_best_keras_is_the_epoch_with_the_best_val_map(run_dir):
 
 def test_resume_ends_where_the_uninterrupted_run_ends(runs, data, tmp_path):
     """Resuming the folder a kill after epoch 2 left gives the uninterrupted run's epoch 3 bit for
-    bit: weights, optimizer slots, step count and learning rate, and the history."""
+    bit: weights, their moving average and its update count, optimizer slots, step count and
+    learning rate, the history and results.csv; the saved .keras files are the average."""
     full, after_two = runs[:2]
     resumed = tmp_path / "resumed"
     shutil.copytree(after_two, resumed)
@@ -176,14 +218,26 @@ def test_resume_ends_where_the_uninterrupted_run_ends(runs, data, tmp_path):
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert got_meta == want_meta and got_meta["epochs_done"] == 3
+    assert want_meta["state"]["ema_updates"] == 8  # one update per optimizer step
+    ema_keys = [f"ema_{i}" for i in range(sum(k.startswith("ema_") for k in want))]
+    assert ema_keys and len(ema_keys) == sum(k.startswith("model_") for k in want)
+    assert any(not np.array_equal(want[f"model_{i}"], want[key]) for i, key in enumerate(ema_keys))
     # The last epoch changed the weights, so the equality above is not the checkpoint read back.
     before, _ = _checkpoint(after_two)
     assert any(not np.array_equal(before[k], want[k]) for k in want if k.startswith("model_"))
     history = json.loads((resumed / "history.json").read_text())
     assert history == json.loads((full / "history.json").read_text())
     last = keras.saving.load_model(resumed / "last.keras").get_weights()
-    for a, b in zip(last, keras.saving.load_model(full / "last.keras").get_weights(), strict=True):
+    for a, b, average in zip(last, keras.saving.load_model(full / "last.keras").get_weights(), ema_keys, strict=True):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, want[average])  # the saved model is the average
+
+    from utils.training.callbacks import read_results
+
+    timing = ("epoch_seconds", "images_per_second")
+    rows = [{k: v for k, v in row.items() if k not in timing} for row in read_results(resumed / "results.csv")]
+    assert rows == [{k: v for k, v in row.items() if k not in timing} for row in read_results(full / "results.csv")]
+    assert len(rows) == 3
 
 
 def test_resume_without_a_checkpoint_or_from_another_model_is_a_clear_error(runs, data, tmp_path, capsys):

@@ -234,26 +234,9 @@ class YoloDataset:
 
         Returns: image (H, W, 3) uint8, gt (max_boxes, 5) float32, ok (False when an image was corrupt).
         """
-        idx = [int(i) for i in plan_row[:4]]
-        use_mosaic, use_mixup, partner = bool(plan_row[4]), bool(plan_row[5]), int(plan_row[6])
-        rng = np.random.default_rng(int(plan_row[7]))
         h, w = self.input_shape
         try:
-            if not self.train:
-                image, boxes = self._read(idx[0])
-                image, info = letterbox(image, self.input_shape)
-                boxes[:, :4] = letterbox_boxes(boxes[:, :4], info)
-                boxes = _keep_valid(boxes, w, h)
-            else:
-                if use_mosaic:
-                    image, boxes = self._mosaic(idx, rng)
-                    if use_mixup:
-                        other, other_boxes = self._placed(partner, rng, self.scale_range)
-                        image = ((image.astype(np.uint16) + other) // 2).astype(np.uint8)
-                        boxes = np.concatenate([boxes, other_boxes], axis=0)
-                else:
-                    image, boxes = self._placed(idx[0], rng, self.scale_range)
-                image = augment_hsv(image, rng, self.hsv_gains)
+            return (*self._sample(plan_row), True)
         except CorruptImageError as err:
             with self._lock:
                 first_time = err.index not in self._corrupt
@@ -261,10 +244,52 @@ class YoloDataset:
             if first_time:
                 print(f"warning: {err}; skipped", file=sys.stderr, flush=True)
             return np.zeros((h, w, 3), np.uint8), np.full((self.max_boxes, 5), -1, np.float32), False
+
+    def _sample(self, plan_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """load_sample's image and gt; raises CorruptImageError."""
+        idx = [int(i) for i in plan_row[:4]]
+        use_mosaic, use_mixup, partner = bool(plan_row[4]), bool(plan_row[5]), int(plan_row[6])
+        rng = np.random.default_rng(int(plan_row[7]))
+        h, w = self.input_shape
+        if not self.train:
+            image, boxes = self._read(idx[0])
+            image, info = letterbox(image, self.input_shape)
+            boxes[:, :4] = letterbox_boxes(boxes[:, :4], info)
+            boxes = _keep_valid(boxes, w, h)
+        else:
+            if use_mosaic:
+                image, boxes = self._mosaic(idx, rng)
+                if use_mixup:
+                    other, other_boxes = self._placed(partner, rng, self.scale_range)
+                    image = ((image.astype(np.uint16) + other) // 2).astype(np.uint8)
+                    boxes = np.concatenate([boxes, other_boxes], axis=0)
+            else:
+                image, boxes = self._placed(idx[0], rng, self.scale_range)
+            image = augment_hsv(image, rng, self.hsv_gains)
         gt = np.full((self.max_boxes, 5), -1, np.float32)
         boxes = boxes[: self.max_boxes]
         gt[: len(boxes)] = boxes
-        return np.ascontiguousarray(image), gt, True
+        return np.ascontiguousarray(image), gt
+
+    def first_samples(self, count: int, epoch: int = 0, mosaic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The first `count` samples epoch `epoch`'s pipeline yields (the same plan and draws, so
+        the start of its first batch), loaded here and now: images (n, H, W, 3) uint8, gt (n,
+        max_boxes, 5) float32, n <= count. A corrupt image is passed over silently and not recorded,
+        so the epoch's plan and the warnings stay the training's."""
+        images, gts = [], []
+        for row in self.epoch_plan(epoch, shuffle=self.train, mosaic=mosaic):
+            if len(images) == count:
+                break
+            try:
+                image, gt = self._sample(row)
+            except CorruptImageError:
+                continue
+            images.append(image)
+            gts.append(gt)
+        h, w = self.input_shape
+        if not images:
+            return np.zeros((0, h, w, 3), np.uint8), np.zeros((0, self.max_boxes, 5), np.float32)
+        return np.stack(images), np.stack(gts)
 
     # -- the epoch plan and the tf.data pipeline -------------------------------------------
     def epoch_plan(self, epoch: int, shuffle: bool = True, mosaic: bool = True) -> np.ndarray:

@@ -165,7 +165,7 @@ def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
-    scores: np.ndarray,
+    scores: np.ndarray | None,
     class_ids: np.ndarray,
     class_names: Sequence[str],
     colors: Sequence[tuple[int, int, int]] | None = None,
@@ -175,7 +175,8 @@ def draw_detections(
 
     Args:
         image: uint8 RGB (H, W, 3).
-        boxes: (N, 4) pixel xyxy in this image. scores: (N,). class_ids: (N,) ints.
+        boxes: (N, 4) pixel xyxy in this image. scores: (N,), or None for labels without a score
+            (ground truth). class_ids: (N,) ints.
         class_names: names indexed by class id.
         labels: N texts drawn instead of the class names (e.g. "#3 car" with track IDs).
 
@@ -187,6 +188,8 @@ def draw_detections(
     height, width = image.shape[:2]
     font_size = max(10, round(0.025 * max(height, width)))
     thickness = max(1, round(0.003 * (height + width)))
+    if scores is None:
+        scores = [None] * len(boxes)
     for k, (box, score, class_id) in enumerate(zip(boxes, scores, class_ids, strict=True)):
         class_id = int(class_id)
         color = colors[class_id % len(colors)]
@@ -194,7 +197,7 @@ def draw_detections(
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=thickness)
         name = class_names[class_id] if class_id < len(class_names) else str(class_id)
         text = name if labels is None else labels[k]
-        label = f"{text} {float(score):.2f}"
+        label = text if score is None else f"{text} {float(score):.2f}"
         font = load_font(font_size, text)  # chosen by the text: the score's digits are in every font
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         text_w, text_h = right - left, bottom - top + 4

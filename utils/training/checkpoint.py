@@ -5,8 +5,9 @@ Used by the trainer (resume) and its callbacks (saving):
     atomic_write      write to a temporary file beside the target, then rename it over the target
     History           the per-epoch records (history.json, and part of the resume state)
     save_model        a .keras for inference (plain batch norm), atomically
-    write_checkpoint  checkpoint.npz: weights, optimizer slots, epochs done, history, best score
-    read_checkpoint   the same back into a model and optimizer, for --resume
+    write_checkpoint  checkpoint.npz: weights, optimizer slots, the weights' moving average (EMA),
+                      epochs done, history, best score, the trainer's other state
+    read_checkpoint   the same back into a model, optimizer and average, for --resume
 """
 
 from __future__ import annotations
@@ -90,19 +91,33 @@ def save_model(model, path: str | Path) -> None:
 
 
 def write_checkpoint(
-    path: str | Path, model, optimizer, *, epochs_done: int, history: History, best: float, identity: dict
+    path: str | Path,
+    model,
+    optimizer,
+    *,
+    epochs_done: int,
+    history: History,
+    best: float,
+    identity: dict,
+    ema_weights: list | None = None,
+    state: dict | None = None,
 ) -> None:
     """The resume state: every model and optimizer variable, plus the bookkeeping (`identity`: what
-    a run must share with the checkpoint to continue it)."""
+    a run must share with the checkpoint to continue it).
+
+    `ema_weights`: the variables of the weights' moving average (stored as ema_<i>); `state`: more
+    of the trainer's state, JSON (the EMA's update count, the fitted epochs of --time, ...)."""
     meta = {
         "version": CHECKPOINT_VERSION,
         "epochs_done": epochs_done,
         "history": history.to_dict(),
         "best": best,
         "model": identity,
+        "state": state or {},
     }
     arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
     arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"ema_{i}": np.asarray(v.numpy()) for i, v in enumerate(ema_weights or [])})
     arrays["meta"] = np.array(json.dumps(meta))
 
     def write(temp):
@@ -112,8 +127,13 @@ def write_checkpoint(
     atomic_write(path, write)
 
 
-def read_checkpoint(path: str | Path, model, optimizer, identity: dict) -> tuple[int, History, float]:
-    """Load a checkpoint into `model` and `optimizer`; returns (epochs done, history, best score).
+def read_checkpoint(
+    path: str | Path, model, optimizer, identity: dict, ema_weights: list | None = None
+) -> tuple[int, History, float, dict]:
+    """Load a checkpoint into `model` and `optimizer`, and into `ema_weights` when the checkpoint
+    has a moving average; returns (epochs done, history, best score, the trainer's state). The
+    state says "ema_updates" only when the average was loaded (a checkpoint written without one
+    leaves `ema_weights` as they are).
 
     Raises CheckpointError: no checkpoint at `path`, or one for another model or optimizer.
     """
@@ -133,4 +153,13 @@ def read_checkpoint(path: str | Path, model, optimizer, identity: dict) -> tuple
             variable.assign(data[f"model_{i}"])
         for i, variable in enumerate(optimizer_vars):
             variable.assign(data[f"optimizer_{i}"])
-    return meta["epochs_done"], History(**meta["history"]), meta["best"]
+        state = dict(meta.get("state", {}))
+        saved_ema = sum(k.startswith("ema_") for k in data.files)
+        if ema_weights is not None and saved_ema:
+            if saved_ema != len(ema_weights):
+                raise CheckpointError(f"{path}: the checkpoint's weight average does not match this model")
+            for i, variable in enumerate(ema_weights):
+                variable.assign(data[f"ema_{i}"])
+        else:
+            state.pop("ema_updates", None)
+    return meta["epochs_done"], History(**meta["history"]), meta["best"], state

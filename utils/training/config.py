@@ -68,6 +68,13 @@ class TrainConfig:
     save_dir: str = _opt("logs", "output folder: weights, checkpoints, logs and plots", flag="--output")
     save_period: int = _opt(10, "write a numbered .keras every this many epochs (0: never)")
     eval_period: int = _opt(10, "val mAP@0.5 every this many epochs and at the end (0: never)")
+    ema: bool = _opt(True, "keep a moving average of the weights (ultralytics' EMA); it is what is evaluated and saved")
+    patience: int | None = _opt(
+        None, "stop when the val mAP (or what picks best.keras) has not improved for this many evaluations (0: never)"
+    )
+    time: float | None = _opt(
+        None, "wall-clock budget of the whole run in minutes: fits the number of epochs (instead of --epochs)"
+    )
     seed: int = _opt(0, "seed of the weights' initialisation and of every augmentation draw")
     mixed_precision: bool = _opt(False, "mixed_float16 compute with loss scaling (GPUs)")
     xla: bool = _opt(False, "XLA-compile the forward and backward pass")
@@ -120,8 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 parser.add_argument(alias, dest=f.name, type=str, default=None, help=argparse.SUPPRESS)
         default = f.default
         help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+        if isinstance(default, bool):  # --flag for a default off, --flag / --no-flag for a default on
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
         extra = {"nargs": f.metadata["nargs"], "metavar": "SET"} if "nargs" in f.metadata else {}
@@ -167,4 +175,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     for name in ("mosaic", "mixup", "mosaic_ratio", "label_smoothing"):
         if not 0.0 <= getattr(resolved, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1]")
+    if resolved.patience is not None and resolved.patience < 0:
+        raise ConfigError(f"--patience must be >= 0 (0: never stop early), got {resolved.patience}")
+    if resolved.time is not None and not resolved.time > 0:
+        raise ConfigError(f"--time must be > 0 minutes, got {resolved.time}")
     return resolved

@@ -10,15 +10,22 @@ the lifecycle, each step public:
         train_epoch(epoch)    phase = frozen backbone (first --freeze-epochs) or all layers, with its
                               batch size; mosaic/mixup on for the first --mosaic-ratio of the epochs;
                               per step: lr = schedule(fractional epoch) -> train_step(batch)
-                              (strategy.run(forward, YoloLoss, apply grads))
-        validate(epoch)       val loss; every --eval-period epochs val mAP@0.5 (evaluate())
+                              (strategy.run(forward, YoloLoss, apply grads, EMA update))
+        validate(epoch)       val loss; every --eval-period epochs val mAP@0.5 and @.5:.95 (evaluate_maps())
+        --time: fit the epoch count to the budget (and the LR schedule to it)
         history, best score, the epoch's line in the log
-        on_epoch_end          callbacks: last.keras, best.keras, checkpoint.npz (atomically), plots, TensorBoard
+        on_epoch_end          callbacks: results.csv, last.keras, best.keras, checkpoint.npz (atomically),
+                              plots, TensorBoard
+        --patience: stop when the best score is that many evaluations old
     on_train_end              callbacks
 
+With --ema (the default) the weights' moving average (utils.training.ema) is what is validated,
+evaluated and saved as .keras; checkpoint.npz holds the raw weights and the average.
+
 Files in --save-dir (written by the default callbacks, on the chief only): settings.json,
-last.keras, best.keras, ep<NNN>.keras (every --save-period), checkpoint.npz (the resume state:
-weights, optimizer slots, epoch, history), history.json, loss.png, map.png, tensorboard/.
+train_batch0.jpg, last.keras, best.keras, ep<NNN>.keras (every --save-period), checkpoint.npz (the
+resume state: weights, weight average, optimizer slots, epoch, history, fitted epochs),
+results.csv, history.json, loss.png, map.png, tensorboard/.
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ import numpy as np
 from utils.data.annotations import AnnotatedImage, read_annotation_lines
 from utils.data.sources import untrainable_reason
 from utils.errors import YoloError
+from utils.training.budget import TimeBudget
 from utils.training.callbacks import Callback, default_callbacks
 from utils.training.checkpoint import CHECKPOINT_NAME, History, read_checkpoint, save_model, write_checkpoint
 from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
+
+MAP_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))  # mAP@.5:.95: COCO's ten IoU thresholds
 
 
 class TrainingDataError(YoloError, ValueError):
@@ -191,43 +201,73 @@ class Trainer:
 
     `run()` is the whole training; `setup()`, `train_epoch(epoch)`, `validate(epoch)` and
     `evaluate()` are its steps, for tests, benchmarks and other loops. `callbacks` run after the
-    default ones (utils.training.callbacks.default_callbacks), which write --save-dir.
+    default ones (utils.training.callbacks.default_callbacks), which write --save-dir. `clock`
+    (seconds) times the epochs for --time and results.csv; tests pass a fake one.
     """
 
-    def __init__(self, config: TrainConfig, log=print, callbacks: Sequence[Callback] = ()):
+    def __init__(self, config: TrainConfig, log=print, callbacks: Sequence[Callback] = (), clock=time.monotonic):
         self.config = resolve_config(config)
         self.log = log
+        self.clock = clock
         self.save_dir = Path(self.config.save_dir)
         self.callbacks = [*default_callbacks(), *callbacks]
         self.history = History.empty()
         self.best = -math.inf  # the best epoch's fitness (see _end_epoch)
+        self.stale = 0  # evaluations since the best one (--patience)
+        self.epochs = self.config.epochs  # --epochs, or what --time fits
+        self.budget = TimeBudget(self.config.time * 60, clock) if self.config.time else None
+        self.ema = None  # utils.training.ema.ModelEMA with --ema (setup())
+        self.stop_reason = None
         self.start_epoch = 0
         self.is_chief = True
         self._phase = None  # (frozen, batch size) the steps below were made for
         self._steps = None  # (train_step, val_step) tf.functions
         self._lr_schedule = None
         self._detector = None  # evaluate()'s, on the live model
+        self._broadcast = None  # _from_chief's tf.function
 
     # ------------------------------------------------------------------ the lifecycle
     def run(self) -> dict:
-        """Train; returns a summary dict (best, final mAP, epochs, seconds)."""
+        """Train; returns a summary dict (best, final mAP, epochs, seconds, why it stopped)."""
         c = self.config
         started = time.time()
+        if self.budget is not None:
+            self.budget.start()
         self.setup()
         self.log(
             f"training {len(self.train_images)} images, validating on {len(self.val_images)}, "
             f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), "
-            f"epochs {self.start_epoch + 1}..{c.epochs}"
+            f"epochs {self.start_epoch + 1}..{self.epochs}"
+            + (f" (--time {c.time:g} min fits the count after the first epochs)" if self.budget else "")
         )
         self.fire("on_train_start")
         logs = {}
-        for epoch in range(self.start_epoch, c.epochs):
+        epoch = self.start_epoch
+        while epoch < self.epochs:
+            began = self.clock()
             logs = self.train_epoch(epoch)
             logs.update(self.validate(epoch))
+            if self.budget is not None:
+                self._fit_to_budget(epoch, logs, self.clock() - began)
+            logs["epoch_seconds"] = self.clock() - began
             self._end_epoch(epoch, logs)
             self.fire("on_epoch_end", epoch, logs)
+            epoch += 1
+            if self._out_of_patience() and epoch < self.epochs:
+                self.stop_reason = (
+                    f"early stop after epoch {epoch}: the best score ({self.best:.4f}) has not improved "
+                    f"for {self.stale} evaluations (--patience {c.patience}); best.keras is its epoch's"
+                )
+                self.log(self.stop_reason)
+                break
+        if self.stop_reason is None and self.budget is not None:
+            self.stop_reason = (
+                f"--time {c.time:g} min: {self.epochs} epochs fitted, "
+                f"{self.budget.elapsed() / 60:.1f} min used before the end of the run"
+            )
         summary = {
-            "epochs": c.epochs,
+            "epochs": epoch,
+            "stop_reason": self.stop_reason,
             "seconds": time.time() - started,
             "final_map50": logs.get("val_map50"),
             "best_map50": max(self.history.map_values) if self.history.map_values else None,
@@ -250,8 +290,9 @@ class Trainer:
     def setup(self) -> None:
         """Build everything a training needs, in this order (the random draws depend on it): seed
         and precision policy, class names, anchors, train/val split and data sets, the strategy,
-        the model (initial weights or head priors), the optimizer, the loss; then the resume state
-        (weights, optimizer slots, history, best score) from checkpoint.npz with --resume.
+        the model (initial weights or head priors), the optimizer, the loss, the weight average
+        (--ema: a second model, starting as a copy of the first); then the resume state (weights,
+        average, optimizer slots, history, best score, fitted epochs) from checkpoint.npz with --resume.
 
         Writes no file (the callbacks do, from on_train_start)."""
         import keras
@@ -316,13 +357,23 @@ class Trainer:
             for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
                 layer.synchronized = True
 
-        self.start_epoch, self.history, self.best = 0, History.empty(), -math.inf
+        self.ema = None
+        if c.ema:
+            from utils.training.ema import ModelEMA
+
+            with self.strategy.scope():  # made after the model's initial weights: no draw of theirs changes
+                self.ema = ModelEMA(self.model, make_model())
+
+        self.start_epoch, self.history, self.best, self.stale = 0, History.empty(), -math.inf, 0
+        self.epochs = c.epochs
         self._phase = self._steps = self._lr_schedule = self._detector = None
         if c.resume:
             path = self.save_dir / CHECKPOINT_NAME
-            self.start_epoch, self.history, self.best = read_checkpoint(
-                path, self.model, self.optimizer, self.model_identity()
+            ema_weights = self.ema.weights if self.ema else None
+            self.start_epoch, self.history, self.best, state = read_checkpoint(
+                path, self.model, self.optimizer, self.model_identity(), ema_weights=ema_weights
             )
+            self._restore_state(state)
             self.log(f"resumed {path} after epoch {self.start_epoch}")
 
     def train_epoch(self, epoch: int) -> dict:
@@ -348,7 +399,8 @@ class Trainer:
 
         total, count = 0.0, 0
         parts_sum = {"box": 0.0, "obj": 0.0, "cls": 0.0}
-        bar = tqdm(total=num_steps, desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.is_chief, dynamic_ncols=True)
+        desc = f"epoch {epoch + 1}/{self.epochs}"
+        bar = tqdm(total=num_steps, desc=desc, disable=not self.is_chief, dynamic_ncols=True)
         for step, batch in enumerate(take_batches(dataset, num_steps)):
             lr = self._lr_schedule(epoch + step / num_steps)
             self.optimizer.learning_rate = lr
@@ -390,35 +442,54 @@ class Trainer:
         }
 
     def validate(self, epoch: int) -> dict:
-        """Validation after epoch `epoch` (from 0).
+        """Validation after epoch `epoch` (from 0), of the weight average with --ema.
 
         Returns:
-            {"val_loss": mean val loss, None without val images (or fewer than a batch)}, plus
-            "val_map50" (evaluate()) on the chief when --eval-period falls on this epoch or it is the last.
+            {"val_loss": mean val loss, None without val images (or fewer than a batch)}, plus, on
+            the chief when `evaluates(epoch)`: "val_map50", "val_map50_95" (evaluate_maps()) and
+            "eval_seconds" (their time).
         """
-        c = self.config
-        self._enter_phase(epoch)
-        logs = {"val_loss": None}
-        if self.val_data is not None and len(self.val_images) >= self.val_batch():
-            val_step = self._steps[1]
-            batches = self._distributed(self.val_data, self.val_batch(), epoch, False)
-            num_batches = self.val_data.steps_per_epoch(self.val_batch())
-            values = [float(val_step(batch)[0]) for batch in take_batches(batches, num_batches)]
-            logs["val_loss"] = float(np.mean(values)) if values else None
-        last = epoch == c.epochs - 1
-        if self.is_chief and c.eval_period and self.val_images and ((epoch + 1) % c.eval_period == 0 or last):
-            logs["val_map50"] = self.evaluate()
+        logs = {"val_loss": self.val_loss(epoch)}
+        if self.evaluates(epoch):
+            logs.update(self._timed_maps())
         return logs
 
+    def evaluates(self, epoch: int) -> bool:
+        """Whether validate(epoch) computes the val mAP: on the chief, with --eval-period and val
+        images, every --eval-period epochs and after the last; with --time also after the first
+        epoch of the run (to measure what an evaluation costs)."""
+        c = self.config
+        if not (self.is_chief and c.eval_period and self.val_images):
+            return False
+        measuring = self.budget is not None and not self.budget.evaluations
+        return (epoch + 1) % c.eval_period == 0 or epoch == self.epochs - 1 or measuring
+
+    def val_loss(self, epoch: int) -> float | None:
+        """Mean val loss after epoch `epoch`; None without val images (or fewer than a batch)."""
+        self._enter_phase(epoch)
+        if self.val_data is None or len(self.val_images) < self.val_batch():
+            return None
+        val_step = self._steps[1]
+        batches = self._distributed(self.val_data, self.val_batch(), epoch, False)
+        num_batches = self.val_data.steps_per_epoch(self.val_batch())
+        values = [float(val_step(batch)[0]) for batch in take_batches(batches, num_batches)]
+        return float(np.mean(values)) if values else None
+
     def evaluate(self) -> float:
-        """val mAP@0.5 of the current weights (utils.inference.detector decoding + NMS, utils.evaluation.metrics AP)."""
+        """val mAP@0.5 of the evaluated weights (evaluate_maps())."""
+        return self.evaluate_maps()["val_map50"]
+
+    def evaluate_maps(self) -> dict:
+        """{"val_map50", "val_map50_95"} of the evaluated weights (the average with --ema):
+        utils.inference.detector decoding + NMS, then utils.evaluation.metrics VOC AP (all-point)
+        at IoU 0.5, and its mean over the IoU thresholds 0.50, 0.55, ..., 0.95."""
         from utils.data.images import image_batches
         from utils.evaluation.metrics import GroundTruth, evaluate_detections
         from utils.inference.detector import Detector
 
         if self._detector is None:
             self._detector = Detector.from_model(
-                self.model,
+                self.eval_model,
                 input_shape=self.input_hw,
                 freeze=False,  # the live weights: the model keeps training
                 conf=self.config.eval_conf,
@@ -433,11 +504,20 @@ class Trainer:
             for item, dets in zip(batch.items, self._detector.detect(batch.images), strict=True):
                 detections[item.path] = dets
                 ground_truths[item.path] = GroundTruth(item.boxes, item.class_ids)
-        result = evaluate_detections(detections, ground_truths, self.model.num_classes, iou_threshold=0.5)
-        return float(result.map)
+        maps = [
+            float(evaluate_detections(detections, ground_truths, self.model.num_classes, iou_threshold=iou).map)
+            for iou in MAP_IOU_THRESHOLDS
+        ]
+        return {"val_map50": maps[0], "val_map50_95": float(np.mean(maps))}
+
+    def _timed_maps(self) -> dict:
+        started = self.clock()
+        maps = self.evaluate_maps()
+        return {**maps, "eval_seconds": self.clock() - started}
 
     def _end_epoch(self, epoch: int, logs: dict) -> None:
-        """Record the epoch in the history, score it (adds "fitness" and "is_best" to `logs`) and log it.
+        """Record the epoch in the history, score it (adds "fitness" and "is_best" to `logs`; counts
+        the evaluations since the best for --patience) and log it.
 
         Fitness: val mAP@0.5 when --eval-period and val images are set (epochs without mAP score
         nothing), else minus the val loss, else minus the train loss."""
@@ -451,6 +531,8 @@ class Trainer:
         logs["is_best"] = fitness is not None and fitness > self.best
         if logs["is_best"]:
             self.best = fitness
+        if fitness is not None:  # an evaluation: --patience counts those since the best
+            self.stale = 0 if logs["is_best"] else self.stale + 1
         message = f"epoch {epoch + 1}: loss {logs['loss']:.4f}"
         if logs["val_loss"] is not None:
             message += f", val loss {logs['val_loss']:.4f}"
@@ -458,33 +540,113 @@ class Trainer:
             message += f", val mAP@0.5 {logs['val_map50']:.4f}"
         self.log(message)
 
+    def _fit_to_budget(self, epoch: int, logs: dict, seconds: float) -> None:
+        """--time, after epoch `epoch` (its training and validation took `seconds`): record its
+        time, fit the epoch count to the budget (utils.training.budget) and the learning-rate
+        schedule to the count; when this epoch became the last, evaluate it if it was not."""
+        c = self.config
+        eval_seconds = logs.get("eval_seconds")
+        self.budget.add_epoch(seconds - (eval_seconds or 0.0), eval_seconds)
+        fitted = self._from_chief(self.budget.refit(epoch + 1, c.eval_period if self.val_images else 0))
+        if fitted is not None and fitted != self.epochs:
+            self.budget.fitted, before = fitted, self.epochs
+            self.epochs = fitted
+            if self._phase is not None:
+                self._lr_schedule = self._schedule(self._phase[1])
+            epoch_s, eval_s = self.budget.estimates()
+            self.log(
+                f"--time {c.time:g} min: {fitted} epochs (was {before}; an epoch takes {epoch_s:.1f} s"
+                + (f", an evaluation {eval_s:.1f} s" if eval_s else "")
+                + f", {self.budget.elapsed() / 60:.1f} min used); learning-rate schedule fitted to {fitted} epochs"
+            )
+        if epoch + 1 >= self.epochs and logs.get("val_map50") is None and self.evaluates(epoch):
+            logs.update(self._timed_maps())  # the final epoch is always evaluated
+
+    def _out_of_patience(self) -> bool:
+        """--patience: the best score is that many evaluations old (the chief's count, on every worker)."""
+        patience = self.config.patience
+        if not patience:
+            return False
+        return bool(self._from_chief(int(self.stale >= patience)))
+
+    def _from_chief(self, value: int | None) -> int | None:
+        """`value` as the chief has it, on every worker: under multi-worker training only the chief
+        evaluates, and each worker has its own clock, so what stops or fits the run is the chief's."""
+        if self.config.strategy != "multi-worker":
+            return value
+        import tensorflow as tf
+
+        if self._broadcast is None:
+            strategy = self.strategy
+
+            @tf.function
+            def broadcast(mine):
+                def first_replica_only():
+                    is_first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+                    return tf.where(is_first, mine, tf.zeros_like(mine))
+
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(first_replica_only), axis=None)
+
+            self._broadcast = broadcast
+        total = float(self._broadcast(tf.constant(-1.0 if value is None else float(value), tf.float32)))
+        return None if total < 0 else round(total)
+
     # ------------------------------------------------------------------ steps
     def train_batches(self, epoch: int):
         """The distributed training batches of epoch `epoch`, after switching to its phase (frozen
         or not, batch size; the train and val steps are traced again when the phase changes)."""
-        c = self.config
         batch_size = self._enter_phase(epoch)
-        mosaic = epoch < c.mosaic_ratio * c.epochs
-        return self._distributed(self.train_data, batch_size, epoch, mosaic)
+        return self._distributed(self.train_data, batch_size, epoch, self.mosaic_on(epoch))
+
+    def mosaic_on(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (from 0) draws mosaic and mixup samples: the first --mosaic-ratio of the epochs."""
+        return epoch < self.config.mosaic_ratio * self.epochs
+
+    @property
+    def freeze_epochs(self) -> int:
+        """Epochs with the backbone frozen: --freeze-epochs, or with --time its share of --epochs
+        in the fitted count (50 of 300 -> a sixth)."""
+        c = self.config
+        return c.freeze_epochs if self.epochs == c.epochs else round(c.freeze_epochs * self.epochs / c.epochs)
+
+    def first_batch(self, count: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """The first `count` (at most a batch) samples of the first training batch of this run
+        (epoch start_epoch), augmented as train_epoch gets them: images uint8 (n, H, W, 3), gt
+        float32 (n, max_boxes, 5) pixel xyxy + class, -1 rows padding."""
+        _, batch_size = self._phase_batch(self.start_epoch)
+        mosaic = self.mosaic_on(self.start_epoch)
+        return self.train_data.first_samples(min(count, batch_size), self.start_epoch, mosaic=mosaic)
 
     def train_step(self, batch):
-        """One optimizer step on a batch from train_batches(); returns (loss, {"box", "obj", "cls"})
-        as tensors, each summed over the replicas and divided by the global batch."""
+        """One optimizer step on a batch from train_batches(), then one update of the weight average
+        (--ema); returns (loss, {"box", "obj", "cls"}) as tensors, each summed over the replicas and
+        divided by the global batch."""
         if self._steps is None:
             raise RuntimeError("train_step: call train_batches(epoch) first (it picks the epoch's phase)")
         return self._steps[0](batch)
+
+    @property
+    def lr_schedule(self) -> LRSchedule | None:
+        """The learning-rate schedule of the current phase, over `epochs` (None before the first phase)."""
+        return self._lr_schedule
 
     def val_batch(self) -> int:
         """Validation batch: the unfrozen batch size (a multiple of the replicas)."""
         return self.config.batch_size
 
     # ------------------------------------------------------------------ saving (used by the callbacks)
+    @property
+    def eval_model(self):
+        """The model validated, evaluated and saved: the weight average with --ema, else the model."""
+        return self.ema.ema_model if self.ema is not None else self.model
+
     def save_model(self, path: str | Path) -> None:
-        """The model as a .keras for inference (plain batch norm), written atomically."""
-        save_model(self.model, path)
+        """The evaluated model (eval_model) as a .keras for inference (plain batch norm), written atomically."""
+        save_model(self.eval_model, path)
 
     def save_checkpoint(self, path: str | Path, epochs_done: int) -> None:
-        """The resume state after `epochs_done` epochs: weights, optimizer slots, history, best score."""
+        """The resume state after `epochs_done` epochs: weights, weight average, optimizer slots,
+        history, best score, and trainer_state()."""
         write_checkpoint(
             path,
             self.model,
@@ -493,7 +655,32 @@ class Trainer:
             history=self.history,
             best=self.best,
             identity=self.model_identity(),
+            ema_weights=self.ema.weights if self.ema is not None else None,
+            state=self.trainer_state(),
         )
+
+    def trainer_state(self) -> dict:
+        """What else a resumed run continues from (JSON): the average's update count, the
+        evaluations since the best (--patience), the fitted epochs and time measurements (--time)."""
+        state = {"stale_evaluations": self.stale}
+        if self.ema is not None:
+            state["ema_updates"] = int(self.ema.updates.numpy())
+        if self.budget is not None:
+            state["time_budget"] = self.budget.state()
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        self.stale = int(state.get("stale_evaluations", 0))
+        if self.ema is not None:
+            if "ema_updates" in state:
+                self.ema.updates.assign(state["ema_updates"])
+            else:
+                self.ema.reset()
+                self.log("note: the checkpoint has no weight average; it starts from the resumed weights")
+        if self.budget is not None and "time_budget" in state:
+            self.budget.restore(state["time_budget"])
+            if self.budget.fitted is not None:
+                self.epochs = self.budget.fitted
 
     def model_identity(self) -> dict:
         """What a checkpoint must share with this run for --resume."""
@@ -574,7 +761,7 @@ class Trainer:
                 layer.trainable = False
 
     def _phase_batch(self, epoch: int) -> tuple[bool, int]:
-        frozen = epoch < self.config.freeze_epochs
+        frozen = epoch < self.freeze_epochs
         return frozen, self.config.freeze_batch_size if frozen else self.config.batch_size
 
     def _enter_phase(self, epoch: int) -> int:
@@ -597,7 +784,7 @@ class Trainer:
         c = self.config
         max_lr = scaled_lr(c.lr, batch_size, c.optimizer)
         min_lr = scaled_lr(c.lr * c.min_lr_ratio, batch_size, c.optimizer, floor_ratio=0.01)
-        return LRSchedule(max_lr, min_lr, c.epochs, c.lr_decay, warmup_epochs=c.warmup_epochs)
+        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=c.warmup_epochs)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
         import tensorflow as tf
@@ -622,10 +809,12 @@ class Trainer:
 
     def _make_steps(self, batch_size: int):
         """(train_step, val_step) tf.functions over distributed batches: the train step for the
-        current trainable set and a global batch of `batch_size`, the val step for `val_batch()`."""
+        current trainable set and a global batch of `batch_size` (with the EMA update), the val step
+        of eval_model for `val_batch()`."""
         import tensorflow as tf
 
-        model, loss_fn, optimizer, strategy = self.model, self.loss_fn, self.optimizer, self.strategy
+        model, loss_fn, optimizer, strategy, ema = self.model, self.loss_fn, self.optimizer, self.strategy, self.ema
+        eval_model = self.eval_model
         variables = model.trainable_variables
         mixed = self.config.mixed_precision
         xla = self.config.xla and self.replicas == 1
@@ -634,8 +823,8 @@ class Trainer:
         compute_dtype = tf.float16 if mixed else tf.float32
         val_batch = self.val_batch()
 
-        def forward_loss(images, gt, training, global_batch):
-            outputs = model(tf.cast(images, compute_dtype) / 255.0, training=training)
+        def forward_loss(images, gt, training, global_batch, net=model):
+            outputs = net(tf.cast(images, compute_dtype) / 255.0, training=training)
             per_image, parts = loss_fn(outputs, gt)
             scale = 1.0 / float(global_batch)
             return tf.reduce_sum(per_image) * scale, {k: tf.reduce_sum(v) * scale for k, v in parts.items()}
@@ -652,6 +841,8 @@ class Trainer:
         def replica_train(images, gt):
             loss, parts, grads = gradients(images, gt)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
+            if ema is not None:  # in replica context: each replica averages its own copies
+                ema.update()
             return loss, parts
 
         def reduce(values):
@@ -663,6 +854,8 @@ class Trainer:
 
         @tf.function
         def val_step(batch):
-            return reduce(strategy.run(lambda images, gt: forward_loss(images, gt, False, val_batch), args=batch))
+            return reduce(
+                strategy.run(lambda images, gt: forward_loss(images, gt, False, val_batch, eval_model), args=batch)
+            )
 
         return train_step, val_step

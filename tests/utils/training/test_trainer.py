@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from utils.data.demo import write_demo_dataset
+from utils.training.callbacks import Callback
 from utils.training.checkpoint import atomic_write
 from utils.training.config import (
     DEMO_PRESET,
@@ -44,6 +45,18 @@ def _parse(argv):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return config_from_args(parser.parse_args(argv))
+
+
+def test_ema_is_on_unless_no_ema_and_patience_and_time_are_checked():
+    assert resolve_config(_parse([])).ema and resolve_config(_parse(["--ema"])).ema
+    assert not resolve_config(_parse(["--no-ema"])).ema
+    config = resolve_config(_parse(["--patience", "5", "--time", "1.5"]))
+    assert (config.patience, config.time) == (5, 1.5)
+    assert resolve_config(_parse([])).patience is None and resolve_config(_parse([])).time is None
+    with pytest.raises(ValueError, match="--patience"):
+        resolve_config(_parse(["--patience", "-1"]))
+    with pytest.raises(ValueError, match="--time"):
+        resolve_config(_parse(["--time", "0"]))
 
 
 def test_flags_then_demo_preset_then_defaults():
@@ -138,13 +151,21 @@ class Recorder:
 
 
 def test_chief_only_callbacks_are_skipped_on_other_workers(tmp_path):
-    from utils.training.callbacks import CheckpointWriter, HistoryWriter, Plots, TensorBoard
+    from utils.training.callbacks import (
+        CheckpointWriter,
+        HistoryWriter,
+        Plots,
+        ResultsCSV,
+        TensorBoard,
+        TrainBatchPlot,
+    )
     from utils.training.config import TrainConfig
     from utils.training.trainer import Trainer
 
     recorder = Recorder()
     trainer = Trainer(TrainConfig(save_dir=str(tmp_path / "run")), callbacks=[recorder])
-    assert [type(c) for c in trainer.callbacks] == [CheckpointWriter, HistoryWriter, Plots, TensorBoard, Recorder]
+    defaults = [ResultsCSV, CheckpointWriter, HistoryWriter, Plots, TensorBoard, TrainBatchPlot]
+    assert [type(c) for c in trainer.callbacks] == [*defaults, Recorder]
     trainer.is_chief = False  # as on worker 1 of a multi-worker run: the writers (which need setup()) never run
     trainer.fire("on_epoch_end", 4, {"loss": 1.0})
     trainer.fire("on_train_end")
@@ -208,7 +229,9 @@ def scripted(tmp_path_factory):
     """Two scripted 2-epoch runs: SGD with val mAP every epoch; Adam with val loss only."""
     tmp = tmp_path_factory.mktemp("scripted")
     data = write_demo_dataset(tmp / "data", splits={"train": 4, "val": 2}, image_size=64, seed=0)  # every class
+    # No weight average: the epochs train nothing (no step updates it), so the saved model is the marked one.
     common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, save_period=0)
+    common["ema"] = False
     by_map = Scripted(
         TrainConfig(**common, phi=4, eval_period=1, weight_decay=0.1, mosaic_ratio=0.5, save_dir=str(tmp / "map")),
         [{"val_loss": 0.9, "val_map50": 0.5}, {"val_loss": 0.4, "val_map50": 0.2}],  # the val loss would pick epoch 2
@@ -319,3 +342,188 @@ def test_val_loss_does_not_depend_on_the_phase(tmp_path):
     trainer.setup()
     frozen, unfrozen = trainer.validate(0)["val_loss"], trainer.validate(1)["val_loss"]  # no step between
     assert trainer._phase == (False, 2) and frozen == pytest.approx(unfrozen, rel=1e-6)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Clocked(Trainer):
+    """A Trainer whose epochs train nothing and take the time they are told, on a fake clock.
+
+    train_epoch(e) enters the epoch's phase (its schedule; no step runs), marks the model (the P5
+    head's bias = e + 1), reports the rate the schedule gives at the epoch's start and advances the
+    clock by epoch_seconds(e); evaluate_maps() advances it by eval_seconds(e) and returns maps[e];
+    there is no val loss. validate(), the --time fit, --patience and the callbacks are the real ones.
+    """
+
+    def __init__(self, config, epoch_seconds, eval_seconds=lambda epoch: 0.0, maps=None, callbacks=()):
+        self.fake = FakeClock()
+        self.lines = []
+        super().__init__(config, log=self.lines.append, callbacks=callbacks, clock=self.fake)
+        self.epoch_seconds, self.eval_seconds, self.maps = epoch_seconds, eval_seconds, maps or {}
+        self.current = None
+
+    def train_epoch(self, epoch):
+        self.current = epoch
+        self.train_batches(epoch)
+        bias = self.model.get_layer("conv_29").bias
+        bias.assign(np.full(bias.shape, epoch + 1.0, np.float32))
+        self.fake.now += self.epoch_seconds(epoch)
+        return {"loss": 1.0, "box_loss": 0.3, "obj_loss": 0.3, "cls_loss": 0.4, "lr": self.lr_schedule(epoch),
+                "batch_size": 2, "steps": 2, "seconds": 1.0, "images_per_second": 4.0}  # fmt: skip
+
+    def val_loss(self, epoch):
+        return None
+
+    def evaluate_maps(self):
+        self.fake.now += self.eval_seconds(self.current)
+        value = self.maps.get(self.current, 0.0)
+        return {"val_map50": value, "val_map50_95": value / 2}
+
+
+class Counts(Callback):
+    """Per epoch: the trainer's epoch count when the epoch ended, and the fake clock then; a copy
+    of the output folder after epoch `copy_after` (what a kill then leaves)."""
+
+    def __init__(self, copy_after=None, copy_to=None):
+        self.copy_after, self.copy_to = copy_after, copy_to
+        self.epochs, self.times, self.ended = [], [], False
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.epochs.append(trainer.epochs)
+        self.times.append(trainer.clock())
+        if epoch + 1 == self.copy_after:
+            import shutil
+
+            shutil.copytree(trainer.save_dir, self.copy_to)
+
+    def on_train_end(self, trainer):
+        self.ended = True
+
+
+@pytest.fixture(scope="module")
+def clocked_data(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("clocked"), splits={"train": 4, "val": 2}, image_size=64, seed=0)
+
+
+def _clocked_config(data, save_dir, **settings):
+    # No weight average: the epochs train nothing, so the saved model is the marked one.
+    return TrainConfig(
+        data=str(data), classes=str(data / "classes.txt"), input_size="64", batch_size=2, save_period=0,
+        ema=False, save_dir=str(save_dir), **settings,
+    )  # fmt: skip
+
+
+def _rows(save_dir):
+    from utils.training.callbacks import read_results
+
+    return read_results(save_dir / "results.csv")
+
+
+@pytest.mark.slow
+def test_patience_stops_after_that_many_evaluations_without_improvement(clocked_data, tmp_path):
+    """--eval-period 2 --patience 2: the best mAP after epoch 2, no better after epochs 4 and 6, so
+    the run stops after epoch 6 of 10 (epochs, not evaluations, would have stopped it after 4),
+    ends cleanly and keeps epoch 2 as best.keras."""
+    counts = Counts()
+    maps = {1: 0.5, 3: 0.4, 5: 0.45, 7: 0.9, 9: 0.95}
+    config = _clocked_config(clocked_data, tmp_path / "run", epochs=10, eval_period=2, patience=2)
+    trainer = Clocked(config, epoch_seconds=lambda e: 1.0, maps=maps, callbacks=[counts])
+    summary = trainer.run()
+    assert summary["epochs"] == 6 and len(counts.epochs) == 6 and counts.ended
+    assert "early stop after epoch 6" in summary["stop_reason"] and "--patience 2" in summary["stop_reason"]
+    assert summary["stop_reason"] in trainer.lines
+    assert _best_epoch(trainer.save_dir) == 2
+    history = json.loads((trainer.save_dir / "history.json").read_text())
+    assert len(history["loss"]) == 6 and history["map_epochs"] == [2, 4, 6]
+    assert [row["map50"] for row in _rows(trainer.save_dir)] == ["", "0.5", "", "0.4", "", "0.45"]
+    assert (trainer.save_dir / "loss.png").is_file() and (trainer.save_dir / "last.keras").is_file()
+    # Without --patience the same run goes on to the end.
+    full = Clocked(_clocked_config(clocked_data, tmp_path / "full", epochs=10, eval_period=2), lambda e: 1.0, maps=maps)
+    assert full.run()["epochs"] == 10 and full.stop_reason is None
+
+
+def _seconds(epoch):  # 30 s with tracing, then 20 s; from epoch 6 on 35 s
+    return 30.0 if epoch == 0 else 20.0 if epoch < 5 else 35.0
+
+
+def _eval_seconds(epoch):  # the first evaluation traces the detector
+    return 10.0 if epoch == 0 else 5.0
+
+
+@pytest.fixture(scope="module")
+def timed_run(clocked_data, tmp_path_factory):
+    """--time 5 (300 s), --eval-period 3 on the clock of _seconds and _eval_seconds, with a copy of
+    the output folder after epoch 7: (trainer, summary, Counts)."""
+    tmp = tmp_path_factory.mktemp("timed")
+    counts = Counts(copy_after=7, copy_to=tmp / "after_7")
+    config = _clocked_config(clocked_data, tmp / "run", time=5.0, eval_period=3)
+    trainer = Clocked(config, _seconds, _eval_seconds, maps={e: 0.1 * e for e in range(20)}, callbacks=[counts])
+    return trainer, trainer.run(), counts
+
+
+@pytest.mark.slow
+def test_time_fits_the_epochs_to_the_budget_then_only_fits_down(timed_run):
+    """After epoch 2 (the first steady one): 60 s used, 20 s an epoch, 10 s an evaluation (only the
+    first was measured), so 12 epochs fit (60 + 10 * 20 + 4 * 10 = 300). Epochs 6 on take 35 s:
+    the count goes down to 11, 10, then 9; the run ends at 275 s, evaluated last."""
+    trainer, summary, counts = timed_run
+    assert counts.epochs == [300, 12, 12, 12, 12, 11, 10, 10, 9]
+    assert counts.times == [40.0, 60.0, 85.0, 105.0, 125.0, 165.0, 200.0, 235.0, 275.0]
+    assert summary["epochs"] == 9 and "--time 5 min: 9 epochs fitted" in summary["stop_reason"]
+    assert any(line.startswith("--time 5 min: 12 epochs (was 300;") for line in trainer.lines)
+    rows = _rows(trainer.save_dir)
+    assert [row["epoch"] for row in rows] == [str(e) for e in range(1, 10)]
+    # Evaluated: epoch 1 (to measure it), every third, and the last.
+    assert [row["epoch"] for row in rows if row["map50"]] == ["1", "3", "6", "9"]
+    assert [float(row["epoch_seconds"]) for row in rows] == [40, 20, 25, 20, 20, 40, 35, 35, 40]
+
+
+@pytest.mark.slow
+def test_time_fits_the_learning_rate_schedule_to_the_count(timed_run):
+    """Each epoch's rate comes from a schedule over the count fitted before it (SGD's 0.01 at batch
+    64 is 5e-4 at batch 2, SGD's floor; 3 warm-up epochs, resolved from the default --epochs 300)."""
+    from utils.training.lr_schedule import LRSchedule
+
+    trainer, _, counts = timed_run
+    totals = [300, *counts.epochs[:-1]]  # the count when each epoch started
+    expected = [LRSchedule(5e-4, 5e-6, total, "cos", warmup_epochs=3.0)(e) for e, total in enumerate(totals)]
+    got = [float(row["lr"]) for row in _rows(trainer.save_dir)]
+    assert got == pytest.approx(expected, rel=1e-5)
+    for other in (300, 12):  # epoch 9's rate is that of a 10-epoch schedule, not of the first or second count
+        assert expected[8] != pytest.approx(LRSchedule(5e-4, 5e-6, other, "cos", warmup_epochs=3.0)(8), rel=1e-3)
+
+
+@pytest.mark.slow
+def test_time_resumes_with_the_fitted_count(timed_run, clocked_data):
+    """Resuming the folder a kill after epoch 7 left (fitted count 10, 200 s used) on a new clock
+    that starts at 0: the same epochs 8 and 9, the same count, the same results.csv, no row twice."""
+    trainer, _, counts = timed_run
+    resumed_dir = counts.copy_to
+    meta = json.loads(str(np.load(resumed_dir / "checkpoint.npz")["meta"]))
+    assert meta["state"]["time_budget"]["fitted"] == 10 and meta["state"]["time_budget"]["used"] == 200.0
+    assert len(_rows(resumed_dir)) == 7
+    again = Counts()
+    config = _clocked_config(clocked_data, resumed_dir, time=5.0, eval_period=3, resume=True)
+    resumed = Clocked(config, _seconds, _eval_seconds, maps={e: 0.1 * e for e in range(20)}, callbacks=[again])
+    summary = resumed.run()
+    assert again.epochs == [10, 9] and summary["epochs"] == 9
+    assert _rows(resumed_dir) == _rows(trainer.save_dir)
+
+
+@pytest.mark.slow
+def test_time_evaluates_the_epoch_that_became_the_last(clocked_data, tmp_path):
+    """--time 1.4 (84 s): after epoch 2 (60 s) a third does not fit (20 s + its evaluation), so epoch
+    2, which was not due an evaluation, is the last: it is evaluated then (ending at 65 s)."""
+    counts = Counts()
+    config = _clocked_config(clocked_data, tmp_path / "run", time=1.4, eval_period=3)
+    trainer = Clocked(config, _seconds, _eval_seconds, maps={0: 0.2, 1: 0.3}, callbacks=[counts])
+    summary = trainer.run()
+    assert counts.epochs == [300, 2] and counts.times == [40.0, 65.0]
+    assert summary["epochs"] == 2 and summary["final_map50"] == 0.3
+    assert [row["map50"] for row in _rows(trainer.save_dir)] == ["0.2", "0.3"]
