@@ -34,7 +34,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from nets.attention import PHI_TO_ATTENTION  # noqa: E402
 from utils.cli import add_output_argument, run_script  # noqa: E402
 from utils.evaluation.study import StudyError  # noqa: E402
-from utils.training.ablation import StudyPlan, run_study, summarize_study, train_supports_time  # noqa: E402
+from utils.training.ablation import (  # noqa: E402
+    StudyPlan,
+    run_study,
+    summarize_study,
+    time_budget_field,
+    train_supports_time,
+)
 from utils.training.config import add_arguments, config_from_args  # noqa: E402
 
 # train.py options the study sets itself, and what to use instead.
@@ -110,7 +116,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], dict, 
 
 def budget(config) -> str:
     """Each run's training budget in words: minutes with --time (when train.py has it), else epochs."""
-    minutes = getattr(config, "time", None)
+    field = time_budget_field()
+    minutes = getattr(config, field) if field else None
     return f"--time {minutes:g} min" if minutes else f"{config.epochs} epochs"
 
 

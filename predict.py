@@ -484,7 +484,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
-        print(f"detections written to {args.json}")
+        print(f"{'attention map ranges' if args.mode == 'attention' else 'detections'} written to {args.json}")
     if args.mode in IMAGE_MODES:
         print(f"{processed} images written to {args.output}")
     if failed:

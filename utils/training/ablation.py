@@ -68,9 +68,19 @@ BASELINE_PHI = 0
 CommandRunner = Callable[[Sequence[str], "dict[str, str] | None", Path, bool], int]
 
 
+def time_budget_field() -> str | None:
+    """The TrainConfig field behind train.py's `--time MINUTES` budget (its flag, or an alias, is
+    --time), or None when this train.py has no such option."""
+    for f in fields(TrainConfig):
+        flags = (f.metadata.get("flag", "--" + f.name.replace("_", "-")), *f.metadata.get("aliases", ()))
+        if "--time" in flags:
+            return f.name
+    return None
+
+
 def train_supports_time() -> bool:
-    """Whether this train.py has a `--time MINUTES` budget (a TrainConfig field `time`)."""
-    return "time" in {f.name for f in fields(TrainConfig)}
+    """Whether this train.py has a `--time MINUTES` budget."""
+    return time_budget_field() is not None
 
 
 def write_json(path: Path, data: dict) -> None:

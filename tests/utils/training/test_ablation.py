@@ -190,5 +190,28 @@ def test_visible_gpus_follow_cuda_visible_devices(value, gpus):
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": value}) == gpus
 
 
-def test_the_time_budget_is_detected_from_the_training_settings():
-    assert train_supports_time() == hasattr(TrainConfig(), "time")
+def test_the_time_budget_is_detected_from_the_training_settings(monkeypatch):
+    from dataclasses import field, make_dataclass
+
+    from utils.training import ablation
+
+    assert train_supports_time() == _train_takes_time()
+    # A train.py whose settings gain the option (as the branch adding it does): found, by its flag.
+    option = ("time_minutes", float, field(default=None, metadata={"flag": "--time", "help": "minutes"}))
+    extended = make_dataclass("Extended", [option], bases=(TrainConfig,))
+    monkeypatch.setattr(ablation, "TrainConfig", extended)
+    assert ablation.time_budget_field() == "time_minutes" and ablation.train_supports_time()
+
+
+def _train_takes_time() -> bool:
+    import argparse
+
+    from utils.training.config import add_arguments
+
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_arguments(parser)
+    try:
+        parser.parse_args(["--time", "1"])
+    except SystemExit:
+        return False
+    return True
