@@ -1,0 +1,52 @@
+"""benchmarks/bench_learning.py: the skip path without ultralytics (fast), and ours alone end to end on tiny data.
+
+The YOLOv8n side needs the ultralytics venv (about 6 GB, torch), which tests do not install; its
+path is run by hand (README, "Learning vs YOLOv8n")."""
+
+import json
+
+import pytest
+
+from benchmarks import bench_learning
+
+
+def test_without_ultralytics_it_says_how_to_get_it_and_exits_0(tmp_path, capsys):
+    out, python = tmp_path / "out", tmp_path / "no-venv" / "bin" / "python"
+    code = bench_learning.main(["--ultralytics-python", str(python), "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "ultralytics not found" in printed and "no Python at" in printed
+    assert bench_learning.CREATE_VENV in printed and "--skip-ultralytics" in printed
+    assert not out.exists()  # nothing generated or trained
+
+
+def test_a_python_without_ultralytics_is_skipped_too(tmp_path, capsys):
+    import sys
+
+    code = bench_learning.main(["--ultralytics-python", sys.executable, "--output", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "cannot run ultralytics" in printed and "No module named" in printed
+
+
+def test_input_size_must_be_a_multiple_of_32():
+    with pytest.raises(SystemExit):
+        bench_learning.main(["--input-size", "100", "--skip-ultralytics"])
+
+
+@pytest.mark.slow
+def test_ours_alone_end_to_end(tmp_path, capsys):
+    """Generated data, the probe that plans the epochs (train.py has no --time) or --time, training,
+    get_map.py on the test split, the table and results.json."""
+    out = tmp_path / "out"
+    argv = ["--skip-ultralytics", "--phis", "0", "--budget", "0.5", "--input-size", "64", "--output", str(out)]
+    argv += ["--train-images", "16", "--val-images", "2", "--test-images", "3", "--ours-args", "--batch-size 4"]
+    assert bench_learning.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| ours phi 0 |" in printed
+    results = json.loads((out / "results.json").read_text())
+    [row] = results["rows"]
+    assert row["model"] == "ours phi 0" and row["epochs"] >= 1
+    assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
+    assert results["data_sets"]["test"]["images"] == 3
+    assert (out / "results.md").read_text().count("| ours phi 0 |") == 1
+    assert (out / "phi0" / "map" / "results.json").is_file()
