@@ -401,6 +401,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(rows: list[dict]) -> str:
+    """The table, ours / YOLOv8n per model, and YOLOv8n's refused network attempts (after `ratios`)."""
+    lines = [table(rows).rstrip("\n")]
+    reference = next((r for r in rows if r["model"].startswith("YOLOv8n")), None)
+    for row in rows:
+        if reference is not None and row is not reference:
+            zero = " (YOLOv8n scored 0)" if not reference["map50"] or not reference["ap"] else ""
+            lines.append(
+                f"{row['model']} / YOLOv8n: mAP@0.5 {fmt_ratio(row['map50_ratio'])}, "
+                f"AP@[.5:.95] {fmt_ratio(row['ap_ratio'])}{zero}"
+            )
+    if reference is not None:
+        lines.append(f"YOLOv8n network attempts refused: {len(reference['network_attempts'])}")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out: Path, settings: dict, rows: list[dict]) -> None:
     ratios(rows)
     (out / "results.json").write_text(json.dumps({**settings, "rows": rows}, indent=2) + "\n", encoding="utf-8")
@@ -498,14 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(out, settings, rows)
 
     print()
-    print(table(rows), end="")
-    for row in rows:
-        if "map50_ratio" in row and not row["model"].startswith("YOLOv8n") and any(r is not row for r in rows):
-            print(f"{row['model']} / YOLOv8n: mAP@0.5 {fmt_ratio(row['map50_ratio'])}, "
-                  f"AP@[.5:.95] {fmt_ratio(row['ap_ratio'])}")  # fmt: skip
-    for row in rows:
-        if "network_attempts" in row:
-            print(f"YOLOv8n network attempts refused: {len(row['network_attempts'])}")
+    print(summary(rows), end="")
     print(f"written: {out / 'results.md'}, {out / 'results.json'}")
     return 0
 

@@ -50,3 +50,21 @@ def test_ours_alone_end_to_end(tmp_path, capsys):
     assert results["data_sets"]["test"]["images"] == 3
     assert (out / "results.md").read_text().count("| ours phi 0 |") == 1
     assert (out / "phi0" / "map" / "results.json").is_file()
+
+
+def test_summary_table_and_ratios():
+    rows = [
+        {"model": "YOLOv8n (ultralytics)", "epochs": 30, "train_wall_s": 930.0, "map50": 0.5, "ap": 0.25, "ap75": 0.2,
+         "network_attempts": []},
+        {"model": "ours phi 0", "epochs": 9, "train_wall_s": 900.0, "map50": 0.6, "ap": 0.2, "ap75": None},
+    ]  # fmt: skip
+    bench_learning.ratios(rows)
+    assert rows[1]["map50_ratio"] == pytest.approx(1.2) and rows[1]["ap_ratio"] == pytest.approx(0.8)
+    text = bench_learning.summary(rows)
+    assert "| ours phi 0 | 9 | 15.0 | 0.6000 | 0.2000 | n/a | 1.20x | 0.80x |" in text
+    assert "| YOLOv8n (ultralytics) | 30 | 15.5 | 0.5000 | 0.2500 | 0.2000 | n/a | n/a |" in text
+    assert "ours phi 0 / YOLOv8n: mAP@0.5 1.20x, AP@[.5:.95] 0.80x\n" in text
+    assert "network attempts refused: 0" in text
+    rows[0]["map50"] = 0.0
+    bench_learning.ratios(rows)
+    assert rows[1]["map50_ratio"] is None and "(YOLOv8n scored 0)" in bench_learning.summary(rows)
