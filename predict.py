@@ -11,6 +11,15 @@ Modes
   fps          times the pipeline on one image (--source, or a synthetic one) over --runs runs and
                prints preprocess / model / postprocess / total milliseconds per image.
   heatmap      the objectness map (max over anchors and heads) overlaid on each image.
+  attention    what the attention blocks do, one panel per insertion point (feat1, feat2, P5
+               upsample) over each image: CBAM's spatial weight, CA's row x column weight, the
+               share of each pixel's activation energy SE / ECA's channel weights keep. Needs a
+               model with attention (phi 1-4); phi 0 is refused.
+  cam          Grad-CAM of each image's --top best detections at the two head inputs, the
+               detection's score as the target: one panel per detection, its box drawn, showing
+               what the box was based on. Any phi.
+  (attention and cam read the Keras model's layers: they run a .keras model, or darknet weights
+  with --cfg, on TensorFlow whatever --backend would pick.)
 
 Weights: a .keras model of ours, darknet .weights with their --cfg (loaded into our model by
 utils/interop/darknet.py; convert_darknet.py saves that as .keras once), or a model written by export.py.
@@ -29,6 +38,8 @@ Examples
   python predict.py --weights logs/best.keras --mode video --source 0
   python predict.py --weights logs/best.keras --mode video --source clip.mp4 --save --output out/
   python predict.py --weights logs/best.keras --mode fps --runs 100
+  python predict.py --weights logs/best.keras --mode attention --source street.jpg
+  python predict.py --weights logs/best.keras --mode cam --top 4 --source imgs/
   python predict.py --weights yolov4-tiny.weights --cfg yolov4-tiny.cfg --classes model_data/coco_classes.txt \
       --source street.jpg
 """
@@ -56,7 +67,9 @@ from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: 
 from utils.errors import YoloError  # noqa: E402
 from utils.inference.video import SourceError, VideoSource, display_available, list_images  # noqa: E402
 
-MODES = ("predict", "dir_predict", "video", "fps", "heatmap")
+MODES = ("predict", "dir_predict", "video", "fps", "heatmap", "attention", "cam")
+IMAGE_MODES = ("predict", "dir_predict", "heatmap", "attention", "cam")
+EXPLAIN_MODES = ("attention", "cam")  # read the Keras model's layers (utils/inference/explain.py)
 WINDOW_TITLE = "predict.py (q to quit)"
 
 
@@ -70,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         nargs="*",
         default=[],
-        help="predict/heatmap: image files or folders; dir_predict: a folder; video: a video file, a camera "
-        "index (0 = webcam), a stream URL (rtsp://, http://, ...) or an image sequence (frames/%%05d.jpg); "
+        help="predict/heatmap/attention/cam: image files or folders; dir_predict: a folder; video: a video file, "
+        "a camera index (0 = webcam), a stream URL (rtsp://, http://, ...) or an image sequence (frames/%%05d.jpg); "
         "fps: one image (a synthetic one when omitted)",
     )
     add_output_argument(parser, "img_out", "output folder (default: img_out)")
@@ -93,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--track", action="store_true", help="video: keep an ID per object across frames (in the picture and --json)"
     )
     parser.add_argument("--runs", type=int, default=100, help="fps: timed runs (default 100)")
+    parser.add_argument(
+        "--top", type=int, default=4, help="cam: explain this many of each image's best detections (default 4)"
+    )
     return parser
 
 
@@ -172,6 +188,112 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
                     "detections": dets.to_records(detector.class_names),
                 }
             )
+            progress.update(1)
+    progress.close()
+    return records, len(paths) - failed, failed
+
+
+def load_keras_detector(args):
+    """The detector of the attention and cam modes: always over the Keras model (they read its
+    layers), whatever --backend would pick from the path; --half does not apply."""
+    from utils.inference.explain import ExplainError
+    from utils.interop.loader import load_detector
+
+    if args.backend not in (None, "keras"):
+        raise ExplainError(f"--mode {args.mode} reads the Keras model's layers; it cannot run --backend {args.backend}")
+    if args.cfg is None and args.weights.suffix.lower() != ".keras":
+        raise ExplainError(
+            f"--mode {args.mode} reads the Keras model's layers: give a .keras model (or darknet .weights with "
+            f"--cfg), not {args.weights}"
+        )
+    if args.half:
+        print(f"note: --half is ignored in --mode {args.mode} (float32)", file=sys.stderr)
+    kwargs = {**detector_kwargs(args), "backend": "keras", "half": False}
+    return load_detector(args.weights, **kwargs)
+
+
+def attention_picture(image, maps, i: int, info, input_hw) -> tuple[np.ndarray, list[dict]]:
+    """Image `i` of a batch's attention maps: (a panel per insertion point, their json records)."""
+    from utils.inference.drawing import heatmap_overlay, normalize_map, panel_grid
+
+    panels, captions, records = [], [], []
+    for found in maps:
+        values, low, high = normalize_map(found.values[i])  # the colours span the map's own range
+        panels.append(heatmap_overlay(image, [values], info, input_hw))
+        h, w, c = found.feature_shape
+        point = found.point.removeprefix("attention_")
+        captions.append(f"{point} {h}x{w}x{c}: {found.block.upper()} {found.what} {low:.3f}-{high:.3f}")
+        records.append({"point": found.point, "block": found.block, "what": found.what, "min": low, "max": high})
+    return panel_grid(panels, captions), records
+
+
+def cam_picture(image, dets, info, input_hw, names, colors, conf: float) -> tuple[np.ndarray, list[dict]]:
+    """One image's explained detections: (a panel per detection, its CAM and box, json records)."""
+    from utils.inference.drawing import draw_detections, heatmap_overlay, panel_grid
+    from utils.inference.letterbox import unletterbox_boxes
+
+    panels, captions, records = [], [], []
+    for det in dets:
+        box = unletterbox_boxes(det.box[None], info)
+        overlay = heatmap_overlay(image, [det.cam], info, input_hw)
+        class_ids = np.array([det.class_id], np.int32)
+        panels.append(draw_detections(overlay, box, np.array([det.score]), class_ids, names, colors))
+        level, (row, col), name = ("P5", "P4")[det.head], det.cell, names[det.class_id]
+        captions.append(f"{name} {det.score:.2f}: {level} cell {row},{col} anchor {det.anchor}")
+        records.append(
+            {
+                "class_id": det.class_id,
+                "class_name": name,
+                "score": round(det.score, 5),
+                "box": [round(float(v), 2) for v in box[0]],
+                "head": level,
+                "cell": [row, col],
+                "anchor": det.anchor,
+            }
+        )
+    if not dets:
+        panels, captions = [image], [f"no detection above --conf {conf:g}"]
+    return panel_grid(panels, captions), records
+
+
+def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int]:
+    """attention / cam over files: one picture per image, `<stem>_attention` or `<stem>_cam`.
+    Returns (json records, processed, failed)."""
+    from utils.inference.drawing import class_colors
+    from utils.inference.explain import AttentionProbe, GradCam
+
+    model, input_hw, names = detector.model, detector.input_shape, detector.class_names
+    attention = args.mode == "attention"
+    explainer = AttentionProbe(model) if attention else GradCam(model)  # phi 0: NoAttentionError, before any image
+    colors = class_colors(len(names))
+    records: list[dict] = []
+    failed = 0
+    progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
+    for chunk in image_batches(paths, detector.batch_size):
+        for path, err in chunk.failures:
+            failed += 1
+            tqdm.write(f"skipped: {err}", file=sys.stderr)
+            records.append({"image": str(path), "error": str(err)})
+            progress.update(1)
+        if not chunk.images:
+            continue
+        batch, infos = detector.preprocess(chunk.images)
+        floats = batch.astype(np.float32) / np.float32(255)
+        if attention:
+            maps = explainer(floats)
+        else:
+            explained = explainer.explain(floats, conf=detector.conf, nms_iou=detector.nms_iou, top=max(1, args.top))
+        for i, (path, image) in enumerate(zip(chunk.items, chunk.images, strict=True)):
+            height, width = image.shape[:2]
+            record = {"image": str(path), "width": width, "height": height}
+            if attention:
+                picture, record["panels"] = attention_picture(image, maps, i, infos[i], input_hw)
+            else:
+                picture, record["detections"] = cam_picture(
+                    image, explained[i], infos[i], input_hw, names, colors, detector.conf
+                )
+            save_rgb(picture, args.output / output_name(path, f"_{args.mode}"))
+            records.append(record)
             progress.update(1)
     progress.close()
     return records, len(paths) - failed, failed
@@ -322,7 +444,7 @@ def run(argv: list[str] | None = None) -> int:
 
     # Check the sources first: a bad camera or folder should not wait for the model to load.
     capture = paths = None
-    if args.mode in ("predict", "dir_predict", "heatmap"):
+    if args.mode in IMAGE_MODES:
         paths = list_images(args.source, folder_only=args.mode == "dir_predict")
         if not paths:
             raise SourceError("no input images: give --source FILE [FILE ...] or a folder")
@@ -336,18 +458,23 @@ def run(argv: list[str] | None = None) -> int:
     from utils.interop.loader import load_detector  # imports TensorFlow (seconds)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
-            detector = load_detector(args.weights, **detector_kwargs(args))
+        if args.mode in EXPLAIN_MODES:
+            detector = load_keras_detector(args)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
+                detector = load_detector(args.weights, **detector_kwargs(args))
     except YoloError:
         if capture is not None:
             capture.close()
         raise
-    device = describe_device(args.half)
+    device = describe_device(args.half and args.mode not in EXPLAIN_MODES)
     print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
 
     failed = processed = 0
-    if paths is not None:
+    if paths is not None and args.mode in EXPLAIN_MODES:
+        records, processed, failed = run_explain(args, detector, paths)
+    elif paths is not None:
         records, processed, failed = run_images(args, detector, paths, heatmap=args.mode == "heatmap")
     elif capture is not None:
         records, processed = run_video(args, detector, capture)
@@ -357,8 +484,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
-        print(f"detections written to {args.json}")
-    if args.mode in ("predict", "dir_predict", "heatmap"):
+        print(f"{'attention map ranges' if args.mode == 'attention' else 'detections'} written to {args.json}")
+    if args.mode in IMAGE_MODES:
         print(f"{processed} images written to {args.output}")
     if failed:
         print(f"error: {failed} of {processed + failed} images failed (named above)", file=sys.stderr)

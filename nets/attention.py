@@ -1,7 +1,9 @@
 """Attention blocks and the registry that `--phi` / `--attention` pick from.
 
 Every block maps (N, H, W, C) to the same shape, infers C in `build()`, and is registered for
-safe `.keras` loading. Inputs are channels-last; H and W may be unknown (None).
+safe `.keras` loading. Inputs are channels-last; H and W may be unknown (None). Each block's
+`attention_weights(x)` returns the factors its `call` multiplies x by (per channel, per pixel,
+per row and column), which `call` itself uses; predict.py --mode attention draws them.
 
 phi -> name (the one place this mapping is written):
 
@@ -47,10 +49,12 @@ class SEBlock(layers.Layer):
         self.squeeze.build((None, channels))
         self.excite.build((None, max(1, channels // self.reduction)))
 
+    def attention_weights(self, x) -> dict:
+        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)}."""
+        return {"channel": self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))}
+
     def call(self, x):
-        weights = ops.mean(x, axis=(1, 2))  # (N, C)
-        weights = self.excite(self.squeeze(weights))
-        return x * weights[:, None, None, :]
+        return x * self.attention_weights(x)["channel"][:, None, None, :]
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction}
@@ -87,14 +91,26 @@ class CBAMBlock(layers.Layer):
         self.mlp_out.build((None, hidden))
         self.spatial_conv.build((None, None, None, 2))
 
-    def call(self, x):
+    def _attend(self, x):
+        """(channel weights (N, C), x after the channel attention, spatial weights (N, H, W, 1))."""
         avg = self.mlp_out(self.mlp_hidden(ops.mean(x, axis=(1, 2))))
         mx = self.mlp_out(self.mlp_hidden(ops.max(x, axis=(1, 2))))
-        x = x * ops.sigmoid(avg + mx)[:, None, None, :]
+        channel = ops.sigmoid(avg + mx)
+        x = x * channel[:, None, None, :]
         pooled = ops.concatenate(
             [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
         )
-        return x * self.spatial_conv(pooled)
+        return channel, x, self.spatial_conv(pooled)
+
+    def attention_weights(self, x) -> dict:
+        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C), "spatial": (N, H, W)},
+        both in (0, 1); the spatial map is computed on x after the channel attention."""
+        channel, _, spatial = self._attend(x)
+        return {"channel": channel, "spatial": spatial[..., 0]}
+
+    def call(self, x):
+        _, x, spatial = self._attend(x)
+        return x * spatial
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction, "kernel_size": self.kernel_size}
@@ -124,10 +140,13 @@ class ECABlock(layers.Layer):
         self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False, name="conv")
         self.conv.build((None, input_shape[-1], 1))
 
-    def call(self, x):
+    def attention_weights(self, x) -> dict:
+        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)}."""
         weights = ops.mean(x, axis=(1, 2))[:, :, None]  # (N, C, 1): channels are the 1-D axis
-        weights = ops.sigmoid(self.conv(weights))[:, :, 0]
-        return x * weights[:, None, None, :]
+        return {"channel": ops.sigmoid(self.conv(weights))[:, :, 0]}
+
+    def call(self, x):
+        return x * self.attention_weights(x)["channel"][:, None, None, :]
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "b": self.b}
@@ -168,7 +187,8 @@ class CoordAttention(layers.Layer):
         self.conv_h.build((None, None, 1, hidden))
         self.conv_w.build((None, None, 1, hidden))
 
-    def call(self, x, training=None):
+    def _attend(self, x, training=None):
+        """(a_h (N, H, 1, C), a_w (N, 1, W, C)): the row and the column weights."""
         height = ops.shape(x)[1]
         x_h = ops.mean(x, axis=2, keepdims=True)  # (N, H, 1, C)
         x_w = ops.transpose(ops.mean(x, axis=1, keepdims=True), (0, 2, 1, 3))  # (N, W, 1, C)
@@ -178,6 +198,16 @@ class CoordAttention(layers.Layer):
         y_h, y_w = y[:, :height], y[:, height:]  # split in the order they were concatenated
         a_h = self.conv_h(y_h)  # (N, H, 1, C): one weight per row
         a_w = ops.transpose(self.conv_w(y_w), (0, 2, 1, 3))  # (N, 1, W, C): one per column
+        return a_h, a_w
+
+    def attention_weights(self, x, training=None) -> dict:
+        """What the block multiplies `x` (N, H, W, C) by: {"height": (N, H, C), "width": (N, W, C)},
+        in (0, 1); pixel (i, j) of channel c is scaled by height[i, c] * width[j, c]."""
+        a_h, a_w = self._attend(x, training=training)
+        return {"height": a_h[:, :, 0, :], "width": a_w[:, 0, :, :]}
+
+    def call(self, x, training=None):
+        a_h, a_w = self._attend(x, training=training)
         return x * a_h * a_w
 
     def get_config(self):

@@ -23,6 +23,8 @@ SMALLEST = {
     "bench_darknet.py": (["--size", "64", "--runs", "1", "--warmup", "0"], "Keras / OpenCV"),
     "bench_inference.py": (["--size", "64", "--rounds", "1", "--batch", "2"], "ratio ours / OpenCV forward"),
     "bench_export.py": (["--size", "64", "--rounds", "1"], "fastest fp32"),
+    # Its skip path here (no ultralytics venv in tests); tests/test_bench_learning.py runs ours end to end.
+    "bench_learning.py": (["--ultralytics-python", "/nonexistent/python"], "ultralytics not found"),
     "bench_train.py": (
         ["--sizes", "64", "--phi", "0", "--batch-size", "2", "--steps", "1", "--rounds", "1", "--warmup", "0",
          "--images", "4"],

@@ -297,8 +297,69 @@ def test_video_or_camera_that_will_not_open_fails_fast(tmp_path, source):
 def test_help_explains_modes():
     result = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for word in ("dir_predict", "heatmap", "--json", "--half", "--crop", "--count"):
+    for word in ("dir_predict", "heatmap", "attention", "cam", "--top", "--json", "--half", "--crop", "--count"):
         assert word in result.stdout
+
+
+# ---------------------------------------------------------------------------------------- attention, cam
+def test_attention_mode_refuses_a_model_without_attention(weights, images, tmp_path, capsys):
+    argv = ["--mode", "attention", "--source", str(images / "rgb.jpg"), "--output", str(tmp_path)]
+    assert run(argv, weights) == 2  # the cats model is phi 0
+    assert "phi 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_attention_and_cam_refuse_an_exported_model_or_another_backend(weights, images, tmp_path, capsys):
+    source = ["--source", str(images / "rgb.jpg"), "--output", str(tmp_path)]
+    assert run(["--mode", "cam", "--backend", "onnx", *source], weights) == 2
+    assert "Keras model" in capsys.readouterr().err
+    (tmp_path / "model.onnx").write_bytes(b"never read")
+    assert predict.main(["--weights", str(tmp_path / "model.onnx"), "--mode", "attention", *source]) == 2
+    assert "give a .keras model" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def phi_models(tmp_path_factory):
+    """phi -> a saved random 2-class model of that attention."""
+    import keras
+
+    from nets.attention import PHI_TO_ATTENTION
+
+    folder = tmp_path_factory.mktemp("phis")
+    paths = {}
+    for phi, name in enumerate(PHI_TO_ATTENTION):
+        keras.utils.set_random_seed(phi)
+        paths[phi] = folder / f"phi{phi}.keras"
+        YoloV4Tiny(2, attention=name, class_names=["cat", "dog"]).save(paths[phi])
+    return paths
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["attention", "cam"])
+def test_picture_modes_write_a_picture_per_image_for_every_phi(mode, phi_models, images, tmp_path, monkeypatch):
+    from utils.interop import loader
+
+    # Whatever backend the path would pick by default (ONNX Runtime for .keras on CPUs, one day),
+    # these modes run the Keras model.
+    monkeypatch.setattr(loader, "infer_backend", lambda path: "onnx")
+    sources = [str(images / "rgb.jpg"), str(images / "rgba.png")]
+    for phi, path in phi_models.items():
+        out = tmp_path / f"phi{phi}"
+        argv = ["--mode", mode, "--source", *sources, "--output", str(out), "--conf", "0", "--top", "2"]
+        code = run([*argv, "--json", str(out / "records.json")], path)
+        if mode == "attention" and phi == 0:
+            assert code == 2 and not out.exists()
+            continue
+        assert code == 0
+        assert sorted(p.name for p in out.glob(f"*_{mode}.*")) == [f"rgb_{mode}.jpg", f"rgba_{mode}.png"]
+        picture = np.asarray(Image.open(out / f"rgba_{mode}.png"))
+        assert picture.shape[1] >= (3 if mode == "attention" else 2) * 256  # a panel per point / detection
+        records = json.loads((out / "records.json").read_text())
+        if mode == "attention":
+            assert [len(r["panels"]) for r in records] == [3, 3]
+        else:
+            assert [len(r["detections"]) for r in records] == [2, 2]
+            assert {d["head"] for r in records for d in r["detections"]} <= {"P5", "P4"}
 
 
 # ---------------------------------------------------------------------------------------- video

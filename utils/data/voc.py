@@ -141,6 +141,7 @@ def write_voc_xml(
     boxes: np.ndarray,
     class_names: list[str],
     difficult: np.ndarray | None = None,
+    truncated: np.ndarray | None = None,
 ) -> None:
     """Write a VOC annotation file.
 
@@ -151,6 +152,8 @@ def write_voc_xml(
         boxes: (M, 4) pixel xyxy with integer corners (written as 1-based inclusive indices).
         class_names: M names, one per box.
         difficult: optional (M,) bool.
+        truncated: optional (M,) bool: the object extends beyond the image (VOC's `<truncated>`,
+            written only when given; readers here ignore it).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(class_names) != len(boxes):
@@ -165,6 +168,8 @@ def write_voc_xml(
     for i, (box, name) in enumerate(zip(boxes, class_names, strict=True)):
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = name
+        if truncated is not None:
+            ET.SubElement(obj, "truncated").text = "1" if truncated[i] else "0"
         ET.SubElement(obj, "difficult").text = "1" if difficult is not None and difficult[i] else "0"
         bndbox = ET.SubElement(obj, "bndbox")
         values = (box[0] + 1, box[1] + 1, box[2], box[3])  # continuous xyxy -> 1-based inclusive

@@ -15,10 +15,15 @@ utils.data.images reads it), so each image's header is read to turn them into pi
 polygon line (``class x1 y1 x2 y2 x3 y3 ...``, ultralytics' segments) stands for its bounding box.
 An image without a label file, or with an empty one, has no objects. Relative paths in the yaml
 are taken from the root; the lines of a .txt listing from the listing's folder.
+
+`write_yolo_data` writes records of any format (utils.data.annotations.AnnotatedImage) in this
+layout, e.g. a VOC set for a tool that reads only YOLO txt labels.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,3 +263,49 @@ def read_yolo_set(data: YoloData, split: str, class_names: list[str], progress: 
             AnnotatedImage(str(image.resolve()), boxes, class_ids, difficult, image_id, size=hw, source=str(labels))
         )
     return result
+
+
+def write_yolo_data(
+    root: str | Path, splits: dict[str, list[AnnotatedImage]], class_names: list[str], link: bool = True
+) -> Path:
+    """Write `splits` (split name -> records) as a data.yaml, images/<split>/ and labels/<split>/ under
+    `root`; returns the data.yaml's path.
+
+    Each image is hard-linked (`link`, copied where the file system cannot link) as
+    images/<split>/<image_id><suffix>; its label file holds one `class x_center y_center width
+    height` line per object, normalised by the record's `size` (else the image's header), 6
+    decimals. Every object of the records is written, difficult ones too: pass
+    `record.without_difficult()` to leave those out. The yaml names the root by its absolute path.
+    """
+    import yaml
+
+    root = Path(root)
+    for split, records in splits.items():
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for record in records:
+            source = Path(record.path)
+            target = root / "images" / split / f"{record.image_id}{source.suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            if link:
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            else:
+                shutil.copyfile(source, target)
+            hw = record.size or image_size(source)
+            relative = convert_format(record.boxes.astype(np.float64), "xyxy", "rel_center_xywh", image_shape=hw)
+            lines = [
+                f"{int(c)} " + " ".join(f"{v:.6f}" for v in box)
+                for box, c in zip(relative.tolist(), record.class_ids.tolist(), strict=True)
+            ]
+            label = label_path(target)
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    content = {"path": str(root.resolve()), **{s: f"images/{s}" for s in splits}, "names": list(class_names)}
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text(yaml.safe_dump(content, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return yaml_path

@@ -1,4 +1,4 @@
-"""Drawing detections and objectness heatmaps on images.
+"""Drawing detections, objectness heatmaps and captioned picture grids on images.
 
 Labels are drawn in the first of these fonts that has a glyph for every character of the label,
 so class names in any script the two cover come out as letters, not as empty boxes:
@@ -242,3 +242,61 @@ def heatmap_overlay(
     colored = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(image, 1 - alpha, colored, alpha, 0)
+
+
+def normalize_map(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(values rescaled to [0, 1] by their own minimum and maximum, minimum, maximum); a flat map
+    becomes zeros."""
+    values = np.asarray(values, np.float32)
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-12 * max(1.0, abs(high)):
+        return np.zeros_like(values), low, high
+    return (values - low) / (high - low), low, high
+
+
+def _fitting_font(text: str, width: int) -> ImageFont.FreeTypeFont:
+    """The largest font (at most 4.5% of `width`, at least 8 px) in which `text` fits in `width`."""
+    size = max(10, round(0.045 * width))
+    while True:
+        font = load_font(size, text)
+        left, _, right, _ = font.getbbox(text)
+        if right - left <= width - 8 or size <= 8:
+            return font
+        size -= 1
+
+
+def panel_grid(
+    panels: Sequence[np.ndarray], captions: Sequence[str], columns: int = 3, min_width: int = 256, gap: int = 4
+) -> np.ndarray:
+    """Pictures side by side, each under its caption (white on black), `columns` to a row.
+
+    Args:
+        panels: uint8 RGB (H, W, 3) images; each is scaled up to at least `min_width` wide
+            (keeping its aspect ratio) so that the caption can be read.
+        captions: one text per panel.
+
+    Returns: one uint8 RGB image; empty cells of the last row are dark grey.
+    """
+    if not panels or len(panels) != len(captions):
+        raise ValueError(f"panel_grid needs as many captions as panels, got {len(panels)} and {len(captions)}")
+    cells = []
+    for panel, caption in zip(panels, captions, strict=True):
+        height, width = panel.shape[:2]
+        if width < min_width:
+            scale = min_width / width
+            panel = cv2.resize(panel, (min_width, max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+        height, width = panel.shape[:2]
+        font = _fitting_font(caption, width)
+        _, top, _, bottom = font.getbbox(caption)
+        strip = Image.new("RGB", (width, bottom - top + 8), (0, 0, 0))
+        ImageDraw.Draw(strip).text((4, 4 - top), caption, fill=(255, 255, 255), font=font)
+        cells.append(np.concatenate([np.asarray(strip), panel], axis=0))
+    cell_h = max(c.shape[0] for c in cells)
+    cell_w = max(c.shape[1] for c in cells)
+    columns = max(1, min(columns, len(cells)))
+    rows = -(-len(cells) // columns)
+    grid = np.full((rows * cell_h + (rows - 1) * gap, columns * cell_w + (columns - 1) * gap, 3), 40, np.uint8)
+    for k, cell in enumerate(cells):
+        top, left = (k // columns) * (cell_h + gap), (k % columns) * (cell_w + gap)
+        grid[top : top + cell.shape[0], left : left + cell.shape[1]] = cell
+    return grid

@@ -30,3 +30,54 @@ def test_demo_images_of_varied_sizes(tmp_path):
     for image_id, (w, _) in zip(read_image_set(root, "train"), sizes, strict=True):
         ann = parse_voc_xml(root / "Annotations" / f"{image_id}.xml", list(DEMO_CLASSES))
         assert ann.warnings == [] and (ann.boxes <= w).all()
+
+
+def test_clutter_preset(tmp_path):
+    """Ten classes, varied sizes and aspects, objects from tiny to large, difficult and truncated ones,
+    deterministic by seed."""
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+    from PIL import Image
+
+    from utils.data.demo import CLUTTER_CLASSES, DIFFICULT_SIDE, MIN_OBJECT_SIDE
+
+    splits = {"train": 10, "val": 2, "test": 4}
+    a = write_demo_dataset(tmp_path / "a", splits=splits, preset="clutter", seed=7)
+    b = write_demo_dataset(tmp_path / "b", splits=splits, preset="clutter", seed=7)
+    assert (a / "classes.txt").read_text().split() == list(CLUTTER_CLASSES) and len(CLUTTER_CLASSES) == 10
+    assert read_image_set(a, "test") == ["000012", "000013", "000014", "000015"]
+    sides, difficult, truncated, shapes, classes = [], [], [], set(), set()
+    for image_id in read_image_set(a, "trainval") + read_image_set(a, "test"):
+        for folder in ("JPEGImages", "Annotations"):
+            name = f"{folder}/{image_id}.{'jpg' if folder == 'JPEGImages' else 'xml'}"
+            assert (a / name).read_bytes() == (b / name).read_bytes()
+        w, h = Image.open(a / "JPEGImages" / f"{image_id}.jpg").size
+        assert 320 <= w <= 640 and 320 <= h <= 640
+        shapes.add((w, h))
+        ann = parse_voc_xml(a / "Annotations" / f"{image_id}.xml", list(CLUTTER_CLASSES))
+        assert ann.warnings == [] and ann.image_size == (h, w)
+        assert (ann.boxes >= 0).all() and (ann.boxes[:, [0, 2]] <= w).all() and (ann.boxes[:, [1, 3]] <= h).all()
+        side = (ann.boxes[:, 2:] - ann.boxes[:, :2]).max(axis=1)
+        assert (side[~ann.difficult] >= DIFFICULT_SIDE).all()  # the tiny ones are difficult
+        assert (side <= min(w, h) / 2 + 2).all()
+        sides += side.tolist()
+        difficult += ann.difficult.tolist()
+        classes.update(ann.class_ids.tolist())
+        xml = ET.parse(a / "Annotations" / f"{image_id}.xml").getroot()
+        truncated += [t.text == "1" for t in xml.iter("truncated")]
+    assert len(shapes) > 10 and any(w != h for w, h in shapes)
+    assert min(sides) < 16 and max(sides) > 120 and min(sides) >= 2
+    assert any(difficult) and not all(difficult)
+    assert any(truncated) and len(truncated) == len(difficult)
+    assert len(classes) >= 8
+    c = write_demo_dataset(tmp_path / "c", splits={"train": 1}, preset="clutter", seed=8)
+    assert (c / "JPEGImages" / "000000.jpg").read_bytes() != (a / "JPEGImages" / "000000.jpg").read_bytes()
+    assert MIN_OBJECT_SIDE == 8 and np.isfinite(sides).all()
+
+
+def test_unknown_preset(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="clutter"):
+        write_demo_dataset(tmp_path, splits={"train": 1}, preset="photos")

@@ -59,3 +59,24 @@ def test_a_script_no_font_covers_is_drawn_with_a_warning_naming_the_glyphs():
         _label_area("ሰላም")  # warned once per name, not once per image
     with pytest.warns(MissingGlyphsWarning, match=r"U\+0915 'क'"):
         draw_text(np.zeros((60, 200, 3), np.uint8), "कुत्ता")
+
+
+def test_panel_grid_puts_captioned_panels_in_rows():
+    from utils.inference.drawing import normalize_map, panel_grid
+
+    panels = [np.full((50, 100, 3), value, np.uint8) for value in (0, 100, 200, 250)]
+    grid = panel_grid(panels, ["a", "b", "c", "a much longer caption than the panel is wide"], columns=3)
+    # Each panel scaled to 256 wide (128 high) under its caption strip; 2 rows of 3 with 4-pixel gaps.
+    assert grid.shape[1] == 3 * 256 + 2 * 4
+    cell_h = (grid.shape[0] - 4) // 2
+    strip = cell_h - 128
+    assert 10 < strip < 40
+    assert (grid[strip : strip + 128, 256 + 4 : 2 * 256 + 4] == 100).all()  # panel 2, row 1, column 2
+    assert (grid[cell_h + 4 + strip + 5, :256] == 250).all()  # panel 4 starts the second row
+    assert (grid[-1, -1] == 40).all()  # an empty cell
+    assert (grid[:strip, :256] == 255).any()  # white caption text
+    with pytest.raises(ValueError):
+        panel_grid(panels, ["only one caption"])
+    values, low, high = normalize_map(np.array([[1.0, 3.0], [2.0, 3.0]]))
+    assert (low, high) == (1.0, 3.0) and values.tolist() == [[0.0, 1.0], [0.5, 1.0]]
+    assert normalize_map(np.full((2, 2), 0.25))[0].tolist() == [[0.0, 0.0], [0.0, 0.0]]

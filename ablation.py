@@ -1,0 +1,163 @@
+"""Ablation study of the attention blocks: train each block (phi) with several seeds on the same data,
+schedule and budget, score every run on the test split, and tell which differences are real.
+
+    python ablation.py --demo --seeds 2 --epochs 14 --output ablation_demo
+    python ablation.py --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights \\
+        --epochs 100 --batch-size 32 --seeds 3 --jobs 4 --output ablation_voc
+
+Every option of train.py (python train.py --help) passes through to every run, except those the
+study sets per run (--phi, --attention, --seed, --output, --resume); --eval-period is 1 unless
+given, so the learning curves have a val mAP per epoch. Each run is `train.py ... --phi P --seed S
+--output OUTPUT/runs/phiP_seedS`, then `get_map.py --coco` on the data's test split (--split)
+with its best.keras: mAP@0.5 (VOC all-point) and mAP@.5:.95 (COCO).
+
+Written to --output: table.md / table.csv / table.json (params, GFLOPs, CPU and GPU latency,
+mAP@0.5 and mAP@.5:.95 as mean ± 95% CI over seeds, and the difference to phi 0 paired by seed
+with its CI and verdict: better, worse, or no detectable difference), map_vs_latency.png,
+learning_curves.png, and runs/ with every run's folder. Run the same command again to continue
+an interrupted study: finished runs are skipped, a stopped training resumes from its checkpoint.
+
+--jobs N trains N runs side by side, one per GPU (CUDA_VISIBLE_DEVICES); without a GPU the runs go
+one at a time. Exit codes: 0 every run finished, 1 some did not (named; the table has the rest),
+2 bad options or no run finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from nets.attention import PHI_TO_ATTENTION  # noqa: E402
+from utils.cli import add_output_argument, run_script  # noqa: E402
+from utils.evaluation.study import StudyError  # noqa: E402
+from utils.training.ablation import (  # noqa: E402
+    StudyPlan,
+    run_study,
+    summarize_study,
+    time_budget_field,
+    train_supports_time,
+)
+from utils.training.config import add_arguments, config_from_args  # noqa: E402
+
+# train.py options the study sets itself, and what to use instead.
+SET_PER_RUN = {
+    "phi": "--phis",
+    "attention": "--phis",
+    "seed": "--seeds N (seeds 0 to N-1)",
+    "resume": "nothing: run the same command again, it resumes",
+    "train_annotations": "--data (the runs are evaluated on its test split)",
+    "val_annotations": "--data (the runs are evaluated on its test split)",
+}
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablation.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviated train.py option must not be taken for one of ours
+    )
+    blocks = ", ".join(f"{i} {name}" for i, name in enumerate(PHI_TO_ATTENTION))
+    parser.add_argument(
+        "--phis",
+        type=int,
+        nargs="+",
+        default=list(range(len(PHI_TO_ATTENTION))),
+        choices=range(len(PHI_TO_ATTENTION)),
+        metavar="PHI",
+        help=f"the blocks to compare ({blocks}); phi 0 is the baseline of the differences (default: all)",
+    )
+    parser.add_argument("--seeds", type=_count, default=3, help="seeds per block, 0 to N-1 (default 3)")
+    parser.add_argument(
+        "--jobs", type=_count, default=1, help="runs side by side, one per visible GPU (default 1; CPU: always 1)"
+    )
+    parser.add_argument(
+        "--split", default=None, metavar="SET", help="the set every run is scored on (default: the data's test set)"
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=30, help="rounds of the latency measurement (default 30; 0: none)"
+    )
+    add_output_argument(parser, "ablation_out", "the study's folder (default: ablation_out)")
+    if not train_supports_time():
+        parser.add_argument("--time", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], dict, object]:
+    """(our options, the train.py arguments, those parsed as flag -> value, their TrainConfig)."""
+    args, train_args = build_parser().parse_known_args(argv)
+    if getattr(args, "time", None) is not None:  # only defined when train.py has no --time
+        raise StudyError("this train.py has no --time budget; give the study a number of epochs (--epochs N)")
+    train_parser = argparse.ArgumentParser(prog="ablation.py (train.py options)", allow_abbrev=False)
+    add_arguments(train_parser)
+    given = {k: v for k, v in vars(train_parser.parse_args(train_args)).items() if v is not None}
+    for name, instead in SET_PER_RUN.items():
+        if name in given:
+            raise StudyError(f"--{name.replace('_', '-')} is set by the study for each run; use {instead}")
+    if "save_dir" in given:
+        raise StudyError("the runs' folders are --output/runs/phiP_seedS; --output names the study's folder")
+    if "eval_period" not in given:
+        train_args = [*train_args, "--eval-period", "1"]
+        given["eval_period"] = 1
+    config = config_from_args(argparse.Namespace(**given))
+    return args, train_args, given, config
+
+
+def budget(config) -> str:
+    """Each run's training budget in words: minutes with --time (when train.py has it), else epochs."""
+    field = time_budget_field()
+    minutes = getattr(config, field) if field else None
+    return f"--time {minutes:g} min" if minutes else f"{config.epochs} epochs"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """ablation.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
+    args, train_args, given, config = parse(argv)
+    if args.output is None:
+        raise StudyError("give the study's folder with --output")
+    if config.demo:
+        import train
+
+        train.ensure_demo_data()  # once, before runs that could write it side by side
+    plan = StudyPlan(
+        output=Path(args.output),
+        phis=sorted(set(args.phis)),
+        seeds=list(range(args.seeds)),
+        train_args=train_args,
+        train_options={k: v if isinstance(v, (bool, int, float, list)) else str(v) for k, v in given.items()},
+        data=str(config.data),
+        split=args.split,
+        input_hw=config.input_hw,
+        latency_rounds=args.latency_runs,
+        budget=budget(config),
+    )
+    outcomes = run_study(plan, jobs=args.jobs)
+    summary = summarize_study(plan, outcomes)
+    print()
+    print((plan.output / "table.md").read_text(encoding="utf-8"), end="")
+    print("\nwritten: " + ", ".join(str(path) for path in summary.files))
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        message = f"{len(failed)} of {len(outcomes)} runs did not finish (named above); the same command retries them"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""What a model looks at: its attention blocks' weights, and class activation maps of its detections.
+
+Both read the Keras model (TensorFlow backend) through sub-models that expose intermediate tensors
+by the public `layer.input` / `layer.output`; exported models (ONNX, TFLite) have no layers to read.
+
+    probe = AttentionProbe(model)           # phi 1-4; phi 0 raises NoAttentionError
+    maps = probe(images)                    # one AttentionMap per insertion point, values (N, h, w)
+    cam = GradCam(model)
+    found = cam.explain(images, conf=0.5, nms_iou=0.3, top=4)   # per image, its best detections
+
+`images` are float32 (N, in_h, in_w, 3) in [0, 1], letterboxed (`Detector.preprocess` / 255).
+
+Attention maps, one value per pixel of the feature map at each insertion point (feat1, feat2,
+the P5 upsample; `nets.yolo.ATTENTION_POINTS`), from the blocks' own `attention_weights(x)`:
+
+    CBAM    its spatial weight (computed after its channel attention), in (0, 1)
+    CA      row weight x column weight, averaged over the channels: (1/C) a_h @ a_w^T, an (H, W)
+            sum of outer products, in (0, 1)
+    SE/ECA  their channel weights w are the same at every pixel; what they do per pixel is keep a
+            share of its activation energy, ||x * w||^2 / ||x||^2 (over the channels), in (0, 1):
+            high where the channels the block keeps dominate, low where those it damps do.
+
+Grad-CAM (Selvaraju et al., ICCV 2017) at the two head inputs (the inputs of conv_29 and conv_36,
+13x13x512 and 26x26x256 at 416). The target is the detection's score, sigmoid(objectness) x
+sigmoid(class logit) at its head, cell and anchor; channel weights are the spatial mean of its
+gradient, the map is ReLU(sum over channels of weight x activation), upsampled to the network
+input. The heads are 1x1 convolutions, so the gradient is non-zero at the detection's own cell
+only: the map shows where in the image the features carry what this score responds to, the object
+itself first, and other places that look like it. Only the detection's own head contributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nets.attention import CBAMBlock, CoordAttention, ECABlock, SEBlock
+from nets.model_data import HEAD_CONV_INDICES
+from nets.yolo import ATTENTION_POINTS
+from utils.errors import YoloError
+from utils.inference.postprocess import decode_outputs, non_max_suppression
+
+
+class ExplainError(YoloError, ValueError):
+    """A model or setting the attention and CAM pictures cannot use; the message says why."""
+
+
+class NoAttentionError(ExplainError):
+    """A model without attention blocks (phi 0) has no attention to draw."""
+
+
+@dataclass
+class AttentionMap:
+    """One insertion point's map.
+
+    point: the block's layer name (`nets.yolo.ATTENTION_POINTS`). block: "se", "cbam", "eca", "ca".
+    what: what the values are, for a caption. feature_shape: (h, w, C) of the feature map.
+    values: float32 (N, h, w), one value per feature-map pixel (see the module docstring).
+    """
+
+    point: str
+    block: str
+    what: str
+    feature_shape: tuple[int, int, int]
+    values: np.ndarray
+
+
+def block_map(layer: keras.layers.Layer, x) -> tuple[str, np.ndarray]:
+    """(what, values float32 (N, H, W)): what attention block `layer` does at each pixel of its input
+    `x` (N, H, W, C), from its `attention_weights` (see the module docstring)."""
+    x = np.asarray(x, np.float32)
+    if isinstance(layer, CoordAttention):
+        weights = layer.attention_weights(x, training=False)
+        a_h, a_w = np.asarray(weights["height"]), np.asarray(weights["width"])  # (N, H, C), (N, W, C)
+        return "row x column weight", np.einsum("nhc,nwc->nhw", a_h, a_w) / a_h.shape[-1]
+    if isinstance(layer, CBAMBlock):
+        return "spatial weight", np.asarray(layer.attention_weights(x)["spatial"], np.float32)
+    if isinstance(layer, (SEBlock, ECABlock)):
+        w = np.asarray(layer.attention_weights(x)["channel"], np.float32)[:, None, None, :]  # (N, 1, 1, C)
+        energy = np.sum(x * x, axis=-1)
+        kept = np.sum((x * w) ** 2, axis=-1)
+        # A pixel without activation has nothing to keep or lose: 1.
+        ratio = np.divide(kept, energy, out=np.ones_like(energy), where=energy > 1e-12)
+        return "energy kept by the channel weights", ratio.astype(np.float32)
+    raise ExplainError(f"{layer.name}: no attention map for a {type(layer).__name__} layer")
+
+
+class AttentionProbe:
+    """The attention maps of a YoloV4Tiny with attention (phi 1-4) at its three insertion points."""
+
+    def __init__(self, model):
+        attention = getattr(model, "attention", "none")
+        if attention == "none":
+            raise NoAttentionError(
+                f"{model.name} has no attention blocks (phi 0): there is no attention to draw; "
+                "--mode attention needs a model trained with --phi 1-4 (--mode cam and heatmap work with any)"
+            )
+        self.block = attention
+        self.layers = [model.get_layer(point) for point in ATTENTION_POINTS]
+        self._inputs = keras.Model(model.input, [layer.input for layer in self.layers])
+
+    def __call__(self, images: np.ndarray) -> list[AttentionMap]:
+        """images: float32 (N, in_h, in_w, 3) in [0, 1]. Returns one AttentionMap per insertion point."""
+        features = self._inputs(np.asarray(images, np.float32), training=False)
+        maps = []
+        for layer, x in zip(self.layers, features, strict=True):
+            what, values = block_map(layer, x)
+            shape = tuple(int(v) for v in x.shape[1:])
+            maps.append(AttentionMap(layer.name, self.block, what, shape, values))
+        return maps
+
+
+@dataclass
+class ExplainedDetection:
+    """One detection and its class activation map.
+
+    box: (4,) float32 pixel xyxy in the network input. score: sigmoid(obj) x sigmoid(class).
+    head: 0 for P5 (stride 32), 1 for P4 (stride 16). cell: (row, column) in that head.
+    anchor: index into the model's anchors. cam: float32 (in_h, in_w) on the network input, in
+    [0, 1] (its maximum is 1 unless it is zero everywhere).
+    """
+
+    box: np.ndarray
+    score: float
+    class_id: int
+    head: int
+    cell: tuple[int, int]
+    anchor: int
+    cam: np.ndarray
+
+
+class GradCam:
+    """Grad-CAM of a YoloV4Tiny's detections at its two head inputs (any phi)."""
+
+    def __init__(self, model):
+        heads = [model.get_layer(f"conv_{index}") for index in HEAD_CONV_INDICES]
+        self.model = model
+        self._probe = keras.Model(model.input, [*(h.input for h in heads), *(h.output for h in heads)])
+
+    def explain(self, images: np.ndarray, conf: float, nms_iou: float, top: int) -> list[list[ExplainedDetection]]:
+        """The `top` best detections of each image (score > conf, per-class NMS at nms_iou), each with
+        its Grad-CAM. images: float32 (N, in_h, in_w, 3) in [0, 1]."""
+        model = self.model
+        images = tf.convert_to_tensor(np.asarray(images, np.float32))
+        input_hw = (int(images.shape[1]), int(images.shape[2]))
+        num_classes, masks = model.num_classes, model.anchors_mask
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(images)
+            outputs = self._probe(images, training=False)
+            features, heads = list(outputs[:2]), list(outputs[2:])
+            scores = []  # per head (N, H, W, A, C): the score of every anchor and class
+            for raw, mask in zip(heads, masks, strict=True):
+                raw = tf.reshape(tf.cast(raw, tf.float32), [*raw.shape[:3], len(mask), 5 + num_classes])
+                scores.append(tf.sigmoid(raw[..., 4:5]) * tf.sigmoid(raw[..., 5:]))
+        boxes, flat_scores = decode_outputs(heads, model.anchors, masks, num_classes, input_hw, model.scale_x_y)
+        kept_boxes, kept_scores, kept_classes, valid = (
+            np.asarray(t) for t in non_max_suppression(boxes, flat_scores, conf, nms_iou, max(1, top))
+        )
+        boxes, flat_scores = np.asarray(boxes), np.asarray(flat_scores)
+        sizes = [int(np.prod(s.shape[1:4])) for s in scores]  # H * W * A per head
+        results = []
+        for n in range(len(valid)):
+            found = []
+            for k in range(min(int(valid[n]), top)):
+                box, score, class_id = kept_boxes[n, k], float(kept_scores[n, k]), int(kept_classes[n, k])
+                # NMS returns a candidate's own box and score: find that candidate.
+                error = np.abs(flat_scores[n, :, class_id] - score) + np.abs(boxes[n] - box).sum(axis=-1)
+                index = int(np.argmin(error))
+                head = int(np.searchsorted(np.cumsum(sizes), index, side="right"))
+                local = index - sum(sizes[:head])
+                _, grid_h, grid_w, num_anchors, _ = scores[head].shape
+                cell, anchor = divmod(local, num_anchors)
+                row, col = divmod(cell, grid_w)
+                target = np.zeros(scores[head].shape, np.float32)
+                target[n, row, col, anchor, class_id] = 1.0
+                grads = tape.gradient(scores[head], features, output_gradients=tf.constant(target))
+                cam = np.zeros(input_hw, np.float32)
+                for feature, grad in zip(features, grads, strict=True):
+                    if grad is None:  # the other head's input does not reach this score
+                        continue
+                    weights = np.mean(np.asarray(grad[n]), axis=(0, 1))  # (C,)
+                    level = np.maximum(np.asarray(feature[n]) @ weights, 0.0).astype(np.float32)  # (h, w)
+                    cam += cv2.resize(level, (input_hw[1], input_hw[0]), interpolation=cv2.INTER_LINEAR)
+                peak = float(cam.max())
+                found.append(
+                    ExplainedDetection(
+                        box=box.astype(np.float32),
+                        score=score,
+                        class_id=class_id,
+                        head=head,
+                        cell=(int(row), int(col)),
+                        anchor=int(masks[head][anchor]),
+                        cam=cam / peak if peak > 0 else cam,
+                    )
+                )
+            results.append(found)
+        del tape
+        return results
