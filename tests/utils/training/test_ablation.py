@@ -191,14 +191,19 @@ def test_visible_gpus_follow_cuda_visible_devices(value, gpus):
 
 
 def test_the_time_budget_is_detected_from_the_training_settings(monkeypatch):
-    from dataclasses import field, make_dataclass
+    from dataclasses import field, fields, make_dataclass
 
     from utils.training import ablation
 
     assert train_supports_time() == _train_takes_time()
-    # A train.py whose settings gain the option (as the branch adding it does): found, by its flag.
+    assert ablation.time_budget_field() == "time"  # train.py's --time (utils/training/budget.py)
+    # Settings without the option: not found; the same settings with it under another name: found, by its flag.
+    kept = [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(TrainConfig)]
+    plain = make_dataclass("Plain", [f for f in kept if f[0] != "time"])
+    monkeypatch.setattr(ablation, "TrainConfig", plain)
+    assert ablation.time_budget_field() is None and not ablation.train_supports_time()
     option = ("time_minutes", float, field(default=None, metadata={"flag": "--time", "help": "minutes"}))
-    extended = make_dataclass("Extended", [option], bases=(TrainConfig,))
+    extended = make_dataclass("Extended", [option], bases=(plain,))
     monkeypatch.setattr(ablation, "TrainConfig", extended)
     assert ablation.time_budget_field() == "time_minutes" and ablation.train_supports_time()
 
