@@ -108,6 +108,7 @@ def _start(data, runs, log, devices=1, tf_config=None, bn_check_path=None):
         "--phi", "0", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
         "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01",
         "--eval-period", "0", "--save-period", "0", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "3", "--freeze-bn",
+        "--patience", "5",  # never reached in one epoch; the workers take the chief's stop decision (a collective)
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), "TRAIN_FLAGS": json.dumps(flags)}
     env.pop("TF_CONFIG", None)
@@ -192,6 +193,25 @@ def _assert_same(initial, a, b):
     for start, x, y in zip(initial, a, b, strict=True):
         update = float(np.linalg.norm(x - start))
         assert float(np.linalg.norm(x - y)) <= 2e-3 * update + 1e-7
+
+
+def _average(save_dir):
+    """The weight average in the run's checkpoint (what last.keras holds) and its update count."""
+    with np.load(save_dir / "checkpoint.npz") as checkpoint:
+        meta = json.loads(str(checkpoint["meta"]))
+        return [checkpoint[f"ema_{i}"] for i in range(sum(k.startswith("ema_") for k in checkpoint.files))], meta
+
+
+def test_the_weight_average_is_the_same_under_every_strategy(runs):
+    """The EMA is updated per replica, after each of the two steps: the same as in one process."""
+    single, meta = _average(runs / "single")
+    assert meta["state"]["ema_updates"] == 2
+    for other in ("mirrored", "worker0"):
+        average, other_meta = _average(runs / other)
+        assert other_meta["state"]["ema_updates"] == 2
+        _assert_same(keras_initial_weights(), single, average)
+    for a, b in zip(single, _weights(runs / "single"), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_mirrored_and_multi_worker_match_one_process(runs):
