@@ -390,23 +390,35 @@ def plot_map_vs_latency(rows: Sequence[StudyRow], path: str | Path, device: str 
     rows = [r for r in rows if r.map50_interval is not None and device in r.latency_ms]
     if not rows:
         return None
-    figure = _figure(10, 4.2)
+    figure = _figure(11, 4.4)
     colors = _colors(len(rows))
     for index, (attr, label) in enumerate((("map50_interval", "mAP@0.5"), ("map50_95_interval", "mAP@.5:.95"))):
         axes = figure.add_subplot(1, 2, index + 1)
+        clipped = False
         for row, color in zip(rows, colors, strict=True):
             interval = getattr(row, attr)
-            error = None if interval.half_width is None else [[interval.half_width], [interval.half_width]]
             x = row.latency_ms[device]
-            axes.errorbar([x], [interval.mean], yerr=error, fmt="o", color=color, capsize=4)
+            error = None
+            if interval.low is not None:
+                # mAP lies in [0, 1]: a t interval of few seeds reaches past it; the bar stops there.
+                low, high = max(interval.low, 0.0), min(interval.high, 1.0)
+                clipped |= (low, high) != (interval.low, interval.high)
+                error = [[interval.mean - low], [high - interval.mean]]
             seeds = f"{interval.n} seed{'s' if interval.n > 1 else ''}"
-            text = f"phi {row.phi} {row.block} ({seeds})"
-            axes.annotate(text, (x, interval.mean), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
-        axes.margins(x=0.3, y=0.15)  # room for the labels
+            axes.errorbar(
+                [x], [interval.mean], yerr=error, fmt="o", color=color, capsize=4,
+                label=f"phi {row.phi} {row.block} ({seeds})",
+            )  # fmt: skip
+            per_seed = list(getattr(row, attr.removesuffix("_interval")).values())
+            axes.plot([x] * len(per_seed), per_seed, "x", color=color, alpha=0.6, markersize=5)
+        axes.set_ylim(0.0, 1.0)
+        axes.margins(x=0.15)
         axes.set_xlabel(f"{device.upper()} latency, ms per image (batch 1, median)")
-        axes.set_ylabel(f"test {label}")
+        axes.set_ylabel(f"test {label}" + (" (bars clipped to [0, 1])" if clipped else ""))
         axes.grid(alpha=0.3)
-    figure.suptitle("mean over seeds; error bars: 95% CI (Student t)", fontsize=9)
+        if index == 0:
+            axes.legend(fontsize=7, loc="lower right")
+    figure.suptitle("o: mean over seeds, bars: its 95% CI (Student t), x: each seed", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return Path(path)
