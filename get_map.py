@@ -40,7 +40,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nets.model_data import DEFAULT_CLASSES_PATH
-from utils.cli import DATA_HELP, add_detector_arguments, add_output_argument, detector_kwargs, run_script
+from utils.cli import (
+    DATA_HELP,
+    add_detector_arguments,
+    add_output_argument,
+    detector_kwargs,
+    run_script,
+    warnings_as_notes,
+)
 from utils.data.sources import open_data
 from utils.errors import YoloError
 from utils.evaluation.metrics import COCO_STAT_NAMES
@@ -102,7 +109,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.weights is not None:
         from utils.interop.loader import load_detector
 
-        detector = load_detector(args.weights, **detector_kwargs(args))
+        with warnings_as_notes():  # e.g. why a .keras model runs on TensorFlow, not ONNX Runtime
+            detector = load_detector(args.weights, **detector_kwargs(args))
     try:
         source = open_data(args.data)
     except YoloError as err:
