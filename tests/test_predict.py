@@ -174,10 +174,12 @@ def test_backend_forces_the_runtime(weights, wide, tmp_path, capsys):
     assert "cats.keras" in capsys.readouterr().err
 
 
-def _fail_exports(monkeypatch) -> list:
-    """ONNX Runtime preferred (as on a CPU), but every ONNX export fails; returns the export calls."""
+def _fail_exports(monkeypatch, cache_dir) -> list:
+    """ONNX Runtime preferred (as on a CPU), an empty cache in `cache_dir`, but every ONNX export
+    fails; returns the export calls."""
     from utils.interop import export, loader
 
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(cache_dir))
     calls = []
 
     def failing_export(*args, **kwargs):
@@ -190,11 +192,11 @@ def _fail_exports(monkeypatch) -> list:
 
 
 def test_failed_export_is_one_note_then_tensorflow(weights, wide, tmp_path, monkeypatch, capsys):
-    calls = _fail_exports(monkeypatch)
+    calls = _fail_exports(monkeypatch, tmp_path / "cache")
     argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
     assert predict.main([*argv, "--input-size", "64,96", "--json", str(tmp_path / "d.json")]) == 0
     printed = capsys.readouterr()
-    [note] = [line for line in printed.err.splitlines() if line.strip()]
+    [note] = [line for line in printed.err.splitlines() if line.startswith("note:")]
     assert note == (
         f"note: {weights}: exporting it to ONNX failed (RuntimeError: tf2onnx could not convert it); "
         "running it with TensorFlow instead"
@@ -204,7 +206,7 @@ def test_failed_export_is_one_note_then_tensorflow(weights, wide, tmp_path, monk
 
 
 def test_backend_keras_runs_tensorflow_without_exporting(weights, wide, tmp_path, monkeypatch, capsys):
-    calls = _fail_exports(monkeypatch)
+    calls = _fail_exports(monkeypatch, tmp_path / "cache")
     argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
     assert predict.main([*argv, "--input-size", "64,96", "--backend", "keras"]) == 0
     printed = capsys.readouterr()
