@@ -17,8 +17,8 @@ again.
 
 A file appears whole or not at all: the export is written to a temporary file in the same folder
 and renamed (`os.replace`), so a crash or a concurrent run never leaves half a model under the
-final name. A cached file that still cannot be opened is removed (`discard`) and made again by
-the loader.
+final name (a killed export's temporary file is deleted a day later). A cached file that still
+cannot be opened is removed (`discard`) and made again by the loader.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,8 @@ EXPORT_VERSION = 1
 EXPORT_OPTIONS = {"format": "onnx", "precision": "fp32", "include_nms": False, "dynamic": False}
 _VERSIONED = ("tf2onnx", "onnx", "tensorflow", "keras")
 _READ_CHUNK = 1 << 20
+# A temporary file this old is a killed export's, never a running one's.
+STALE_SECONDS = 24 * 3600
 
 
 class CacheError(YoloError, OSError):
@@ -106,6 +109,7 @@ def store(final: Path, write: Callable[[Path], object]) -> Path:
     except OSError as err:
         where = f"cannot create the ONNX cache {final.parent} ({err})"
         raise CacheError(f"{where}; set {CACHE_ENV} to a folder that can be written") from None
+    _remove_stale_temporaries(final.parent)
     # A name of this process's own (files made with the user's umask, unlike mkstemp's 0600).
     tmp = final.with_name(f".{final.stem}.{os.getpid()}-{secrets.token_hex(4)}.onnx")
     sidecar = tmp.with_name(tmp.name + ".json")  # export_model's metadata file; the .onnx holds it too
@@ -116,6 +120,17 @@ def store(final: Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
     return final
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files that a killed export left over a day ago (a running export's are newer)."""
+    now = time.time()
+    for leftover in folder.glob(".*.onnx*"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_SECONDS:
+                leftover.unlink()
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            pass
 
 
 def discard(path: str | Path) -> None:

@@ -85,6 +85,11 @@ def test_cache_key_is_the_content_the_input_size_and_the_exporter(monkeypatch, t
 
 def test_store_leaves_a_whole_file_or_nothing(tmp_path):
     final = tmp_path / "cache" / "key.onnx"
+    final.parent.mkdir()
+    killed, running = final.parent / ".old.123-ab.onnx", final.parent / ".other.456-cd.onnx"
+    killed.write_bytes(b"left by a killed export")
+    running.write_bytes(b"being written")
+    os.utime(killed, (1e9, 1e9))  # long ago
 
     def crash(out):  # killed half-way through writing
         out.write_bytes(b"half a mod")
@@ -93,7 +98,8 @@ def test_store_leaves_a_whole_file_or_nothing(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         cache.store(final, crash)
-    assert list(final.parent.iterdir()) == []
+    assert list(final.parent.iterdir()) == [running]  # the stale one removed, a fresh one kept
+    running.unlink()
 
     def whole(out):
         out.write_bytes(b"a whole model")
