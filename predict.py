@@ -299,7 +299,7 @@ def run_fps(args, detector) -> list[dict]:
         t2 = time.perf_counter()
         detector.postprocess_raw(raw, infos)
         t3 = time.perf_counter()
-        dets = detector.detect([image])[0]  # the fused path, as predict uses it
+        dets = detector.detect([image])[0]  # the whole path, as predict uses it (one graph on TensorFlow)
         t4 = time.perf_counter()
         for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             value_ms = 1000.0 * value
@@ -310,7 +310,7 @@ def run_fps(args, detector) -> list[dict]:
     print(f"  preprocess  {med['preprocess']:8.2f}  (letterbox)")
     print(f"  model       {med['model']:8.2f}  (uint8 batch -> raw heads)")
     print(f"  postprocess {med['postprocess']:8.2f}  (decode + NMS + boxes to the image)")
-    print(f"  total       {med['total']:8.2f}  (image -> boxes in one graph call; {1000 / med['total']:.1f} FPS)")
+    print(f"  total       {med['total']:8.2f}  (image -> boxes, as predict runs it; {1000 / med['total']:.1f} FPS)")
     height, width = image.shape[:2]
     return [{"image": name, "width": width, "height": height, "detections": dets.to_records(detector.class_names)}]
 
