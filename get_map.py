@@ -19,7 +19,8 @@ Two sources of detections:
 Objects marked difficult are neither positives nor errors. Boxes are continuous pixel
 coordinates (utils.boxes), no VOC "+1". --classes defaults to the model's own names with
 --weights, else the data's names (data.yaml, COCO), else VOC's 20; --max-detections is also
-COCO's maxDets.
+COCO's maxDets. A .keras --weights runs on ONNX Runtime on a CPU (exported once and cached, as
+predict.py does; --backend keras: TensorFlow).
 
 Written to --output: results.json, results.txt, pr_curves/<class>.png, ap_per_class.png,
 counts_per_class.png (and detections.json with --weights, reusable with --detections).
