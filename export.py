@@ -230,7 +230,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
                         calib_data=args.data if precision == "int8" else None, num_calibration=args.calib_images,
                     )
                 row["size_mb"] = f"{_size_mb(path):.1f}"
-                detector = load_detector(path, **detector_options)
+                # The keras row is the TensorFlow graph (the reference), not the default ONNX Runtime copy.
+                backend = "keras" if fmt == "keras" else None
+                detector = load_detector(path, backend=backend, **detector_options)
                 log = EvaluationLog()
                 detections = detect_split(detector, split, log, batch_size=1, progress=False)
                 evaluation = evaluate_split(split, detections, names, log, {"weights": str(path)}, score_threshold=0.5)

@@ -19,7 +19,8 @@ Two sources of detections:
 Objects marked difficult are neither positives nor errors. Boxes are continuous pixel
 coordinates (utils.boxes), no VOC "+1". --classes defaults to the model's own names with
 --weights, else the data's names (data.yaml, COCO), else VOC's 20; --max-detections is also
-COCO's maxDets.
+COCO's maxDets. A .keras --weights runs on ONNX Runtime on a CPU (exported once and cached, as
+predict.py does; --backend keras: TensorFlow).
 
 Written to --output: results.json, results.txt, pr_curves/<class>.png, ap_per_class.png,
 counts_per_class.png (and detections.json with --weights, reusable with --detections).
@@ -40,7 +41,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nets.model_data import DEFAULT_CLASSES_PATH
-from utils.cli import DATA_HELP, add_detector_arguments, add_output_argument, detector_kwargs, run_script
+from utils.cli import (
+    DATA_HELP,
+    add_detector_arguments,
+    add_output_argument,
+    detector_kwargs,
+    run_script,
+    warnings_as_notes,
+)
 from utils.data.sources import open_data
 from utils.errors import YoloError
 from utils.evaluation.metrics import COCO_STAT_NAMES
@@ -102,7 +110,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.weights is not None:
         from utils.interop.loader import load_detector
 
-        detector = load_detector(args.weights, **detector_kwargs(args))
+        with warnings_as_notes():  # e.g. why a .keras model runs on TensorFlow, not ONNX Runtime
+            detector = load_detector(args.weights, **detector_kwargs(args))
     try:
         source = open_data(args.data)
     except YoloError as err:

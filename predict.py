@@ -28,9 +28,15 @@ utils/interop/darknet.py; convert_darknet.py saves that as .keras once), or a mo
 {"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
 as displayed (EXIF orientation applied).
 
-The GPU is used when TensorFlow sees one. --half runs mixed precision: float16 on a GPU, bfloat16
-on a CPU with AMX / AVX512-BF16 (about 2x faster); on other CPUs it is slower than float32, so
-it is ignored there with a warning.
+Runtime (--backend auto, the default): on a CPU a .keras model runs on ONNX Runtime, faster there
+than TensorFlow; its ONNX export is made on the first run (seconds) and kept in $YOLO_CACHE_DIR,
+else ~/.cache/yolov4-tiny/onnx, keyed by the file's content and the input size, so later runs
+start at once and a changed file is exported again. If the export or ONNX Runtime fails, a
+one-line note says why and TensorFlow runs it. --backend keras always runs TensorFlow. The GPU is
+used (by TensorFlow) when TensorFlow sees one. --half runs mixed precision on TensorFlow: float16
+on a GPU, bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster); on other CPUs it is slower
+than float32, so it is ignored there with a warning. Every mode works on every runtime (heatmap
+reads the raw heads, which every backend gives).
 
 Examples
   python predict.py --weights logs/best.keras --source street.jpg
@@ -62,7 +68,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from utils.cli import add_detector_arguments, add_output_argument, detector_kwargs, run_script  # noqa: E402
+from utils.cli import (  # noqa: E402
+    add_detector_arguments,
+    add_output_argument,
+    detector_kwargs,
+    run_script,
+    warnings_as_notes,
+)
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
 from utils.inference.video import SourceError, VideoSource, display_available, list_images  # noqa: E402
@@ -199,7 +211,7 @@ def load_keras_detector(args):
     from utils.inference.explain import ExplainError
     from utils.interop.loader import load_detector
 
-    if args.backend not in (None, "keras"):
+    if args.backend not in (None, "auto", "keras"):
         raise ExplainError(f"--mode {args.mode} reads the Keras model's layers; it cannot run --backend {args.backend}")
     if args.cfg is None and args.weights.suffix.lower() != ".keras":
         raise ExplainError(
@@ -409,7 +421,7 @@ def run_fps(args, detector) -> list[dict]:
         t2 = time.perf_counter()
         detector.postprocess_raw(raw, infos)
         t3 = time.perf_counter()
-        dets = detector.detect([image])[0]  # the fused path, as predict uses it
+        dets = detector.detect([image])[0]  # the whole path, as predict uses it (one graph on TensorFlow)
         t4 = time.perf_counter()
         for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             value_ms = 1000.0 * value
@@ -420,22 +432,28 @@ def run_fps(args, detector) -> list[dict]:
     print(f"  preprocess  {med['preprocess']:8.2f}  (letterbox)")
     print(f"  model       {med['model']:8.2f}  (uint8 batch -> raw heads)")
     print(f"  postprocess {med['postprocess']:8.2f}  (decode + NMS + boxes to the image)")
-    print(f"  total       {med['total']:8.2f}  (image -> boxes in one graph call; {1000 / med['total']:.1f} FPS)")
+    print(f"  total       {med['total']:8.2f}  (image -> boxes, as predict runs it; {1000 / med['total']:.1f} FPS)")
     height, width = image.shape[:2]
     return [{"image": name, "width": width, "height": height, "detections": dets.to_records(detector.class_names)}]
 
 
-def describe_device(half: bool) -> str:
+RUNTIMES = {"keras": "TensorFlow", "saved_model": "TensorFlow", "onnx": "ONNX Runtime", "tflite": "LiteRT"}
+
+
+def describe_device(half: bool, detector) -> str:
+    """What runs the detector, where, in which precision: "ONNX Runtime on CPU, float32"."""
     import tensorflow as tf
 
     from utils.inference.precision import mixed_precision_policy
 
+    backend = getattr(detector, "backend", "keras")
     gpus = tf.config.list_physical_devices("GPU")
-    device = f"GPU ({len(gpus)})" if gpus else "CPU"
+    device = "CPU" if backend in ("onnx", "tflite") or not gpus else f"GPU ({len(gpus)})"
+    where = f"{RUNTIMES.get(backend, backend)} on {device}"
     if not half:
-        return f"{device}, float32"
+        return f"{where}, float32"
     policy = mixed_precision_policy()
-    return f"{device}, {policy}" if policy else f"{device}, float32 (--half ignored: no fast float16/bfloat16 here)"
+    return f"{where}, {policy}" if policy else f"{where}, float32 (--half ignored: no fast float16/bfloat16 here)"
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -455,21 +473,24 @@ def run(argv: list[str] | None = None) -> int:
     elif len(args.source) > 1:
         raise SourceError("fps mode takes at most one --source image")
 
-    from utils.interop.loader import load_detector  # imports TensorFlow (seconds)
+    from utils.interop.loader import BackendFallbackWarning, load_detector  # imports TensorFlow (seconds)
 
     try:
         if args.mode in EXPLAIN_MODES:
             detector = load_keras_detector(args)
         else:
-            with warnings.catch_warnings():
+            with warnings_as_notes():
                 warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
+                warnings.simplefilter("always", BackendFallbackWarning)  # why ONNX Runtime is not used: one line
                 detector = load_detector(args.weights, **detector_kwargs(args))
     except YoloError:
         if capture is not None:
             capture.close()
         raise
-    device = describe_device(args.half and args.mode not in EXPLAIN_MODES)
+    device = describe_device(args.half and args.mode not in EXPLAIN_MODES, detector)
     print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {device}")
+    if getattr(detector, "onnx_path", None) is not None:
+        print(f"  its ONNX export, cached: {detector.onnx_path} (--backend keras: TensorFlow instead)")
 
     failed = processed = 0
     if paths is not None and args.mode in EXPLAIN_MODES:

@@ -1,10 +1,26 @@
-"""Shared test set-up: quiet TensorFlow and make the project importable from any directory."""
+"""Shared test set-up: quiet TensorFlow, make the project importable from any directory, and keep
+the ONNX exports of .keras models out of the user's cache."""
 
 import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache_in_a_temporary_folder(tmp_path_factory):
+    """Every test (and every script a test starts) keeps the ONNX exports of .keras models
+    (utils/interop/cache.py) in one temporary folder for the session, never in ~/.cache."""
+    previous = os.environ.get("YOLO_CACHE_DIR")
+    os.environ["YOLO_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("YOLO_CACHE_DIR", None)
+    else:
+        os.environ["YOLO_CACHE_DIR"] = previous

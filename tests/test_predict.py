@@ -174,6 +174,64 @@ def test_backend_forces_the_runtime(weights, wide, tmp_path, capsys):
     assert "cats.keras" in capsys.readouterr().err
 
 
+def _fail_exports(monkeypatch, cache_dir) -> list:
+    """ONNX Runtime preferred (as on a CPU), an empty cache in `cache_dir`, but every ONNX export
+    fails; returns the export calls."""
+    from utils.interop import export, loader
+
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(cache_dir))
+    calls = []
+
+    def failing_export(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("tf2onnx could not convert it")
+
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)
+    monkeypatch.setattr(export, "export_model", failing_export)
+    return calls
+
+
+def test_failed_export_is_one_note_then_tensorflow(weights, wide, tmp_path, monkeypatch, capsys):
+    calls = _fail_exports(monkeypatch, tmp_path / "cache")
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    assert predict.main([*argv, "--input-size", "64,96", "--json", str(tmp_path / "d.json")]) == 0
+    printed = capsys.readouterr()
+    [note] = [line for line in printed.err.splitlines() if line.startswith("note:")]
+    assert note == (
+        f"note: {weights}: exporting it to ONNX failed (RuntimeError: tf2onnx could not convert it); "
+        "running it with TensorFlow instead"
+    )
+    assert "input (64, 96), TensorFlow on" in printed.out and len(calls) == 1
+    assert 4 * 6 <= _counts(tmp_path / "d.json")[0] < 2 * 3 + 4 * 6  # as in test_input_size_nms_iou_and_batch_size
+
+
+def test_backend_keras_runs_tensorflow_without_exporting(weights, wide, tmp_path, monkeypatch, capsys):
+    calls = _fail_exports(monkeypatch, tmp_path / "cache")
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    assert predict.main([*argv, "--input-size", "64,96", "--backend", "keras"]) == 0
+    printed = capsys.readouterr()
+    assert "input (64, 96), TensorFlow on" in printed.out and "note:" not in printed.err and calls == []
+
+
+@pytest.mark.slow
+def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_path, monkeypatch, capsys):
+    from utils.interop import loader
+
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path), "--input-size"]
+    for run_number in range(2):
+        assert predict.main([*argv, "64,96", "--json", str(tmp_path / "d.json")]) == 0
+        printed = capsys.readouterr()
+        assert "input (64, 96), ONNX Runtime on CPU, float32" in printed.out and "note:" not in printed.err
+        [cached] = (tmp_path / "cache").iterdir()
+        assert f"its ONNX export, cached: {cached}" in printed.out
+        if run_number == 0:
+            stamp = cached.stat().st_mtime_ns
+    assert cached.stat().st_mtime_ns == stamp  # the second run used the first run's export
+    assert 4 * 6 <= _counts(tmp_path / "d.json")[0] < 2 * 3 + 4 * 6
+
+
 @pytest.mark.slow
 def test_video_file_saved_with_json(weights, tmp_path):
     clip = tmp_path / "clip.mp4"

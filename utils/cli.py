@@ -11,6 +11,8 @@
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
 * `run_script`: calls a script's `main`; a `utils.errors.YoloError` becomes "error: message" on
   stderr and the error's `exit_code`. Any other exception is a bug: it stays a traceback.
+* `warnings_as_notes`: the library's warnings (e.g. the detector falling back from ONNX Runtime to
+  TensorFlow) printed as one line each, "note: message", on stderr.
 
 Nothing here imports TensorFlow (nor `nets`, whose import registers the Keras layers), so a
 script answers --help and checks its arguments at once; the model's facts are imported when an
@@ -22,12 +24,15 @@ from __future__ import annotations
 import argparse
 import sys
 import unicodedata
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from utils.errors import YoloError
 
-BACKENDS = ("keras", "saved_model", "onnx", "tflite")
+# utils.interop.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
+BACKENDS = ("auto", "keras", "saved_model", "onnx", "tflite")
 OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
 DATA_HELP = (
     "the data, by what it holds: a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit of "
@@ -124,8 +129,11 @@ def add_detector_arguments(
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=None,
-        help="runtime for --weights (default: from the path: .keras, .onnx, .tflite, a SavedModel folder)",
+        default="auto",
+        help="runtime for --weights. auto (default): from the path (.keras, .onnx, .tflite, a SavedModel "
+        "folder), and a .keras model runs on ONNX Runtime on a CPU (exported once, cached in $YOLO_CACHE_DIR, "
+        "else ~/.cache/yolov4-tiny/onnx; TensorFlow when that fails, with a note), on TensorFlow on a GPU or "
+        "with --half. keras: always TensorFlow",
     )
     parser.add_argument(
         "--classes", type=Path, default=None, help="class names, one a line (default: the names saved in the model)"
@@ -194,3 +202,17 @@ def run_script(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """Inside the block, every warning shown is printed as one line, "note: message", on stderr
+    (Python's own format adds the file, line and source, which mean nothing to a script's user).
+    The warning filters are the caller's, restored on leaving like the display."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_note
+        yield
+
+
+def _print_note(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"note: {message}", file=sys.stderr)

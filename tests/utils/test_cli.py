@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from utils.cli import add_detector_arguments, add_input_size_argument, add_output_argument, run_script
+from utils.cli import (
+    add_detector_arguments,
+    add_input_size_argument,
+    add_output_argument,
+    run_script,
+    warnings_as_notes,
+)
 from utils.errors import YoloError
 
 
@@ -95,3 +101,19 @@ def test_help_does_not_import_tensorflow(script):
     assert run.returncode == 0, run.stderr
     assert "--output" in run.stdout
     assert run.stdout.strip().endswith("TF False")
+
+
+def test_warnings_as_notes_prints_one_line_each_then_restores(capsys):
+    import warnings
+
+    shown = warnings.showwarning
+    with warnings_as_notes():
+        warnings.simplefilter("always")
+        warnings.warn("the export failed; running it with TensorFlow", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "note: the export failed; running it with TensorFlow\n"
+    assert warnings.showwarning is shown
+
+
+def test_backend_defaults_to_auto():
+    assert _parser().parse_args(["--weights", "w.keras"]).backend == "auto"
+    assert _parser().parse_args(["--weights", "w.keras", "--backend", "keras"]).backend == "keras"

@@ -44,9 +44,14 @@ import tensorflow as tf
 from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, InputSizeError, check_input_hw
 from utils.inference.folding import frozen_forward
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
-from utils.inference.postprocess import decode_outputs, non_max_suppression
+from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first
 
 RawForward = Callable[[object], Sequence]
+
+
+def _to_unit_float(images_u8) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1], the values the graph's cast and multiply give, in one pass."""
+    return np.multiply(images_u8, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 @dataclass
@@ -188,7 +193,7 @@ class Detector:
 
         def postprocess(raw_heads, conf, iou):
             boxes, scores = decode_outputs(raw_heads, *decode_args)
-            return non_max_suppression(boxes, scores, conf, iou, max_det)
+            return non_max_suppression_best_first(boxes, scores, conf, iou, max_det)
 
         head_specs = [
             tf.TensorSpec([None, in_h // s, in_w // s, len(m) * (5 + self.num_classes)], tf.float32)
@@ -215,7 +220,7 @@ class Detector:
         else:
 
             def raw_numpy(images_u8):
-                heads = self.forward(np.asarray(images_u8, np.float32) * np.float32(1.0 / 255.0))
+                heads = self.forward(_to_unit_float(images_u8))
                 return [np.asarray(h, np.float32) for h in heads]
 
             self._raw_fn = raw_numpy
@@ -223,7 +228,7 @@ class Detector:
         if self.nms_forward is not None:
 
             def nms_in_model(images_u8, conf, iou):
-                images = np.asarray(images_u8, np.float32) * np.float32(1.0 / 255.0)
+                images = _to_unit_float(images_u8)
                 boxes, scores, classes, valid = (np.asarray(t) for t in self.nms_forward(images, conf, iou))
                 # Sorted best first over all classes: the first max_det rows are the NMS with K = max_det.
                 return boxes[:, :max_det], scores[:, :max_det], classes[:, :max_det], np.minimum(valid, max_det)

@@ -90,6 +90,50 @@ def non_max_suppression(
     return nms_boxes, nms_scores, tf.cast(nms_classes, tf.int32), tf.cast(num_valid, tf.int32)
 
 
+def non_max_suppression_best_first(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    score_threshold: float | tf.Tensor,
+    iou_threshold: float | tf.Tensor,
+    max_detections: int,
+    num_candidates: int | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`non_max_suppression` (same arguments, same results), faster when many (box, class) pairs
+    pass the score threshold: the detector's NMS.
+
+    Greedy NMS keeps or drops a pair by the better pairs of its own class only, so the first K
+    (= max_detections) pairs it keeps, best first, depend on the best pairs alone. NMS over the
+    best T (= num_candidates, default 4K) pairs, each as a box of its own with its score in its
+    class only, therefore keeps exactly what NMS over all pairs keeps as soon as it keeps K of
+    them, or when no more than T pairs pass the threshold; for an image where neither holds, the
+    NMS over all pairs runs instead. The per-class NMS costs about (pairs above the threshold) x
+    (pairs kept per class), which for a network whose scores pass the threshold by the thousand
+    (a random one at 0.5, any one at mAP's 0.001) costs more than the model; over T pairs it is
+    small. When no image has more than T pairs above the threshold, the plain NMS runs (it is
+    cheap then, and the best-T selection is not).
+    Ties in score keep the lower (box, class) index first in both, as the NMS kernel does.
+    """
+    num_classes = scores.shape[-1]
+    flat = tf.reshape(scores, [tf.shape(scores)[0], -1])  # (N, B*C), index = box * C + class
+    score_threshold = tf.cast(score_threshold, tf.float32)
+    iou_threshold = tf.cast(iou_threshold, tf.float32)
+    above = tf.reduce_sum(tf.cast(flat > score_threshold, tf.int32), axis=1)
+    num_candidates = tf.minimum(num_candidates or 4 * max_detections, tf.shape(flat)[1])
+
+    def all_pairs():
+        return non_max_suppression(boxes, scores, score_threshold, iou_threshold, max_detections)
+
+    def best_pairs():
+        best_scores, best_index = tf.math.top_k(flat, k=num_candidates)  # best first, ties by lower index
+        candidate_boxes = tf.gather(boxes, best_index // num_classes, batch_dims=1)
+        candidate_scores = tf.one_hot(best_index % num_classes, num_classes) * best_scores[..., None]
+        kept = non_max_suppression(candidate_boxes, candidate_scores, score_threshold, iou_threshold, max_detections)
+        decided = tf.reduce_all((kept[3] >= max_detections) | (above <= num_candidates))
+        return tf.cond(decided, lambda: kept, all_pairs)
+
+    return tf.cond(tf.reduce_max(above) <= num_candidates, all_pairs, best_pairs)
+
+
 def objectness_map(raw_heads: Sequence, anchors_mask: Sequence[Sequence[int]], num_classes: int) -> list[np.ndarray]:
     """Per head, sigmoid(objectness) maximised over its anchors.
 

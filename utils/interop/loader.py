@@ -3,7 +3,10 @@
 This is the one place that knows every kind of weights file, so the detector does not have to
 know the backends (and nothing imports in a circle):
 
-    .keras                   our Keras model (`load_model`), run by the Detector's own TF graph
+    .keras                   our Keras model (`load_model`); on a CPU run by ONNX Runtime on its
+                             ONNX export (made once, kept in utils/interop/cache.py's folder),
+                             on a GPU (or with backend="keras", or half=True) by the
+                             Detector's own TF graph
     darknet .weights + .cfg  converted into our Keras model (utils/interop/darknet.py)
     .onnx / .tflite / SavedModel directory
                              exported by export.py, run by utils/interop/backends.py
@@ -14,18 +17,26 @@ know the backends (and nothing imports in a circle):
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 
-from nets.model_data import load_class_names
+from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.errors import YoloError
 from utils.inference.detector import Detector
 from utils.inference.precision import with_half_precision
-from utils.interop.backends import infer_backend, load_backend
+from utils.interop.backends import BACKENDS, infer_backend, load_backend
+
+AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
+
+
+class BackendFallbackWarning(UserWarning):
+    """A `.keras` model that would run on ONNX Runtime runs on TensorFlow instead (the message says why)."""
 
 
 class ModelLoadError(YoloError, ValueError):
@@ -86,13 +97,20 @@ def load_detector(
     input_shape: network input (height, width); default the model's own size, else 416x416.
         Exported models run at the size they were exported at, or any multiple of 32 when
         exported with --dynamic.
-    half: mixed precision (see `load_model`); .keras and darknet models only.
+    half: mixed precision (see `load_model`); .keras and darknet models only (they then run on
+        TensorFlow).
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
-    backend: "keras", "onnx", "tflite" or "saved_model"; None: from the path
-        (utils.interop.backends.infer_backend).
+    backend: "auto" (or None), "keras", "onnx", "tflite" or "saved_model". "auto": from the path
+        (utils.interop.backends.infer_backend), and a `.keras` model runs on ONNX Runtime when
+        `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
+        ONNX export is made once and cached (utils/interop/cache.py). When that export or
+        ONNX Runtime fails, a `BackendFallbackWarning` says why and TensorFlow runs it.
+        "keras": always TensorFlow.
     threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
     kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
+    Returns the detector, with `backend` set to the runtime that runs it ("keras", "onnx",
+    "tflite", "saved_model"); for a cached ONNX export, `onnx_path` is that file.
     Raises ModelLoadError when the file is missing or not one of our models.
     """
     if cfg_path is not None:
@@ -105,18 +123,89 @@ def load_detector(
             model, _ = model_from_darknet(cfg_path, path, class_names=names, input_shape=size)
         except (OSError, DarknetError) as err:
             raise ModelLoadError(str(err)) from None
-        return Detector.from_model(with_half_precision(model) if half else model, input_shape=input_shape, **kwargs)
+        detector = Detector.from_model(with_half_precision(model) if half else model, input_shape=input_shape, **kwargs)
+        detector.backend = "keras"
+        return detector
+    if backend not in (None, AUTO, *BACKENDS):
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join((AUTO, *BACKENDS))}")
+    auto = backend in (None, AUTO)
     try:
-        backend = backend or infer_backend(path)
+        backend = infer_backend(path) if auto else backend
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     if backend == "keras":
-        model = load_model(path, half=half)
-        names = _class_names(classes_path, model.num_classes, path)
-        return Detector.from_model(model, input_shape=input_shape, class_names=names or model.class_names, **kwargs)
+        if auto and not half and onnx_runtime_preferred():
+            return _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs)
+        return _keras_detector(load_model(path, half=half), path, classes_path, input_shape, **kwargs)
     if half:
         raise ModelLoadError(f"{path}: --half applies to .keras models; export with --fp16 instead")
     return _load_exported(path, backend, threads, classes_path, input_shape, **kwargs)
+
+
+def onnx_runtime_preferred() -> bool:
+    """Whether `.keras` models run on ONNX Runtime by default: ONNX Runtime and the exporter
+    (tf2onnx, onnx) are installed and TensorFlow sees no GPU (GPUs keep TensorFlow).
+
+    On CPUs ONNX Runtime ran the same network faster than the TensorFlow graph
+    (benchmarks/bench_inference.py prints both, and the README the figures).
+    """
+    if any(importlib.util.find_spec(name) is None for name in ("onnxruntime", "tf2onnx", "onnx")):
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
+def _keras_detector(model, path, classes_path, input_shape, **kwargs) -> Detector:
+    """The TensorFlow detector over a loaded Keras model of ours."""
+    names = _class_names(classes_path, model.num_classes, path)
+    detector = Detector.from_model(model, input_shape=input_shape, class_names=names or model.class_names, **kwargs)
+    detector.backend = "keras"
+    return detector
+
+
+def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs) -> Detector:
+    """A `.keras` model run by ONNX Runtime on its cached ONNX export (utils/interop/cache.py),
+    exported now when there is none. The export is export.py's fp32 ONNX of the raw heads, so
+    the Detector decodes and NMS's them with its own code, as it does the Keras model's.
+
+    Falls back to TensorFlow, with a `BackendFallbackWarning`, when exporting fails or ONNX
+    Runtime cannot open the export (a cached file that cannot be opened is made again first).
+    """
+    from utils.interop import cache
+    from utils.interop.export import export_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    hw = None if input_shape is None else tuple(int(v) for v in check_input_hw(input_shape))
+    model = problem = None
+    onnx_path = cache.cached_path(path, hw)
+    for _ in range(2):  # a cached file that will not open is exported again, once
+        if not onnx_path.is_file():
+            if model is None:
+                model = load_model(path)  # not our model: ModelLoadError, as ever
+                _class_names(classes_path, model.num_classes, path)  # wrong names: said before exporting
+
+            def write(out, model=model):
+                export_model(model, "onnx", out, input_hw=hw)
+
+            try:
+                cache.store(onnx_path, write)
+            except Exception as err:  # tf2onnx documents no error classes: any failure means TensorFlow
+                problem = f"exporting it to ONNX failed ({type(err).__name__}: {err})"
+                break
+        try:
+            forward, meta = load_backend(onnx_path, "onnx", threads)
+        except (ValueError, OSError) as err:
+            cache.discard(onnx_path)
+            problem = f"ONNX Runtime cannot run its ONNX export ({err})"
+            continue
+        detector = _exported_detector(path, forward, meta, "onnx", classes_path, input_shape, **kwargs)
+        detector.onnx_path = onnx_path
+        return detector
+    warnings.warn(f"{path}: {problem}; running it with TensorFlow instead", BackendFallbackWarning, stacklevel=3)
+    return _keras_detector(load_model(path) if model is None else model, path, classes_path, input_shape, **kwargs)
 
 
 def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) -> Detector:
@@ -126,6 +215,11 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
         forward, meta = load_backend(path, backend, threads)
     except (ValueError, OSError) as err:
         raise ModelLoadError(str(err)) from None
+    return _exported_detector(path, forward, meta, backend, classes_path, input_shape, **kwargs)
+
+
+def _exported_detector(path, forward, meta, backend, classes_path, input_shape, **kwargs) -> Detector:
+    """The Detector over a loaded backend's raw forward, from its export metadata."""
     exported_hw = tuple(int(v) for v in meta["input_shape"])
     if meta.get("dynamic") and input_shape is not None:
         exported_hw = tuple(int(v) for v in input_shape)  # any multiple of 32 (the Detector checks it)
@@ -156,6 +250,6 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
         nms_forward=nms_forward,
         **kwargs,
     )
-    detector.backend = backend or meta["format"]
+    detector.backend = backend
     detector.metadata = meta
     return detector

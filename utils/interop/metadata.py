@@ -89,8 +89,12 @@ def read_metadata(path: str | Path) -> dict:
         source = sidecar
     elif path.suffix.lower() == ".onnx" and path.is_file():
         import onnx
+        from google.protobuf.message import DecodeError
 
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except DecodeError as err:  # not a ModelProto: a truncated or foreign file
+            raise ValueError(f"{path}: not an ONNX model ({err})") from None
         props = {p.key: p.value for p in model.metadata_props}
         if METADATA_KEY not in props:
             raise FileNotFoundError(f"{path}: no {sidecar.name} next to it and no {METADATA_KEY!r} metadata inside")

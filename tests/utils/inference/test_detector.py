@@ -118,7 +118,7 @@ def saved_model(tmp_path_factory):
 @pytest.mark.slow
 def test_load_detector_folds_batch_norms_without_changing_outputs(saved_model):
     model, path = saved_model
-    detector = load_detector(path, input_shape=(64, 96), conf=0.2)
+    detector = load_detector(path, input_shape=(64, 96), conf=0.2, backend="keras")  # the TensorFlow graph
     assert detector.class_names == ["cat", "dog"] and detector.input_shape == (64, 96)
     images = [np.random.default_rng(i).integers(0, 256, (40 + 9 * i, 70, 3), dtype=np.uint8) for i in range(3)]
     batch, infos = detector.preprocess(images)

@@ -9,6 +9,7 @@ from nets.model_data import ANCHORS_MASK, load_anchors
 from utils.inference.postprocess import (
     decode_outputs,
     non_max_suppression,
+    non_max_suppression_best_first,
     non_max_suppression_class_offset,
     objectness_map,
 )
@@ -97,3 +98,28 @@ def test_class_offset_nms_equals_combined_nms():
         np.testing.assert_array_equal(got[2], want[2])
         np.testing.assert_allclose(got[1], want[1], atol=1e-6)
         np.testing.assert_allclose(got[0], want[0], atol=1e-4)
+
+
+def test_best_first_nms_equals_combined_nms_on_every_branch():
+    """The detector's NMS gives what the combined per-class NMS gives, exactly: through the best
+    pairs only (many pairs above the threshold), through all pairs (few above it, or the best
+    pairs keeping too few), per image of a batch, with ties in score."""
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(-20, 300, (3, 500, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 90, (3, 500, 2))], -1).astype(np.float32)
+    scores = (rng.uniform(0, 1, (3, 500, 6)) ** 2).astype(np.float32)
+    scores[1] *= 0.252  # image 1: a dozen pairs above 0.25, all among its best
+    scores[2, :40] = 0.9  # image 2: tied scores, stacked on one box
+    boxes[2, :40] = boxes[2, 0]
+    cases = {
+        "best pairs": (0.25, 0.3, 20, 100),  # the 100 best keep 20 in images 0 and 2, all of image 1
+        "few above": (0.25, 0.3, 20, 5000),  # T above every count: all pairs
+        "too few kept": (0.25, 0.9, 100, 60),  # 60 best pairs cannot keep 100: all pairs
+        "near zero": (0.0, 0.5, 50, None),  # mAP-like threshold, the default T
+    }
+    for name, (conf, iou, k, t) in cases.items():
+        want = non_max_suppression(tf.constant(boxes), tf.constant(scores), conf, iou, k)
+        got = non_max_suppression_best_first(tf.constant(boxes), tf.constant(scores), conf, iou, k, t)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+        assert int(want[3][0]) > 10, name

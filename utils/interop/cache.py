@@ -1,0 +1,138 @@
+"""The ONNX copies of `.keras` models that `load_detector` runs on CPUs: made once, then reused.
+
+A `.keras` model loaded without a backend (`load_detector`, predict.py and get_map.py by default)
+runs on ONNX Runtime on a CPU, which is faster there than the TensorFlow graph
+(benchmarks/bench_inference.py). The ONNX file comes from utils/interop/export.py, the first time
+a given file is run at a given input size, and lands here:
+
+    $YOLO_CACHE_DIR                                   when set
+    $XDG_CACHE_HOME/yolov4-tiny/onnx                  else, when XDG_CACHE_HOME is set
+    ~/.cache/yolov4-tiny/onnx                         else (%LOCALAPPDATA%\\yolov4-tiny\\onnx on Windows)
+
+named by a SHA-256 over the `.keras` file's bytes, the input size, the exporter's settings and
+the versions of what writes the graph (`cache_key`): a changed file, another input size, or a new
+tf2onnx / TensorFlow / Keras / `EXPORT_VERSION` gets a new export, never a stale one. Nothing
+else is kept, so deleting the folder (or any file in it) is always safe; the next run exports
+again.
+
+A file appears whole or not at all: the export is written to a temporary file in the same folder
+and renamed (`os.replace`), so a crash or a concurrent run never leaves half a model under the
+final name (a killed export's temporary file is deleted a day later). A cached file that still
+cannot be opened is removed (`discard`) and made again by the loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from utils.errors import YoloError
+
+CACHE_ENV = "YOLO_CACHE_DIR"
+CACHE_NAME = "yolov4-tiny"
+# Bump when the graph exported for the same .keras file and size changes (the exporter, its options).
+EXPORT_VERSION = 1
+# What the cached file is: utils/interop/export.py's ONNX fp32 raw heads, fixed input size, no NMS
+# (the Detector's own decoding and NMS run on them; measured faster than the NMS inside, see
+# benchmarks/bench_inference.py).
+EXPORT_OPTIONS = {"format": "onnx", "precision": "fp32", "include_nms": False, "dynamic": False}
+_VERSIONED = ("tf2onnx", "onnx", "tensorflow", "keras")
+_READ_CHUNK = 1 << 20
+# A temporary file this old is a killed export's, never a running one's.
+STALE_SECONDS = 24 * 3600
+
+
+class CacheError(YoloError, OSError):
+    """The cache folder cannot be created or written; the message names it."""
+
+
+def cache_dir() -> Path:
+    """Where the ONNX copies live (see the module docstring)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        base = Path(os.environ["XDG_CACHE_HOME"]).expanduser()
+    elif os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    else:
+        base = Path.home() / ".cache"
+    return base / CACHE_NAME / "onnx"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def cache_key(keras_path: str | Path, input_hw: Sequence[int] | None) -> str:
+    """SHA-256 (hex) of the file's bytes and of everything else that shapes its export.
+
+    input_hw: the (height, width) asked for; None: the model's own size (a fixed function of the
+        file, so it needs no reading of the model here).
+    """
+    digest = hashlib.sha256()
+    with open(keras_path, "rb") as file:
+        while chunk := file.read(_READ_CHUNK):
+            digest.update(chunk)
+    settings = {
+        "export_version": EXPORT_VERSION,
+        "options": EXPORT_OPTIONS,
+        "input_hw": None if input_hw is None else [int(v) for v in input_hw],
+        "versions": {package: _version(package) for package in _VERSIONED},
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cached_path(keras_path: str | Path, input_hw: Sequence[int] | None) -> Path:
+    """Where the ONNX copy of `keras_path` at `input_hw` is (or would be) kept."""
+    return cache_dir() / f"{cache_key(keras_path, input_hw)[:40]}.onnx"
+
+
+def store(final: Path, write: Callable[[Path], object]) -> Path:
+    """Make the cached file `final` (a `cached_path`): `write(tmp)` writes it to a temporary
+    `.onnx` path beside it, which is then renamed to `final`. Returns `final`.
+
+    Whatever `write` raises propagates (an OSError when the folder cannot be written), and its
+    temporary files are removed. Raises CacheError when the folder cannot be created.
+    """
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        where = f"cannot create the ONNX cache {final.parent} ({err})"
+        raise CacheError(f"{where}; set {CACHE_ENV} to a folder that can be written") from None
+    _remove_stale_temporaries(final.parent)
+    # A name of this process's own (files made with the user's umask, unlike mkstemp's 0600).
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}-{secrets.token_hex(4)}.onnx")
+    sidecar = tmp.with_name(tmp.name + ".json")  # export_model's metadata file; the .onnx holds it too
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    return final
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files that a killed export left over a day ago (a running export's are newer)."""
+    now = time.time()
+    for leftover in folder.glob(".*.onnx*"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_SECONDS:
+                leftover.unlink()
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            pass
+
+
+def discard(path: str | Path) -> None:
+    """Remove a cached file (one that cannot be opened), so the next `lookup` misses."""
+    Path(path).unlink(missing_ok=True)
