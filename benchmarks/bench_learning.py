@@ -15,11 +15,10 @@ AP75 (difficult objects as iscrowd), at conf 0.001, NMS IoU 0.5 (per class), 100
 image for both.
 
     ours      train.py --phi P --input-size S --seed N, train.py's defaults otherwise (--ours-args
-              adds flags). With the budget as `train.py --time MINUTES` when train.py has that
-              option; otherwise the epochs are planned from a short probe (setup, a few steps, a
-              validation and a save timed through the Trainer API) so that the run ends at the
-              budget. Scored: best.keras (best val mAP@0.5; with train.py's --eval-period 10 and
-              fewer epochs, that is the last epoch).
+              adds flags), with the budget as `train.py --time MINUTES` (train.py fits its epochs
+              and LR schedule to the budget from its first epochs' times). Scored: best.keras
+              (the best val mAP@0.5 of the evaluated epochs: every --eval-period, the first and
+              the last).
     YOLOv8n   ultralytics' yolov8n.yaml (random weights, pretrained=False), its defaults
               otherwise (optimizer auto, batch 16), with time=budget (ultralytics re-plans its
               epochs and LR schedule after each epoch so the run ends at the budget), imgsz S,
@@ -70,7 +69,6 @@ CREATE_VENV = (
     "python3 -m venv .venv-ultralytics && "
     ".venv-ultralytics/bin/pip install torch==2.14.1 torchvision==0.29.1 ultralytics"
 )
-PROBE_STEPS = 6  # train steps per probe epoch (two epochs: the first traces, the second is timed)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Lines of the training logs worth echoing as progress (everything goes to train.log).
 OURS_PROGRESS = re.compile(r"^(training |epoch \d+: |done: |val mAP|warning|error|Traceback)")
@@ -170,12 +168,6 @@ def data_summary(records_by_set: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- ours
-def train_py_has_time() -> bool:
-    """Whether train.py takes --time MINUTES (its --help lists it)."""
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=ROOT, capture_output=True, text=True)
-    return re.search(r"(^|\s)--time\b", done.stdout) is not None
-
-
 def ours_argv(args, phi: int, data: Path, save_dir: Path) -> list[str]:
     """train.py's arguments for phi (without the budget)."""
     argv = ["--phi", str(phi), "--data", str(data), "--classes", str(data / "classes.txt")]
@@ -183,106 +175,14 @@ def ours_argv(args, phi: int, data: Path, save_dir: Path) -> list[str]:
     return argv + shlex.split(args.ours_args)
 
 
-def probe_worker(json_path: str, train_argv: list[str]) -> int:
-    """(In a subprocess of its own.) Time what a run of `train_argv` is made of, through the Trainer API:
-    setup, a traced and a timed epoch of PROBE_STEPS steps, a validation (val loss), an evaluation
-    (val mAP) and a save of the weights and checkpoint. In the timed epoch, the time per step is
-    taken between the ends of its first and last steps; the rest of the epoch (the input pipeline
-    filling up and ending) is the epoch's own overhead, paid once per epoch."""
-    import dataclasses
-
-    from utils.training.config import add_arguments, config_from_args
-    from utils.training.trainer import Trainer
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    config = config_from_args(parser.parse_args(train_argv))
-    with tempfile.TemporaryDirectory() as tmp:
-        config = dataclasses.replace(config, epochs=100, steps_per_epoch=PROBE_STEPS, save_dir=tmp)
-        trainer = Trainer(config, log=lambda *a: None)
-        times = {}
-        start = time.perf_counter()
-        trainer.setup()
-        times["setup"] = time.perf_counter() - start
-        first = trainer.train_epoch(0)
-        step_ends = []
-        train_step = trainer.train_step
-
-        def timed_step(batch):
-            result = train_step(batch)
-            float(result[0])  # wait for the step
-            step_ends.append(time.perf_counter())
-            return result
-
-        trainer.train_step = timed_step
-        second = trainer.train_epoch(1)
-        trainer.train_step = train_step
-        start = time.perf_counter()
-        logs = trainer.validate(1)  # val loss (and val mAP when --eval-period is 1 or 2)
-        times["val_loss"] = time.perf_counter() - start
-        start = time.perf_counter()
-        trainer.evaluate()
-        times["val_map"] = time.perf_counter() - start
-        if "val_map50" in logs:
-            times["val_loss"] = max(0.0, times["val_loss"] - times["val_map"])
-        start = time.perf_counter()
-        trainer.save_model(Path(tmp) / "last.keras")
-        trainer.save_checkpoint(Path(tmp) / "checkpoint.npz", 2)
-        times["save"] = time.perf_counter() - start
-        batch = second["batch_size"]
-        steps = len(step_ends)
-        step = (step_ends[-1] - step_ends[0]) / (steps - 1) if steps > 1 else second["seconds"]
-        result = {
-            **times,
-            "step": step,
-            "epoch_overhead": max(0.0, second["seconds"] - steps * step),
-            "probe_epochs": first["seconds"] + second["seconds"],
-            "first_epoch_extra": max(0.0, first["seconds"] - second["seconds"]),
-            "steps_per_epoch": trainer.train_data.steps_per_epoch(batch),
-            "eval_period": trainer.config.eval_period,
-        }
-    Path(json_path).write_text(json.dumps(result))
-    return 0
-
-
-def plan_epochs(args, argv: list[str], out: Path, label: str) -> tuple[int, dict]:
-    """Epochs of `argv` that fit the budget, from a probe (train.py has no --time)."""
-    out.mkdir(parents=True, exist_ok=True)
-    result = out / "probe.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker-probe", str(result), "--", *argv]
-    print(f"{label}: train.py has no --time; timing a probe to plan the epochs ...", flush=True)
-    code, wall = run_logged(command, out / "probe.log", label, None)
-    if code != 0:
-        fail(f"{label} probe", out / "probe.log", code)
-    p = json.loads(result.read_text())
-    measured = p["setup"] + p["probe_epochs"] + p["val_loss"] + p["val_map"] + p["save"]
-    startup = max(0.0, wall - measured)  # interpreter, imports, reading the data
-    eval_period = p["eval_period"] or 0
-    per_epoch = p["epoch_overhead"] + p["steps_per_epoch"] * p["step"] + p["val_loss"] + p["save"]
-    per_epoch += p["val_map"] / eval_period if eval_period else 0.0
-    fixed = startup + p["setup"] + p["first_epoch_extra"] + (p["val_map"] if eval_period else 0.0)
-    epochs = max(1, int((args.budget * 60 - fixed) // per_epoch))
-    plan = {**p, "probe_wall": wall, "startup": startup, "per_epoch": per_epoch, "fixed": fixed, "epochs": epochs}
-    print(
-        f"{label}: probe {wall:.0f} s: {p['step']:.2f} s/step x {p['steps_per_epoch']} steps, "
-        f"{per_epoch:.0f} s/epoch with validation and saves, {fixed:.0f} s fixed -> {epochs} epochs",
-        flush=True,
-    )
-    return epochs, plan
-
-
-def train_ours(args, phi: int, data: Path, out: Path, has_time: bool) -> dict:
+def train_ours(args, phi: int, data: Path, out: Path) -> dict:
     label = f"phi {phi}"
     save_dir = out / f"phi{phi}"
     argv = ours_argv(args, phi, data, save_dir)
-    plan = None
     if args.ours_epochs:
         budget_args = ["--epochs", str(args.ours_epochs)]
-    elif has_time:
-        budget_args = ["--time", f"{args.budget:g}"]
     else:
-        epochs, plan = plan_epochs(args, argv, save_dir, label)
-        budget_args = ["--epochs", str(epochs)]
+        budget_args = ["--time", f"{args.budget:g}"]
     command = [sys.executable, str(ROOT / "train.py"), *argv, *budget_args]
     print(f"{label}: training ({' '.join(budget_args)}) ...", flush=True)
     code, wall = run_logged(command, save_dir / "train.log", label, OURS_PROGRESS)
@@ -301,7 +201,6 @@ def train_ours(args, phi: int, data: Path, out: Path, has_time: bool) -> dict:
         "budget_by": budget_args[0],
         "weights": str(weights),
         "command": shlex.join(command),
-        **({"plan": plan} if plan else {}),
         **scores,
     }
 
@@ -448,20 +347,14 @@ def parse_args(argv):
     parser.add_argument(
         "--ours-epochs", type=int, default=None, help="epochs for ours instead of the budget (quick checks only)"
     )  # fmt: skip
-    parser.add_argument("--worker-probe", help=argparse.SUPPRESS)
-    parser.add_argument("train_argv", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.input_size % 32:
         parser.error(f"--input-size must be a multiple of 32, got {args.input_size}")
-    if args.train_argv and not args.worker_probe:
-        parser.error(f"unexpected arguments: {' '.join(args.train_argv)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker_probe:
-        return probe_worker(args.worker_probe, args.train_argv)
     out = args.output.resolve()
     args.data = (args.data or out / "data").resolve()
 
@@ -485,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     class_names = (data / "classes.txt").read_text(encoding="utf-8").split("\n")
     class_names = [name for name in class_names if name]
     records = read_sets(data, class_names, ["train", "val", "test"])
-    has_time = train_py_has_time()
     settings = {
         "budget_minutes": args.budget,
         "input_size": args.input_size,
@@ -493,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_cores": os.cpu_count(),
         "data": str(data),
         "classes": len(class_names),
-        "ours_budget": "train.py --time" if has_time else "epochs planned from a probe (train.py has no --time)",
+        "ours_budget": f"train.py --epochs {args.ours_epochs}" if args.ours_epochs else "train.py --time",
         "ours_weights": "best.keras",
         "yolov8n_weights": "best.pt",
         "eval": "get_map.py --split test --coco: conf 0.001, NMS IoU 0.5 per class, 100 detections per image",
@@ -510,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(train_ultralytics(args, python, data, class_names, records, out))
         write_report(out, settings, rows)
     for phi in args.phis:
-        rows.append(train_ours(args, phi, data, out, has_time))
+        rows.append(train_ours(args, phi, data, out))
         write_report(out, settings, rows)
 
     print()

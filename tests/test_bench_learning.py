@@ -35,7 +35,7 @@ def test_input_size_must_be_a_multiple_of_32():
 
 @pytest.mark.slow
 def test_ours_alone_end_to_end(tmp_path, capsys):
-    """Generated data, the probe that plans the epochs (train.py has no --time) or --time, training,
+    """Generated data, training with --time,
     get_map.py on the test split, the table and results.json."""
     out = tmp_path / "out"
     argv = ["--skip-ultralytics", "--phis", "0", "--budget", "0.5", "--input-size", "64", "--output", str(out)]
