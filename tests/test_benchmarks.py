@@ -23,6 +23,7 @@ SMALLEST = {
     "bench_darknet.py": (["--size", "64", "--runs", "1", "--warmup", "0"], "Keras / OpenCV"),
     "bench_inference.py": (["--size", "64", "--rounds", "1", "--batch", "2"], "ratio ours / OpenCV forward"),
     "bench_export.py": (["--size", "64", "--rounds", "1"], "fastest fp32"),
+    "bench_loss_scale.py": (["--sizes", "64", "--batch-size", "2", "--images", "4"], "ratio sum / mean"),
     "bench_train.py": (
         ["--sizes", "64", "--phi", "0", "--batch-size", "2", "--steps", "1", "--rounds", "1", "--warmup", "0",
          "--images", "4"],
