@@ -158,25 +158,24 @@ class YoloLoss:
         row = tf.clip_by_value(tf.cast(tf.floor(centre[:, 1] / stride), tf.int64), 0, grid_h - 1)
 
         # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie (where's
-        # order is image, box, anchor). Ranks are unique, so the scatter below has no duplicates
-        # and its result does not depend on the order it applies updates in.
-        num_anchors = len(mask)
-        slot = ((where[:, 0] * grid_h + row) * grid_w + col) * num_anchors + where[:, 2]
-        order = tf.argsort(-fit, stable=True)
-        rank = tf.scatter_nd(order[:, None], tf.range(tf.size(order)), tf.shape(order))
-        unique_slots, segment = tf.unique(slot)
-        winner = tf.math.unsorted_segment_min(rank, segment, tf.size(unique_slots))
-        keep = tf.equal(rank, tf.gather(winner, segment))
-        where, picked, centre, size = (tf.boolean_mask(t, keep) for t in (where, picked, centre, size))
-        row, col = tf.boolean_mask(row, keep), tf.boolean_mask(col, keep)
-
-        indices = tf.stack([where[:, 0], row, col, where[:, 2]], axis=1)  # (P', 4)
+        # order is image, box, anchor). Each positive gets a unique rank; a dense grid keeps the
+        # lowest rank per slot; the other boxes' updates are zeroed, so adding them all up gives
+        # the winner's values exactly, whatever order the scatter applies them in. (Sorts and
+        # scatters into dense grids only: XLA-compilable, unlike tf.unique.)
+        indices = tf.stack([where[:, 0], row, col, where[:, 2]], axis=1)  # (P, 4)
         batch = tf.shape(gt, out_type=tf.int64)[0]
+        num_anchors = len(mask)
         dense_shape = tf.stack([batch, grid_h, grid_w, num_anchors])
+        rank = tf.argsort(tf.argsort(-fit, stable=True), stable=True)  # (P,) 0 = the best fit
+        best_rank = tf.tensor_scatter_nd_min(tf.fill(dense_shape, tf.shape(rank)[0]), indices, rank)
+        keep = tf.cast(tf.equal(rank, tf.gather_nd(best_rank, indices)), tf.float32)  # (P,)
+
         one_hot = tf.one_hot(tf.cast(picked[:, 4], tf.int32), self.num_classes)
         one_hot = one_hot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-        values = tf.concat([centre, size, tf.ones_like(centre[:, :1]), one_hot], axis=1)  # (P', 5 + C)
-        dense = tf.scatter_nd(indices, values, tf.concat([dense_shape, [5 + self.num_classes]], 0))
+        values = tf.concat([centre, size, tf.ones_like(centre[:, :1]), one_hot], axis=1)  # (P, 5 + C)
+        dense = tf.tensor_scatter_nd_add(
+            tf.zeros(tf.concat([dense_shape, [5 + self.num_classes]], 0), tf.float32), indices, values * keep[:, None]
+        )
         return dense[..., :4], dense[..., 4], dense[..., 5:]
 
     def level_sums(self, outputs, gt):
