@@ -50,7 +50,9 @@ def run(argv: list[str] | None = None) -> int:
     """kmeans_for_anchors.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", default="2007_train.txt", help="annotation lines (voc_annotation.py)")
-    parser.add_argument("--data", default=None, help=DATA_HELP + " (instead of --annotations)")
+    parser.add_argument(
+        "--data", action="append", default=None, help=DATA_HELP + " (instead of --annotations; repeat for several)"
+    )
     parser.add_argument("--train-sets", nargs="+", metavar="SET", help="sets of --data, as train.py takes them")
     parser.add_argument("--classes", default=None, help="class names, as train.py takes them (with --data)")
     add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW (default 416)")
@@ -62,9 +64,12 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     input_hw = args.input_size
     if args.data is not None:
-        source = open_data(args.data)
-        split = source.read(args.train_sets or source.default_sets("train"), resolve_class_names(args.classes, source))
-        images = [image.without_difficult() for image in split.images]
+        images = []
+        for path in args.data:  # several: their training sets together, as train.py takes them
+            source = open_data(path)
+            names = resolve_class_names(args.classes, source)
+            split = source.read(args.train_sets or source.default_sets("train"), names)
+            images += [image.without_difficult() for image in split.images]
     else:
         images = read_annotation_lines(args.annotations)
     wh = box_sizes(images, input_hw)

@@ -25,6 +25,7 @@ SMALLEST = {
     "bench_export.py": (["--size", "64", "--rounds", "1"], "fastest fp32"),
     # Its skip path here (no ultralytics venv in tests); tests/test_bench_learning.py runs ours end to end.
     "bench_learning.py": (["--ultralytics-python", "/nonexistent/python"], "ultralytics not found"),
+    "bench_loss_scale.py": (["--sizes", "64", "--batch-size", "2", "--images", "4"], "ratio sum / mean"),
     "bench_train.py": (
         ["--sizes", "64", "--phi", "0", "--batch-size", "2", "--steps", "1", "--rounds", "1", "--warmup", "0",
          "--images", "4"],

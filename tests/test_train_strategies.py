@@ -103,12 +103,13 @@ def data(tmp_path_factory):
     return write_demo_dataset(tmp_path_factory.mktemp("shapes"), splits={"train": 8}, image_size=64, seed=5)
 
 
-def _start(data, runs, log, devices=1, tf_config=None, bn_check_path=None):
+def _start(data, runs, log, devices=1, tf_config=None, bn_check_path=None, extra=()):
     flags = [
         "--phi", "0", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
         "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01",
         "--eval-period", "0", "--save-period", "0", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "3", "--freeze-bn",
         "--patience", "5",  # never reached in one epoch; the workers take the chief's stop decision (a collective)
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), "TRAIN_FLAGS": json.dumps(flags)}
     env.pop("TF_CONFIG", None)
@@ -255,3 +256,17 @@ def keras_initial_weights():
     model = YoloV4Tiny(3, input_shape=(64, 64, 3))
     init_head_biases(model, (64, 64))
     return model.get_weights()
+
+
+def test_mean_normalisation_counts_the_global_batch(data, tmp_path):
+    """--loss-normalization mean divides by the positives and cells of the global batch (all-reduced
+    over the replicas): two replicas reach the one-process weights. Dividing by each replica's own
+    counts would roughly double every update."""
+    log = tmp_path / "mean.log"
+    process = _start(data, [("none", tmp_path / "single"), ("mirrored", tmp_path / "mirrored")], log, devices=2,
+                     extra=("--loss-normalization", "mean"))  # fmt: skip
+    _wait([process], time.monotonic() + HANG_TIMEOUT)
+    assert process.returncode == 0, log.read_text()[-3000:]
+    single, initial = _weights(tmp_path / "single"), keras_initial_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(single, initial, strict=True)) > 1e-6
+    _assert_same(initial, single, _weights(tmp_path / "mirrored"))

@@ -7,13 +7,28 @@ Ground truth (`gt`): float32 (N, T, 5), per image up to T boxes as pixel xyxy in
 input (after letterboxing and augmentation) followed by the class id; padding rows have class -1.
 
 Target assignment, per head: a box goes to the cell holding its centre, with the anchor whose
-shape fits it best among all anchors (darknet's rule; with yolov4-tiny's masks anchor 3 is on
-both heads, so such a box trains both), plus every anchor of the head whose shape IoU with the
-box exceeds `anchor_iou_thresh` (darknet's yolov4 `iou_thresh=0.213`; set >= 1 to disable).
+shape fits it best among the anchors some head uses (with yolov4-tiny's masks 3,4,5 / 1,2,3,
+anchor 3 is on both heads, so such a box trains both; a box that fits the unused anchor 0 best
+falls back to its best used anchor, where darknet and bubbliiiing give it no positive at all).
+Every other used anchor whose shape IoU with the box exceeds `anchor_iou_thresh` is a positive
+too: the default 0.213 is darknet's `iou_thresh` in yolov4.cfg, which yolov4-tiny.cfg does not
+set (darknet and bubbliiiing train yolov4-tiny with the best anchor only, `anchor_iou_thresh` >= 1
+here); the extra anchors measured better on the demo (README, "Recipe and its references").
+When two boxes claim the same cell and anchor, the one whose shape fits that anchor better (shape
+IoU) is the target, the earlier one on a tie: decided, not left to the scatter's order (darknet
+and bubbliiiing keep the later box; mmdetection's GridAssigner the higher IoU, as here).
 
-The loss is computed per image (sums over that image's cells and boxes, no batch-dependent
-normalisation), so averaging it over the global batch gives the same gradient however the batch
-is split across replicas.
+Normalisation (`normalization`):
+    "sum" (the default): darknet's. Per image, sums over its cells and boxes (box, objectness and
+        class weighted 1, balance, 1), averaged over the global batch, so averaging over the
+        global batch gives the same gradient however the batch is split across replicas.
+    "mean": bubbliiiing's yolov4-tiny-pytorch recipe, the one the learning-rate defaults were
+        taken from. Per head: box = 0.05 * mean over the positives of (1 - CIoU) * small-box
+        scale; objectness = 5 * (input area / 416^2) * balance * mean over the cells not
+        ignored; class = C / 80 * mean over the positives and classes; the counts are the
+        global batch's (all-reduced over the replicas). Its gradients are 16-260 times smaller
+        than "sum"'s (benchmarks/bench_loss_scale.py); at the same learning rate it learns far
+        more slowly (README, "Recipe and its references").
 """
 
 from __future__ import annotations
@@ -30,6 +45,13 @@ from utils.boxes import box_ciou_tf, box_iou_batched_tf, shape_iou_tf
 DEFAULT_BALANCE = (0.4, 1.0)
 # Raw tw, th are clipped here before exp() in the loss: exp(10) * anchor is larger than any image.
 _MAX_LOG_WH = 10.0
+NORMALIZATIONS = ("mean", "sum")
+# bubbliiiing's yolov4-tiny-pytorch ratios (yolo_training.YOLOLoss) for "mean": box, objectness per
+# 416x416 of input, class per 80 classes.
+MEAN_BOX_RATIO = 0.05
+MEAN_OBJ_RATIO = 5.0
+MEAN_OBJ_REFERENCE_AREA = 416.0 * 416.0
+MEAN_CLS_CLASSES = 80.0
 
 
 class YoloLoss:
@@ -43,10 +65,12 @@ class YoloLoss:
         strides: per head, its stride (nets.model_data.STRIDES).
         ignore_thresh: a cell without a target whose predicted box overlaps some ground truth
             with IoU above this gets no objectness loss.
-        anchor_iou_thresh: extra anchors assigned per box (see the module docstring).
+        anchor_iou_thresh: extra anchors assigned per box (see the module docstring); >= 1: none.
         balance: per head, the weight of its objectness loss.
-        box_weight, obj_weight, cls_weight: weights of the three terms.
+        box_weight, obj_weight, cls_weight: weights of the three terms (times the ratios of
+            "mean", see the module docstring).
         label_smoothing: class targets become y * (1 - s) + s / C.
+        normalization: "mean" or "sum" (see the module docstring).
     """
 
     def __init__(
@@ -63,9 +87,12 @@ class YoloLoss:
         obj_weight: float = 1.0,
         cls_weight: float = 1.0,
         label_smoothing: float = 0.0,
+        normalization: str = "sum",
     ):
         if len(balance) != len(anchors_mask) or len(strides) != len(anchors_mask):
             raise ValueError(f"need one balance and stride per head: {balance}, {strides}, {anchors_mask}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.anchors = [[float(w), float(h)] for w, h in anchors]
         self.anchors_mask = [[int(i) for i in m] for m in anchors_mask]
         self.num_classes = int(num_classes)
@@ -76,23 +103,33 @@ class YoloLoss:
         self.balance = [float(b) for b in balance]
         self.box_weight, self.obj_weight, self.cls_weight = float(box_weight), float(obj_weight), float(cls_weight)
         self.label_smoothing = float(label_smoothing)
+        self.normalization = normalization
 
     def get_config(self) -> dict:
         return {key: value for key, value in vars(self).items()}
+
+    def _shape_iou(self, gt):
+        """(N, T, K) shape IoU of each box with each anchor, and (N, T) which rows are boxes."""
+        wh = gt[..., 2:4] - gt[..., 0:2]  # (N, T, 2)
+        valid = (gt[..., 4] >= 0) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
+        return shape_iou_tf(wh, tf.constant(self.anchors, tf.float32)), valid
 
     def assignment(self, gt):
         """Which (box, anchor) pairs are positives.
 
         Args: gt (N, T, 5), pixel xyxy + class (class -1 = padding).
-        Returns: bool (N, T, K) over all K anchors.
+        Returns: bool (N, T, K) over all K anchors; anchors no head uses are never positives.
         """
         gt = tf.cast(gt, tf.float32)
-        wh = gt[..., 2:4] - gt[..., 0:2]  # (N, T, 2)
-        valid = (gt[..., 4] >= 0) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
-        anchors = tf.constant(self.anchors, tf.float32)  # (K, 2)
-        shape_iou = shape_iou_tf(wh, anchors)  # (N, T, K)
-        best = tf.one_hot(tf.argmax(shape_iou, axis=-1), len(self.anchors), on_value=True, off_value=False)
-        return (best | (shape_iou > self.anchor_iou_thresh)) & valid[..., None]
+        shape_iou, valid = self._shape_iou(gt)
+        num_anchors = len(self.anchors)
+        used = [any(k in mask for mask in self.anchors_mask) for k in range(num_anchors)]
+        used = tf.constant(used)
+        # The best anchor among the used ones: a box that fits an unused anchor best (yolov4-tiny's
+        # anchor 0, 10x14) still trains the nearest one a head has, instead of nothing.
+        best = tf.argmax(tf.where(used, shape_iou, -1.0), axis=-1)
+        best = tf.one_hot(best, num_anchors, on_value=True, off_value=False)
+        return (best | ((shape_iou > self.anchor_iou_thresh) & used)) & valid[..., None]
 
     def level_targets(self, gt, level: int, grid_hw):
         """Dense targets of one head.
@@ -109,36 +146,49 @@ class YoloLoss:
         gt = tf.cast(gt, tf.float32)
         mask = self.anchors_mask[level]
         stride = float(self.strides[level])
+        shape_iou, _ = self._shape_iou(gt)
         assigned = tf.gather(self.assignment(gt), mask, axis=-1)  # (N, T, A)
         where = tf.where(assigned)  # (P, 3): image, box, anchor-in-mask
         picked = tf.gather_nd(gt, where[:, :2])  # (P, 5)
+        fit = tf.gather_nd(tf.gather(shape_iou, mask, axis=-1), where)  # (P,) shape IoU with its anchor
         centre = (picked[:, 0:2] + picked[:, 2:4]) / 2
         size = picked[:, 2:4] - picked[:, 0:2]
-        grid_h, grid_w = grid_hw
-        col = tf.clip_by_value(tf.cast(tf.floor(centre[:, 0] / stride), tf.int64), 0, tf.cast(grid_w, tf.int64) - 1)
-        row = tf.clip_by_value(tf.cast(tf.floor(centre[:, 1] / stride), tf.int64), 0, tf.cast(grid_h, tf.int64) - 1)
+        grid_h, grid_w = tf.cast(grid_hw[0], tf.int64), tf.cast(grid_hw[1], tf.int64)
+        col = tf.clip_by_value(tf.cast(tf.floor(centre[:, 0] / stride), tf.int64), 0, grid_w - 1)
+        row = tf.clip_by_value(tf.cast(tf.floor(centre[:, 1] / stride), tf.int64), 0, grid_h - 1)
+
+        # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie (where's
+        # order is image, box, anchor). Each positive gets a unique rank; a dense grid keeps the
+        # lowest rank per slot; the other boxes' updates are zeroed, so adding them all up gives
+        # the winner's values exactly, whatever order the scatter applies them in. (Sorts and
+        # scatters into dense grids only: XLA-compilable, unlike tf.unique.)
         indices = tf.stack([where[:, 0], row, col, where[:, 2]], axis=1)  # (P, 4)
         batch = tf.shape(gt, out_type=tf.int64)[0]
-        dense_shape = tf.stack([batch, tf.cast(grid_h, tf.int64), tf.cast(grid_w, tf.int64), len(mask)])
+        num_anchors = len(mask)
+        dense_shape = tf.stack([batch, grid_h, grid_w, num_anchors])
+        rank = tf.argsort(tf.argsort(-fit, stable=True), stable=True)  # (P,) 0 = the best fit
+        best_rank = tf.tensor_scatter_nd_min(tf.fill(dense_shape, tf.shape(rank)[0]), indices, rank)
+        keep = tf.cast(tf.equal(rank, tf.gather_nd(best_rank, indices)), tf.float32)  # (P,)
 
         one_hot = tf.one_hot(tf.cast(picked[:, 4], tf.int32), self.num_classes)
         one_hot = one_hot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
         values = tf.concat([centre, size, tf.ones_like(centre[:, :1]), one_hot], axis=1)  # (P, 5 + C)
-        # tensor_scatter_nd_update: when two boxes claim the same cell and anchor, one of them wins.
-        dense = tf.tensor_scatter_nd_update(
-            tf.zeros(tf.concat([dense_shape, [5 + self.num_classes]], 0), tf.float32), indices, values
+        dense = tf.tensor_scatter_nd_add(
+            tf.zeros(tf.concat([dense_shape, [5 + self.num_classes]], 0), tf.float32), indices, values * keep[:, None]
         )
         return dense[..., :4], dense[..., 4], dense[..., 5:]
 
-    def __call__(self, outputs, gt):
-        """Per-image loss.
+    def level_sums(self, outputs, gt):
+        """Per head and image, the unweighted sums the loss is made of, and their counts.
 
         Args:
             outputs: the model's raw heads, coarse first, each (N, H, W, A * (5 + C)).
             gt: (N, T, 5) pixel xyxy + class, in the network input (class -1 = padding).
         Returns:
-            loss: (N,) float32, the total per image.
-            parts: dict of (N,) float32: "box", "obj", "cls".
+            one dict per head of (N,) float32: "box" (sum over positives of (1 - CIoU) times
+            the small-box scale), "obj" (objectness BCE summed over the cells not ignored),
+            "cls" (class BCE summed over positives and classes), "positives", "obj_cells" (cells
+            not ignored); and the input area in pixels (a scalar).
         """
         gt = tf.cast(gt, tf.float32)
         gt_valid = gt[..., 4] >= 0  # (N, T)
@@ -146,7 +196,7 @@ class YoloLoss:
         first = tf.shape(outputs[0])
         input_hw = (first[1] * self.strides[0], first[2] * self.strides[0])
         input_area = tf.cast(input_hw[0] * input_hw[1], tf.float32)
-        parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+        levels = []
         for level, raw in enumerate(outputs):
             raw = tf.cast(raw, tf.float32)
             shape = tf.shape(raw)
@@ -170,16 +220,71 @@ class YoloLoss:
             iou = box_iou_batched_tf(flat_pred, gt_cxywh)  # (N, H*W*A, T)
             iou = tf.where(gt_valid[:, None, :], iou, 0.0)
             ignore = tf.reshape(tf.reduce_max(iou, axis=-1) > self.ignore_thresh, tf.shape(positive))
-            obj_weight = positive + (1.0 - positive) * (1.0 - tf.cast(ignore, tf.float32))
+            counted = positive + (1.0 - positive) * (1.0 - tf.cast(ignore, tf.float32))
             obj_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=obj_logit)
-            obj = tf.reduce_sum(obj_weight * obj_bce, axis=[1, 2, 3]) * self.balance[level]
 
             cls_bce = tf.reduce_sum(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=true_classes, logits=cls_logits), axis=-1
             )
-            cls = tf.reduce_sum(positive * cls_bce, axis=[1, 2, 3])
+            levels.append({
+                "box": box,
+                "obj": tf.reduce_sum(counted * obj_bce, axis=[1, 2, 3]),
+                "cls": tf.reduce_sum(positive * cls_bce, axis=[1, 2, 3]),
+                "positives": tf.reduce_sum(positive, axis=[1, 2, 3]),
+                "obj_cells": tf.reduce_sum(counted, axis=[1, 2, 3]),
+            })  # fmt: skip
+        return levels, input_area
 
-            parts["box"] += box * self.box_weight
-            parts["obj"] += obj * self.obj_weight
-            parts["cls"] += cls * self.cls_weight
+    def __call__(self, outputs, gt):
+        """Per-image loss, "sum" normalisation (whatever `normalization` says).
+
+        Args:
+            outputs: the model's raw heads, coarse first, each (N, H, W, A * (5 + C)).
+            gt: (N, T, 5) pixel xyxy + class, in the network input (class -1 = padding).
+        Returns:
+            loss: (N,) float32, the total per image.
+            parts: dict of (N,) float32: "box", "obj", "cls".
+        """
+        levels, _ = self.level_sums(outputs, gt)
+        parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+        for level, sums in enumerate(levels):
+            parts["box"] += sums["box"] * self.box_weight
+            parts["obj"] += sums["obj"] * self.balance[level] * self.obj_weight
+            parts["cls"] += sums["cls"] * self.cls_weight
+        return parts["box"] + parts["obj"] + parts["cls"], parts
+
+    def batch_loss(self, outputs, gt, global_batch: int):
+        """This replica's share of the loss of the global batch, as `normalization` says.
+
+        Summed over the replicas (what the gradient all-reduce does), the shares give the loss of
+        the global batch as one process computes it: "sum" divides by the global batch size;
+        "mean" divides by the counts of the global batch (all-reduced over the replicas).
+
+        Args:
+            outputs, gt: as `__call__`, this replica's images.
+            global_batch: images in the global batch.
+        Returns:
+            loss: scalar float32; parts: dict of scalars "box", "obj", "cls".
+        """
+        if self.normalization == "sum":
+            per_image, parts = self(outputs, gt)
+            scale = 1.0 / float(global_batch)
+            return tf.reduce_sum(per_image) * scale, {k: tf.reduce_sum(v) * scale for k, v in parts.items()}
+        levels, input_area = self.level_sums(outputs, gt)
+        counts = tf.stack([tf.reduce_sum(sums[key]) for sums in levels for key in ("positives", "obj_cells")])
+        replica = tf.distribute.get_replica_context()  # None only in a strategy's cross-replica context
+        if replica is not None:
+            counts = replica.all_reduce("SUM", counts)
+        counts = tf.stop_gradient(counts)
+        counts = tf.maximum(tf.reshape(counts, (len(levels), 2)), 1.0)
+        obj_ratio = MEAN_OBJ_RATIO * input_area / MEAN_OBJ_REFERENCE_AREA
+        cls_ratio = self.num_classes / MEAN_CLS_CLASSES
+        parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+        for level, sums in enumerate(levels):
+            positives, obj_cells = counts[level, 0], counts[level, 1]
+            parts["box"] += MEAN_BOX_RATIO * self.box_weight * tf.reduce_sum(sums["box"]) / positives
+            parts["obj"] += obj_ratio * self.balance[level] * self.obj_weight * tf.reduce_sum(sums["obj"]) / obj_cells
+            parts["cls"] += (
+                cls_ratio * self.cls_weight * tf.reduce_sum(sums["cls"]) / (positives * self.num_classes)
+            )
         return parts["box"] + parts["obj"] + parts["cls"], parts

@@ -71,13 +71,20 @@ def backbone_layer_names() -> set[str]:
     return {layer.name for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)}
 
 
-def init_head_biases(model, input_hw: tuple[int, int]) -> None:
+HEAD_LAYER_NAMES = ("conv_29", "conv_36")  # nets.model_data.HEAD_CONV_INDICES, P5 then P4
+
+
+def init_head_biases(model, input_hw: tuple[int, int], heads: Sequence[str] = HEAD_LAYER_NAMES) -> None:
     """YOLOv5's priors for training from scratch: about 8 objects per 640x640 image, and class
-    probabilities of 0.6 / (C - 0.99), so the first steps are not spent unlearning p = 0.5."""
+    probabilities of 0.6 / (C - 0.99), so the first steps are not spent unlearning p = 0.5.
+
+    `heads`: the head layers to set (a fresh model: both; initial weights: those that did not load)."""
     from nets.model_data import STRIDES
 
     num_classes = model.num_classes
-    for layer_name, stride, mask in zip(("conv_29", "conv_36"), STRIDES, model.anchors_mask, strict=True):
+    for layer_name, stride, mask in zip(HEAD_LAYER_NAMES, STRIDES, model.anchors_mask, strict=True):
+        if layer_name not in heads:
+            continue
         layer = model.get_layer(layer_name)
         kernel, bias = layer.get_weights()
         bias = bias.reshape(len(mask), 5 + num_classes)
@@ -85,6 +92,29 @@ def init_head_biases(model, input_hw: tuple[int, int]) -> None:
         bias[:, 4] = math.log(8 / cells)
         bias[:, 5:] = math.log(0.6 / max(num_classes - 0.99, 0.01))
         layer.set_weights([kernel, bias.reshape(-1)])
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization in `model`, also those inside other layers (Coordinate Attention's),
+    in a fixed order: the model's layers, each followed by the layers it holds."""
+    import keras
+
+    found, seen = [], set()
+
+    def walk(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        for value in vars(layer).values():  # the sub-layers a custom layer keeps as attributes
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(item, keras.layers.Layer) and not isinstance(item, keras.Model):
+                    walk(item)
+
+    for layer in model.layers:
+        walk(layer)
+    return found
 
 
 def transfer_weights(source, target) -> tuple[list[str], list[str]]:
@@ -103,24 +133,41 @@ def transfer_weights(source, target) -> tuple[list[str], list[str]]:
     return loaded, skipped
 
 
+def data_paths(config: TrainConfig) -> list[str]:
+    """--data as a list: one path, or several (`--data A --data B`: their training sets concatenated)."""
+    return [str(path) for path in config.data] if isinstance(config.data, (list, tuple)) else [str(config.data)]
+
+
 def class_names_for(config: TrainConfig) -> list[str]:
-    """The run's class list: --classes, else the names the data declares (data.yaml, COCO), else VOC's 20."""
+    """The run's class list: --classes, else the names the data declares (data.yaml, COCO), else VOC's 20.
+
+    With several --data, those that declare names must declare the same ones (else ConfigError)."""
     from utils.data.sources import open_data, resolve_class_names
 
     if config.classes is not None or config.train_annotations:
         return resolve_class_names(config.classes)
-    return resolve_class_names(None, open_data(config.data))
+    sources = [open_data(path) for path in data_paths(config)]
+    declared = {tuple(source.class_names): source for source in sources if source.class_names}
+    if len(declared) > 1:
+        listed = "; ".join(f"{source.path}: {', '.join(names)}" for names, source in declared.items())
+        raise ConfigError(f"the --data sets name different classes ({listed}); give one list with --classes")
+    return resolve_class_names(None, next(iter(declared.values()), None))
 
 
 def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
     """Train and val images, from annotation-line files or read from --data by utils.data.sources (VOC,
     a VOCdevkit's years, data.yaml, COCO JSON; --train-sets / --val-sets, else the data's defaults).
+    With several --data, each one's sets are read and the training (and validation) images of all
+    are concatenated.
 
-    Objects marked difficult (COCO: iscrowd) are left out of both. Each file or object the readers
-    skip is a warning naming it. Raises TrainingDataError when the training images hold no usable
+    Objects marked difficult (COCO: iscrowd) are left out of the training images; the validation
+    images keep them, flagged, so that the val mAP ignores detections on them as get_map.py does
+    (the val loss leaves them out, as training does). Each file or object the readers skip is a
+    warning naming it. Raises TrainingDataError when the training images hold no usable
     object, or none of a class in the class list; warns, with the kmeans_for_anchors.py command that
     fits them, when the anchors fit the training boxes poorly (mean best-anchor IoU below 0.5).
     """
+    from utils.data.annotations import merge_splits
     from utils.data.sources import DataFormatError, lines_split, open_data
 
     if config.train_annotations:
@@ -128,22 +175,27 @@ def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[Annota
         val = read_annotation_lines(config.val_annotations) if config.val_annotations else []
         data_args = ["--annotations", config.train_annotations]
     else:
-        source = open_data(config.data)
-        train_sets = config.train_sets or source.default_sets("train")
-        if not train_sets:
-            sets = ", ".join(source.set_names())
-            raise TrainingDataError(f"{config.data}: no training set; name one with --train-sets (it has {sets})")
-        train = source.read(train_sets, class_names)
-        val = None
-        try:
-            val = source.read(config.val_sets or source.default_sets("val"), class_names)
-        except (FileNotFoundError, DataFormatError):  # no val set: train without one, unless it was named
-            if config.val_sets:
-                raise
+        trains, vals, data_args = [], [], []
+        for path in data_paths(config):
+            source = open_data(path)
+            train_sets = config.train_sets or source.default_sets("train")
+            if not train_sets:
+                sets = ", ".join(source.set_names())
+                raise TrainingDataError(f"{path}: no training set; name one with --train-sets (it has {sets})")
+            trains.append(source.read(train_sets, class_names))
+            try:
+                vals.append(source.read(config.val_sets or source.default_sets("val"), class_names))
+            except (FileNotFoundError, DataFormatError):  # no val set: train without one, unless it was named
+                if config.val_sets:
+                    raise
+            data_args += ["--data", path]
+        train = merge_splits(trains)
+        val = merge_splits(vals) if vals else None
         for issue in train.issues + (val.issues if val is not None else []):
             print(f"warning: {issue}", file=sys.stderr)
-        val = [image.without_difficult() for image in val.images] if val is not None else []
-        data_args = ["--data", str(config.data), "--train-sets", *train_sets]
+        val = val.images if val is not None else []
+        if config.train_sets:
+            data_args += ["--train-sets", *config.train_sets]
         if config.classes is not None:
             data_args += ["--classes", str(config.classes)]
     reason = untrainable_reason(train)
@@ -314,7 +366,8 @@ class Trainer:
         self.input_hw = c.input_hw
         common = dict(input_shape=self.input_hw, max_boxes=c.max_boxes, seed=c.seed)
         self.train_data = YoloDataset(self.train_images, mosaic_prob=c.mosaic, mixup_prob=c.mixup, **common)
-        self.val_data = YoloDataset(self.val_images, train=False, **common) if self.val_images else None
+        val_images = [image.without_difficult() for image in self.val_images]  # the val loss: as training
+        self.val_data = YoloDataset(val_images, train=False, **common) if self.val_images else None
 
         self.strategy = self._strategy()
         self.replicas = self.strategy.num_replicas_in_sync
@@ -349,10 +402,12 @@ class Trainer:
             self.model.num_classes,
             scale_x_y=self.model.scale_x_y,
             ignore_thresh=c.ignore_thresh,
+            anchor_iou_thresh=c.anchor_iou_thresh,
             label_smoothing=c.label_smoothing,
+            normalization=c.loss_normalization,
         )
         self.backbone_names = backbone_layer_names()
-        self.bn_layers = [layer for layer in self.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        self.bn_layers = batch_norm_layers(self.model)  # nested ones too (Coordinate Attention's)
         if self.replicas > 1:
             for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
                 layer.synchronized = True
@@ -482,7 +537,9 @@ class Trainer:
     def evaluate_maps(self) -> dict:
         """{"val_map50", "val_map50_95"} of the evaluated weights (the average with --ema):
         utils.inference.detector decoding + NMS, then utils.evaluation.metrics VOC AP (all-point)
-        at IoU 0.5, and its mean over the IoU thresholds 0.50, 0.55, ..., 0.95."""
+        at IoU 0.5, and its mean over the IoU thresholds 0.50, 0.55, ..., 0.95.
+
+        As get_map.py scores: objects marked difficult are neither positives nor errors."""
         from utils.data.images import image_batches
         from utils.evaluation.metrics import GroundTruth, evaluate_detections
         from utils.inference.detector import Detector
@@ -503,7 +560,7 @@ class Trainer:
                 print(f"warning: {err}; left out of the mAP", file=sys.stderr)
             for item, dets in zip(batch.items, self._detector.detect(batch.images), strict=True):
                 detections[item.path] = dets
-                ground_truths[item.path] = GroundTruth(item.boxes, item.class_ids)
+                ground_truths[item.path] = GroundTruth(item.boxes, item.class_ids, item.difficult)
         maps = [
             float(evaluate_detections(detections, ground_truths, self.model.num_classes, iou_threshold=iou).map)
             for iou in MAP_IOU_THRESHOLDS
@@ -732,21 +789,28 @@ class Trainer:
 
             report = load_darknet_weights(self.model, path)
             self.log(f"loaded darknet weights {path}:\n{report}")
+            self._init_unloaded_heads(report.loaded)
             return
         source = keras.saving.load_model(path, compile=False)
         loaded, skipped = transfer_weights(source, self.model)
         self.log(f"loaded {len(loaded)} layers from {path}; kept the initialisation of {len(skipped)}: {skipped}")
+        self._init_unloaded_heads(loaded)
+
+    def _init_unloaded_heads(self, loaded: Sequence[str]) -> None:
+        """A head that did not load (another class count) gets the priors of a fresh model's head,
+        not a zero bias: objectness 0.5 everywhere costs ~30x the loss of the prior at the start."""
+        fresh = [name for name in HEAD_LAYER_NAMES if name not in loaded]
+        if fresh:
+            init_head_biases(self.model, self.input_hw, fresh)
+            self.log(f"head(s) {', '.join(fresh)} not loaded: objectness and class priors set as for a fresh model")
 
     def _make_optimizer(self):
         import keras
 
+        from utils.training.optimizer import make_optimizer
+
         c = self.config
-        if c.optimizer == "sgd":
-            optimizer = keras.optimizers.SGD(c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay)
-        else:
-            optimizer = keras.optimizers.Adam(c.lr, beta_1=c.momentum, weight_decay=c.weight_decay)
-        # Decoupled decay on conv kernels only, as darknet and bubbliiiing decay only kernels.
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        optimizer = make_optimizer(c.optimizer, c.lr, c.momentum, c.weight_decay, c.weight_decay_mode)
         if c.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
@@ -784,7 +848,9 @@ class Trainer:
         c = self.config
         max_lr = scaled_lr(c.lr, batch_size, c.optimizer)
         min_lr = scaled_lr(c.lr * c.min_lr_ratio, batch_size, c.optimizer, floor_ratio=0.01)
-        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=c.warmup_epochs)
+        # With --time the flat tail keeps its share of the fitted count (as the frozen epochs do).
+        flat = c.min_lr_epochs if self.epochs == c.epochs else c.min_lr_epochs * self.epochs / c.epochs
+        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=c.warmup_epochs, flat_epochs=flat)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
         import tensorflow as tf
@@ -825,9 +891,7 @@ class Trainer:
 
         def forward_loss(images, gt, training, global_batch, net=model):
             outputs = net(tf.cast(images, compute_dtype) / 255.0, training=training)
-            per_image, parts = loss_fn(outputs, gt)
-            scale = 1.0 / float(global_batch)
-            return tf.reduce_sum(per_image) * scale, {k: tf.reduce_sum(v) * scale for k, v in parts.items()}
+            return loss_fn.batch_loss(outputs, gt, global_batch)
 
         def gradients(images, gt):
             with tf.GradientTape() as tape:

@@ -8,7 +8,8 @@ from utils.training.loss import YoloLoss
 
 @pytest.fixture(scope="module")
 def loss_fn():
-    return YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, scale_x_y=1.05)
+    """The best anchor only (yolov4-tiny.cfg's rule), so each box has one positive per head it trains."""
+    return YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, scale_x_y=1.05, anchor_iou_thresh=1.0)
 
 
 def _outputs(batch=2, size=64, classes=2, seed=0):
@@ -21,14 +22,54 @@ def _outputs(batch=2, size=64, classes=2, seed=0):
 def test_assignment_best_anchor_and_shared_anchor(loss_fn):
     gt = np.full((1, 3, 5), -1.0, np.float32)
     gt[0, 0] = [0, 0, 81, 82, 1]  # exactly anchor 3, which both heads use
-    gt[0, 1] = [100, 100, 110, 114, 0]  # anchor 0 (10x14), used by no head in yolov4-tiny
+    gt[0, 1] = [100, 100, 140, 160, 0]  # 40x60: anchor 2 (37x58)
     assigned = loss_fn.assignment(tf.constant(gt)).numpy()
-    assert assigned[0, 0, 3] and assigned[0, 1, 0] and not assigned[0, 2].any()
+    assert assigned[0, 0].tolist() == [False, False, False, True, False, False]
+    assert assigned[0, 1].tolist() == [False, False, True, False, False, False] and not assigned[0, 2].any()
     _, positive_p5, classes_p5 = loss_fn.level_targets(tf.constant(gt), 0, (7, 7))
     _, positive_p4, _ = loss_fn.level_targets(tf.constant(gt), 1, (14, 14))
     # centre (40.5, 41) -> P5 cell (1, 1) anchor slot 0 (anchor 3); P4 cell (2, 2) anchor slot 2 (anchor 3).
     assert positive_p5.numpy()[0, 1, 1, 0] == 1 and positive_p4.numpy()[0, 2, 2, 2] == 1
     np.testing.assert_array_equal(classes_p5.numpy()[0, 1, 1, 0], [0, 1])
+    assert positive_p5.numpy().sum() == 1 and positive_p4.numpy().sum() == 2
+
+
+def test_a_tiny_box_falls_back_to_the_best_anchor_a_head_uses(loss_fn):
+    """A 6x8 box fits anchor 0 (10x14) best, which neither head uses (masks 3,4,5 and 1,2,3): it
+    trains anchor 1 (23x27) on P4, its best anchor among those used, instead of nothing."""
+    gt = tf.constant([[[60, 60, 66, 68, 1]]], tf.float32)
+    assigned = loss_fn.assignment(gt).numpy()[0, 0]
+    assert assigned.tolist() == [False, True, False, False, False, False]
+    _, positive_p5, _ = loss_fn.level_targets(gt, 0, (4, 4))
+    _, positive_p4, classes_p4 = loss_fn.level_targets(gt, 1, (8, 8))
+    assert positive_p5.numpy().sum() == 0
+    # centre (63, 64) -> P4 cell (row 4, col 3), slot 0 of mask 1,2,3 (anchor 1)
+    assert positive_p4.numpy()[0, 4, 3, 0] == 1 and positive_p4.numpy().sum() == 1
+    np.testing.assert_array_equal(classes_p4.numpy()[0, 4, 3, 0], [0, 1])
+
+
+def test_extra_anchors_only_above_the_anchor_iou_threshold():
+    """A 40x50 box: best anchor 2 (37x58, shape IoU 0.80); anchor 3 (81x82) has IoU 0.30 and
+    anchor 1 (23x27) 0.31. By default (yolov4.cfg's iou_thresh 0.213) all three are positives;
+    with 1 (yolov4-tiny.cfg sets no iou_thresh) only the best."""
+    gt = tf.constant([[[20, 20, 60, 70, 0]]], tf.float32)
+    best_only = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, anchor_iou_thresh=1.0).assignment(gt)
+    extra = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2).assignment(gt).numpy()
+    assert best_only.numpy()[0, 0].tolist() == [False, False, True, False, False, False]
+    assert extra[0, 0].tolist() == [False, True, True, True, False, False]
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_two_boxes_in_one_cell_and_anchor_the_better_fitting_one_is_the_target(loss_fn, order):
+    """Two boxes centred in the same P4 cell whose best anchor is anchor 2 (37x58): the 36x56
+    box (shape IoU 0.94 with it) is the target whatever the order, not the 48x48 one (0.66)."""
+    boxes = np.array([[40, 36, 76, 92, 0], [34, 40, 82, 88, 1]], np.float32)  # centres (58, 64) both
+    gt = tf.constant(boxes[list(order)][None])
+    true_boxes, positive, classes = loss_fn.level_targets(gt, 1, (8, 8))
+    positive = positive.numpy()
+    assert positive.sum() == 1 and positive[0, 4, 3, 1] == 1  # cell (row 4, col 3), slot 1 = anchor 2
+    np.testing.assert_allclose(true_boxes.numpy()[0, 4, 3, 1], [58, 64, 36, 56])
+    np.testing.assert_array_equal(classes.numpy()[0, 4, 3, 1], [1, 0])
 
 
 def test_label_smoothing():
@@ -135,3 +176,30 @@ def test_negatives_overlapping_a_ground_truth_above_the_ignore_threshold_are_ign
     never, above_07, above_05 = obj(1.0), obj(0.7), obj(0.5)
     assert never - above_07 == pytest.approx(0.4 * _softplus(2.0), rel=1e-4)  # the exact box is ignored
     assert above_07 - above_05 == pytest.approx(0.4 * _softplus(1.0), rel=1e-4)  # then the IoU 0.64 one too
+
+
+def test_mean_normalisation_divides_by_the_counts_with_the_reference_ratios():
+    """"mean": objectness = 5 * (input area / 416^2) * balance * mean BCE over the cells counted,
+    box = 0.05 * mean over positives, class = C / 80 * mean over positives and classes."""
+    p5, p4 = _empty_heads()
+    p5[..., 4::7], p4[..., 4::7] = 1.5, -0.5
+    outputs = [tf.constant(p5), tf.constant(p4)]
+    empty = tf.fill((1, 1, 5), -1.0)
+    fn = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, anchor_iou_thresh=1.0, normalization="mean")
+    loss, parts = fn.batch_loss(outputs, empty, global_batch=1)
+    ratio = 5 * 64 * 64 / 416**2
+    assert float(parts["obj"]) == pytest.approx(ratio * (0.4 * _softplus(1.5) + 1.0 * _softplus(-0.5)), rel=1e-5)
+    assert float(parts["box"]) == float(parts["cls"]) == 0 and float(loss) == pytest.approx(float(parts["obj"]))
+    # One box (one positive, on P4): its box and class terms are means over that one positive.
+    gt = tf.constant([[[10, 10, 50, 60, 0]]], tf.float32)  # 40x50: anchor 2 only
+    _, parts = fn.batch_loss(outputs, gt, global_batch=1)
+    sums = fn.level_sums(outputs, gt)[0]
+    assert [float(level["positives"][0]) for level in sums] == [0, 1]
+    assert float(parts["box"]) == pytest.approx(0.05 * float(sums[1]["box"][0]), rel=1e-5)
+    assert float(parts["cls"]) == pytest.approx(2 / 80 * float(sums[1]["cls"][0]) / 2, rel=1e-5)
+    # "sum" (the default) over a batch: per-image sums averaged over the global batch.
+    fn_sum = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2)
+    loss, _ = fn_sum.batch_loss(outputs, gt, global_batch=4)
+    assert float(loss) == pytest.approx(float(fn_sum(outputs, gt)[0][0]) / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="normalization"):
+        YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, normalization="batch")

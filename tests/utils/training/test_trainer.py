@@ -1,5 +1,6 @@
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,12 +62,19 @@ def test_ema_is_on_unless_no_ema_and_patience_and_time_are_checked():
 
 def test_flags_then_demo_preset_then_defaults():
     config = resolve_config(_parse(["--demo", "--epochs", "3"]))
-    assert config.epochs == 3 and config.input_size == DEMO_PRESET["input_size"] and config.optimizer == "adam"
-    assert config.lr == 4e-3 and config.weight_decay == 0.0
+    assert config.epochs == 3 and config.input_size == DEMO_PRESET["input_size"] and config.optimizer == "sgd"
+    assert config.lr == 1e-2 and config.weight_decay == 5e-4 and config.weight_decay_mode == "coupled"
+    adam = resolve_config(_parse(["--demo", "--optimizer", "adam"]))
+    assert adam.lr == 1e-3 and adam.weight_decay == 0.0 and adam.weight_decay_mode == "decoupled"
     plain = resolve_config(_parse(["--weights", "x.keras", "--optimizer", "sgd"]))
     assert plain.freeze_epochs == 50 and plain.lr == 1e-2 and plain.weight_decay == 5e-4
+    assert plain.weight_decay_mode == "coupled" and plain.loss_normalization == "sum"
+    assert plain.anchor_iou_thresh == 0.213
     assert plain.input_hw == (416, 416)
-    assert plain.warmup_epochs == 3
+    assert plain.warmup_epochs == 3 and plain.min_lr_epochs == 15  # 5% of 300, at most 15
+    assert config.min_lr_epochs == 1 and resolve_config(_parse(["--epochs", "100"])).min_lr_epochs == 5
+    adam_l2 = resolve_config(_parse(["--optimizer", "adam", "--weight-decay", "1e-4", "--weight-decay-mode=coupled"]))
+    assert (adam_l2.weight_decay, adam_l2.weight_decay_mode) == (1e-4, "coupled")
     assert resolve_config(_parse([])).freeze_epochs == 0
 
 
@@ -124,6 +132,9 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
 
     assert_same_layers(reference, trainer.model, ("conv_0", "bn_0", "conv_35"))
     assert trainer.model.get_layer("conv_29").get_weights()[0].shape[-1] == 3 * (5 + 3)
+    # The 80-class heads did not load: the 3-class heads have a fresh model's priors (64x64: 2x2 P5 cells).
+    prior = trainer.model.get_layer("conv_29").bias.numpy().reshape(3, 8)
+    np.testing.assert_allclose(prior[:, 4], np.log(8 / 4), rtol=1e-6)
 
     keras_file = tmp_path / "start.keras"
     trainer.model.save(keras_file)
@@ -269,15 +280,16 @@ def test_sgd_is_nesterov_and_adam_takes_the_momentum_as_beta_1(scripted):
     import keras
 
     sgd, adam = scripted[0].optimizer, scripted[1].optimizer
-    assert type(sgd) is keras.optimizers.SGD and sgd.nesterov and sgd.momentum == pytest.approx(0.937)
-    assert sgd.weight_decay == pytest.approx(0.1)
-    assert type(adam) is keras.optimizers.Adam and adam.beta_1 == pytest.approx(0.9) and not adam.weight_decay
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == pytest.approx(0.937)
+    assert sgd.l2 == pytest.approx(0.1) and not sgd.weight_decay  # coupled L2, not Keras' decoupled decay
+    assert isinstance(adam, keras.optimizers.Adam) and adam.beta_1 == pytest.approx(0.9) and not adam.weight_decay
 
 
 @pytest.mark.slow
 def test_weight_decay_shrinks_kernels_only(scripted):
-    """One step with zero gradients: decoupled decay multiplies every kernel by 1 - lr * decay and
-    leaves batch-norm scales and offsets and every bias (heads, attention) as they were."""
+    """One step with zero loss gradients (and no velocity yet): coupled L2 through Nesterov
+    momentum multiplies every kernel by 1 - (1 + m) * lr * decay and leaves batch-norm scales and
+    offsets (CA's nested one too) and every bias (heads, attention) as they were."""
     trainer = scripted[0]
     variables = trainer.model.trainable_variables
     before = [v.numpy() for v in variables]
@@ -288,7 +300,8 @@ def test_weight_decay_shrinks_kernels_only(scripted):
         kind = variable.path.rsplit("/", 1)[-1]
         kinds.add(kind)
         if kind == "kernel":
-            np.testing.assert_allclose(variable.numpy(), old * (1 - 0.5 * 0.1), rtol=1e-6, err_msg=variable.path)
+            expected = old * (1 - (1 + 0.937) * 0.5 * 0.1)
+            np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-8, err_msg=variable.path)
         else:
             np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
     assert {"kernel", "bias", "gamma", "beta"} <= kinds
@@ -527,3 +540,151 @@ def test_time_evaluates_the_epoch_that_became_the_last(clocked_data, tmp_path):
     assert counts.epochs == [300, 2] and counts.times == [40.0, 65.0]
     assert summary["epochs"] == 2 and summary["final_map50"] == 0.3
     assert [row["map50"] for row in _rows(trainer.save_dir)] == ["0.2", "0.3"]
+
+
+@pytest.mark.slow
+def test_heads_that_do_not_load_get_the_priors_of_a_fresh_model(tmp_path):
+    """--weights with another class count: the heads keep their initialisation, and get the
+    objectness and class priors a fresh model gets, not a zero bias (objectness 0.5 in every cell:
+    about 450 per 224x224 image, 1,550 per 416x416, against about 30 with the prior)."""
+    import keras
+    import tensorflow as tf
+
+    from nets.yolo import YoloV4Tiny
+    from utils.training.loss import YoloLoss
+    from utils.training.trainer import init_head_biases
+
+    size = 224
+    keras.utils.set_random_seed(1)
+    source = tmp_path / "two_classes.keras"
+    YoloV4Tiny(2, input_shape=(size, size, 3)).save(source)
+    image = tf.random.stateless_uniform((1, size, size, 3), seed=(0, 1))
+    no_objects = tf.fill((1, 1, 5), -1.0)
+
+    def objectness(model):
+        loss = YoloLoss(model.anchors, model.anchors_mask, model.num_classes, normalization="sum")
+        return float(loss(model(image), no_objects)[1]["obj"][0])
+
+    fresh = YoloV4Tiny(3, input_shape=(size, size, 3))
+    init_head_biases(fresh, (size, size))
+    trainer = Trainer(TrainConfig(input_size=str(size), save_dir=str(tmp_path / "run")), log=lambda *_: None)
+    trainer.model, trainer.input_hw = YoloV4Tiny(3, input_shape=(size, size, 3)), (size, size)
+    before = objectness(trainer.model)  # zero head biases, as a failed load left them
+    trainer._load_initial_weights(str(source))
+    loaded, expected = objectness(trainer.model), objectness(fresh)
+    assert before > 300 and expected < 60
+    assert loaded == pytest.approx(expected, rel=0.5)
+
+
+class _TwoReplicas:
+    """What setup() asks of a strategy, with two replicas (batch-norm synchronisation switches on)."""
+
+    num_replicas_in_sync = 2
+
+    def scope(self):
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().scope()
+
+
+class _TwoReplicaTrainer(Trainer):
+    def _strategy(self):
+        return _TwoReplicas()
+
+
+def test_batch_norms_inside_coordinate_attention_are_synchronised_and_frozen(tmp_path):
+    import tensorflow as tf
+
+    from nets.attention import CoordAttention
+    from utils.training.trainer import batch_norm_layers
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4}, image_size=64, seed=0)
+    config = TrainConfig(data=str(data), classes=str(data / "classes.txt"), input_size="64", phi=4, freeze_bn=True,
+                         eval_period=0, save_dir=str(tmp_path / "run"))  # fmt: skip
+    trainer = _TwoReplicaTrainer(config, log=lambda *_: None)
+    trainer.setup()
+    blocks = [layer for layer in trainer.model.layers if isinstance(layer, CoordAttention)]
+    assert len(blocks) == 3
+    nested = [block.bn for block in blocks]
+    assert all(any(bn is layer for layer in trainer.bn_layers) for bn in nested)
+    assert len(trainer.bn_layers) == 19 + 3 and batch_norm_layers(trainer.model) == trainer.bn_layers
+    assert all(layer.synchronized for layer in trainer.bn_layers)  # the two-replica conversion reached them
+
+    trainer._set_frozen(False)  # --freeze-bn: every batch norm fixed, the nested ones too
+    trainable = {id(v) for v in trainer.model.trainable_variables}
+    assert not any(id(v) in trainable for bn in nested for v in bn.weights)
+    assert all(id(block.conv_h.kernel) in trainable for block in blocks)
+    means = [bn.moving_mean.numpy() for bn in nested]
+    trainer.model(tf.random.stateless_uniform((2, 64, 64, 3), seed=(1, 2)), training=True)
+    for bn, mean in zip(nested, means, strict=True):
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)  # statistics fixed too
+
+
+class _ReplayDetector:
+    """A detector that 'detects' every ground-truth object of the images it is given, in order;
+    objects marked difficult with the higher score (so counting them as errors lowers the AP)."""
+
+    def __init__(self, images):
+        self.queue = list(images)
+
+    def detect(self, batch):
+        from utils.inference.detector import Detections
+
+        found = []
+        for _ in batch:
+            item = self.queue.pop(0)
+            scores = np.where(item.difficult, 0.9, 0.8).astype(np.float32)
+            found.append(Detections(item.boxes.astype(np.float32), scores, item.class_ids.astype(np.int32)))
+        return found
+
+
+def test_val_map_ignores_detections_on_difficult_objects_as_get_map_does(tmp_path):
+    from types import SimpleNamespace
+
+    from utils.evaluation.metrics import GroundTruth, evaluate_detections
+    from utils.evaluation.voc_eval import EvaluationLog, evaluate_split, load_voc_split
+
+    root = write_demo_dataset(tmp_path / "voc", splits={"train": 4, "val": 3}, image_size=64, seed=0)
+    xml = root / "Annotations" / "000004.xml"  # the first val image
+    xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    names = (root / "classes.txt").read_text().split()
+    config = TrainConfig(data=str(root), classes=str(root / "classes.txt"), input_size="64", save_dir=str(tmp_path))
+    _, val = load_split(resolve_config(config), names)
+    assert sum(int(image.difficult.sum()) for image in val) == 1  # kept, flagged
+
+    trainer = Trainer(config, log=lambda *_: None)
+    trainer.val_images, trainer.model = val, SimpleNamespace(num_classes=3)
+    trainer._detector = _ReplayDetector(val)
+    ours = trainer.evaluate()
+
+    split = load_voc_split(root, "val", names, EvaluationLog(), progress=False)
+    detections = {image.image_id: det for image, det in zip(val, _ReplayDetector(val).detect(val), strict=True)}
+    get_map = evaluate_split(split, detections, names, EvaluationLog(), source={}, score_threshold=0.0).result.map
+    assert ours == pytest.approx(get_map) == pytest.approx(1.0)
+    # Counting the detection on the difficult object as an error (the old val mAP) is lower.
+    plain = {image.image_id: GroundTruth(image.boxes[~image.difficult], image.class_ids[~image.difficult])
+             for image in val}  # fmt: skip
+    assert evaluate_detections(detections, plain, 3).map < 0.99
+
+
+def test_several_data_folders_train_together(tmp_path, capsys):
+    """--data A --data B: the training (and validation) images of both, one class list."""
+    first = write_demo_dataset(tmp_path / "a", splits={"train": 4, "val": 2}, image_size=64, seed=0)
+    second = write_demo_dataset(tmp_path / "b", splits={"train": 3}, image_size=64, seed=1)
+    config = _parse(["--data", str(first), "--data", str(second), "--classes", str(first / "classes.txt")])
+    assert config.data == [str(first), str(second)]
+    assert _parse(["--data", str(first)]).data == str(first)  # one --data stays a path
+    names = (first / "classes.txt").read_text().split()
+    train, val = load_split(resolve_config(config), names)
+    assert len(train) == 4 + 3 and len(val) == 2
+    assert {str(first), str(second)} == {str(Path(image.path).parents[1]) for image in train}
+    assert len({image.image_id for image in train}) == 7  # the same ids in both folders stay apart
+
+
+def test_the_last_epochs_run_at_the_final_rate(tmp_path):
+    config = TrainConfig(epochs=40, lr=1e-2, save_dir=str(tmp_path))  # 5% of 40: the last 2 epochs
+    trainer = Trainer(config, log=lambda *_: None)
+    schedule = trainer._schedule(64)
+    assert trainer.config.min_lr_epochs == 2 and schedule.flat_epochs == 2
+    assert schedule(37.9) > schedule.min_lr * 1.001
+    assert schedule(38.0) == schedule(39.99) == pytest.approx(1e-4)
