@@ -130,6 +130,8 @@ def run(argv: list[str] | None = None) -> int:
         import train
 
         train.ensure_demo_data()  # once, before runs that could write it side by side
+    if isinstance(config.data, list):
+        raise StudyError("the study scores one data set's test split: give one --data")
     plan = StudyPlan(
         output=Path(args.output),
         phis=sorted(set(args.phis)),

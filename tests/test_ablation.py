@@ -41,6 +41,13 @@ def test_options_the_study_sets_per_run_are_refused(argv, message):
         ablation.parse(["--demo", *argv])
 
 
+def test_several_data_sets_are_refused(tmp_path, capsys):
+    argv = ["--data", "a", "--data", "b", "--epochs", "1", "--output", str(tmp_path / "study")]
+    assert ablation.main(argv) == 2
+    assert "give one --data" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
+
+
 def test_unknown_options_and_a_time_budget_train_py_lacks_are_errors(capsys):
     with pytest.raises(SystemExit) as stop:
         ablation.parse(["--demo", "--epoch", "3"])  # not abbreviated to --epochs, not one of ours

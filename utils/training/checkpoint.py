@@ -75,11 +75,33 @@ class History:
         return asdict(self)
 
 
-def save_model(model, path: str | Path) -> None:
-    """Write `model` as a .keras for inference: every batch norm saved as a plain (unsynchronised) one."""
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization in `model`, also those inside other layers (Coordinate Attention's),
+    in a fixed order: the model's layers, each followed by the layers it holds."""
     import keras
 
-    bn_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    found, seen = [], set()
+
+    def walk(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        for value in vars(layer).values():  # the sub-layers a custom layer keeps as attributes
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(item, keras.layers.Layer) and not isinstance(item, keras.Model):
+                    walk(item)
+
+    for layer in model.layers:
+        walk(layer)
+    return found
+
+
+def save_model(model, path: str | Path) -> None:
+    """Write `model` as a .keras for inference: every batch norm (nested ones too) saved as a plain
+    (unsynchronised) one."""
+    bn_layers = batch_norm_layers(model)
     synced = [layer.synchronized for layer in bn_layers]
     for layer in bn_layers:
         layer.synchronized = False

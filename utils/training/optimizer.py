@@ -17,6 +17,8 @@ batch-norm scale or offset and no bias, as darknet and the references decay only
 
 from __future__ import annotations
 
+import re
+
 import keras
 from keras import ops
 
@@ -24,13 +26,15 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 # Trainable variables by name: what decays. Batch norms hold gamma and beta, convolutions bias.
 DECAYED_NAMES = ("kernel",)
 NOT_DECAYED_NAMES = ("gamma", "beta", "bias")
+_REPLICA_SUFFIX = re.compile(r"/replica_\d+$")
 
 
 def is_decayed(variable) -> bool:
     """Whether weight decay applies to `variable`: a Keras variable ("kernel") or the backend
-    variable the optimizer's update step receives ("conv_0/kernel:0")."""
-    name = str(variable.name).split(":")[0].rsplit("/", 1)[-1]
-    return name in DECAYED_NAMES
+    variable the optimizer's update step receives ("conv_0/kernel:0"; under MirroredStrategy the
+    other replicas' copies are "conv_0/kernel/replica_1:0")."""
+    path = _REPLICA_SUFFIX.sub("", str(variable.name).split(":")[0])
+    return path.rsplit("/", 1)[-1] in DECAYED_NAMES
 
 
 class _CoupledL2:

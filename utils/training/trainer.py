@@ -43,7 +43,14 @@ from utils.data.sources import untrainable_reason
 from utils.errors import YoloError
 from utils.training.budget import TimeBudget
 from utils.training.callbacks import Callback, default_callbacks
-from utils.training.checkpoint import CHECKPOINT_NAME, History, read_checkpoint, save_model, write_checkpoint
+from utils.training.checkpoint import (
+    CHECKPOINT_NAME,
+    History,
+    batch_norm_layers,
+    read_checkpoint,
+    save_model,
+    write_checkpoint,
+)
 from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
 
@@ -92,29 +99,6 @@ def init_head_biases(model, input_hw: tuple[int, int], heads: Sequence[str] = HE
         bias[:, 4] = math.log(8 / cells)
         bias[:, 5:] = math.log(0.6 / max(num_classes - 0.99, 0.01))
         layer.set_weights([kernel, bias.reshape(-1)])
-
-
-def batch_norm_layers(model) -> list:
-    """Every BatchNormalization in `model`, also those inside other layers (Coordinate Attention's),
-    in a fixed order: the model's layers, each followed by the layers it holds."""
-    import keras
-
-    found, seen = [], set()
-
-    def walk(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        for value in vars(layer).values():  # the sub-layers a custom layer keeps as attributes
-            for item in value if isinstance(value, (list, tuple)) else (value,):
-                if isinstance(item, keras.layers.Layer) and not isinstance(item, keras.Model):
-                    walk(item)
-
-    for layer in model.layers:
-        walk(layer)
-    return found
 
 
 def transfer_weights(source, target) -> tuple[list[str], list[str]]:
@@ -848,9 +832,13 @@ class Trainer:
         c = self.config
         max_lr = scaled_lr(c.lr, batch_size, c.optimizer)
         min_lr = scaled_lr(c.lr * c.min_lr_ratio, batch_size, c.optimizer, floor_ratio=0.01)
-        # With --time the flat tail keeps its share of the fitted count (as the frozen epochs do).
-        flat = c.min_lr_epochs if self.epochs == c.epochs else c.min_lr_epochs * self.epochs / c.epochs
-        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=c.warmup_epochs, flat_epochs=flat)
+        warmup, flat = c.warmup_epochs, c.min_lr_epochs
+        if self.epochs != c.epochs:
+            # --time fitted the count: the flat tail keeps its share of it (as the frozen epochs do),
+            # the warm-up at most the default rule's 5% (at least 1 epoch), so a short run still anneals.
+            flat = c.min_lr_epochs * self.epochs / c.epochs
+            warmup = min(c.warmup_epochs, max(1.0, 0.05 * self.epochs))
+        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=warmup, flat_epochs=flat)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
         import tensorflow as tf

@@ -23,6 +23,17 @@ def _zero_step(optimizer, variables):
     optimizer.apply_gradients([(np.zeros(v.shape, np.float32), v) for v in variables])
 
 
+def test_every_replica_copy_of_a_kernel_decays():
+    """Under MirroredStrategy the update step sees each replica's copy: "conv/kernel/replica_1:0"
+    is a kernel too, or the replicas' weights drift apart."""
+    from types import SimpleNamespace
+
+    names = ["conv/kernel:0", "conv/kernel/replica_1:0", "ca/conv_h/kernel/replica_3:0", "kernel"]
+    assert all(is_decayed(SimpleNamespace(name=name)) for name in names)
+    names = ["bn/gamma/replica_1:0", "conv/bias/replica_1:0", "bn/beta:0", "replica_1"]
+    assert not any(is_decayed(SimpleNamespace(name=name)) for name in names)
+
+
 def test_coupled_l2_goes_through_the_momentum_and_spares_bn_and_biases():
     """Two steps with a zero loss gradient: the gradient is l2 * w, so Nesterov SGD moves a kernel
     by -(1 + m) * lr * l2 * w on the first step and carries the velocity into the second;

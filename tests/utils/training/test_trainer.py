@@ -500,16 +500,24 @@ def test_time_fits_the_epochs_to_the_budget_then_only_fits_down(timed_run):
 @pytest.mark.slow
 def test_time_fits_the_learning_rate_schedule_to_the_count(timed_run):
     """Each epoch's rate comes from a schedule over the count fitted before it (SGD's 0.01 at batch
-    64 is 5e-4 at batch 2, SGD's floor; 3 warm-up epochs, resolved from the default --epochs 300)."""
+    64 is 5e-4 at batch 2, SGD's floor). The default --epochs 300 resolves 3 warm-up epochs and a
+    15-epoch flat tail; a fitted count keeps the tail's share (15 / 300) and warms up for at most 5%
+    of it, at least 1 epoch, so that the short run anneals to the final rate."""
     from utils.training.lr_schedule import LRSchedule
+
+    def schedule(total):
+        if total == 300:
+            return LRSchedule(5e-4, 5e-6, 300, "cos", warmup_epochs=3.0, flat_epochs=15.0)
+        return LRSchedule(5e-4, 5e-6, total, "cos", warmup_epochs=1.0, flat_epochs=15.0 * total / 300)
 
     trainer, _, counts = timed_run
     totals = [300, *counts.epochs[:-1]]  # the count when each epoch started
-    expected = [LRSchedule(5e-4, 5e-6, total, "cos", warmup_epochs=3.0)(e) for e, total in enumerate(totals)]
+    expected = [schedule(total)(e) for e, total in enumerate(totals)]
     got = [float(row["lr"]) for row in _rows(trainer.save_dir)]
     assert got == pytest.approx(expected, rel=1e-5)
     for other in (300, 12):  # epoch 9's rate is that of a 10-epoch schedule, not of the first or second count
-        assert expected[8] != pytest.approx(LRSchedule(5e-4, 5e-6, other, "cos", warmup_epochs=3.0)(8), rel=1e-3)
+        assert expected[8] != pytest.approx(schedule(other)(8), rel=1e-3)
+    assert got[-1] < 0.05 * 5e-4  # the last of the 9 epochs is near the final rate, past the warm-up
 
 
 @pytest.mark.slow
