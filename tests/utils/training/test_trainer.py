@@ -517,7 +517,6 @@ def test_time_fits_the_learning_rate_schedule_to_the_count(timed_run):
     assert got == pytest.approx(expected, rel=1e-5)
     for other in (300, 12):  # epoch 9's rate is that of a 10-epoch schedule, not of the first or second count
         assert expected[8] != pytest.approx(schedule(other)(8), rel=1e-3)
-    assert got[-1] < 0.05 * 5e-4  # the last of the 9 epochs is near the final rate, past the warm-up
 
 
 @pytest.mark.slow
