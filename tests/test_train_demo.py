@@ -29,9 +29,10 @@ def test_demo_writes_its_data_once_and_trains_the_preset(tmp_path, monkeypatch, 
     run_dir = tmp_path / DEMO_PRESET["save_dir"]
     assert (run_dir / "best.keras").is_file() and (run_dir / "last.keras").is_file()
     settings = json.loads((run_dir / "settings.json").read_text())
-    for key in ("input_size", "optimizer", "lr", "batch_size", "mosaic", "mixup", "data"):
+    for key in ("input_size", "optimizer", "batch_size", "mosaic", "mixup", "mosaic_ratio", "data"):
         assert settings[key] == DEMO_PRESET[key], key
-    assert settings["phi"] == 4 and settings["epochs"] == 1  # the flags given win over the preset
+    assert settings["eval_period"] == 1 and settings["epochs"] == 1  # the flags given win over the preset
+    assert settings["phi"] == 4
 
     # A second run reuses the data set as it is and honours another output folder.
     assert train.main(["--phi", "4", "--demo", *quick, "--output", "again"]) == 0
