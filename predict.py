@@ -155,6 +155,17 @@ def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) ->
 
 
 # ---------------------------------------------------------------------------------------- modes
+def readable_chunks(paths: list[Path], batch_size: int, records: list[dict], progress):
+    """image_batches over `paths`: each file that cannot be read is named on stderr, recorded in
+    `records` and counted in `progress`; yields every chunk (its `failures` for the caller to count)."""
+    for chunk in image_batches(paths, batch_size):
+        for path, err in chunk.failures:
+            tqdm.write(f"skipped: {err}", file=sys.stderr)
+            records.append({"image": str(path), "error": str(err)})
+            progress.update(1)
+        yield chunk
+
+
 def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[list[dict], int, int]:
     """predict / dir_predict / heatmap over files. Returns (json records, processed, failed)."""
     from utils.inference.drawing import class_colors, draw_detections, heatmap_overlay
@@ -164,12 +175,8 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
     records: list[dict] = []
     failed = 0
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
-    for chunk in image_batches(paths, detector.batch_size):
-        for path, err in chunk.failures:
-            failed += 1
-            tqdm.write(f"skipped: {err}", file=sys.stderr)
-            records.append({"image": str(path), "error": str(err)})
-            progress.update(1)
+    for chunk in readable_chunks(paths, detector.batch_size, records, progress):
+        failed += len(chunk.failures)
         if not chunk.images:
             continue
         images = chunk.images
@@ -281,12 +288,8 @@ def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int
     records: list[dict] = []
     failed = 0
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
-    for chunk in image_batches(paths, detector.batch_size):
-        for path, err in chunk.failures:
-            failed += 1
-            tqdm.write(f"skipped: {err}", file=sys.stderr)
-            records.append({"image": str(path), "error": str(err)})
-            progress.update(1)
+    for chunk in readable_chunks(paths, detector.batch_size, records, progress):
+        failed += len(chunk.failures)
         if not chunk.images:
             continue
         batch, infos = detector.preprocess(chunk.images)
