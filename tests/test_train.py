@@ -346,8 +346,10 @@ def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_
     probe = Probe()
     try:
         Trainer(config, log=print, callbacks=[probe]).run()
+        after = keras.config.dtype_policy().name
     finally:
-        keras.mixed_precision.set_global_policy("float32")  # the trainer sets it for the whole process
+        keras.config.set_dtype_policy("float32")  # whatever the trainer left, for the other tests
     assert probe.compute_dtype == "float16" and isinstance(probe.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert after == "float32"  # the run's policy does not leak into what the process builds next
     assert np.isfinite(probe.loss)
     _trained(tmp_path, moved=False)  # one step: dynamic loss scaling may skip it (float16 gradients overflow)

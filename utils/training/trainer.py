@@ -264,7 +264,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ the lifecycle
     def run(self) -> dict:
-        """Train; returns a summary dict (best, final mAP, epochs, seconds, why it stopped)."""
+        """Train; returns a summary dict (best, final mAP, epochs, seconds, why it stopped).
+
+        Keras' global dtype policy (which --mixed-precision sets) is the caller's again afterwards."""
+        import keras
+
+        previous_policy = keras.config.dtype_policy()
+        try:
+            return self._run()
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+
+    def _run(self) -> dict:
         c = self.config
         started = time.time()
         if self.budget is not None:
