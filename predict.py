@@ -157,13 +157,20 @@ def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) ->
 # ---------------------------------------------------------------------------------------- modes
 def readable_chunks(paths: list[Path], batch_size: int, records: list[dict], progress):
     """image_batches over `paths`: each file that cannot be read is named on stderr, recorded in
-    `records` and counted in `progress`; yields every chunk (its `failures` for the caller to count)."""
+    `records` (with an "error") and counted in `progress`; yields the chunks that hold an image."""
     for chunk in image_batches(paths, batch_size):
         for path, err in chunk.failures:
             tqdm.write(f"skipped: {err}", file=sys.stderr)
             records.append({"image": str(path), "error": str(err)})
             progress.update(1)
-        yield chunk
+        if chunk.images:
+            yield chunk
+
+
+def image_counts(records: list[dict]) -> tuple[int, int]:
+    """(processed, failed) of one record per image, failures recorded by `readable_chunks`."""
+    failed = sum("error" in record for record in records)
+    return len(records) - failed, failed
 
 
 def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[list[dict], int, int]:
@@ -173,12 +180,8 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
 
     colors = class_colors(len(detector.class_names))
     records: list[dict] = []
-    failed = 0
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
     for chunk in readable_chunks(paths, detector.batch_size, records, progress):
-        failed += len(chunk.failures)
-        if not chunk.images:
-            continue
         images = chunk.images
         batch, infos = detector.preprocess(images)
         if heatmap:
@@ -209,7 +212,7 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
             )
             progress.update(1)
     progress.close()
-    return records, len(paths) - failed, failed
+    return records, *image_counts(records)
 
 
 def load_keras_detector(args):
@@ -286,12 +289,8 @@ def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int
     explainer = AttentionProbe(model) if attention else GradCam(model)  # phi 0: NoAttentionError, before any image
     colors = class_colors(len(names))
     records: list[dict] = []
-    failed = 0
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
     for chunk in readable_chunks(paths, detector.batch_size, records, progress):
-        failed += len(chunk.failures)
-        if not chunk.images:
-            continue
         batch, infos = detector.preprocess(chunk.images)
         floats = batch.astype(np.float32) / np.float32(255)
         if attention:
@@ -311,7 +310,7 @@ def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int
             records.append(record)
             progress.update(1)
     progress.close()
-    return records, len(paths) - failed, failed
+    return records, *image_counts(records)
 
 
 def run_video(args, detector, source: VideoSource) -> tuple[list[dict], int]:
