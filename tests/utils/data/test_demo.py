@@ -76,8 +76,40 @@ def test_clutter_preset(tmp_path):
     assert MIN_OBJECT_SIDE == 8 and np.isfinite(sides).all()
 
 
+def test_photos_preset(tmp_path):
+    """The ten classes on scikit-image's photographs: deterministic by seed, boxes inside the image,
+    1-6 objects of up to 0.6 of the shorter side."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    pytest.importorskip("skimage", reason="the photos preset needs scikit-image (requirements-dev.txt)")
+    from utils.data.demo import CLUTTER_CLASSES, PHOTO_FILES, load_photos
+
+    splits = {"train": 8, "test": 2}
+    a = write_demo_dataset(tmp_path / "a", splits=splits, preset="photos", seed=3)
+    b = write_demo_dataset(tmp_path / "b", splits=splits, preset="photos", seed=3)
+    assert (a / "classes.txt").read_text().split() == list(CLUTTER_CLASSES)
+    photos = load_photos()
+    assert len(photos) == len(PHOTO_FILES) >= 15
+    sides, counts = [], []
+    for image_id in read_image_set(a, "trainval") + read_image_set(a, "test"):
+        image_bytes = (a / "JPEGImages" / f"{image_id}.jpg").read_bytes()
+        assert image_bytes == (b / "JPEGImages" / f"{image_id}.jpg").read_bytes()
+        image = np.asarray(Image.open(a / "JPEGImages" / f"{image_id}.jpg"))
+        h, w = image.shape[:2]
+        ann = parse_voc_xml(a / "Annotations" / f"{image_id}.xml", list(CLUTTER_CLASSES))
+        assert ann.warnings == [] and ann.image_size == (h, w)
+        assert (ann.boxes[:, [0, 2]] <= w).all() and (ann.boxes[:, [1, 3]] <= h).all() and (ann.boxes >= 0).all()
+        side = (ann.boxes[:, 2:] - ann.boxes[:, :2]).max(axis=1)
+        assert (side <= 0.6 * min(h, w) + 2).all()
+        sides += side.tolist()
+        counts.append(len(ann.boxes))
+    assert max(counts) <= 6 and min(counts) >= 1 and max(sides) > 100
+
+
 def test_unknown_preset(tmp_path):
     import pytest
 
     with pytest.raises(ValueError, match="clutter"):
-        write_demo_dataset(tmp_path, splits={"train": 1}, preset="photos")
+        write_demo_dataset(tmp_path, splits={"train": 1}, preset="paintings")
