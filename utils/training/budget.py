@@ -1,23 +1,31 @@
-"""--time: fit the number of epochs to a wall-clock budget for the whole run.
+"""--time: fit the training to a wall-clock budget for the whole run, and end on it.
 
-The budget counts from the start of `Trainer.run()` (set-up included). After each epoch the
-trainer reports how long it took, without its val mAP evaluation, and how long the evaluation took
-when there was one; `TimeBudget.refit` then fits the number of epochs:
+The budget counts from the start of `Trainer.run()` (set-up included). The trainer times four
+parts of each epoch on its clock and reports them here (`TimeBudget.add`):
 
-    the most epochs E such that  elapsed + (E - done) * epoch_s + evaluations(done, E) * eval_s <= budget
+    "train"     the training steps (of a whole epoch: a shortened one is scaled up)
+    "val"       the val loss
+    "eval"      the val mAP evaluation, in the epochs that have one
+    "overhead"  what the callbacks do after it (checkpoint, weights, results.csv, plots)
 
-where `epoch_s` is the mean time of the epochs measured and `eval_s` that of the evaluations,
-each leaving out the first of each process once a later one was measured (it includes tracing
-the steps or the detector), and `evaluations(done, E)` the evaluations of epochs done+1 .. E
-(every --eval-period epochs, and the last one). With --time the first epoch is evaluated, so
-its cost is known from the start.
+Each part's estimate is the mean of its latest `RECENT` measurements, leaving out the first of
+each process once a later one was measured (it includes tracing the steps or the detector). After every epoch,
+`refit` plans where the run ends, as a fractional epoch count E:
 
-The count is fixed after the second epoch of the run (the first steady measurement), or after
-the first when no second epoch fits. From then on it only goes down: when later epochs turn out
-slower, the count shrinks so the run still ends in time; a faster epoch never lengthens the run.
-So the run ends at most one epoch (and its evaluation) past the budget, and only when an epoch
-was slower than all before it. The trainer rebuilds the learning-rate schedule for the fitted
-count whenever it changes; the resume state (`state()`) keeps the count and the measurements.
+    the largest E such that, with N = ceil(E - done) epochs still to start,
+        (E - done) * train + N * (val + overhead) + evaluations(done, done + N) * eval  <=  time left
+
+where `evaluations` counts the epochs evaluated (every --eval-period-th and the last), and the last
+epoch may be a share of one (at least `MIN_LAST_EPOCH`), so the training ends on the budget rather
+than up to an epoch before it. The plan goes up as well as down: a run whose later epochs are
+faster than its first (tracing, a cold cache) gets more epochs. The trainer fits the learning-rate
+schedule to E each time, so the rate at any point is that of a schedule over the whole run as now
+planned (a fractional count is a schedule of that length), and the run anneals to its final rate at
+its end whatever the count turned out to be.
+
+Within an epoch the trainer stops the steps early when the time left is what the epoch's val loss,
+evaluation and saves are estimated to take (`time_up`): an epoch slower than planned cuts itself
+short and becomes the last, so a run ends within its budget up to the error of those estimates.
 
 Everything here is a pure function of the measurements; the clock is injected (tests use fake ones).
 """
@@ -27,6 +35,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+
+PARTS = ("train", "val", "eval", "overhead")
+# The shortest last epoch worth its val loss, evaluation and saves: a share of an epoch's steps.
+MIN_LAST_EPOCH = 0.2
+# Estimates are the mean of this many latest measurements of a part.
+RECENT = 3
 
 
 def evaluations_between(epochs_done: int, epochs: int, eval_period: int) -> int:
@@ -38,34 +52,44 @@ def evaluations_between(epochs_done: int, epochs: int, eval_period: int) -> int:
     return periodic + (0 if epochs % eval_period == 0 else 1)
 
 
-def fit_epochs(remaining_s: float, epochs_done: int, epoch_s: float, eval_s: float, eval_period: int) -> int:
-    """The most epochs E >= epochs_done whose epochs after `epochs_done` fit in `remaining_s`:
-    (E - epochs_done) * epoch_s + evaluations_between(epochs_done, E, eval_period) * eval_s <= remaining_s.
+def fit_epochs(
+    remaining_s: float,
+    epochs_done: int,
+    train_s: float,
+    eval_s: float,
+    eval_period: int,
+    fixed_s: float = 0.0,
+    min_last: float = MIN_LAST_EPOCH,
+) -> float:
+    """Where a run that has `remaining_s` left after `epochs_done` epochs should end: the largest
+    fractional epoch count E >= epochs_done that fits (see the module docstring), or epochs_done
+    when not even `min_last` of an epoch does.
 
     Args:
-        remaining_s: seconds left of the budget (may be negative: then E = epochs_done).
+        remaining_s: seconds left of the budget (may be negative).
         epochs_done: epochs finished.
-        epoch_s: seconds per epoch without the evaluation (> 0).
+        train_s: seconds of training steps per whole epoch (> 0).
         eval_s: seconds per val mAP evaluation (>= 0).
         eval_period: --eval-period (0: no evaluation).
+        fixed_s: seconds every epoch costs whatever its length: val loss and saves (>= 0).
+        min_last: the shortest last epoch, as a share of one.
     """
-    if not epoch_s > 0 or not eval_s >= 0:
-        raise ValueError(f"epoch time must be > 0 and evaluation time >= 0, got {epoch_s}, {eval_s}")
-
-    def cost(epochs: int) -> float:
-        return (epochs - epochs_done) * epoch_s + evaluations_between(epochs_done, epochs, eval_period) * eval_s
-
-    if remaining_s <= 0:
-        return epochs_done
-    low, high = epochs_done, epochs_done + math.floor(remaining_s / epoch_s) + 1  # cost(high) > remaining_s
-    while high - low > 1:  # cost(low) <= remaining_s < cost(high); cost grows with the epochs
-        middle = (low + high) // 2
-        low, high = (middle, high) if cost(middle) <= remaining_s else (low, middle)
-    return low
+    if not train_s > 0 or not eval_s >= 0 or not fixed_s >= 0:
+        raise ValueError(f"epoch times must be > 0 (train) and >= 0 (the rest), got {train_s}, {eval_s}, {fixed_s}")
+    best = float(epochs_done)
+    # N epochs still to start: the training time left after their fixed costs must hold N - 1 whole
+    # epochs and at least min_last of the N-th. That room shrinks and the need grows with N.
+    for count in range(1, math.floor(max(remaining_s, 0.0) / train_s) + 2):
+        fixed = count * fixed_s + evaluations_between(epochs_done, epochs_done + count, eval_period) * eval_s
+        room = (remaining_s - fixed) / train_s
+        if room < count - 1 + min_last:
+            break
+        best = epochs_done + min(room, float(count))
+    return best
 
 
 class TimeBudget:
-    """The measurements and the fitted epoch count of a --time run (see the module docstring).
+    """The measurements and the planned end of a --time run (see the module docstring).
 
     Args:
         seconds: the budget.
@@ -77,76 +101,74 @@ class TimeBudget:
             raise ValueError(f"the time budget must be > 0 seconds, got {seconds}")
         self.seconds = float(seconds)
         self.clock = clock
-        self.fitted: int | None = None  # None until the count is fixed
+        self.fitted: float | None = None  # the planned end, a fractional epoch count; None until fitted
         self.used = 0.0  # seconds used by the processes before this one (a resumed run)
-        self.steady_epochs: list[float] = []  # epochs after the first of their process, without evaluation
-        self.first_epochs: list[float] = []  # the first epoch of each process (tracing included)
-        self.steady_evaluations: list[float] = []  # likewise the val mAP evaluations
-        self.first_evaluations: list[float] = []
+        # Per part: the first measurement of each process (tracing included), and the later ones.
+        self.first: dict[str, list[float]] = {part: [] for part in PARTS}
+        self.steady: dict[str, list[float]] = {part: [] for part in PARTS}
         self._started = clock()
-        self._process_epochs = self._process_evaluations = 0
+        self._in_process = dict.fromkeys(PARTS, 0)
 
     def start(self) -> None:
         """Start counting this process's time (at the start of the run)."""
         self._started = self.clock()
-        self._process_epochs = self._process_evaluations = 0
-
-    @property
-    def evaluations(self) -> list[float]:
-        """Every evaluation time measured."""
-        return self.first_evaluations + self.steady_evaluations
+        self._in_process = dict.fromkeys(PARTS, 0)
 
     def elapsed(self) -> float:
         """Seconds of the budget used so far."""
         return self.used + self.clock() - self._started
 
-    def add_epoch(self, seconds: float, eval_seconds: float | None = None) -> None:
-        """Record an epoch: its time without the val mAP evaluation, and the evaluation's time if it had one."""
-        (self.steady_epochs if self._process_epochs else self.first_epochs).append(float(seconds))
-        self._process_epochs += 1
-        if eval_seconds is not None:
-            kept = self.steady_evaluations if self._process_evaluations else self.first_evaluations
-            kept.append(float(eval_seconds))
-            self._process_evaluations += 1
+    def add(self, part: str, seconds: float) -> None:
+        """Record one measurement of `part` (one of PARTS): "train" of a whole epoch."""
+        (self.steady if self._in_process[part] else self.first)[part].append(float(seconds))
+        self._in_process[part] += 1
 
-    def estimates(self) -> tuple[float, float]:
-        """(seconds per epoch without evaluation, seconds per evaluation) from what was measured."""
-        epochs = self.steady_epochs or self.first_epochs
-        if not epochs:
+    def estimate(self, part: str) -> float:
+        """Seconds of `part`: the mean of its last RECENT steady measurements (an epoch's speed
+        shifts when mosaic ends or a phase changes), else of its first ones, else 0."""
+        values = self.steady[part][-RECENT:] or self.first[part]
+        return sum(values) / len(values) if values else 0.0
+
+    @property
+    def evaluations(self) -> list[float]:
+        """Every evaluation time measured."""
+        return self.first["eval"] + self.steady["eval"]
+
+    def refit(self, epochs_done: int, eval_period: int) -> float:
+        """Plan the end after `epochs_done` epochs (call after adding their times): the fractional
+        epoch count (see fit_epochs), at least epochs_done, and at least 1."""
+        if not (self.steady["train"] or self.first["train"]):
             raise ValueError("no epoch measured yet")
-        evaluations = self.steady_evaluations or self.first_evaluations
-        mean_eval = sum(evaluations) / len(evaluations) if evaluations else 0.0
-        return max(sum(epochs) / len(epochs), 1e-9), mean_eval
-
-    def refit(self, epochs_done: int, eval_period: int) -> int | None:
-        """Fit the epoch count after `epochs_done` epochs (call after add_epoch). Returns the count,
-        or None while it is not fixed yet (after the first epoch, when a second one fits)."""
-        epoch_s, eval_s = self.estimates()
-        candidate = max(1, fit_epochs(self.seconds - self.elapsed(), epochs_done, epoch_s, eval_s, eval_period))
-        if self.fitted is not None:
-            self.fitted = min(self.fitted, candidate)
-        elif self.steady_epochs or candidate <= epochs_done:
-            self.fitted = candidate
+        train_s = max(self.estimate("train"), 1e-9)
+        fixed_s = self.estimate("val") + self.estimate("overhead")
+        remaining = self.seconds - self.elapsed()
+        planned = fit_epochs(remaining, epochs_done, train_s, self.estimate("eval"), eval_period, fixed_s)
+        self.fitted = max(planned, 1.0)
         return self.fitted
 
+    def time_up(self, evaluated: bool = True) -> bool:
+        """Whether the training steps must stop now for the epoch's val loss, its evaluation (when
+        `evaluated`) and its saves to end within the budget."""
+        reserve = self.estimate("val") + self.estimate("overhead") + (self.estimate("eval") if evaluated else 0.0)
+        return self.elapsed() + reserve >= self.seconds
+
     def state(self) -> dict:
-        """What a resumed run needs (JSON): the count, the time used, the measurements."""
+        """What a resumed run needs (JSON): the plan, the time used, the measurements."""
         return {
             "seconds": self.seconds,
             "fitted": self.fitted,
             "used": self.elapsed(),
-            "steady_epochs": list(self.steady_epochs),
-            "first_epochs": list(self.first_epochs),
-            "steady_evaluations": list(self.steady_evaluations),
-            "first_evaluations": list(self.first_evaluations),
+            "first": {part: list(values) for part, values in self.first.items()},
+            "steady": {part: list(values) for part, values in self.steady.items()},
         }
 
     def restore(self, state: dict) -> None:
         """Continue the run `state` describes (its budget may have been given again with another
-        --time: the new budget counts, the time already used stays used)."""
-        self.fitted = state["fitted"]
+        --time: the new budget counts, the time already used stays used). A state from before the
+        parts were measured apart keeps its time used and measures again."""
         self.used = float(state["used"])
-        self.steady_epochs = [float(s) for s in state["steady_epochs"]]
-        self.first_epochs = [float(s) for s in state["first_epochs"]]
-        self.steady_evaluations = [float(s) for s in state["steady_evaluations"]]
-        self.first_evaluations = [float(s) for s in state["first_evaluations"]]
+        if "first" not in state:
+            return
+        self.fitted = None if state["fitted"] is None else float(state["fitted"])
+        self.first = {part: [float(s) for s in state["first"].get(part, [])] for part in PARTS}
+        self.steady = {part: [float(s) for s in state["steady"].get(part, [])] for part in PARTS}

@@ -12,7 +12,7 @@ the lifecycle, each step public:
                               per step: lr = schedule(fractional epoch) -> train_step(batch)
                               (strategy.run(forward, YoloLoss, apply grads, EMA update))
         validate(epoch)       val loss; every --eval-period epochs val mAP@0.5 and @.5:.95 (evaluate_maps())
-        --time: fit the epoch count to the budget (and the LR schedule to it)
+        --time: plan the end of the run on the budget (and the LR schedule to it)
         history, best score, the epoch's line in the log
         on_epoch_end          callbacks: results.csv, last.keras, best.keras, checkpoint.npz (atomically),
                               plots, TensorBoard
@@ -292,13 +292,18 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < self.epochs:
             began = self.clock()
+            fraction = self.epoch_fraction(epoch)
             logs = self.train_epoch(epoch)
+            trained = self.clock()
             logs.update(self.validate(epoch))
             if self.budget is not None:
-                self._fit_to_budget(epoch, logs, self.clock() - began)
+                self._fit_to_budget(epoch, logs, (trained - began) / fraction, self.clock() - trained)
             logs["epoch_seconds"] = self.clock() - began
+            ending = self.clock()
             self._end_epoch(epoch, logs)
             self.fire("on_epoch_end", epoch, logs)
+            if self.budget is not None:
+                self.budget.add("overhead", self.clock() - ending)
             epoch += 1
             if self._out_of_patience() and epoch < self.epochs:
                 self.stop_reason = (
@@ -309,7 +314,7 @@ class Trainer:
                 break
         if self.stop_reason is None and self.budget is not None:
             self.stop_reason = (
-                f"--time {c.time:g} min: {self.epochs} epochs fitted, "
+                f"--time {c.time:g} min: {self.budget.fitted:.2f} epochs fitted, "
                 f"{self.budget.elapsed() / 60:.1f} min used before the end of the run"
             )
         summary = {
@@ -444,6 +449,7 @@ class Trainer:
         num_steps = self.train_data.steps_per_epoch(batch_size)
         if c.steps_per_epoch:
             num_steps = min(num_steps, c.steps_per_epoch)
+        num_steps = max(1, int(num_steps * self.epoch_fraction(epoch)))  # --time: the last epoch's share
 
         from tqdm import tqdm
 
@@ -474,6 +480,8 @@ class Trainer:
                 parts_sum[key] += float(parts[key])
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.3f}", lr=f"{lr:.2e}")
+            if self._out_of_time(epoch, step + 1, num_steps):
+                break
         bar.close()
         if count == 0:
             raise RuntimeError(f"epoch {epoch + 1}: no training batch (fewer usable images than the batch size?)")
@@ -592,25 +600,53 @@ class Trainer:
             message += f", val mAP@0.5 {logs['val_map50']:.4f}"
         self.log(message)
 
-    def _fit_to_budget(self, epoch: int, logs: dict, seconds: float) -> None:
-        """--time, after epoch `epoch` (its training and validation took `seconds`): record its
-        time, fit the epoch count to the budget (utils.training.budget) and the learning-rate
-        schedule to the count; when this epoch became the last, evaluate it if it was not."""
+    def epoch_fraction(self, epoch: int) -> float:
+        """The share of its steps epoch `epoch` (from 0) trains: 1, but with --time the last epoch
+        of the plan may be a part of one (utils.training.budget)."""
+        if self.budget is None or self.budget.fitted is None or epoch + 1 < self.epochs:
+            return 1.0
+        return min(1.0, max(self.budget.fitted - epoch, 1e-3))
+
+    def _out_of_time(self, epoch: int, steps: int, planned: int) -> bool:
+        """--time, after `steps` of the `planned` steps of epoch `epoch`: whether the steps stop here
+        because the budget leaves only the time the epoch's val loss, evaluation and saves take.
+        Such an epoch is the run's last."""
+        if self.budget is None or steps >= planned or self.config.strategy == "multi-worker":
+            return False  # (each worker has its own clock: there the plan, the chief's, alone ends the run)
+        if not self.budget.time_up():
+            return False
+        self.epochs = epoch + 1
+        self.budget.fitted = epoch + steps / planned
+        self.log(
+            f"--time {self.config.time:g} min: epoch {epoch + 1} stopped after {steps} of {planned} steps "
+            f"({self.budget.elapsed() / 60:.1f} min used); it is the last"
+        )
+        return True
+
+    def _fit_to_budget(self, epoch: int, logs: dict, train_seconds: float, val_seconds: float) -> None:
+        """--time, after epoch `epoch` (its steps took `train_seconds` as a whole epoch, its val loss
+        and evaluation `val_seconds`): record the times, plan the end of the run (utils.training.budget)
+        and fit the learning-rate schedule to it; when this epoch became the last, evaluate it if it
+        was not."""
         c = self.config
         eval_seconds = logs.get("eval_seconds")
-        self.budget.add_epoch(seconds - (eval_seconds or 0.0), eval_seconds)
-        fitted = self._from_chief(self.budget.refit(epoch + 1, c.eval_period if self.val_images else 0))
-        if fitted is not None and fitted != self.epochs:
-            self.budget.fitted, before = fitted, self.epochs
-            self.epochs = fitted
+        self.budget.add("train", train_seconds)
+        self.budget.add("val", val_seconds - (eval_seconds or 0.0))
+        if eval_seconds is not None:
+            self.budget.add("eval", eval_seconds)
+        if epoch + 1 < self.epochs or self.budget.fitted is None:  # not cut short: plan the rest
+            planned = self._from_chief(self.budget.refit(epoch + 1, c.eval_period if self.val_images else 0))
+            before, self.budget.fitted = self.epochs, planned
+            self.epochs = max(epoch + 1, math.ceil(planned - 1e-9))
             if self._phase is not None:
                 self._lr_schedule = self._schedule(self._phase[1])
-            epoch_s, eval_s = self.budget.estimates()
-            self.log(
-                f"--time {c.time:g} min: {fitted} epochs (was {before}; an epoch takes {epoch_s:.1f} s"
-                + (f", an evaluation {eval_s:.1f} s" if eval_s else "")
-                + f", {self.budget.elapsed() / 60:.1f} min used); learning-rate schedule fitted to {fitted} epochs"
-            )
+            if self.epochs != before:
+                self.log(
+                    f"--time {c.time:g} min: {planned:.2f} epochs (was {before}; an epoch trains in "
+                    f"{self.budget.estimate('train'):.1f} s"
+                    + (f", an evaluation takes {self.budget.estimate('eval'):.1f} s" if eval_seconds else "")
+                    + f", {self.budget.elapsed() / 60:.1f} min used); learning-rate schedule fitted to it"
+                )
         if epoch + 1 >= self.epochs and logs.get("val_map50") is None and self.evaluates(epoch):
             logs.update(self._timed_maps())  # the final epoch is always evaluated
 
@@ -621,7 +657,7 @@ class Trainer:
             return False
         return bool(self._from_chief(int(self.stale >= patience)))
 
-    def _from_chief(self, value: int | None) -> int | None:
+    def _from_chief(self, value: float | None) -> float | None:
         """`value` as the chief has it, on every worker: under multi-worker training only the chief
         evaluates, and each worker has its own clock, so what stops or fits the run is the chief's."""
         if self.config.strategy != "multi-worker":
@@ -641,7 +677,7 @@ class Trainer:
 
             self._broadcast = broadcast
         total = float(self._broadcast(tf.constant(-1.0 if value is None else float(value), tf.float32)))
-        return None if total < 0 else round(total)
+        return None if total < 0 else total
 
     # ------------------------------------------------------------------ steps
     def train_batches(self, epoch: int):
@@ -732,7 +768,7 @@ class Trainer:
         if self.budget is not None and "time_budget" in state:
             self.budget.restore(state["time_budget"])
             if self.budget.fitted is not None:
-                self.epochs = self.budget.fitted
+                self.epochs = max(self.start_epoch, math.ceil(self.budget.fitted - 1e-9))
 
     def model_identity(self) -> dict:
         """What a checkpoint must share with this run for --resume."""
@@ -843,13 +879,15 @@ class Trainer:
         c = self.config
         max_lr = scaled_lr(c.lr, batch_size, c.optimizer)
         min_lr = scaled_lr(c.lr * c.min_lr_ratio, batch_size, c.optimizer, floor_ratio=0.01)
-        warmup, flat = c.warmup_epochs, c.min_lr_epochs
-        if self.epochs != c.epochs:
-            # --time fitted the count: the flat tail keeps its share of it (as the frozen epochs do),
-            # the warm-up at most the default rule's 5% (at least 1 epoch), so a short run still anneals.
-            flat = c.min_lr_epochs * self.epochs / c.epochs
-            warmup = min(c.warmup_epochs, max(1.0, 0.05 * self.epochs))
-        return LRSchedule(max_lr, min_lr, self.epochs, c.lr_decay, warmup_epochs=warmup, flat_epochs=flat)
+        warmup, flat, total = c.warmup_epochs, c.min_lr_epochs, self.epochs
+        if self.budget is not None and self.budget.fitted is not None:
+            # --time planned the run: a schedule over its fractional length; the flat tail keeps its
+            # share of it (as the frozen epochs do), the warm-up at most the default rule's 5% (at
+            # least 1 epoch), so a short run still anneals.
+            total = self.budget.fitted
+            flat = c.min_lr_epochs * total / c.epochs
+            warmup = min(c.warmup_epochs, max(1.0, 0.05 * total))
+        return LRSchedule(max_lr, min_lr, total, c.lr_decay, warmup_epochs=warmup, flat_epochs=flat)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
         import tensorflow as tf

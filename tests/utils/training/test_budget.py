@@ -1,10 +1,11 @@
 """--time's arithmetic (utils/training/budget.py) on fake clocks; the trainer's use of it is in test_trainer.py."""
 
 import itertools
+import math
 
 import pytest
 
-from utils.training.budget import TimeBudget, evaluations_between, fit_epochs
+from utils.training.budget import MIN_LAST_EPOCH, TimeBudget, evaluations_between, fit_epochs
 
 
 class FakeClock:
@@ -23,81 +24,109 @@ def test_evaluations_between_counts_the_periodic_epochs_and_the_last():
     assert evaluations_between(0, 10, 0) == 0  # --eval-period 0
 
 
-def test_fit_epochs_is_the_most_that_fits():
-    # 240 s left after 2 epochs, 20 s an epoch, 10 s an evaluation every 3: 12 epochs cost 200 + 4 * 10.
+def test_fit_epochs_ends_on_the_budget_with_a_share_of_the_last_epoch():
+    # 240 s left after 2 epochs, 20 s an epoch, 10 s an evaluation every 3: exactly 10 more epochs
+    # (200 s) and 4 evaluations (3, 6, 9, 12).
     assert fit_epochs(240, 2, 20.0, 10.0, 3) == 12
-    assert fit_epochs(239.9, 2, 20.0, 10.0, 3) == 11  # 180 + 4 * 10 (9, 11 the last) = 220
-    assert fit_epochs(10, 4, 20.0, 0.0, 0) == 4  # not even one more
+    # 10 s less: the 12th epoch trains half its steps (9 * 20 + 10 + 4 * 10 = 230).
+    assert fit_epochs(230, 2, 20.0, 10.0, 3) == pytest.approx(11.5)
+    # 5 s an epoch of fixed costs (val loss, saves) on top: 10 epochs cost 50 of them.
+    assert fit_epochs(290, 2, 20.0, 10.0, 3, fixed_s=5.0) == 12
+    assert fit_epochs(10, 4, 20.0, 0.0, 0) == 4.5  # half an epoch
+    assert fit_epochs(3, 4, 20.0, 0.0, 0) == 4  # 0.15 of an epoch (< MIN_LAST_EPOCH): not worth its tail
     assert fit_epochs(-5, 4, 20.0, 0.0, 0) == 4
     with pytest.raises(ValueError):
         fit_epochs(100, 1, 0.0, 1.0, 1)
 
 
-def test_fit_epochs_agrees_with_counting_epoch_by_epoch():
-    for remaining, done, epoch_s, eval_s, period in itertools.product(
-        (0.0, 33.0, 100.0, 451.5), (0, 1, 7), (3.0, 7.5), (0.0, 2.0, 9.0), (0, 1, 4)
+def test_fit_epochs_is_the_longest_run_that_fits():
+    """Brute force: the planned run's cost is within the time left, and no longer run (a further
+    share of an epoch, or one more epoch of at least MIN_LAST_EPOCH) fits."""
+
+    def cost(end, done, train_s, eval_s, period, fixed_s):
+        count = math.ceil(end - done - 1e-9)
+        return (end - done) * train_s + count * fixed_s + evaluations_between(done, done + count, period) * eval_s
+
+    for remaining, done, train_s, eval_s, period, fixed_s in itertools.product(
+        (0.0, 33.0, 100.0, 451.5), (0, 1, 7), (3.0, 7.5), (0.0, 2.0, 9.0), (0, 1, 4), (0.0, 1.5)
     ):
-        epochs, spent = done, 0.0
-        while True:  # add epochs one by one while the next fits (its evaluation, then a final one, included)
-            nxt = epochs + 1
-            cost = (nxt - done) * epoch_s + evaluations_between(done, nxt, period) * eval_s
-            if cost > remaining:
-                break
-            epochs, spent = nxt, cost
-        assert fit_epochs(remaining, done, epoch_s, eval_s, period) == epochs, (remaining, done, epoch_s, period)
-        assert spent <= remaining
+        end = fit_epochs(remaining, done, train_s, eval_s, period, fixed_s)
+        args = (done, train_s, eval_s, period, fixed_s)
+        assert end >= done and cost(end, *args) <= remaining + 1e-6
+        if end > done:  # the last epoch is at least MIN_LAST_EPOCH of one
+            assert end - math.floor(end - 1e-9) >= MIN_LAST_EPOCH - 1e-9 or end == math.floor(end)
+        longer = [math.floor(end + 1e-9) + MIN_LAST_EPOCH + k for k in range(0, 3)]
+        longer += [end + 0.01] if end != math.floor(end) else []
+        assert all(cost(e, *args) > remaining for e in longer if e > end), (remaining, args, end)
 
 
-def test_the_count_is_fixed_on_the_second_epoch_then_only_goes_down():
-    clock = FakeClock()
-    budget = TimeBudget(300, clock)
+def _budget(seconds, clock):
+    budget = TimeBudget(seconds, clock)
     budget.start()
-    clock.now = 40.0  # epoch 1: 30 s (tracing included) + a 10 s evaluation
-    budget.add_epoch(30.0, 10.0)
-    assert budget.refit(1, 3) is None  # 7 more epochs would fit on 30 s each: wait for a steady one
+    return budget
+
+
+def test_the_plan_goes_up_and_down_with_the_measured_times():
+    clock = FakeClock()
+    budget = _budget(300, clock)
+    clock.now = 40.0  # epoch 1: 30 s of steps (tracing included) + a 10 s evaluation
+    budget.add("train", 30.0)
+    budget.add("eval", 10.0)
+    # 260 s left: 7 whole epochs at 30 s and 2/3 of an 8th, with evaluations after 3, 6 and 9.
+    assert budget.refit(1, 3) == pytest.approx(8 + 2 / 3)
     clock.now = 60.0
-    budget.add_epoch(20.0)
-    assert budget.estimates() == (20.0, 10.0)  # the second epoch's time, not the first's
+    budget.add("train", 20.0)  # steady: faster than the first, so the plan grows
+    assert budget.estimate("train") == 20.0 and budget.estimate("eval") == 10.0
     assert budget.refit(2, 3) == 12  # 60 + 10 * 20 + 4 * 10 = 300
     clock.now = 85.0
-    budget.add_epoch(20.0, 5.0)
-    assert budget.estimates() == (20.0, 5.0)  # the first evaluation (tracing) left out too
-    assert budget.refit(3, 3) == 12  # 13: 85 + 10 * 20 + 4 * 5 = 305
-    clock.now = 95.0  # a fast epoch: 13 would fit (95 + 9 * 16.7 + 4 * 5 = 265), the count does not grow
-    budget.add_epoch(10.0)
-    assert budget.refit(4, 3) == 12
-    clock.now = 175.0  # a slow one: it shrinks
-    budget.add_epoch(80.0)
-    assert budget.estimates() == (32.5, 5.0)
-    assert budget.refit(5, 3) == 8  # 175 + 3 * 32.5 + 2 * 5 (6, and 8 the last) = 282.5; 9: 315
+    budget.add("train", 20.0)
+    budget.add("eval", 5.0)  # the first evaluation (tracing) is left out now
+    assert budget.refit(3, 3) == pytest.approx(12.75)  # 85 + 9.75 * 20 + 4 * 5 (6, 9, 12, 13) = 300
+    for now, seconds in ((125.0, 40.0), (165.0, 40.0), (205.0, 40.0)):  # slower epochs: it shrinks
+        clock.now = now
+        budget.add("train", seconds)
+    assert budget.estimate("train") == 40.0  # the latest RECENT measurements
+    assert budget.refit(6, 3) == pytest.approx(8.25)  # 205 + 2.25 * 40 + 5 (the 9th, last, evaluated) = 300
+    clock.now = 210.0
+    budget.add("overhead", 4.0)
+    assert budget.estimate("overhead") == 4.0
 
 
-def test_the_first_epoch_fixes_the_count_when_no_second_fits():
+def test_time_up_leaves_the_epochs_tail_its_time():
     clock = FakeClock()
-    budget = TimeBudget(50, clock)
-    budget.start()
-    clock.now = 40.0
-    budget.add_epoch(40.0)
-    assert budget.refit(1, 0) == 1
+    budget = _budget(100, clock)
+    budget.add("val", 3.0)
+    budget.add("eval", 5.0)
+    budget.add("overhead", 2.0)
+    clock.now = 89.0
+    assert not budget.time_up()  # 89 + 10 < 100
+    clock.now = 90.0
+    assert budget.time_up() and not budget.time_up(evaluated=False)  # 95 without the evaluation
 
 
-def test_state_restores_the_count_the_time_used_and_the_measurements():
+def test_state_restores_the_plan_the_time_used_and_the_measurements():
     clock = FakeClock(1000.0)
-    budget = TimeBudget(300, clock)
-    budget.start()
+    budget = _budget(300, clock)
     for seconds in (30.0, 20.0, 20.0):
         clock.now += seconds
-        budget.add_epoch(seconds)
-        budget.refit(len(budget.first_epochs) + len(budget.steady_epochs), 0)
+        budget.add("train", seconds)
+        budget.refit(len(budget.first["train"]) + len(budget.steady["train"]), 0)
     state = budget.state()
-    assert state["fitted"] == 14 and state["used"] == 70.0  # 70 + 11 * 20 <= 300
+    assert state["fitted"] == pytest.approx(14.5) and state["used"] == 70.0  # 70 + 11.5 * 20 = 300
 
     later = FakeClock(5.0)  # another process: its clock starts anywhere
-    resumed = TimeBudget(300, later)
-    resumed.start()
+    resumed = _budget(300, later)
     resumed.restore(state)
-    assert resumed.fitted == 14 and resumed.elapsed() == 70.0
+    assert resumed.fitted == pytest.approx(14.5) and resumed.elapsed() == 70.0
     later.now += 45.0  # the resumed process's first epoch (tracing): kept apart from the steady ones
-    resumed.add_epoch(45.0)
-    assert resumed.estimates() == (20.0, 0.0) and resumed.first_epochs == [30.0, 45.0]
-    assert resumed.refit(4, 0) == 13  # 115 + 9 * 20 = 295
+    resumed.add("train", 45.0)
+    assert resumed.estimate("train") == 20.0 and resumed.first["train"] == [30.0, 45.0]
+    assert resumed.refit(4, 0) == pytest.approx(13.25)  # 115 + 9.25 * 20 = 300
+
+
+def test_a_state_from_before_the_parts_keeps_its_time_and_measures_again():
+    old = {"seconds": 300.0, "fitted": 12, "used": 80.0, "steady_epochs": [20.0], "first_epochs": [30.0],
+           "steady_evaluations": [], "first_evaluations": [10.0]}  # fmt: skip
+    budget = _budget(300, FakeClock())
+    budget.restore(old)
+    assert budget.elapsed() == 80.0 and budget.fitted is None and budget.evaluations == []

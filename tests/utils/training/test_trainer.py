@@ -370,9 +370,12 @@ class Clocked(Trainer):
 
     train_epoch(e) enters the epoch's phase (its schedule; no step runs), marks the model (the P5
     head's bias = e + 1), reports the rate the schedule gives at the epoch's start and advances the
-    clock by epoch_seconds(e); evaluate_maps() advances it by eval_seconds(e) and returns maps[e];
+    clock by epoch_seconds(e) in FAKE_STEPS steps (of them the share --time plans, and it stops them
+    as the real steps do when the budget is spent); evaluate_maps() advances it by eval_seconds(e) and returns maps[e];
     there is no val loss. validate(), the --time fit, --patience and the callbacks are the real ones.
     """
+
+    FAKE_STEPS = 10
 
     def __init__(self, config, epoch_seconds, eval_seconds=lambda epoch: 0.0, maps=None, callbacks=()):
         self.fake = FakeClock()
@@ -386,7 +389,12 @@ class Clocked(Trainer):
         self.train_batches(epoch)
         bias = self.model.get_layer("conv_29").bias
         bias.assign(np.full(bias.shape, epoch + 1.0, np.float32))
-        self.fake.now += self.epoch_seconds(epoch)
+        steps = self.FAKE_STEPS
+        planned = max(1, int(steps * self.epoch_fraction(epoch)))  # --time's last epoch: a share
+        for step in range(planned):
+            self.fake.now += self.epoch_seconds(epoch) / steps
+            if self._out_of_time(epoch, step + 1, planned):
+                break
         return {"loss": 1.0, "box_loss": 0.3, "obj_loss": 0.3, "cls_loss": 0.4, "lr": self.lr_schedule(epoch),
                 "batch_size": 2, "steps": 2, "seconds": 1.0, "images_per_second": 4.0}  # fmt: skip
 
@@ -400,15 +408,16 @@ class Clocked(Trainer):
 
 
 class Counts(Callback):
-    """Per epoch: the trainer's epoch count when the epoch ended, and the fake clock then; a copy
+    """Per epoch: the trainer's epoch count and --time's plan when the epoch ended, and the fake clock then; a copy
     of the output folder after epoch `copy_after` (what a kill then leaves)."""
 
     def __init__(self, copy_after=None, copy_to=None):
         self.copy_after, self.copy_to = copy_after, copy_to
-        self.epochs, self.times, self.ended = [], [], False
+        self.epochs, self.planned, self.times, self.ended = [], [], [], False
 
     def on_epoch_end(self, trainer, epoch, logs):
         self.epochs.append(trainer.epochs)
+        self.planned.append(trainer.budget.fitted if trainer.budget else None)
         self.times.append(trainer.clock())
         if epoch + 1 == self.copy_after:
             import shutil
@@ -481,28 +490,31 @@ def timed_run(clocked_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_time_fits_the_epochs_to_the_budget_then_only_fits_down(timed_run):
-    """After epoch 2 (the first steady one): 60 s used, 20 s an epoch, 10 s an evaluation (only the
-    first was measured), so 12 epochs fit (60 + 10 * 20 + 4 * 10 = 300). Epochs 6 on take 35 s:
-    the count goes down to 11, 10, then 9; the run ends at 275 s, evaluated last."""
+def test_time_plans_the_run_up_and_down_and_ends_on_the_budget(timed_run):
+    """The plan after each epoch (utils/training/budget.py has the arithmetic): 8.67 epochs after the
+    first (30 s with tracing), 12 then 12.75 once epochs take 20 s, down to 11, 10 and 9.57 once they
+    take 35 s; the tenth epoch trains 5 of its 10 steps (0.57 of them, rounded down), so the run ends at 297.5 s of 300, evaluated."""
     trainer, summary, counts = timed_run
-    assert counts.epochs == [300, 12, 12, 12, 12, 11, 10, 10, 9]
-    assert counts.times == [40.0, 60.0, 85.0, 105.0, 125.0, 165.0, 200.0, 235.0, 275.0]
-    assert summary["epochs"] == 9 and "--time 5 min: 9 epochs fitted" in summary["stop_reason"]
-    assert any(line.startswith("--time 5 min: 12 epochs (was 300;") for line in trainer.lines)
+    assert counts.planned == pytest.approx([8 + 2 / 3, 12, 12.75, 12.75, 12.75, 11, 10, 9 + 4 / 7, 9 + 4 / 7, 9 + 4 / 7])
+    assert counts.epochs == [9, 12, 13, 13, 13, 11, 10, 10, 10, 10]
+    assert counts.times == [40.0, 60.0, 85.0, 105.0, 125.0, 165.0, 200.0, 235.0, 275.0, 297.5]
+    assert 0.97 * 300 <= counts.times[-1] <= 300  # within 3% of the budget, its last evaluation included
+    assert summary["epochs"] == 10 and "--time 5 min: 9.57 epochs fitted" in summary["stop_reason"]
+    assert any(line.startswith("--time 5 min: 8.67 epochs (was 300;") for line in trainer.lines)
+    assert any(line.startswith("--time 5 min: 12.75 epochs (was 12;") for line in trainer.lines)  # up
     rows = _rows(trainer.save_dir)
-    assert [row["epoch"] for row in rows] == [str(e) for e in range(1, 10)]
+    assert [row["epoch"] for row in rows] == [str(e) for e in range(1, 11)]
     # Evaluated: epoch 1 (to measure it), every third, and the last.
-    assert [row["epoch"] for row in rows if row["map50"]] == ["1", "3", "6", "9"]
-    assert [float(row["epoch_seconds"]) for row in rows] == [40, 20, 25, 20, 20, 40, 35, 35, 40]
+    assert [row["epoch"] for row in rows if row["map50"]] == ["1", "3", "6", "9", "10"]
+    assert [float(row["epoch_seconds"]) for row in rows] == [40, 20, 25, 20, 20, 40, 35, 35, 40, 22.5]
 
 
 @pytest.mark.slow
-def test_time_fits_the_learning_rate_schedule_to_the_count(timed_run):
-    """Each epoch's rate comes from a schedule over the count fitted before it (SGD's 0.01 at batch
-    64 is 5e-4 at batch 2, SGD's floor). The default --epochs 300 resolves 3 warm-up epochs and a
-    15-epoch flat tail; a fitted count keeps the tail's share (15 / 300) and warms up for at most 5%
-    of it, at least 1 epoch, so that the short run anneals to the final rate."""
+def test_time_fits_the_learning_rate_schedule_to_the_plan(timed_run):
+    """Each epoch's rate comes from a schedule over the plan made before it (SGD's 0.01 at batch 64
+    is 5e-4 at batch 2, SGD's floor). Before the first plan, the default --epochs 300 (3 warm-up
+    epochs, a 15-epoch flat tail); a plan of E epochs (fractional) keeps the tail's share (15 / 300)
+    and warms up for at most 5% of it, at least 1 epoch, so that the short run anneals."""
     from utils.training.lr_schedule import LRSchedule
 
     def schedule(total):
@@ -511,18 +523,19 @@ def test_time_fits_the_learning_rate_schedule_to_the_count(timed_run):
         return LRSchedule(5e-4, 5e-6, total, "cos", warmup_epochs=1.0, flat_epochs=15.0 * total / 300)
 
     trainer, _, counts = timed_run
-    totals = [300, *counts.epochs[:-1]]  # the count when each epoch started
+    totals = [300, *counts.planned[:-1]]  # the plan when each epoch started
     expected = [schedule(total)(e) for e, total in enumerate(totals)]
     got = [float(row["lr"]) for row in _rows(trainer.save_dir)]
     assert got == pytest.approx(expected, rel=1e-5)
-    for other in (300, 12):  # epoch 9's rate is that of a 10-epoch schedule, not of the first or second count
+    for other in (300, 12):  # epoch 9's rate is that of the 9.57-epoch plan, not of the first or second
         assert expected[8] != pytest.approx(schedule(other)(8), rel=1e-3)
 
 
 @pytest.mark.slow
-def test_time_resumes_with_the_fitted_count(timed_run, clocked_data):
-    """Resuming the folder a kill after epoch 7 left (fitted count 10, 200 s used) on a new clock
-    that starts at 0: the same epochs 8 and 9, the same count, the same results.csv, no row twice."""
+def test_time_resumes_with_the_plan(timed_run, clocked_data):
+    """Resuming the folder a kill after epoch 7 left (plan 10 epochs, 200 s used) on a new clock that
+    starts at 0: epochs 8 on, no row twice, the first seven rows kept, ending within the budget. The
+    resumed process's first epoch is timed apart (tracing), so its plan may differ from the run's."""
     trainer, _, counts = timed_run
     resumed_dir = counts.copy_to
     meta = json.loads(str(np.load(resumed_dir / "checkpoint.npz")["meta"]))
@@ -532,19 +545,25 @@ def test_time_resumes_with_the_fitted_count(timed_run, clocked_data):
     config = _clocked_config(clocked_data, resumed_dir, time=5.0, eval_period=3, resume=True)
     resumed = Clocked(config, _seconds, _eval_seconds, maps={e: 0.1 * e for e in range(20)}, callbacks=[again])
     summary = resumed.run()
-    assert again.epochs == [10, 9] and summary["epochs"] == 9
-    assert _rows(resumed_dir) == _rows(trainer.save_dir)
+    assert again.epochs[0] == 10 and summary["epochs"] == len(_rows(resumed_dir))
+    rows = _rows(resumed_dir)
+    assert rows[:7] == _rows(trainer.save_dir)[:7]
+    assert [row["epoch"] for row in rows] == [str(e) for e in range(1, len(rows) + 1)]
+    assert 0.97 * 300 <= 200 + again.times[-1] <= 300
 
 
 @pytest.mark.slow
-def test_time_evaluates_the_epoch_that_became_the_last(clocked_data, tmp_path):
-    """--time 1.4 (84 s): after epoch 2 (60 s) a third does not fit (20 s + its evaluation), so epoch
-    2, which was not due an evaluation, is the last: it is evaluated then (ending at 65 s)."""
+def test_time_stops_an_epoch_slower_than_planned_and_evaluates_it(clocked_data, tmp_path):
+    """--time 1.4 (84 s): after epoch 1 (40 s) a whole second epoch of 30 s fits with its evaluation;
+    it takes 60 s instead, so its steps stop when only its evaluation's time is left (after 6 of 10,
+    at 76 s); it is the last, and evaluated (though epoch 2 is not due one) by 81 s."""
     counts = Counts()
     config = _clocked_config(clocked_data, tmp_path / "run", time=1.4, eval_period=3)
-    trainer = Clocked(config, _seconds, _eval_seconds, maps={0: 0.2, 1: 0.3}, callbacks=[counts])
+    trainer = Clocked(config, lambda e: 30.0 if e == 0 else 60.0, _eval_seconds, maps={0: 0.2, 1: 0.3},
+                      callbacks=[counts])  # fmt: skip
     summary = trainer.run()
-    assert counts.epochs == [300, 2] and counts.times == [40.0, 65.0]
+    assert counts.epochs == [2, 2] and counts.times == [40.0, 81.0]
+    assert any(line.startswith("--time 1.4 min: epoch 2 stopped after 6 of 10 steps") for line in trainer.lines)
     assert summary["epochs"] == 2 and summary["final_map50"] == 0.3
     assert [row["map50"] for row in _rows(trainer.save_dir)] == ["0.2", "0.3"]
 
