@@ -77,6 +77,16 @@ class TrainConfig:
         0.213, "also assign a box to every anchor whose shape IoU with it exceeds this (yolov4.cfg's "
         "iou_thresh; 1: the best anchor only, as yolov4-tiny.cfg and bubbliiiing)"
     )
+    box_weight: float = _opt(1.0, "weight of the box (CIoU) term of the loss")
+    obj_weight: float = _opt(1.0, "weight of the objectness term of the loss")
+    cls_weight: float = _opt(1.0, "weight of the class term of the loss")
+    neighbor_cells: bool = _opt(
+        False, "also train the two cells next to each box's centre cell nearest the centre (YOLOv5; the model "
+        "then decodes centres with scale_x_y 2)"
+    )
+    obj_iou_target: bool = _opt(
+        False, "objectness target of a positive = its predicted box's CIoU with the ground truth, not 1 (YOLOv5)"
+    )
     loss_normalization: str = _opt(
         "sum", "sum: darknet's per-image sums; mean: per-term means with bubbliiiing's ratios (its lr needs "
         "hundreds of epochs)", choices=("sum", "mean"),

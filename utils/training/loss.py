@@ -18,6 +18,16 @@ When two boxes claim the same cell and anchor, the one whose shape fits that anc
 IoU) is the target, the earlier one on a tie: decided, not left to the scatter's order (darknet
 and bubbliiiing keep the later box; mmdetection's GridAssigner the higher IoU, as here).
 
+Options from YOLOv5 and later (off by default here; the trainer's defaults are in
+utils/training/config.py, with their measured reasons in README):
+    neighbor_cells: each positive is also assigned to the cell left or right of its centre's,
+        whichever is nearer the centre, and likewise above or below: three cells a box and anchor
+        instead of one, so about three times the positives. Their predicted centres must reach
+        half a cell beyond their own, so the model decodes with scale_x_y 2 (x = 2 sigmoid - 0.5).
+    obj_iou_target: a positive's objectness target is the CIoU of its predicted box with the ground
+        truth (clipped to [0, 1], without gradient) instead of 1, so a detection's score says how
+        well its box fits as well as that there is an object, and NMS and AP rank tight boxes first.
+
 Normalisation (`normalization`):
     "sum" (the default): darknet's. Per image, sums over its cells and boxes (box, objectness and
         class weighted 1, balance, 1), averaged over the global batch, so averaging over the
@@ -71,6 +81,10 @@ class YoloLoss:
             "mean", see the module docstring).
         label_smoothing: class targets become y * (1 - s) + s / C.
         normalization: "mean" or "sum" (see the module docstring).
+        neighbor_cells: also assign each box to the two neighbouring cells nearest its centre
+            (see the module docstring); needs scale_x_y >= 2.
+        obj_iou_target: the objectness target of a positive is its predicted box's CIoU with the
+            ground truth (clipped to [0, 1], no gradient) instead of 1.
     """
 
     def __init__(
@@ -88,6 +102,8 @@ class YoloLoss:
         cls_weight: float = 1.0,
         label_smoothing: float = 0.0,
         normalization: str = "sum",
+        neighbor_cells: bool = False,
+        obj_iou_target: bool = False,
     ):
         if len(balance) != len(anchors_mask) or len(strides) != len(anchors_mask):
             raise ValueError(f"need one balance and stride per head: {balance}, {strides}, {anchors_mask}")
@@ -104,6 +120,13 @@ class YoloLoss:
         self.box_weight, self.obj_weight, self.cls_weight = float(box_weight), float(obj_weight), float(cls_weight)
         self.label_smoothing = float(label_smoothing)
         self.normalization = normalization
+        self.neighbor_cells = bool(neighbor_cells)
+        self.obj_iou_target = bool(obj_iou_target)
+        if self.neighbor_cells and self.scale_x_y < 2.0:
+            raise ValueError(
+                f"neighbor_cells needs centres that reach half a cell beyond their own (scale_x_y >= 2), "
+                f"got scale_x_y {self.scale_x_y}"
+            )
 
     def get_config(self) -> dict:
         return {key: value for key, value in vars(self).items()}
@@ -154,8 +177,28 @@ class YoloLoss:
         centre = (picked[:, 0:2] + picked[:, 2:4]) / 2
         size = picked[:, 2:4] - picked[:, 0:2]
         grid_h, grid_w = tf.cast(grid_hw[0], tf.int64), tf.cast(grid_hw[1], tf.int64)
-        col = tf.clip_by_value(tf.cast(tf.floor(centre[:, 0] / stride), tf.int64), 0, grid_w - 1)
-        row = tf.clip_by_value(tf.cast(tf.floor(centre[:, 1] / stride), tf.int64), 0, grid_h - 1)
+        cell_xy = centre / stride  # (P, 2) in cells
+        col = tf.clip_by_value(tf.cast(tf.floor(cell_xy[:, 0]), tf.int64), 0, grid_w - 1)
+        row = tf.clip_by_value(tf.cast(tf.floor(cell_xy[:, 1]), tf.int64), 0, grid_h - 1)
+        if self.neighbor_cells:
+            # YOLOv5's assignment: the cell left or right of the centre's, whichever is nearer the
+            # centre, and the one above or below likewise (when inside the grid). Each neighbour
+            # ranks after every centre cell when boxes collide (its fit lowered by 2).
+            frac = cell_xy - tf.floor(cell_xy)
+            step = tf.where(frac < 0.5, tf.constant(-1, tf.int64), tf.constant(1, tf.int64))  # (P, 2)
+            size_wh = tf.stack([grid_w, grid_h])
+            moved = tf.stack([col, row], axis=1) + step
+            inside = (moved >= 0) & (moved < size_wh[None, :])  # (P, 2)
+            sideways = tf.boolean_mask(tf.range(tf.shape(where, out_type=tf.int64)[0]), inside[:, 0])
+            vertical = tf.boolean_mask(tf.range(tf.shape(where, out_type=tf.int64)[0]), inside[:, 1])
+            extra = tf.concat([sideways, vertical], 0)  # indices into the P centre positives
+            col = tf.concat([col, tf.gather(moved[:, 0], sideways), tf.gather(col, vertical)], 0)
+            row = tf.concat([row, tf.gather(row, sideways), tf.gather(moved[:, 1], vertical)], 0)
+            where = tf.concat([where, tf.gather(where, extra)], 0)
+            picked = tf.concat([picked, tf.gather(picked, extra)], 0)
+            fit = tf.concat([fit, tf.gather(fit, extra) - 2.0], 0)
+            centre = tf.concat([centre, tf.gather(centre, extra)], 0)
+            size = tf.concat([size, tf.gather(size, extra)], 0)
 
         # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie (where's
         # order is image, box, anchor). Each positive gets a unique rank; a dense grid keeps the
@@ -221,7 +264,10 @@ class YoloLoss:
             iou = tf.where(gt_valid[:, None, :], iou, 0.0)
             ignore = tf.reshape(tf.reduce_max(iou, axis=-1) > self.ignore_thresh, tf.shape(positive))
             counted = positive + (1.0 - positive) * (1.0 - tf.cast(ignore, tf.float32))
-            obj_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=obj_logit)
+            obj_target = positive
+            if self.obj_iou_target:  # YOLOv5's: how well the prediction fits, so scores rank boxes by fit
+                obj_target = positive * tf.clip_by_value(tf.stop_gradient(ciou), 0.0, 1.0)
+            obj_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=obj_target, logits=obj_logit)
 
             cls_bce = tf.reduce_sum(
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=true_classes, logits=cls_logits), axis=-1

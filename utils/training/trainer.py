@@ -54,6 +54,8 @@ from utils.training.checkpoint import (
 from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
 
+# --neighbor-cells: centres decode as 2 sigmoid - 0.5 cells (YOLOv5), reaching the neighbour cells' boxes.
+NEIGHBOR_SCALE_X_Y = 2.0
 MAP_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))  # mAP@.5:.95: COCO's ten IoU thresholds
 
 
@@ -380,6 +382,7 @@ class Trainer:
                 anchors=anchors.tolist(),
                 input_shape=(*self.input_hw, 3),
                 class_names=self.class_names,
+                **({"scale_x_y": NEIGHBOR_SCALE_X_Y} if c.neighbor_cells else {}),
             )
 
         with self.strategy.scope():
@@ -405,6 +408,11 @@ class Trainer:
             anchor_iou_thresh=c.anchor_iou_thresh,
             label_smoothing=c.label_smoothing,
             normalization=c.loss_normalization,
+            box_weight=c.box_weight,
+            obj_weight=c.obj_weight,
+            cls_weight=c.cls_weight,
+            neighbor_cells=c.neighbor_cells,
+            obj_iou_target=c.obj_iou_target,
         )
         self.backbone_names = backbone_layer_names()
         self.bn_layers = batch_norm_layers(self.model)  # nested ones too (Coordinate Attention's)

@@ -203,3 +203,62 @@ def test_mean_normalisation_divides_by_the_counts_with_the_reference_ratios():
     assert float(loss) == pytest.approx(float(fn_sum(outputs, gt)[0][0]) / 4, rel=1e-6)
     with pytest.raises(ValueError, match="normalization"):
         YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, normalization="batch")
+
+
+def test_neighbor_cells_add_the_two_cells_nearest_the_centre():
+    """A 40x60 box (best anchor 2 only, on P4: stride 16) centred at (58, 70): cell (row 4, col 3),
+    at (0.625, 0.375) within it, so the next cells nearest the centre are the one to the right
+    (col 4) and the one above (row 3). A box centred in the first cell's top-left quarter has no
+    neighbour left of or above it: only the centre cell. It needs scale_x_y >= 2."""
+    anchors = load_anchors()
+    loss = YoloLoss(anchors, ANCHORS_MASK, num_classes=2, scale_x_y=2.0, anchor_iou_thresh=1.0, neighbor_cells=True)
+    gt = tf.constant([[[38, 40, 78, 100, 1], [2, 4, 14, 20, -1]]], tf.float32)  # the second row is padding
+    true_boxes, positive, classes = loss.level_targets(gt, 1, (8, 8))
+    positive = positive.numpy()
+    assert sorted(zip(*np.nonzero(positive[0, ..., 1]))) == [(3, 3), (4, 3), (4, 4)]
+    assert positive.sum() == 3
+    for row, col in ((3, 3), (4, 3), (4, 4)):  # each trains the same box and class
+        np.testing.assert_allclose(true_boxes.numpy()[0, row, col, 1], [58, 70, 40, 60])
+        np.testing.assert_array_equal(classes.numpy()[0, row, col, 1], [0, 1])
+    corner = tf.constant([[[4, 4, 40, 62, 0]]], tf.float32)  # centre (22, 33): cell (2, 1) at (0.375, 0.06)
+    _, positive, _ = loss.level_targets(corner, 1, (8, 8))
+    assert sorted(zip(*np.nonzero(positive.numpy()[0, ..., 1]))) == [(1, 1), (2, 0), (2, 1)]
+    edge = tf.constant([[[0, 0, 12, 14, 0]]], tf.float32)  # centre (6, 7) in cell (0, 0), nearer its top-left
+    _, positive, _ = loss.level_targets(edge, 1, (8, 8))
+    assert positive.numpy().sum() == 1
+    with pytest.raises(ValueError, match="scale_x_y"):
+        YoloLoss(anchors, ANCHORS_MASK, num_classes=2, scale_x_y=1.05, neighbor_cells=True)
+
+
+def test_a_centre_cell_wins_over_another_boxs_neighbour_cell():
+    """Box A's centre cell is box B's neighbour cell (same anchor): A is the target there."""
+    loss = YoloLoss(load_anchors(), ANCHORS_MASK, num_classes=2, scale_x_y=2.0, anchor_iou_thresh=1.0,
+                    neighbor_cells=True)  # fmt: skip
+    a = [36, 40, 76, 100, 0]  # 40x60 centred (56, 70): cell (4, 3)
+    b = [52, 40, 92, 100, 1]  # 40x60 centred (72, 70): cell (4, 4) at x 0.5 -> right neighbour; A's cell is left
+    b[0] -= 1
+    b[2] -= 1  # centre (71, 70): x 0.4375 in cell 4 -> its left neighbour is A's cell (4, 3)
+    for boxes in ([a, b], [b, a]):
+        true_boxes, positive, classes = loss.level_targets(tf.constant([boxes], tf.float32), 1, (8, 8))
+        np.testing.assert_allclose(true_boxes.numpy()[0, 4, 3, 1], [56, 70, 40, 60])
+        np.testing.assert_array_equal(classes.numpy()[0, 4, 3, 1], [1, 0])
+
+
+def test_obj_iou_target_is_the_predicted_boxs_fit():
+    """A positive whose predicted box overlaps its ground truth with CIoU c gets objectness target c:
+    its BCE is c * softplus(-z) + (1 - c) * softplus(z), instead of softplus(-z) with target 1."""
+    anchors = load_anchors()
+    p5, p4 = _empty_heads()
+    gt = tf.constant([[[6, 6, 26, 26, 0]]], tf.float32)  # 20x20 at (16, 16): anchor 1 on P4, cell (1, 1)
+    anchor_w, anchor_h = anchors[ANCHORS_MASK[1][0]]
+    # Predict a 24x20 box at the cell's centre (24, 24), logit 1.
+    p4[0, 1, 1, 0:5] = [0.0, 0.0, np.log(24 / anchor_w), np.log(20 / anchor_h), 1.0]
+    outputs = [tf.constant(p5), tf.constant(p4)]
+    kwargs = dict(num_classes=2, scale_x_y=1.0, anchor_iou_thresh=1.0, ignore_thresh=1.0)
+    plain = float(YoloLoss(anchors, ANCHORS_MASK, **kwargs)(outputs, gt)[1]["obj"][0])
+    fitted = float(YoloLoss(anchors, ANCHORS_MASK, obj_iou_target=True, **kwargs)(outputs, gt)[1]["obj"][0])
+    from utils.boxes import box_ciou_tf
+
+    c = float(box_ciou_tf(tf.constant([24.0, 24.0, 24.0, 20.0]), tf.constant([16.0, 16.0, 20.0, 20.0])))
+    assert 0 < c < 1
+    assert fitted - plain == pytest.approx((c * _softplus(-1.0) + (1 - c) * _softplus(1.0)) - _softplus(-1.0), rel=1e-4)
