@@ -493,9 +493,11 @@ def timed_run(clocked_data, tmp_path_factory):
 def test_time_plans_the_run_up_and_down_and_ends_on_the_budget(timed_run):
     """The plan after each epoch (utils/training/budget.py has the arithmetic): 8.67 epochs after the
     first (30 s with tracing), 12 then 12.75 once epochs take 20 s, down to 11, 10 and 9.57 once they
-    take 35 s; the tenth epoch trains 5 of its 10 steps (0.57 of them, rounded down), so the run ends at 297.5 s of 300, evaluated."""
+    take 35 s; the tenth epoch trains 5 of its 10 steps (0.57 of them, rounded down), so the run
+    ends at 297.5 s of 300, evaluated."""
     trainer, summary, counts = timed_run
-    assert counts.planned == pytest.approx([8 + 2 / 3, 12, 12.75, 12.75, 12.75, 11, 10, 9 + 4 / 7, 9 + 4 / 7, 9 + 4 / 7])
+    last = 9 + 4 / 7
+    assert counts.planned == pytest.approx([8 + 2 / 3, 12, 12.75, 12.75, 12.75, 11, 10, last, last, last])
     assert counts.epochs == [9, 12, 13, 13, 13, 11, 10, 10, 10, 10]
     assert counts.times == [40.0, 60.0, 85.0, 105.0, 125.0, 165.0, 200.0, 235.0, 275.0, 297.5]
     assert 0.97 * 300 <= counts.times[-1] <= 300  # within 3% of the budget, its last evaluation included
