@@ -1,61 +1,73 @@
-"""Learning: ours (phi 0 and 4) against ultralytics YOLOv8n, from scratch, same data, input size and time.
+"""Learning: ours against ultralytics' YOLOv8n and YOLO26n, from scratch, same data, input size and time.
 
-    python benchmarks/bench_learning.py                       # 15 minutes each, input 256, phi 0 and 4
-    python benchmarks/bench_learning.py --budget 1 --train-images 60 --val-images 20 --test-images 40   # a smoke run
-    python benchmarks/bench_learning.py --skip-ultralytics    # ours only
-    python benchmarks/bench_learning.py --ultralytics-python /path/to/venv/bin/python
+    python benchmarks/bench_learning.py                          # 15 and 45 minutes, seeds 0 and 1, phi 4 and 0
+    python benchmarks/bench_learning.py --jobs 2                 # two trainings at once, each on one core
+    python benchmarks/bench_learning.py --budgets 1 --seeds 0 --train-images 60 --val-images 20 --test-images 40
+    python benchmarks/bench_learning.py --skip-ultralytics       # ours only
+    python benchmarks/bench_learning.py --preset clutter         # the hard set
 
-Each model trains from random weights, one after the other (never two at once), for the same
-wall-clock budget on this machine, on the same generated data: the "clutter" preset of
-utils/data/demo.py (ten shape classes on cluttered backgrounds, images of 320-640 px, objects of
-8 px to half the image, occluded, truncated and difficult ones; --train-images / --val-images /
---test-images, --seed). Then every model is scored by get_map.py, our one evaluator, on the same
-test split: VOC mAP@0.5 (all-point; difficult objects ignored) and pycocotools' AP@[.5:.95] and
-AP75 (difficult objects as iscrowd), at conf 0.001, NMS IoU 0.5 (per class), 100 detections per
-image for both.
+For each budget and seed, every model trains from random weights for the same wall-clock budget on
+the same generated data, and is then scored by get_map.py, our one evaluator, on the same test
+split: VOC mAP@0.5 (all-point; difficult objects ignored) and pycocotools' AP@[.5:.95] and AP75
+(difficult objects as iscrowd), at conf 0.001, NMS IoU 0.5 (per class), 100 detections per image
+for every model.
 
-    ours      train.py --phi P --input-size S --seed N, train.py's defaults otherwise (--ours-args
-              adds flags), with the budget as `train.py --time MINUTES` (train.py fits its epochs
-              and LR schedule to the budget from its first epochs' times). Scored: best.keras
-              (the best val mAP@0.5 of the evaluated epochs: every --eval-period, the first and
-              the last).
-    YOLOv8n   ultralytics' yolov8n.yaml (random weights, pretrained=False), its defaults
-              otherwise (optimizer auto, batch 16), with time=budget (ultralytics re-plans its
-              epochs and LR schedule after each epoch so the run ends at the budget), imgsz S,
-              device cpu, workers 2, amp off, plots off, val on (so best.pt is its best epoch by
-              ultralytics' fitness, 0.1 mAP50 + 0.9 mAP50-95 on val); --ultralytics-arg adds
-              settings. Trained on the same train / val images converted to YOLO txt labels
-              (utils/data/yolo.py), difficult objects left out as our training leaves them out.
-              Scored: best.pt, predicted by ultralytics (conf 0.001, iou 0.5, max_det 100) into a
-              COCO results JSON that get_map.py --detections reads.
+Data (--preset): "photos" (the default), utils/data/demo.py's ten shape classes on scikit-image's
+photographs, 1-6 objects of 16 px to 0.6 of the image, images of 320-640 px; or "clutter", the same
+classes on synthetic clutter with tiny, occluded and truncated objects (a hard set on which short
+budgets teach little). Each seed draws its own set (OUTPUT/data_<preset>_s<seed>), or --data gives one.
+
+    ours      train.py --phi P --input-size S --seed N --time MINUTES, its defaults otherwise
+              (--ours-args adds flags); train.py plans its epochs and LR schedule to end on the
+              budget. Scored: best.keras (the best val mAP@0.5 of the evaluated epochs).
+    peers     ultralytics' yolov8n.yaml and yolo26n.yaml (random weights, pretrained=False), their
+              defaults otherwise (optimizer auto, batch 16), time=budget (ultralytics re-plans its
+              epochs and LR schedule to end at the budget), imgsz S, device cpu, amp off, plots
+              off, val on (best.pt: its best epoch by ultralytics' fitness); --ultralytics-arg adds
+              settings. Trained on the same train / val images as YOLO txt labels (difficult
+              objects left out, as our training leaves them out). Scored: best.pt, predicted by
+              ultralytics (conf 0.001, iou 0.5, max_det 100) into a COCO results JSON for get_map.py.
+
+A ratio (ours / peer) is printed only where the peer reached mAP@0.5 >= 0.10 on the test split:
+below that the budget is too short for it to have learned, and a ratio would only say who starts
+first. The summary gives, per budget, the median over the seeds of each model's figures and of the
+per-seed ratios.
+
+--jobs N runs N trainings at once, each pinned to its own share of the CPU cores (taskset-style
+affinity, one thread pool each), the models of a budget and seed in the order given; with the
+default 1 they run one after the other on all cores. Both are fair; two sharing all cores are not.
 
 ultralytics pulls torch and is no dependency of this project: it lives in its own virtual
 environment, found by --ultralytics-python, else $ULTRALYTICS_PYTHON, else .venv-ultralytics/ in
-the repository. Create it with (about 6 GB; pip takes torch from this machine's disk for Python
-3.11):
+the repository. Create it with (about 6 GB):
 
     python3 -m venv .venv-ultralytics
     .venv-ultralytics/bin/pip install torch==2.14.1 torchvision==0.29.1 ultralytics
 
 Without it the benchmark says so and exits 0 before doing anything (--skip-ultralytics trains
 ours alone). It runs with YOLO_OFFLINE=1 and its sockets to other hosts refused and counted
-(benchmarks/ultralytics_worker.py); the count is printed and written.
+(benchmarks/ultralytics_worker.py).
 
-Written to --output: results.json, results.md (the table), and per model its training folder,
-train.log and map/ (get_map.py's results.json and results.txt).
+Written to --output: results.json (every figure), results.md (the tables), learning_curves.png
+(val mAP@0.5 against minutes and against epochs, a line per model, a row per budget and seed),
+and per budget and seed (b<MINUTES>_s<SEED>/) each model's training folder, train.log and map/.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import queue
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -69,26 +81,50 @@ CREATE_VENV = (
     "python3 -m venv .venv-ultralytics && "
     ".venv-ultralytics/bin/pip install torch==2.14.1 torchvision==0.29.1 ultralytics"
 )
+# The peers: key -> (name in the tables, ultralytics model yaml). YOLOv8n is the reference.
+PEERS = {"yolov8n": ("YOLOv8n", "yolov8n.yaml"), "yolo26n": ("YOLO26n", "yolo26n.yaml")}
+REFERENCE = "YOLOv8n"
+# Below this test mAP@0.5 a peer has not learned yet: no ratio against it.
+MIN_PEER_MAP50 = 0.10
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Lines of the training logs worth echoing as progress (everything goes to train.log).
-OURS_PROGRESS = re.compile(r"^(training |epoch \d+: |done: |val mAP|warning|error|Traceback)")
+OURS_PROGRESS = re.compile(r"^(training |epoch \d+: |--time |done: |val mAP|warning|error|Traceback)")
 ULTRALYTICS_PROGRESS = re.compile(r"^\s+all\s|epochs completed|^optimizer:|Error|Traceback|network attempts")
+# One thread pool per pinned training (TensorFlow, torch, OpenMP, BLAS).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
 
 # ---------------------------------------------------------------------- running and logging
+def pinned_env(cores: frozenset[int] | None, env: dict | None = None) -> dict:
+    """The environment of a training on `cores` (None: all): one thread per core for each thread pool."""
+    env = dict(os.environ if env is None else env)
+    if cores is not None:
+        env.update({name: str(len(cores)) for name in THREAD_VARIABLES})
+        env["TF_NUM_INTEROP_THREADS"] = "1"
+    return env
+
+
 def run_logged(
-    command: list[str], log_path: Path, label: str, progress: re.Pattern | None, env=None
+    command: list[str],
+    log_path: Path,
+    label: str,
+    progress: re.Pattern | None,
+    env=None,
+    cores: frozenset[int] | None = None,
 ) -> tuple[int, float]:
-    """Run `command`, its output into `log_path`; echo the lines `progress` matches (the last state of
-    a progress bar line), prefixed by `label`. Returns (exit code, wall seconds)."""
+    """Run `command` (on `cores` only, when given), its output into `log_path`; echo the lines
+    `progress` matches (the last state of a progress bar line), prefixed by `label`. Returns (exit
+    code, wall seconds)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    pin = None if cores is None else (lambda: os.sched_setaffinity(0, cores))
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(command) + "\n")
+        log.write("$ " + shlex.join(command) + (f"  (cores {sorted(cores)})" if cores else "") + "\n")
         log.flush()
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        )
+            command, cwd=ROOT, env=pinned_env(cores, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", preexec_fn=pin,
+        )  # fmt: skip
         for line in process.stdout:
             log.write(line)
             shown = ANSI.sub("", line.rstrip("\n").split("\r")[-1]).rstrip()
@@ -135,18 +171,17 @@ def check_ultralytics(python: Path, config_dir: Path) -> tuple[dict | None, str]
 
 
 # ---------------------------------------------------------------------- data
-def ensure_data(args) -> Path:
-    """The VOC folder at --data, generated (the "clutter" preset) when it holds no test set."""
+def ensure_data(data: Path, args, seed: int) -> Path:
+    """The VOC folder `data`, generated (--preset, `seed`) when it holds no test set."""
     from utils.data.demo import write_demo_dataset
 
-    data = Path(args.data)
     if (data / "ImageSets" / "Main" / "test.txt").is_file() and (data / "classes.txt").is_file():
         print(f"data: {data} (as found)")
         return data
     splits = {"train": args.train_images, "val": args.val_images, "test": args.test_images}
-    print(f"data: writing the clutter preset to {data} ({splits}, seed {args.seed}) ...", flush=True)
+    print(f"data: writing the {args.preset} preset to {data} ({splits}, seed {seed}) ...", flush=True)
     started = time.perf_counter()
-    write_demo_dataset(data, splits=splits, seed=args.seed, preset="clutter")
+    write_demo_dataset(data, splits=splits, seed=seed, preset=args.preset)
     print(f"data: written in {time.perf_counter() - started:.0f} s")
     return data
 
@@ -168,32 +203,40 @@ def data_summary(records_by_set: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- ours
-def ours_argv(args, phi: int, data: Path, save_dir: Path) -> list[str]:
+def ours_argv(args, phi: int, data: Path, save_dir: Path, seed: int) -> list[str]:
     """train.py's arguments for phi (without the budget)."""
     argv = ["--phi", str(phi), "--data", str(data), "--classes", str(data / "classes.txt")]
-    argv += ["--input-size", str(args.input_size), "--seed", str(args.seed), "--output", str(save_dir)]
+    argv += ["--input-size", str(args.input_size), "--seed", str(seed), "--output", str(save_dir)]
     return argv + shlex.split(args.ours_args)
 
 
-def train_ours(args, phi: int, data: Path, out: Path) -> dict:
-    label = f"phi {phi}"
+def ours_curve(save_dir: Path) -> list[dict]:
+    """(epoch, minutes of training so far, val mAP@0.5) of each evaluated epoch, from results.csv."""
+    from utils.training.callbacks import read_results
+
+    curve, seconds = [], 0.0
+    for row in read_results(save_dir / "results.csv"):
+        seconds += float(row["epoch_seconds"] or 0.0)
+        if row["map50"]:
+            curve.append({"epoch": int(row["epoch"]), "minutes": seconds / 60, "map50": float(row["map50"])})
+    return curve
+
+
+def train_ours(args, phi: int, data: Path, out: Path, budget: float, seed: int, cores) -> dict:
+    label = f"ours phi {phi} ({budget:g} min, seed {seed})"
     save_dir = out / f"phi{phi}"
-    argv = ours_argv(args, phi, data, save_dir)
-    if args.ours_epochs:
-        budget_args = ["--epochs", str(args.ours_epochs)]
-    else:
-        budget_args = ["--time", f"{args.budget:g}"]
-    command = [sys.executable, str(ROOT / "train.py"), *argv, *budget_args]
+    budget_args = ["--epochs", str(args.ours_epochs)] if args.ours_epochs else ["--time", f"{budget:g}"]
+    command = [sys.executable, str(ROOT / "train.py"), *ours_argv(args, phi, data, save_dir, seed), *budget_args]
     print(f"{label}: training ({' '.join(budget_args)}) ...", flush=True)
-    code, wall = run_logged(command, save_dir / "train.log", label, OURS_PROGRESS)
+    code, wall = run_logged(command, save_dir / "train.log", label, OURS_PROGRESS, cores=cores)
     if code != 0:
         fail(f"{label} training", save_dir / "train.log", code)
     history = json.loads((save_dir / "history.json").read_text())
     weights = save_dir / "best.keras"
-    print(
-        f"{label}: trained {len(history['loss'])} epochs in {wall / 60:.1f} min; scoring {weights.name} ...", flush=True
-    )
-    scores = score(["--weights", str(weights), "--input-size", str(args.input_size)], data, save_dir / "map", label)
+    print(f"{label}: trained {len(history['loss'])} epochs in {wall / 60:.1f} min; scoring {weights.name} ...",
+          flush=True)  # fmt: skip
+    source = ["--weights", str(weights), "--input-size", str(args.input_size)]
+    scores = score(source, data, save_dir / "map", label, cores)
     return {
         "model": f"ours phi {phi}",
         "epochs": len(history["loss"]),
@@ -201,64 +244,82 @@ def train_ours(args, phi: int, data: Path, out: Path) -> dict:
         "budget_by": budget_args[0],
         "weights": str(weights),
         "command": shlex.join(command),
+        "curve": ours_curve(save_dir),
         **scores,
     }
 
 
-# ---------------------------------------------------------------------- YOLOv8n
-def train_ultralytics(args, python: Path, data: Path, class_names: list[str], records: dict, out: Path) -> dict:
+# ---------------------------------------------------------------------- the peers
+def peer_curve(run_dir: Path) -> list[dict]:
+    """(epoch, minutes, val mAP@0.5) of each epoch from ultralytics' results.csv ("time": seconds so far)."""
+    path = run_dir / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [{key.strip(): value.strip() for key, value in row.items() if key} for row in csv.DictReader(handle)]
+    return [
+        {"epoch": int(float(row["epoch"])), "minutes": float(row.get("time") or "nan") / 60,
+         "map50": float(row["metrics/mAP50(B)"])}
+        for row in rows
+        if row.get("metrics/mAP50(B)")
+    ]  # fmt: skip
+
+
+def train_peer(args, python: Path, peer: str, data: Path, records: dict, out: Path, budget, seed, cores) -> dict:
     from utils.data.yolo import write_yolo_data
 
-    label = "YOLOv8n"
-    work = out / "yolov8n"
-    config_dir = work / "config"
-    env = ultralytics_env(config_dir)
+    name, model_yaml = PEERS[peer]
+    label = f"{name} ({budget:g} min, seed {seed})"
+    work = out / peer
+    env = ultralytics_env(work / "config")
+    class_names = [n for n in (data / "classes.txt").read_text(encoding="utf-8").split("\n") if n]
     kept = {s: [r.without_difficult() for r in records[s]] for s in ("train", "val")}
     yaml_path = write_yolo_data(work / "data", kept, class_names)
-    command = [str(python), str(WORKER), "train", "--data", str(yaml_path), "--imgsz", str(args.input_size)]
-    command += ["--minutes", f"{args.budget:g}", "--project", str(work), "--seed", str(args.seed)]
-    command += ["--result", str(work / "train.json")]
+    command = [str(python), str(WORKER), "train", "--model", model_yaml, "--data", str(yaml_path)]
+    command += ["--imgsz", str(args.input_size), "--minutes", f"{budget:g}", "--project", str(work)]
+    command += ["--seed", str(seed), "--result", str(work / "train.json")]
     for item in args.ultralytics_arg or []:
         command += ["--arg", item]
-    print(f"{label}: training (time={args.budget:g} min) ...", flush=True)
-    code, wall = run_logged(command, work / "train.log", label, ULTRALYTICS_PROGRESS, env=env)
+    print(f"{label}: training (time={budget:g} min) ...", flush=True)
+    code, wall = run_logged(command, work / "train.log", label, ULTRALYTICS_PROGRESS, env=env, cores=cores)
     if code != 0:
         fail(f"{label} training", work / "train.log", code)
     trained = json.loads((work / "train.json").read_text())
-    print(
-        f"{label}: trained {trained['epochs']} epochs in {wall / 60:.1f} min; predicting the test split ...", flush=True
-    )
+    print(f"{label}: trained {trained['epochs']} epochs in {wall / 60:.1f} min; predicting the test split ...",
+          flush=True)  # fmt: skip
 
     image_list = work / "test_images.txt"
     image_list.write_text("".join(f"{r.path}\n" for r in records["test"]), encoding="utf-8")
     predicted = work / "predict.json"
     command = [str(python), str(WORKER), "predict", "--weights", trained["best"], "--images", str(image_list)]
     command += ["--imgsz", str(args.input_size), "--result", str(predicted)]
-    code, _ = run_logged(command, work / "predict.log", label, ULTRALYTICS_PROGRESS, env=env)
+    code, _ = run_logged(command, work / "predict.log", label, ULTRALYTICS_PROGRESS, env=env, cores=cores)
     if code != 0:
         fail(f"{label} prediction", work / "predict.log", code)
     payload = json.loads(predicted.read_text())
     detections = work / "detections.json"
     detections.write_text(json.dumps(payload["detections"]), encoding="utf-8")
-    scores = score(["--detections", str(detections), "--classes", str(data / "classes.txt")], data, work / "map", label)
+    source = ["--detections", str(detections), "--classes", str(data / "classes.txt")]
+    scores = score(source, data, work / "map", label, cores)
     return {
-        "model": "YOLOv8n (ultralytics)",
+        "model": name,
         "epochs": trained["epochs"],
         "train_wall_s": wall,
         "budget_by": "time",
         "weights": trained["best"],
         "command": shlex.join(command),
         "network_attempts": trained["network_attempts"] + payload["network_attempts"],
+        "curve": peer_curve(Path(trained["best"]).parents[1]),
         **scores,
     }
 
 
 # ---------------------------------------------------------------------- scoring and report
-def score(source_args: list[str], data: Path, out: Path, label: str) -> dict:
+def score(source_args: list[str], data: Path, out: Path, label: str, cores=None) -> dict:
     """get_map.py on the test split; its mAP@0.5 and COCO AP@[.5:.95], AP50, AP75."""
     command = [sys.executable, str(ROOT / "get_map.py"), *source_args, "--data", str(data), "--split", "test"]
     command += ["--coco", "--no-plots", "--output", str(out)]
-    code, _ = run_logged(command, out / "get_map.log", label, None)
+    code, _ = run_logged(command, out / "get_map.log", label, None, cores=cores)
     if code not in (0, 1):  # 1: some inputs left out, named in the log
         fail(f"{label} scoring", out / "get_map.log", code)
     results = json.loads((out / "results.json").read_text())
@@ -267,73 +328,161 @@ def score(source_args: list[str], data: Path, out: Path, label: str) -> dict:
 
 
 def ratios(rows: list[dict]) -> None:
-    reference = next((r for r in rows if r["model"].startswith("YOLOv8n")), None)
-
-    def ratio(ours, theirs):
-        return ours / theirs if ours is not None and theirs else None
-
+    """Adds to each of our rows, per peer row of the same cell, its ratios: row["vs"][peer] =
+    {"map50": ours / peer, "ap": ...}, or None where the peer is below MIN_PEER_MAP50 (too early)."""
+    peers = [r for r in rows if not r["model"].startswith("ours")]
     for row in rows:
-        if reference is None or row is reference:
-            row["map50_ratio"] = row["ap_ratio"] = None
-        else:
-            row["map50_ratio"] = ratio(row["map50"], reference["map50"])
-            row["ap_ratio"] = ratio(row["ap"], reference["ap"])
+        if not row["model"].startswith("ours"):
+            continue
+        row["vs"] = {}
+        for peer in peers:
+            if peer["map50"] is None or peer["map50"] < MIN_PEER_MAP50 or not peer["ap"]:
+                row["vs"][peer["model"]] = None
+            else:
+                row["vs"][peer["model"]] = {"map50": row["map50"] / peer["map50"], "ap": row["ap"] / peer["ap"]}
 
 
-def fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def fmt(value, digits: int = 4, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
 
 def table(rows: list[dict]) -> str:
-    def number(value, digits=4, suffix=""):
-        return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
-
-    lines = [
-        "| model | epochs | train wall (min) | mAP@0.5 | AP@[.5:.95] | AP75 | mAP@0.5 / YOLOv8n | AP / YOLOv8n |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """One budget and seed: a row per model, with ours / each peer."""
+    peers = [r["model"] for r in rows if not r["model"].startswith("ours")]
+    head = "| model | epochs | train wall (min) | mAP@0.5 | AP@[.5:.95] | AP75 |"
+    head += "".join(f" mAP@0.5 / {p} | AP / {p} |" for p in peers)
+    lines = [head, "|" + "---|" * (6 + 2 * len(peers))]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} | {number(r['map50'])} | {number(r['ap'])} "
-            f"| {number(r['ap75'])} | {number(r['map50_ratio'], 2, 'x')} | {number(r['ap_ratio'], 2, 'x')} |"
+        line = (f"| {r['model']} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} | {fmt(r['map50'])} | {fmt(r['ap'])} "
+                f"| {fmt(r['ap75'])} |")  # fmt: skip
+        for peer in peers:
+            vs = r.get("vs", {}).get(peer) if r["model"].startswith("ours") else None
+            if r["model"].startswith("ours") and vs is None:
+                line += " too early | too early |"
+            else:
+                line += f" {fmt(vs and vs['map50'], 2, 'x')} | {fmt(vs and vs['ap'], 2, 'x')} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def medians(cells: list[dict]) -> list[dict]:
+    """Per budget and model: the median over the seeds of its figures and of its per-seed ratios."""
+    rows = []
+    for budget in sorted({c["budget"] for c in cells}):
+        of_budget = [c for c in cells if c["budget"] == budget]
+        models = list(dict.fromkeys(r["model"] for c in of_budget for r in c["rows"]))
+        for model in models:
+            mine = [r for c in of_budget for r in c["rows"] if r["model"] == model]
+            row = {"budget": budget, "model": model, "seeds": len(mine)}
+            for key in ("epochs", "map50", "ap", "ap75"):
+                values = [r[key] for r in mine if r[key] is not None]
+                row[key] = statistics.median(values) if values else None
+            if model.startswith("ours"):
+                row["vs"] = {}
+                for peer in {p for r in mine for p in r.get("vs", {})}:
+                    pairs = [r["vs"].get(peer) for r in mine]
+                    row["vs"][peer] = None if None in pairs else {
+                        key: statistics.median(pair[key] for pair in pairs) for key in ("map50", "ap")
+                    }
+            rows.append(row)
+    return rows
+
+
+def summary(cells: list[dict]) -> str:
+    """Each cell's table, the medians over the seeds, and the refusals (after `ratios`)."""
+    lines = []
+    for cell in cells:
+        lines.append(f"### {cell['budget']:g} min, seed {cell['seed']}\n")
+        lines.append(table(cell["rows"]))
+        for row in cell["rows"]:
+            if not row["model"].startswith("ours") and row["map50"] is not None and row["map50"] < MIN_PEER_MAP50:
+                lines.append(f"{row['model']} reached mAP@0.5 {row['map50']:.3f} < {MIN_PEER_MAP50}: the budget is too "
+                             f"short for it to have learned; no ratio against it.\n")  # fmt: skip
+    lines.append("### Medians over the seeds\n")
+    lines.append("| budget (min) | model | seeds | epochs | mAP@0.5 | AP@[.5:.95] | AP75 | ours / peer (mAP@0.5, AP) |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for row in medians(cells):
+        vs = "; ".join(
+            f"{peer}: " + ("too early" if v is None else f"{v['map50']:.2f}x, {v['ap']:.2f}x")
+            for peer, v in sorted(row.get("vs", {}).items())
         )
+        lines.append(f"| {row['budget']:g} | {row['model']} | {row['seeds']} | {fmt(row['epochs'], 1)} "
+                     f"| {fmt(row['map50'])} | {fmt(row['ap'])} | {fmt(row['ap75'])} | {vs} |")  # fmt: skip
+    attempts = sum(len(r.get("network_attempts", [])) for c in cells for r in c["rows"])
+    lines.append(f"\nultralytics' network attempts refused: {attempts}")
     return "\n".join(lines) + "\n"
 
 
-def summary(rows: list[dict]) -> str:
-    """The table, ours / YOLOv8n per model, and YOLOv8n's refused network attempts (after `ratios`)."""
-    lines = [table(rows).rstrip("\n")]
-    reference = next((r for r in rows if r["model"].startswith("YOLOv8n")), None)
-    for row in rows:
-        if reference is not None and row is not reference:
-            zero = " (YOLOv8n scored 0)" if not reference["map50"] or not reference["ap"] else ""
-            lines.append(
-                f"{row['model']} / YOLOv8n: mAP@0.5 {fmt_ratio(row['map50_ratio'])}, "
-                f"AP@[.5:.95] {fmt_ratio(row['ap_ratio'])}{zero}"
-            )
-    if reference is not None:
-        lines.append(f"YOLOv8n network attempts refused: {len(reference['network_attempts'])}")
-    return "\n".join(lines) + "\n"
+def plot_curves(cells: list[dict], path: Path) -> None:
+    """learning_curves.png: val mAP@0.5 against training minutes (left) and epochs (right), a line
+    per model, a row per budget and seed (each model by its own validation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cells), 2, figsize=(11, 3.2 * len(cells)), squeeze=False)
+    for (by_time, by_epoch), cell in zip(axes, cells):
+        for row in cell["rows"]:
+            curve = row.get("curve") or []
+            if not curve:
+                continue
+            style = "-" if row["model"].startswith("ours") else "--"
+            by_time.plot([c["minutes"] for c in curve], [c["map50"] for c in curve], style, marker=".",
+                         label=row["model"])  # fmt: skip
+            by_epoch.plot([c["epoch"] for c in curve], [c["map50"] for c in curve], style, marker=".",
+                          label=row["model"])  # fmt: skip
+        title = f"{cell['budget']:g} min, seed {cell['seed']}"
+        by_time.set(title=title, xlabel="training minutes", ylabel="val mAP@0.5", ylim=(0, 1))
+        by_epoch.set(title=title, xlabel="epoch", ylabel="val mAP@0.5", ylim=(0, 1))
+        by_time.grid(alpha=0.3)
+        by_epoch.grid(alpha=0.3)
+        by_epoch.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def write_report(out: Path, settings: dict, rows: list[dict]) -> None:
-    ratios(rows)
-    (out / "results.json").write_text(json.dumps({**settings, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+def write_report(out: Path, settings: dict, cells: list[dict]) -> None:
+    for cell in cells:
+        ratios(cell["rows"])
+    (out / "results.json").write_text(json.dumps({**settings, "cells": cells, "medians": medians(cells)}, indent=2)
+                                      + "\n", encoding="utf-8")  # fmt: skip
     head = [f"- {key}: {value}" for key, value in settings.items() if not isinstance(value, dict)]
-    head.append("- data: " + ", ".join(f"{k} {v['images']} images / {v['objects']} objects ({v['difficult']} difficult)"
-                                       for k, v in settings["data_sets"].items()))  # fmt: skip
-    (out / "results.md").write_text("\n".join(head) + "\n\n" + table(rows), encoding="utf-8")
+    (out / "results.md").write_text("\n".join(head) + "\n\n" + summary(cells), encoding="utf-8")
+    if any(row.get("curve") for cell in cells for row in cell["rows"]):
+        plot_curves(cells, out / "learning_curves.png")
+
+
+def cpu_flags() -> str:
+    """The CPU's model and the vector / matrix extensions that set its speed (AVX2, AVX-512, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flag_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    flags = set(flag_line.group(1).split()) if flag_line else set()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+    return f"{model.group(1) if model else 'unknown'}; " + (" ".join(f for f in wanted if f in flags) or "no AVX2")
 
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=15.0, metavar="MINUTES", help="training time per model (15)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[15.0, 45.0], metavar="MINUTES",
+                        help="training time per model, one run per budget (15 45)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="one run per seed: its data, initialisation and augmentation (0 1)")  # fmt: skip
     parser.add_argument("--input-size", type=int, default=256, help="square network input, a multiple of 32 (256)")
-    parser.add_argument("--phis", type=int, nargs="+", default=[0, 4], help="our attention variants (0 4)")
-    parser.add_argument("--data", type=Path, default=None, help="VOC folder; generated when absent (OUTPUT/data)")
+    parser.add_argument("--phis", type=int, nargs="+", default=[4, 0], help="our attention variants (4 0)")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
+                        help="ultralytics models (yolov8n yolo26n)")  # fmt: skip
+    parser.add_argument("--preset", choices=("photos", "clutter"), default="photos", help="generated data (photos)")
+    parser.add_argument("--data", type=Path, default=None, help="a VOC folder with a test split, for every seed")
     parser.add_argument("--output", type=Path, default=Path("learning_out"), help="output folder (learning_out)")
-    parser.add_argument("--seed", type=int, default=0, help="data, initialisation and augmentation seed (0)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at once, each pinned to its share of the cores (1: one at a time)")  # fmt: skip
     parser.add_argument("--train-images", type=int, default=900, help="generated training images (900)")
     parser.add_argument("--val-images", type=int, default=100, help="generated validation images (100)")
     parser.add_argument("--test-images", type=int, default=200, help="generated test images (200)")
@@ -350,23 +499,62 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.input_size % 32:
         parser.error(f"--input-size must be a multiple of 32, got {args.input_size}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     return args
+
+
+def core_slots(jobs: int) -> queue.Queue:
+    """`jobs` disjoint sets of this process's cores (None: all of them, when jobs is 1)."""
+    slots = queue.Queue()
+    if jobs == 1:
+        slots.put(None)
+        return slots
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs > len(cores):
+        raise SystemExit(f"--jobs {jobs}: only {len(cores)} cores to pin them to")
+    for index in range(jobs):
+        slots.put(frozenset(cores[index::jobs]))
+    return slots
+
+
+def run_cell(args, python, budget: float, seed: int, out: Path, slots: queue.Queue) -> dict:
+    """Every model for one budget and seed (--jobs at a time): {"budget", "seed", "data", "rows"}."""
+    data = ensure_data(args.data or out / f"data_{args.preset}_s{seed}", args, seed)
+    class_names = [n for n in (data / "classes.txt").read_text(encoding="utf-8").split("\n") if n]
+    records = read_sets(data, class_names, ["train", "val", "test"])
+    cell_dir = out / f"b{budget:g}_s{seed}"
+    tasks = [("peer", peer) for peer in ([] if python is None else args.peers)] + [("ours", phi) for phi in args.phis]
+
+    def run(task):
+        cores = slots.get()
+        try:
+            kind, which = task
+            if kind == "peer":
+                return train_peer(args, python, which, data, records, cell_dir, budget, seed, cores)
+            return train_ours(args, which, data, cell_dir, budget, seed, cores)
+        finally:
+            slots.put(cores)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        rows = list(pool.map(run, tasks))
+    return {"budget": budget, "seed": seed, "data": str(data), "data_sets": data_summary(records), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.output.resolve()
-    args.data = (args.data or out / "data").resolve()
+    args.data = args.data.resolve() if args.data else None
 
     python, versions = None, None
-    if not args.skip_ultralytics:
+    if not args.skip_ultralytics and args.peers:
         python = ultralytics_python(args.ultralytics_python)
-        versions, why = check_ultralytics(python, out / "yolov8n" / "config")
+        versions, why = check_ultralytics(python, out / "config")
         if versions is None:
             print(
                 f"ultralytics not found: {why}.\n"
-                "The benchmark compares with YOLOv8n, which needs ultralytics in a venv of its own (it pulls "
-                f"torch; no project dependency). Create it in the repository with\n    {CREATE_VENV}\n"
+                "The benchmark compares with YOLOv8n and YOLO26n, which need ultralytics in a venv of its own (it "
+                f"pulls torch; no project dependency). Create it in the repository with\n    {CREATE_VENV}\n"
                 f"or point --ultralytics-python (or ${ULTRALYTICS_ENV_VAR}) at one. "
                 "Skipped; --skip-ultralytics trains ours alone."
             )
@@ -374,40 +562,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ultralytics {versions['ultralytics']}, torch {versions['torch']} ({python})")
 
     out.mkdir(parents=True, exist_ok=True)
-    data = ensure_data(args)
-    class_names = (data / "classes.txt").read_text(encoding="utf-8").split("\n")
-    class_names = [name for name in class_names if name]
-    records = read_sets(data, class_names, ["train", "val", "test"])
     settings = {
-        "budget_minutes": args.budget,
+        "budgets_minutes": args.budgets,
+        "seeds": args.seeds,
+        "preset": "--data" if args.data else args.preset,
         "input_size": args.input_size,
-        "seed": args.seed,
+        "cpu": cpu_flags(),
         "cpu_cores": os.cpu_count(),
-        "data": str(data),
-        "classes": len(class_names),
+        "jobs": args.jobs,
         "ours_budget": f"train.py --epochs {args.ours_epochs}" if args.ours_epochs else "train.py --time",
-        "ours_weights": "best.keras",
-        "yolov8n_weights": "best.pt",
+        "ours_args": args.ours_args,
         "eval": "get_map.py --split test --coco: conf 0.001, NMS IoU 0.5 per class, 100 detections per image",
         "ultralytics": versions,
-        "data_sets": data_summary(records),
     }
-    print(
-        f"budget {args.budget:g} min per model, input {args.input_size}, {os.cpu_count()} CPU cores; "
-        f"ours: {settings['ours_budget']}",
-        flush=True,
-    )
-    rows: list[dict] = []
-    if python is not None:
-        rows.append(train_ultralytics(args, python, data, class_names, records, out))
-        write_report(out, settings, rows)
-    for phi in args.phis:
-        rows.append(train_ours(args, phi, data, out))
-        write_report(out, settings, rows)
+    print(f"budgets {', '.join(f'{b:g}' for b in args.budgets)} min per model, seeds {args.seeds}, input "
+          f"{args.input_size}, {args.jobs} job(s) at once; CPU: {settings['cpu']}", flush=True)  # fmt: skip
+    slots = core_slots(args.jobs)
+    cells: list[dict] = []
+    for budget in args.budgets:
+        for seed in args.seeds:
+            cells.append(run_cell(args, python, budget, seed, out, slots))
+            write_report(out, settings, cells)
 
     print()
-    print(summary(rows), end="")
-    print(f"written: {out / 'results.md'}, {out / 'results.json'}")
+    print(summary(cells), end="")
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'learning_curves.png'}")
     return 0
 
 

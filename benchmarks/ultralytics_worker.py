@@ -1,10 +1,12 @@
-"""The YOLOv8n side of benchmarks/bench_learning.py, run by the Python of a separate ultralytics venv.
+"""The ultralytics side (YOLOv8n, YOLO26n) of benchmarks/bench_learning.py, run by the Python of a
+separate ultralytics venv.
 
 Not a project module: it imports only ultralytics (and torch through it), never the project, so the
 project needs neither. bench_learning.py calls it three ways, each writing one JSON file:
 
     python ultralytics_worker.py check   --result R.json
-    python ultralytics_worker.py train   --data data.yaml --imgsz 256 --minutes 15 --project DIR --result R.json
+    python ultralytics_worker.py train   --model yolov8n.yaml --data data.yaml --imgsz 256 --minutes 15 \
+                                         --project DIR --result R.json
     python ultralytics_worker.py predict --weights best.pt --images list.txt --imgsz 256 --result R.json
 
 Nothing here may reach the network: YOLO_OFFLINE=1 is expected in the environment (ultralytics then
@@ -69,9 +71,10 @@ def check(args) -> dict:
 
 
 def train(args) -> dict:
-    """YOLOv8n from its yaml (random weights), trained for `--minutes` with ultralytics' `time` mode:
-    after each epoch it re-plans the epochs (and the LR schedule) to end at the budget, and stops a
-    running epoch when the budget is spent. Everything else is ultralytics' default."""
+    """The --model yaml (yolov8n.yaml, yolo26n.yaml: random weights), trained for `--minutes` with
+    ultralytics' `time` mode: after each epoch it re-plans the epochs (and the LR schedule) to end at
+    the budget, and stops a running epoch when the budget is spent. Everything else is ultralytics'
+    default."""
     from ultralytics import YOLO
 
     provide_font()
@@ -82,7 +85,7 @@ def train(args) -> dict:
             overrides[key] = json.loads(value)  # numbers, true / false, lists
         except ValueError:
             overrides[key] = value
-    model = YOLO("yolov8n.yaml")
+    model = YOLO(args.model)
     started = time.perf_counter()
     settings = dict(
         data=str(args.data),
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check")
     p.add_argument("--result", type=Path, required=True)
     p = sub.add_parser("train")
+    p.add_argument("--model", default="yolov8n.yaml", help="an ultralytics model yaml (random weights)")
     p.add_argument("--data", type=Path, required=True, help="data.yaml")
     p.add_argument("--imgsz", type=int, required=True)
     p.add_argument("--minutes", type=float, required=True, help="training budget (ultralytics' time=, in hours)")

@@ -1,6 +1,7 @@
-"""benchmarks/bench_learning.py: the skip path without ultralytics (fast), and ours alone end to end on tiny data.
+"""benchmarks/bench_learning.py: the skip path without ultralytics, the tables and ratios, and ours
+alone end to end on tiny data.
 
-The YOLOv8n side needs the ultralytics venv (about 6 GB, torch), which tests do not install; its
+The peers' side needs the ultralytics venv (about 6 GB, torch), which tests do not install; its
 path is run by hand (README, "Learning vs YOLOv8n")."""
 
 import json
@@ -35,36 +36,69 @@ def test_input_size_must_be_a_multiple_of_32():
 
 @pytest.mark.slow
 def test_ours_alone_end_to_end(tmp_path, capsys):
-    """Generated data, training with --time,
-    get_map.py on the test split, the table and results.json."""
+    """Generated data per seed, training with --time, get_map.py on the test split, the tables,
+    results.json and the learning curves."""
     out = tmp_path / "out"
-    argv = ["--skip-ultralytics", "--phis", "0", "--budget", "0.5", "--input-size", "64", "--output", str(out)]
-    argv += ["--train-images", "16", "--val-images", "2", "--test-images", "3", "--ours-args", "--batch-size 4"]
+    argv = ["--skip-ultralytics", "--phis", "0", "--budgets", "0.5", "--seeds", "3", "--input-size", "64"]
+    argv += ["--output", str(out), "--train-images", "16", "--val-images", "2", "--test-images", "3"]
+    argv += ["--ours-args", "--batch-size 4 --eval-period 1"]
     assert bench_learning.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| ours phi 0 |" in printed
+    assert "| ours phi 0 |" in printed and "### 0.5 min, seed 3" in printed
     results = json.loads((out / "results.json").read_text())
-    [row] = results["rows"]
-    assert row["model"] == "ours phi 0" and row["epochs"] >= 1
+    [cell] = results["cells"]
+    [row] = cell["rows"]
+    assert (cell["budget"], cell["seed"]) == (0.5, 3) and row["model"] == "ours phi 0" and row["epochs"] >= 1
     assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
-    assert results["data_sets"]["test"]["images"] == 3
-    assert (out / "results.md").read_text().count("| ours phi 0 |") == 1
-    assert (out / "phi0" / "map" / "results.json").is_file()
+    assert cell["data_sets"]["test"]["images"] == 3 and cell["data"].endswith("data_photos_s3")
+    assert [c["epoch"] for c in row["curve"]] == list(range(1, row["epochs"] + 1))  # evaluated every epoch
+    assert (out / "results.md").read_text().count("| ours phi 0 |") == 2  # the cell's table and the medians
+    assert (out / "b0.5_s3" / "phi0" / "map" / "results.json").is_file()
+    assert (out / "learning_curves.png").stat().st_size > 0
 
 
-def test_summary_table_and_ratios():
-    rows = [
-        {"model": "YOLOv8n (ultralytics)", "epochs": 30, "train_wall_s": 930.0, "map50": 0.5, "ap": 0.25, "ap75": 0.2,
-         "network_attempts": []},
-        {"model": "ours phi 0", "epochs": 9, "train_wall_s": 900.0, "map50": 0.6, "ap": 0.2, "ap75": None},
-    ]  # fmt: skip
+def _row(model, map50, ap, epochs=10):
+    return {"model": model, "epochs": epochs, "train_wall_s": 900.0, "map50": map50, "ap": ap, "ap75": None,
+            "network_attempts": []}  # fmt: skip
+
+
+def test_ratios_against_each_peer_and_none_against_one_too_early():
+    """Ours / each peer per cell; no ratio against a peer below 0.10 mAP@0.5 (it has not learned
+    yet: a ratio would say who starts first), said in the summary."""
+    rows = [_row("YOLOv8n", 0.5, 0.25), _row("YOLO26n", 0.08, 0.03), _row("ours phi 4", 0.6, 0.2)]
     bench_learning.ratios(rows)
-    assert rows[1]["map50_ratio"] == pytest.approx(1.2) and rows[1]["ap_ratio"] == pytest.approx(0.8)
-    text = bench_learning.summary(rows)
-    assert "| ours phi 0 | 9 | 15.0 | 0.6000 | 0.2000 | n/a | 1.20x | 0.80x |" in text
-    assert "| YOLOv8n (ultralytics) | 30 | 15.5 | 0.5000 | 0.2500 | 0.2000 | n/a | n/a |" in text
-    assert "ours phi 0 / YOLOv8n: mAP@0.5 1.20x, AP@[.5:.95] 0.80x\n" in text
-    assert "network attempts refused: 0" in text
-    rows[0]["map50"] = 0.0
-    bench_learning.ratios(rows)
-    assert rows[1]["map50_ratio"] is None and "(YOLOv8n scored 0)" in bench_learning.summary(rows)
+    vs = rows[2]["vs"]
+    assert vs["YOLOv8n"] == {"map50": pytest.approx(1.2), "ap": pytest.approx(0.8)} and vs["YOLO26n"] is None
+    text = bench_learning.summary([{"budget": 15.0, "seed": 0, "rows": rows}])
+    assert "| ours phi 4 | 10 | 15.0 | 0.6000 | 0.2000 | n/a | 1.20x | 0.80x | too early | too early |" in text
+    assert "YOLO26n reached mAP@0.5 0.080 < 0.1: the budget is too short" in text
+    assert "| 15 | ours phi 4 | 1 | 10.0 | 0.6000 | 0.2000 | n/a | YOLO26n: too early; YOLOv8n: 1.20x, 0.80x |" in text
+
+
+def test_medians_over_the_seeds_of_the_figures_and_of_the_ratios():
+    cells = []
+    for seed, (ours, peer) in enumerate([(0.4, 0.5), (0.6, 0.4), (0.3, 0.3)]):
+        rows = [_row("YOLOv8n", peer, peer / 2), _row("ours phi 4", ours, ours / 2, epochs=8 + seed)]
+        bench_learning.ratios(rows)
+        cells.append({"budget": 15.0, "seed": seed, "rows": rows})
+    [peer, ours] = bench_learning.medians(cells)
+    assert peer["map50"] == 0.4 and ours["map50"] == 0.4 and ours["epochs"] == 9
+    assert ours["vs"]["YOLOv8n"]["map50"] == pytest.approx(1.0)  # the median of 0.8, 1.5 and 1.0
+    cells[0]["rows"][0]["map50"] = 0.05  # one seed too early: no median ratio
+    for cell in cells:
+        bench_learning.ratios(cell["rows"])
+    assert bench_learning.medians(cells)[1]["vs"]["YOLOv8n"] is None
+
+
+def test_jobs_split_the_cores_into_disjoint_slots():
+    import os
+
+    slots = bench_learning.core_slots(1)
+    assert slots.get() is None  # one at a time, on every core
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        queue = bench_learning.core_slots(2)
+        first, second = queue.get(), queue.get()
+        assert first and second and not first & second and first | second == set(cores)
+    with pytest.raises(SystemExit):
+        bench_learning.core_slots(len(cores) + 1)

@@ -41,6 +41,14 @@ MIN_BOX_SIDE = 2.0  # boxes narrower or lower than this (pixels) after augmentat
 _PLAN_COLUMNS = 8  # idx0..idx3, mosaic, mixup, mixup partner, sample seed
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity (taskset, a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _keep_valid(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """Clip (M, 5) pixel xyxy + class to the canvas and drop boxes that became too small."""
     boxes = boxes.copy()
@@ -354,7 +362,7 @@ class YoloDataset:
 
         # Two loaders per core: a loader waits on file reads and the GIL part of the time (measured
         # with benchmarks/bench_train.py at 128: pipeline overhead 2% with two per core, 16% with one).
-        parallel = 2 * (os.cpu_count() or 1) if num_parallel_calls is None else num_parallel_calls
+        parallel = 2 * usable_cores() if num_parallel_calls is None else num_parallel_calls
         ds = tf.data.Dataset.from_tensor_slices(plan)
         ds = ds.map(load, num_parallel_calls=parallel, deterministic=deterministic)
         ds = ds.filter(_is_ok).map(_drop_ok)

@@ -111,7 +111,7 @@ class TrainConfig:
     eval_conf: float = _opt(0.001, "score threshold of the detections scored for mAP")
     eval_nms_iou: float = _opt(0.5, "NMS IoU threshold of the detections scored for mAP")
     steps_per_epoch: int | None = _opt(None, "cap on steps per epoch (quick trials)")
-    workers: int | None = _opt(None, "parallel image loaders (default: two per CPU core)")
+    workers: int | None = _opt(None, "parallel image loaders (default: two per CPU core the process may use)")
 
     @property
     def input_hw(self) -> tuple[int, int]:
