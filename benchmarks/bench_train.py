@@ -7,6 +7,7 @@
     python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
     python benchmarks/bench_train.py --strategy mirrored  # all local GPUs (--batch-size is global)
     python benchmarks/bench_train.py --epoch-end 8        # the end of an epoch, tf.data autotuning on / off
+    python benchmarks/bench_train.py --sizes 256 --batch-size 16 --peer yolov8n --compare-xla   # beside YOLOv8n and XLA
 
 For each input size it builds the real training step (utils.training.trainer, phi 4 by default) and
 alternates, round by round:
@@ -14,7 +15,9 @@ alternates, round by round:
     pipeline  the train step fed by utils.data.dataset (decode, mosaic, mixup, jitter, flip, HSV;
               prefetching, parallel loaders) over a generated shapes set.
 It prints images/s (median over rounds) and the pipeline's overhead = bare / pipeline - 1
-(goal: <= 15 %).
+(goal: <= 15 %). --compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step
+(benchmarks/ultralytics_worker.py steps: forward, its loss, backward, SGD; run in its own venv, a
+process a round, timed after a warm-up), each alternating with ours round by round.
 
 --epochs-measure N runs a real training of N epochs through Trainer.run() (phi 4, input 256,
 batch 16, the train.py defaults otherwise) on generated shapes images of 320-640 px, and prints
@@ -80,7 +83,19 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         float(train_step(fixed)[0])
     float(train_step(next(batches))[0])
 
-    bare, piped = [], []
+    xla_step = None
+    if args.compare_xla:  # the same step XLA-compiled, from the same weights, alternating with the plain one
+        config.xla = True
+        other = Trainer(config, log=lambda *a: None)
+        other.setup()
+        iter(other.train_batches(0))
+        other.model.set_weights(trainer.model.get_weights())
+        other.optimizer.learning_rate = 1e-4
+        xla_step = other.train_step
+        for _ in range(args.warmup):
+            float(xla_step(fixed)[0])
+
+    bare, piped, xla, peer = [], [], [], []
     epoch = 1
     for _ in range(args.rounds):
         start = time.perf_counter()
@@ -88,6 +103,15 @@ def bench_size(size: int, args, data_root: Path) -> dict:
             loss = train_step(fixed)[0]
         float(loss)
         bare.append(args.steps * args.batch_size / (time.perf_counter() - start))
+
+        if xla_step is not None:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                loss = xla_step(fixed)[0]
+            float(loss)
+            xla.append(args.steps * args.batch_size / (time.perf_counter() - start))
+        if args.peer:
+            peer.append(args.steps * args.batch_size / sum(peer_step_seconds(args, size)))
 
         batches = pipeline_batches(epoch)
         epoch += 1
@@ -97,7 +121,30 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         float(loss)
         piped.append(args.steps * args.batch_size / (time.perf_counter() - start))
     b, p = float(np.median(bare)), float(np.median(piped))
-    return {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1}
+    result = {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1}
+    if xla:
+        result["xla"] = float(np.median(xla))
+    if peer:
+        result["peer"] = float(np.median(peer))
+    return result
+
+
+def peer_step_seconds(args, size: int) -> list[float]:
+    """The bare training steps of ultralytics' --peer model (benchmarks/ultralytics_worker.py steps,
+    in its own venv), `args.steps` of them after a warm-up, at `size` and `args.batch_size`."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "steps.json"
+        command = [str(args.ultralytics_python), str(ROOT / "benchmarks" / "ultralytics_worker.py"), "steps"]
+        command += ["--model", f"{args.peer}.yaml", "--imgsz", str(size), "--batch", str(args.batch_size)]
+        command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--result", str(result)]
+        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(Path(tmp) / "config")}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{args.peer}: the step timing failed:\n{done.stderr[-2000:]}")
+        return json.loads(result.read_text())["seconds"]
 
 
 # ---------------------------------------------------------------------- --epochs-measure
@@ -365,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mosaic", type=float, default=0.5, help="mosaic probability")
     parser.add_argument("--mixup", type=float, default=0.5, help="mixup probability (on mosaic samples)")
     parser.add_argument("--xla", action="store_true", help="XLA-compile forward and backward")
+    parser.add_argument("--compare-xla", action="store_true", help="also the XLA-compiled step, alternating")
+    parser.add_argument("--peer", choices=("yolov8n", "yolo26n"), default=None,
+                        help="also ultralytics' bare step of this model, alternating (needs its venv)")  # fmt: skip
+    parser.add_argument("--ultralytics-python", type=Path, default=ROOT / ".venv-ultralytics" / "bin" / "python",
+                        help="the Python of the ultralytics venv (for --peer)")  # fmt: skip
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU)")
     parser.add_argument("--strategy", default="none", help="none, or mirrored (all local GPUs), as train.py")
     epochs = parser.add_argument_group("--epochs-measure (time between epochs)")
@@ -401,12 +453,24 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device}, phi {args.phi}, batch {args.batch_size}, mosaic {args.mosaic}, mixup {args.mixup}, "
         f"xla {args.xla}, mixed precision {args.mixed_precision}, strategy {args.strategy}"
     )
-    print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9}")
+    if args.peer and not args.ultralytics_python.exists():
+        print(f"--peer {args.peer}: no ultralytics venv at {args.ultralytics_python} (benchmarks/bench_learning.py "
+              "says how to make one); skipped")  # fmt: skip
+        args.peer = None
+    extra = (f" {'xla img/s':>10}" if args.compare_xla else "") + (f" {args.peer + ' img/s':>14}" if args.peer else "")
+    print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9}{extra}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             root = write_demo_dataset(Path(tmp) / f"shapes{size}", splits={"train": args.images}, image_size=size)
             r = bench_size(size, args, root)
-            print(f"{r['size']:>6} {r['bare']:>11.2f} {r['pipeline']:>15.2f} {100 * r['overhead']:>8.1f}%", flush=True)
+            line = f"{r['size']:>6} {r['bare']:>11.2f} {r['pipeline']:>15.2f} {100 * r['overhead']:>8.1f}%"
+            line += f" {r['xla']:>10.2f}" if "xla" in r else ""
+            line += f" {r['peer']:>14.2f}" if "peer" in r else ""
+            print(line, flush=True)
+            if "peer" in r:
+                print(f"  ours / {args.peer}, bare step: {r['bare'] / r['peer']:.2f}x the images per second")
+            if "xla" in r:
+                print(f"  XLA / plain, bare step: {r['xla'] / r['bare']:.2f}x the images per second")
     return 0
 
 

@@ -8,6 +8,10 @@ project needs neither. bench_learning.py calls it three ways, each writing one J
     python ultralytics_worker.py train   --model yolov8n.yaml --data data.yaml --imgsz 256 --minutes 15 \
                                          --project DIR --result R.json
     python ultralytics_worker.py predict --weights best.pt --images list.txt --imgsz 256 --result R.json
+    python ultralytics_worker.py steps   --model yolov8n.yaml --imgsz 256 --batch 16 --steps 6 --result R.json
+
+`steps` times the bare training step (forward, ultralytics' loss, backward, SGD update) on one
+synthetic batch held in memory, for benchmarks/bench_train.py's side-by-side step time.
 
 Nothing here may reach the network: YOLO_OFFLINE=1 is expected in the environment (ultralytics then
 skips its online checks and telemetry), and every socket that would leave this machine is refused
@@ -146,6 +150,44 @@ def predict(args) -> list[dict]:
     return records
 
 
+def steps(args) -> dict:
+    """Seconds of each of --steps bare training steps (after --warmup untimed ones) of --model at
+    --imgsz and --batch: forward, the model's own loss (ultralytics' defaults), backward, SGD update,
+    on one synthetic batch of four boxes an image, in torch's default CPU threads."""
+    import torch
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel(args.model, nc=args.classes, verbose=False)
+    model.args = get_cfg()  # the loss reads its gains (box, cls, dfl) from the training settings
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    boxes_per_image = 4
+    count = args.batch * boxes_per_image
+    batch = {
+        "img": torch.rand(args.batch, 3, args.imgsz, args.imgsz),
+        "batch_idx": torch.arange(args.batch).repeat_interleave(boxes_per_image).float(),
+        "cls": torch.randint(0, args.classes, (count, 1)).float(),
+        "bboxes": torch.cat([torch.rand(count, 2) * 0.6 + 0.2, torch.rand(count, 2) * 0.3 + 0.05], dim=1),
+    }
+
+    def step():
+        loss, _ = model.loss(batch)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return {"seconds": times, "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,10 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-det", type=int, default=100)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--result", type=Path, required=True)
+    p = sub.add_parser("steps")
+    p.add_argument("--model", default="yolov8n.yaml")
+    p.add_argument("--imgsz", type=int, required=True)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
 
     refuse_network()
-    result = {"check": check, "train": train, "predict": predict}[args.command](args)
+    result = {"check": check, "train": train, "predict": predict, "steps": steps}[args.command](args)
     if args.command == "predict":
         payload = {"detections": result, "network_attempts": list(NETWORK_ATTEMPTS)}
     else:
