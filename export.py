@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--benchmark: the folder for benchmark.csv and benchmark.md",
     )
     add_input_size_argument(
-        parser, help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 (default: the model's, else 416)"
+        parser,
+        help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 up to 4096 (default: the model's, else 416)",
     )
     parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
     precision = parser.add_mutually_exclusive_group()

@@ -55,7 +55,7 @@ def run(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--train-sets", nargs="+", metavar="SET", help="sets of --data, as train.py takes them")
     parser.add_argument("--classes", default=None, help="class names, as train.py takes them (with --data)")
-    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW (default 416)")
+    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW, up to 4096 (default 416)")
     parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
     parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
     parser.add_argument("--plot", default="kmeans_for_anchors.png", help="scatter plot to write")

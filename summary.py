@@ -32,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
     classes.add_argument("--num-classes", type=int, help="number of classes, instead of --classes (80 for COCO)")
-    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "input size of the FLOP count: SIZE or HxW (416)")
+    add_input_size_argument(
+        parser, tuple(DEFAULT_INPUT_SHAPE), "input size of the FLOP count: SIZE or HxW, up to 4096 (416)"
+    )
     parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
     return parser.parse_args(argv)
 

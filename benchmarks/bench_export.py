@@ -57,17 +57,17 @@ def main(argv=None) -> None:
 
     import cv2
     import numpy as np
-    import onnxruntime
 
     from benchmarks.common import OFFICIAL_CFG, darknet_pair, opencv_heads, relative_difference
     from nets.yolo import YoloV4Tiny
     from utils.data.demo import write_demo_dataset
     from utils.inference.folding import frozen_forward
     from utils.inference.letterbox import letterbox
-    from utils.interop.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward
+    from utils.interop.backends import OnnxRuntimeForward, SavedModelForward, TFLiteForward, import_onnxruntime
     from utils.interop.darknet import load_darknet_weights
     from utils.interop.export import export_model
 
+    onnxruntime = import_onnxruntime()
     cv2.setNumThreads(args.threads)
     size = args.size
     cfg = args.cfg or OFFICIAL_CFG

@@ -48,9 +48,10 @@ def tensorflow_figures(model, frames, runs: int) -> None:
 
 
 def onnxruntime_figures(model, providers: list[str], runs: int) -> None:
-    import onnxruntime as ort
-
+    from utils.interop.backends import import_onnxruntime
     from utils.interop.export import export_model
+
+    ort = import_onnxruntime()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_model(model, "onnx", Path(tmp) / "m.onnx", input_hw=(416, 416))
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         tf, tf_gpus = None, []
     try:
-        import onnxruntime as ort
+        from utils.interop.backends import import_onnxruntime
 
+        ort = import_onnxruntime()
         available = ort.get_available_providers()
         gpu_providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
     except ImportError:

@@ -19,6 +19,13 @@ COCO_CLASSES_PATH = MODEL_DATA_DIR / "coco_classes.txt"
 # Network input (height, width). Any multiple of INPUT_MULTIPLE works; 416 is darknet's default.
 DEFAULT_INPUT_SHAPE = (416, 416)
 INPUT_MULTIPLE = 32
+# The largest input side. At 4096x4096 the first convolution's output alone is 0.5 GB per image
+# (float32); a darknet cfg or a command line asking for 32000 would take the machine's memory
+# before anything could say no. (utils/cli.py's --input-size help says this number.)
+MAX_INPUT_SIDE = 4096
+# The most classes a model may have: each adds 3 * (512 + 256 + 2) weights and 3 channels to both
+# heads (LVIS has 1,203 classes); a cfg's classes=300000 asked for 6 GB.
+MAX_CLASSES = 10_000
 
 # The two YOLO heads, coarse first: P5 (stride 32, 13x13 at 416) then P4 (stride 16, 26x26).
 STRIDES = (32, 16)
@@ -42,7 +49,8 @@ class InputSizeError(YoloError, ValueError):
 
 
 def check_input_hw(input_hw) -> tuple[int, int]:
-    """(height, width) as ints; InputSizeError unless both are positive multiples of INPUT_MULTIPLE.
+    """(height, width) as ints; InputSizeError unless both are positive multiples of INPUT_MULTIPLE,
+    at most MAX_INPUT_SIDE.
 
     The one check of an input size: the scripts' --input-size (utils/cli.py), the Detector and
     the exporter all call it.
@@ -51,15 +59,17 @@ def check_input_hw(input_hw) -> tuple[int, int]:
         h, w = (int(v) for v in input_hw)
     except (TypeError, ValueError):
         raise InputSizeError(f"input size must be (height, width), got {input_hw!r}") from None
-    if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
-        raise InputSizeError(f"input size must be positive multiples of {INPUT_MULTIPLE}, got {(h, w)}")
+    if not (0 < h <= MAX_INPUT_SIDE and 0 < w <= MAX_INPUT_SIDE) or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise InputSizeError(
+            f"input size must be positive multiples of {INPUT_MULTIPLE}, at most {MAX_INPUT_SIDE}, got {(h, w)}"
+        )
     return h, w
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
     """An input size written as the scripts and settings files take it: "416" -> (416, 416);
     "320x416" or "320,416" -> (320, 416), as (height, width); both positive multiples of
-    INPUT_MULTIPLE, else InputSizeError.
+    INPUT_MULTIPLE, at most MAX_INPUT_SIDE, else InputSizeError.
     """
     parts = str(text).lower().replace(",", "x").split("x")
     try:
@@ -68,9 +78,10 @@ def parse_input_size(text: str) -> tuple[int, int]:
         values = []
     if len(values) == 1:
         values *= 2
-    if len(values) != 2 or any(v <= 0 or v % INPUT_MULTIPLE for v in values):
+    if len(values) != 2 or any(not 0 < v <= MAX_INPUT_SIDE or v % INPUT_MULTIPLE for v in values):
         raise InputSizeError(
-            f"input size must be SIZE or HEIGHTxWIDTH, positive multiples of {INPUT_MULTIPLE}, got {text!r}"
+            f"input size must be SIZE or HEIGHTxWIDTH, positive multiples of {INPUT_MULTIPLE}, "
+            f"at most {MAX_INPUT_SIDE}, got {str(text)[:40]!r}"
         )
     return values[0], values[1]
 

@@ -20,7 +20,15 @@ from keras import layers
 
 from nets.attention import PACKAGE, make_attention, resolve_attention
 from nets.backbone import cspdarknet53_tiny, darknet_conv
-from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, HEAD_CONV_INDICES, INPUT_MULTIPLE, load_anchors
+from nets.model_data import (
+    ANCHORS_MASK,
+    DARKNET_SCALE_X_Y,
+    HEAD_CONV_INDICES,
+    INPUT_MULTIPLE,
+    MAX_CLASSES,
+    MAX_INPUT_SIDE,
+    load_anchors,
+)
 
 # Where attention goes, by the names its layers get.
 ATTENTION_POINTS = ("attention_feat1", "attention_feat2", "attention_p5_upsample")
@@ -40,11 +48,11 @@ class YoloV4Tiny(keras.Model):
     """YOLOv4-tiny with attention after feat1, after feat2 and after the P5 upsample.
 
     Args:
-        num_classes: number of classes.
+        num_classes: number of classes (1 to MAX_CLASSES).
         attention: a name from `nets.attention.ATTENTION_BLOCKS` ("none", "se", "cbam", "eca", "ca").
         anchors: (num_anchors, 2) anchor widths and heights in input pixels; darknet's by default.
         anchors_mask: per head (coarse first), the indices of its anchors.
-        input_shape: (height, width, 3); None for any size that is a multiple of 32.
+        input_shape: (height, width, 3), multiples of 32 up to MAX_INPUT_SIDE; None for any such size.
         class_names: optional names, kept in the saved model.
         scale_x_y: darknet's centre-decoding scale (1.05 in yolov4-tiny.cfg).
     """
@@ -61,8 +69,8 @@ class YoloV4Tiny(keras.Model):
         **kwargs,
     ):
         attention = resolve_attention(attention=attention)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be 1 to {MAX_CLASSES}, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
         anchors = load_anchors().tolist() if anchors is None else [[float(w), float(h)] for w, h in anchors]
@@ -75,8 +83,11 @@ class YoloV4Tiny(keras.Model):
         if len(input_shape) != 3 or input_shape[-1] != 3:
             raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
         for size in input_shape[:2]:
-            if size is not None and size % INPUT_MULTIPLE:
-                raise ValueError(f"input height and width must be multiples of {INPUT_MULTIPLE}, got {input_shape}")
+            if size is not None and (size % INPUT_MULTIPLE or not 0 < size <= MAX_INPUT_SIDE):
+                raise ValueError(
+                    f"input height and width must be multiples of {INPUT_MULTIPLE} up to {MAX_INPUT_SIDE}, "
+                    f"got {input_shape}"
+                )
 
         num_outputs = len(anchors_mask[0]) * (5 + num_classes)
         inputs = keras.Input(shape=input_shape, name="image")

@@ -67,7 +67,8 @@ def add_input_size_argument(parser: argparse.ArgumentParser, default=None, help:
         action=_InputSizeAction,
         default=default,
         help=help
-        or "network input: SIZE or HEIGHTxWIDTH, multiples of 32, the model's stride (default: the model's, else 416)",
+        or "network input: SIZE or HEIGHTxWIDTH, multiples of 32 (the model's stride) up to 4096 "
+        "(default: the model's, else 416)",
     )
 
 

@@ -43,3 +43,21 @@ def test_input_size_forms_and_errors():
     for bad in ("100", "320x", "a,b", "0", "32x32x32"):
         with pytest.raises(ValueError, match="multiples of 32"):
             parse_input_size(bad)
+
+
+def test_input_size_has_an_upper_bound_that_help_says():
+    import argparse
+
+    from nets.model_data import MAX_INPUT_SIDE, InputSizeError, check_input_hw, parse_input_size
+    from utils.cli import add_input_size_argument
+
+    assert parse_input_size(str(MAX_INPUT_SIDE)) == (MAX_INPUT_SIDE, MAX_INPUT_SIDE)
+    too_big = MAX_INPUT_SIDE + 32
+    for bad in (str(too_big), f"416x{too_big}", "32000"):
+        with pytest.raises(InputSizeError, match=f"at most {MAX_INPUT_SIDE}"):
+            parse_input_size(bad)
+    with pytest.raises(InputSizeError, match=f"at most {MAX_INPUT_SIDE}"):
+        check_input_hw((too_big, 416))
+    parser = argparse.ArgumentParser()
+    add_input_size_argument(parser)
+    assert f"up to {MAX_INPUT_SIDE}" in " ".join(parser.format_help().split())  # however argparse wraps it

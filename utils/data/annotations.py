@@ -40,6 +40,9 @@ CORRUPT_IMAGE = "corrupt image"
 UNKNOWN_CLASS = "unknown class"
 DEGENERATE_BOX = "degenerate box"
 BOX_OUTSIDE = "box outside the image"
+# An image side no annotation can state: a reader takes a larger <size> or width as unreadable
+# (Pillow itself refuses images of more than about 179 million pixels).
+MAX_IMAGE_SIDE = 1 << 20
 # A box this far outside its image (as a fraction of the side, plus a hair) is still inside, and
 # clipped: normalised coordinates written with 6 decimals land up to ~1e-6 of the side outside.
 OUTSIDE_TOLERANCE = 1e-5

@@ -50,7 +50,7 @@ from utils.data.annotations import (
     outside_image,
     with_progress,
 )
-from utils.data.images import ImageLoadError, load_image
+from utils.data.images import ImageLoadError, check_regular_file, load_image
 from utils.data.sources import DataFormatError, DataSource, untrainable_reason
 
 SIZE_MISMATCH = "size mismatch"
@@ -80,7 +80,10 @@ def inspect_image(path: str | Path) -> ImageFacts:
     """Hash and fully decode one image (utils.data.images.load_image, as training reads it)."""
     path = Path(path)
     try:
+        check_regular_file(path)  # a named pipe would block read_bytes forever
         content = path.read_bytes()
+    except ImageLoadError as err:
+        return ImageFacts(error=str(err))
     except OSError as err:
         return ImageFacts(error=f"{path}: cannot read ({err})")
     if not content:

@@ -9,6 +9,12 @@ height]`` (utils.boxes ``xywh``). Objects marked ``iscrowd`` (or ``ignore``) are
 neither positives nor errors in evaluation, left out of training, like VOC's difficult objects.
 An image is named by its COCO id (as a string) in evaluation and detection files. The JSON is
 UTF-8; file and class names may be in any script.
+
+Ids (of images, categories, and an annotation's image_id and category_id) are integers or
+strings. Two images or two categories with one id are an error naming the file and the id (one
+would silently take the other's objects); an image entry whose id is anything else (a list) is
+skipped, and so is an annotation whose image_id or category_id is, each with a DataIssue naming
+the file.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from utils.boxes import convert_format
 from utils.data.annotations import (
+    MAX_IMAGE_SIDE,
     MISSING_IMAGE,
     UNKNOWN_CLASS,
     UNREADABLE_ANNOTATION,
@@ -60,8 +67,10 @@ def load_coco_json(path: str | Path) -> dict:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise CocoDataError(f"{path}: cannot read ({err})") from None
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSONDecodeError, or an integer of more digits than Python converts
         raise CocoDataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise CocoDataError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
         raise CocoDataError(f"{path}: not COCO detection data (no 'images' list)")
     if not isinstance(content.get("categories"), list) or not content["categories"]:
@@ -69,13 +78,34 @@ def load_coco_json(path: str | Path) -> dict:
     return content
 
 
+def _coco_id(value) -> int | str | None:
+    """An id as COCO JSON writes it: an integer (a float without a fraction counts) or a string;
+    None for anything else (a list, a mapping, null, 1.5)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value if isinstance(value, (int, str)) else None
+
+
 def coco_categories(content: dict, path: str | Path) -> dict[int, str]:
-    """category id -> name, sorted by id."""
-    try:
-        pairs = sorted((int(c["id"]), str(c["name"])) for c in content["categories"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CocoDataError(f"{path}: a category without an integer id and a name ({err!r})") from None
+    """category id -> name, sorted by id. Raises CocoDataError naming the file on a bad or repeated id."""
+    pairs = []
+    for category in content["categories"]:
+        try:
+            pairs.append((int(category["id"]), str(category["name"])))
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            raise CocoDataError(f"{path}: a category without an integer id and a name ({err!r})") from None
+    pairs.sort()
+    for (first, name), (second, other) in zip(pairs, pairs[1:]):
+        if first == second:
+            raise CocoDataError(f"{path}: two categories have id {first} ({name!r} and {other!r})")
     return dict(pairs)
+
+
+def _shown(entry: dict, key: str) -> str:
+    """An entry's value for a message, cut short (a hostile file's value can be any size)."""
+    return repr(entry.get(key, "?"))[:40]
 
 
 def image_folders(json_path: Path) -> list[Path]:
@@ -100,21 +130,27 @@ def read_coco_set(
     result = DataSplit(name=str(json_path), listing=str(json_path), class_names=list(class_names))
     per_image: dict[object, list[dict]] = {}
     images = {}
+    by_name: dict[str, dict] = {}  # 7 and "7" both name image "7"
     for entry in content["images"]:
-        if isinstance(entry, dict) and "id" in entry and "file_name" in entry:
-            images[entry["id"]] = entry
-            per_image[entry["id"]] = []
+        coco_image_id = _coco_id(entry.get("id")) if isinstance(entry, dict) else None
+        if coco_image_id is not None and "file_name" in entry:
+            if str(coco_image_id) in by_name:
+                first, second = _shown(by_name[str(coco_image_id)], "file_name"), _shown(entry, "file_name")
+                raise CocoDataError(f"{json_path}: two images have id {coco_image_id!r} ({first} and {second})")
+            by_name[str(coco_image_id)] = entry
+            images[coco_image_id] = entry
+            per_image[coco_image_id] = []
         else:
             result.issues.append(
-                DataIssue(UNREADABLE_ANNOTATION, str(json_path), f"{json_path}: an image entry without id and "
-                          f"file_name ({str(entry)[:80]}); skipped")
+                DataIssue(UNREADABLE_ANNOTATION, str(json_path), f"{json_path}: an image entry without an "
+                          f"integer or text id and a file_name ({str(entry)[:80]}); skipped")
             )  # fmt: skip
     for number, annotation in enumerate(content.get("annotations") or []):
-        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        image_id = _coco_id(annotation.get("image_id")) if isinstance(annotation, dict) else None
         if image_id not in per_image:
             result.issues.append(
                 DataIssue(UNREADABLE_ANNOTATION, str(json_path), f"{json_path}: annotation {number} names image_id "
-                          f"{image_id!r}, which is not in 'images'; skipped")
+                          f"{_shown(annotation, 'image_id')}, which is not in 'images'; skipped")
             )  # fmt: skip
             continue
         per_image[image_id].append(annotation)
@@ -132,17 +168,18 @@ def read_coco_set(
             path = folders[0] / file_name
         try:
             size = (int(entry["height"]), int(entry["width"]))
-            size = size if min(size) > 0 else None
-        except (KeyError, TypeError, ValueError):
+            size = size if 0 < min(size) and max(size) <= MAX_IMAGE_SIDE else None
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: 1e400 reads as inf
             size = None
         boxes, names, difficult, labels = [], [], [], []
         for annotation in per_image[coco_id]:
-            label = f"annotation {annotation.get('id', '?')} of image {file_name}"
-            category = annotation.get("category_id")
+            label = f"annotation {_shown(annotation, 'id')} of image {file_name}"
+            category = _coco_id(annotation.get("category_id"))
             if category not in categories:
+                shown = _shown(annotation, "category_id")
                 result.issues.append(
-                    DataIssue(UNKNOWN_CLASS, str(json_path), f"{json_path}: {label} has category_id {category!r}, "
-                              "not in 'categories'; skipped", f"category_id {category!r}")
+                    DataIssue(UNKNOWN_CLASS, str(json_path), f"{json_path}: {label} has category_id {shown}, "
+                              "not in 'categories'; skipped", f"category_id {shown}")
                 )  # fmt: skip
                 continue
             try:

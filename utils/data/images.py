@@ -12,10 +12,14 @@ What `load_image` accepts and what it does with it:
   the image **as it is displayed**, and every box computed on it is in the displayed frame.
 * Anything that cannot be decoded (missing file, truncated or corrupt data, not an image):
   `ImageLoadError`, a `ValueError` whose message names the file.
+* Anything that is not a regular file (a named pipe, a socket, a device, a folder):
+  `ImageLoadError` before it is opened; opening a named pipe would wait for a writer forever.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +51,20 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def check_regular_file(path: str | Path) -> None:
+    """ImageLoadError naming `path` unless it is a regular file (or a link to one), checked without
+    opening it: a named pipe in an image list would block the reader forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageLoadError(f"{path}: cannot read ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ImageLoadError(f"{path}: {kind}, not an image file")
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
@@ -75,6 +93,7 @@ def load_image(path: str | Path) -> np.ndarray:
         ImageLoadError: the file is missing, unreadable, truncated or not an image.
     """
     path = Path(path)
+    check_regular_file(path)
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated files fail here and not later
@@ -99,6 +118,7 @@ _QUARTER_TURNS = (5, 6, 7, 8)
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image as `load_image` returns it (EXIF orientation applied), read
     from the file's header without decoding the pixels. Raises ImageLoadError naming the file."""
+    check_regular_file(path)
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.data.annotations import (
+    MAX_IMAGE_SIDE,
     MISSING_IMAGE,
     UNREADABLE_ANNOTATION,
     AnnotatedImage,
@@ -108,8 +109,10 @@ def parse_voc_xml(path: str | Path, class_names: list[str] | None = None) -> Voc
     if size is not None:
         try:
             width, height = int(float(_text(size, "width", path))), int(float(_text(size, "height", path)))
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:  # OverflowError: 1e400 reads as infinity
             raise VocFormatError(f"{path}: bad <size> ({err})") from None
+        if max(width, height) > MAX_IMAGE_SIDE:
+            raise VocFormatError(f"{path}: bad <size> ({width:.3g}x{height:.3g}; at most {MAX_IMAGE_SIDE} a side)")
         if width > 0 and height > 0:
             image_size = (height, width)
     filename_node = root.find("filename")

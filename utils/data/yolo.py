@@ -16,6 +16,12 @@ polygon line (``class x1 y1 x2 y2 x3 y3 ...``, ultralytics' segments) stands for
 An image without a label file, or with an empty one, has no objects. Relative paths in the yaml
 are taken from the root; the lines of a .txt listing from the listing's folder.
 
+A class id must be an integer from 0 to the number of names less one; a line with another (``-1``,
+``80`` of 80 names, ``1e300``) is skipped with a warning naming the file and line. The yaml's
+``path``, split entries and names must be scalars (a name or a path, not a list); YAML aliases
+that expand to more than MAX_YAML_VALUES values are refused (a few hundred bytes of aliases, each a
+list of references to the one before, stand for billions of names).
+
 `write_yolo_data` writes records of any format (utils.data.annotations.AnnotatedImage) in this
 layout, e.g. a VOC set for a tool that reads only YOLO txt labels.
 """
@@ -45,6 +51,9 @@ from utils.errors import YoloError
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 SPLIT_KEYS = ("train", "val", "test")
+# Values (names, paths, keys, lists) a data.yaml may hold once its aliases are expanded: far more
+# than any real one (COCO's has 90, LVIS's 1,203), far fewer than an alias bomb's billions.
+MAX_YAML_VALUES = 1_000_000
 
 
 class YoloDataError(YoloError, ValueError):
@@ -78,20 +87,57 @@ def find_data_yaml(folder: str | Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def _is_scalar(value) -> bool:
+    """A name or a path as YAML writes it (text, a number, a date), not a list, a mapping or null."""
+    return value is not None and not isinstance(value, (list, tuple, dict, set))
+
+
+def _scalars(values, what: str, path: Path) -> list[str]:
+    """`values` as strings; YoloDataError naming the file when one is not a scalar."""
+    for value in values:
+        if not _is_scalar(value):
+            found = "null" if value is None else f"a {type(value).__name__}"
+            raise YoloDataError(f"{path}: {what} must be names or paths (text), found {found}")
+    return [str(value) for value in values]
+
+
 def _names(value, path: Path) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, dict):
         try:
             ids = sorted(int(k) for k in value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise YoloDataError(f"{path}: names must map class ids (0, 1, ...) to names") from None
         if ids != list(range(len(ids))):
-            raise YoloDataError(f"{path}: the class ids of names must be 0 to {len(ids) - 1}, got {ids}")
-        return [str(value[k] if k in value else value[str(k)]) for k in ids]
+            raise YoloDataError(f"{path}: the class ids of names must be 0 to {len(ids) - 1}, got {ids[:20]}")
+        return _scalars([value[k] if k in value else value[str(k)] for k in ids], "names", path)
     if isinstance(value, (list, tuple)):
-        return [str(name) for name in value]
+        return _scalars(value, "names", path)
     raise YoloDataError(f"{path}: names must be a list or a mapping, got {type(value).__name__}")
+
+
+def _check_expansion(content, path: Path) -> None:
+    """YoloDataError when `content` holds more than MAX_YAML_VALUES values with its aliases expanded.
+
+    PyYAML loads an alias as a second reference to the same object, so loading is cheap; it is
+    anything that walks the result (str(), a loop) that pays for every reference. This walk stops
+    at the limit, so it costs at most MAX_YAML_VALUES steps (and ends on a list that holds itself).
+    """
+    count, stack = 0, [content]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise YoloDataError(
+                f"{path}: holds more than {MAX_YAML_VALUES:,} values once its YAML aliases (*name) are "
+                "expanded; a data.yaml lists names and paths, write them out"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend(value)
 
 
 def read_data_yaml(path: str | Path) -> YoloData:
@@ -103,18 +149,22 @@ def read_data_yaml(path: str | Path) -> YoloData:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise YoloDataError(f"{path}: cannot read ({err})") from None
+    except RecursionError:  # PyYAML composes nested lists recursively
+        raise YoloDataError(f"{path}: cannot read (nested too deeply)") from None
     if not isinstance(content, dict):
         raise YoloDataError(f"{path}: expected a mapping with train, val and names")
+    _check_expansion(content, path)
     root = path.parent
     if content.get("path"):
-        given = Path(str(content["path"]))
+        given = Path(_scalars([content["path"]], "path", path)[0])
         candidates = [given] if given.is_absolute() else [path.parent / given, Path.cwd() / given]
         root = next((c for c in candidates if c.is_dir()), candidates[0])
     splits = {}
     for key, value in content.items():
         if key in SPLIT_KEYS or (key not in ("path", "names", "nc", "download") and _looks_like_split(value)):
             if value:
-                splits[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+                entries = value if isinstance(value, (list, tuple)) else [value]
+                splits[str(key)] = _scalars(entries, f"the {key} entries", path)
     if not splits:
         raise YoloDataError(f"{path}: no train, val or test entry")
     return YoloData(path=path, root=root, splits=splits, names=_names(content.get("names"), path))
@@ -175,19 +225,24 @@ def label_path(image_path: str | Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def parse_label_file(path: Path, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (M, 4) pixel xyxy and class ids (M,) of a label file; none when it does not exist.
+def parse_label_file(
+    path: Path, image_hw: tuple[int, int], num_classes: int
+) -> tuple[np.ndarray, np.ndarray, list[int], list[tuple[int, str]]]:
+    """Boxes (M, 4) pixel xyxy, class ids (M,) and the line of each object of a label file; none
+    when it does not exist.
 
+    A line whose class id is an integer outside 0 to `num_classes` - 1 (``-1``, ``1e300``) is left
+    out and returned in the fourth value as (line number, the class id as written).
     Raises YoloDataError naming the file and line when a line is not a class and 4 (or an even
     number >= 6, a polygon) numbers.
     """
     if not path.is_file():
-        return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+        return np.zeros((0, 4)), np.zeros(0, dtype=np.int64), [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise YoloDataError(f"{path}: cannot read ({err})") from None
-    boxes, ids = [], []
+    boxes, ids, numbers, unknown = [], [], [], []
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
@@ -195,18 +250,23 @@ def parse_label_file(path: Path, image_hw: tuple[int, int]) -> tuple[np.ndarray,
         try:
             values = [float(v) for v in fields]
         except ValueError:
-            raise YoloDataError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
+            raise YoloDataError(f"{path}:{number}: not numbers: {line.strip()[:200]!r}") from None
         if (len(values) != 5 and (len(values) < 7 or len(values) % 2 == 0)) or not float(values[0]).is_integer():
             expected = "class x_center y_center width height"
-            raise YoloDataError(f"{path}:{number}: expected '{expected}', got {line.strip()!r}")
+            raise YoloDataError(f"{path}:{number}: expected '{expected}', got {line.strip()[:200]!r}")
+        if not 0 <= values[0] < num_classes:
+            unknown.append((number, fields[0]))
+            continue
         if len(values) == 5:
             boxes.append(values[1:])
         else:  # a polygon: its bounding box
             xs, ys = values[1::2], values[2::2]
             boxes.append([(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)])
         ids.append(int(values[0]))
+        numbers.append(number)
     relative = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return convert_format(relative, "rel_center_xywh", "xyxy", image_shape=image_hw), np.asarray(ids, dtype=np.int64)
+    xyxy = convert_format(relative, "rel_center_xywh", "xyxy", image_shape=image_hw)
+    return xyxy, np.asarray(ids, dtype=np.int64), numbers, unknown
 
 
 def read_yolo_set(data: YoloData, split: str, class_names: list[str], progress: bool = False) -> DataSplit:
@@ -214,8 +274,8 @@ def read_yolo_set(data: YoloData, split: str, class_names: list[str], progress: 
 
     Objects are named by the yaml's names (and matched to `class_names` by name); when the yaml
     names none, their class ids index `class_names`. A label file that cannot be parsed or an image
-    whose header cannot be read leaves that image out; a bad object is skipped; each gets a
-    DataIssue naming the file.
+    whose header cannot be read leaves that image out; a bad object (a class id that names no
+    class among them) is skipped; each gets a DataIssue naming the file (and line).
     """
     images = split_images(data, split)
     names = data.names if data.names is not None else class_names
@@ -238,25 +298,23 @@ def read_yolo_set(data: YoloData, split: str, class_names: list[str], progress: 
             result.leave_out(image_id, CORRUPT_IMAGE, image, str(err))
             continue
         try:
-            boxes, ids = parse_label_file(labels, hw)
+            boxes, ids, numbers, unknown = parse_label_file(labels, hw, len(names))
         except YoloDataError as err:
             result.leave_out(image_id, UNREADABLE_ANNOTATION, labels, str(err))
             continue
-        known = ids < len(names)
-        for number in np.flatnonzero(~known):
+        for number, class_id in unknown:
             result.issues.append(
                 DataIssue(
                     UNKNOWN_CLASS,
                     str(labels),
-                    f"{labels}: object {number} has class id {ids[number]}, not in {names_source} "
+                    f"{labels}:{number}: class id {class_id[:40]}, not in {names_source} "
                     f"(0 to {len(names) - 1}); skipped",
-                    f"class id {ids[number]}",
+                    f"class id {class_id[:40]}",
                 )
             )
-        kept = np.flatnonzero(known)
         boxes, class_ids, difficult, issues = sort_objects(
-            labels, boxes[kept], [names[i] for i in ids[kept]], np.zeros(len(kept), bool), class_names, hw,
-            labels=[f"object {n}" for n in kept],
+            labels, boxes, [names[i] for i in ids], np.zeros(len(ids), bool), class_names, hw,
+            labels=[f"line {n}" for n in numbers],
         )  # fmt: skip
         result.issues += issues
         result.images.append(

@@ -28,9 +28,31 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.interop.metadata import INPUT_NAME, NMS_INPUTS, NMS_OUTPUTS, OUTPUT_NAMES, read_metadata
+from utils.interop.metadata import (
+    INPUT_NAME,
+    NMS_INPUTS,
+    NMS_OUTPUTS,
+    OUTPUT_NAMES,
+    MetadataError,
+    read_metadata,
+)
 
 BACKENDS = ("keras", "saved_model", "onnx", "tflite")
+# ONNX Runtime (1.29 and later, on Linux) starts its telemetry when it is imported, and writes a
+# device id and an event store under ~/.cache/Microsoft/DeveloperTools/.onnxruntime even where
+# nothing is sent. Only this variable, set before that first import, keeps it from writing them;
+# `disable_telemetry_events()` (ONNX Runtime's switch on Windows) comes after the import.
+TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY"
+
+
+def import_onnxruntime():
+    """The `onnxruntime` module, imported with its telemetry off (TELEMETRY_VARIABLE set to 1
+    unless the user set it). Every import of ONNX Runtime in the project goes through this."""
+    os.environ.setdefault(TELEMETRY_VARIABLE, "1")
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def infer_backend(path: str | Path) -> str:
@@ -52,8 +74,8 @@ class OnnxRuntimeForward:
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnx
-        import onnxruntime as ort
 
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -77,6 +99,7 @@ class OnnxRuntimeForward:
             raise ValueError(f"{path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {sorted(names)}")
         # --include-nms exports: NMS inside the graph, `detect` returns its outputs.
         self.has_nms = set(NMS_OUTPUTS) <= names
+        self.output_channels = {o.name: o.shape[-1] for o in self.session.get_outputs() if o.name in OUTPUT_NAMES}
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def _feed(self, images, conf: float = 0.5, iou: float = 0.5) -> dict:
@@ -114,6 +137,8 @@ class TFLiteForward:
         if sorted(runner_outputs) != sorted(OUTPUT_NAMES) and not self.has_nms:
             raise ValueError(f"{path}: expected signature outputs {OUTPUT_NAMES}, found {runner_outputs}")
         self.runner = self.interpreter.get_signature_runner("serving_default")
+        details = self.runner.get_output_details()
+        self.output_channels = {name: int(details[name]["shape"][-1]) for name in OUTPUT_NAMES}
 
     def _run(self, images, names, conf: float = 0.5, iou: float = 0.5) -> list[np.ndarray]:
         images = np.asarray(images, dtype=np.float32)
@@ -145,6 +170,8 @@ class SavedModelForward:
         if "serving_default" not in self.loaded.signatures:
             raise ValueError(f"{path}: the SavedModel has no serving_default signature")
         self.signature = self.loaded.signatures["serving_default"]
+        outputs = self.signature.structured_outputs
+        self.output_channels = {name: outputs[name].shape[-1] for name in OUTPUT_NAMES if name in outputs}
 
     def __call__(self, images):
         outputs = self.signature(**{INPUT_NAME: images})
@@ -155,7 +182,8 @@ def load_backend(path: str | Path, backend: str | None = None, threads: int | No
     """The raw forward and the export metadata of an exported model.
 
     backend: "onnx", "tflite" or "saved_model"; None: from the path (`infer_backend`).
-    Raises ValueError / FileNotFoundError naming the file.
+    Raises ValueError / FileNotFoundError naming the file; MetadataError (a ValueError) when the
+    metadata is unusable or does not describe the model's heads.
     """
     path = Path(path)
     if not path.exists():
@@ -170,6 +198,16 @@ def load_backend(path: str | Path, backend: str | None = None, threads: int | No
         forward = TFLiteForward(path, threads)
     else:
         forward = SavedModelForward(path)
+    # The metadata must describe these heads: a class count that is not the model's would only
+    # fail later, in the decoder's reshape.
+    width = len(metadata["anchors_mask"][0]) * (5 + metadata["num_classes"])
+    for name, channels in forward.output_channels.items():
+        if isinstance(channels, int) and channels != width:
+            raise MetadataError(
+                f"{path}: its export metadata says {metadata['num_classes']} classes and "
+                f"{len(metadata['anchors_mask'][0])} anchors per cell ({width} channels), but {path}'s output "
+                f"{name!r} has {channels}"
+            )
     return forward, metadata
 
 

@@ -19,6 +19,11 @@ A file appears whole or not at all: the export is written to a temporary file in
 and renamed (`os.replace`), so a crash or a concurrent run never leaves half a model under the
 final name (a killed export's temporary file is deleted a day later). A cached file that still
 cannot be opened is removed (`discard`) and made again by the loader.
+
+The folder holds at most $YOLO_CACHE_MAX_MB megabytes (MiB) of exports, DEFAULT_MAX_MB (2048,
+about 80 exports of 24 MB) when unset: each new export removes the least recently used
+ones (by the later of a file's access and modification times, as the file system keeps them)
+until the rest fit, never the one just made. 0 keeps only the newest.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from pathlib import Path
 from utils.errors import YoloError
 
 CACHE_ENV = "YOLO_CACHE_DIR"
+MAX_SIZE_ENV = "YOLO_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
 CACHE_NAME = "yolov4-tiny"
 # Bump when the graph exported for the same .keras file and size changes (the exporter, its options).
 EXPORT_VERSION = 1
@@ -97,13 +104,60 @@ def cached_path(keras_path: str | Path, input_hw: Sequence[int] | None) -> Path:
     return cache_dir() / f"{cache_key(keras_path, input_hw)[:40]}.onnx"
 
 
+def max_cache_bytes() -> int:
+    """The most bytes of exports the folder keeps: $YOLO_CACHE_MAX_MB MiB, else DEFAULT_MAX_MB.
+    Raises CacheError when the variable is not a number >= 0."""
+    text = os.environ.get(MAX_SIZE_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_MB << 20
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not 0 <= megabytes < float("inf"):
+        raise CacheError(f"{MAX_SIZE_ENV}={text[:40]!r}: the ONNX cache's size must be a number of MB, 0 or more")
+    return int(megabytes * (1 << 20))
+
+
+def prune(folder: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used exports in `folder` (see the module docstring) until the rest
+    take at most `limit` bytes; `keep` is never deleted. Returns the files deleted. Temporary
+    files are left to `store`; a file that cannot be deleted (gone meanwhile, not ours) is skipped."""
+    exports = []
+    for path in folder.glob("*.onnx"):
+        if path.name.startswith("."):
+            continue
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        exports.append((max(info.st_atime, info.st_mtime), info.st_size, path))
+    total = sum(size for _, size, _ in exports)
+    deleted = []
+    for _, size, path in sorted(exports):
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted.append(path)
+    return deleted
+
+
 def store(final: Path, write: Callable[[Path], object]) -> Path:
     """Make the cached file `final` (a `cached_path`): `write(tmp)` writes it to a temporary
-    `.onnx` path beside it, which is then renamed to `final`. Returns `final`.
+    `.onnx` path beside it, which is then renamed to `final`; then the folder is pruned to
+    `max_cache_bytes()`. Returns `final`.
 
     Whatever `write` raises propagates (an OSError when the folder cannot be written), and its
-    temporary files are removed. Raises CacheError when the folder cannot be created.
+    temporary files are removed. Raises CacheError when the folder cannot be created or
+    YOLO_CACHE_MAX_MB is not a size.
     """
+    limit = max_cache_bytes()
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -119,6 +173,7 @@ def store(final: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
+    prune(final.parent, limit, keep=final)
     return final
 
 

@@ -20,6 +20,7 @@ outputs differ slightly from darknet's where running variances are small.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from nets.model_data import (
     DEFAULT_INPUT_SHAPE,
     HEAD_CONV_INDICES,
     INPUT_MULTIPLE,
+    MAX_CLASSES,
+    MAX_INPUT_SIDE,
+    check_input_hw,
     load_anchors,
 )
 from utils.errors import YoloError
@@ -299,11 +303,14 @@ class WeightsHeader:
         return f"version {self.major}.{self.minor}.{self.revision}, seen {self.seen:,}"
 
 
-def read_weights(path: str | Path) -> tuple[WeightsHeader, np.ndarray]:
-    """Read a .weights file: its header and every float after it (float32, 1-D)."""
+def read_weights_header(path: str | Path) -> tuple[WeightsHeader, int]:
+    """The header of a .weights file and the number of floats after it, from its first 20 bytes
+    and its size: what a cfg is checked against before anything is read or built."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(20)
     except OSError as err:
         raise DarknetError(f"{path}: cannot read weights ({err.strerror})") from None
     if len(data) < 16:
@@ -314,14 +321,37 @@ def read_weights(path: str | Path) -> tuple[WeightsHeader, np.ndarray]:
         raise DarknetError(f"{path}: {len(data)} bytes is too short for a version {major}.{minor} header")
     seen_dtype = "<i8" if probe.seen_is_int64 else "<i4"
     seen = int(np.frombuffer(data, seen_dtype, 1, offset=12)[0])
-    body = len(data) - probe.num_bytes
+    body = size - probe.num_bytes
     if body % 4:
         raise DarknetWeightsSizeError(
             f"{path}: {body} bytes after the {probe.num_bytes}-byte header is not a whole number of float32s "
             "(truncated, or the header version is wrong)"
         )
-    floats = np.frombuffer(data, "<f4", offset=probe.num_bytes).astype(np.float32)
-    return WeightsHeader(major, minor, revision, seen), floats
+    return WeightsHeader(major, minor, revision, seen), body // 4
+
+
+def read_weights(path: str | Path) -> tuple[WeightsHeader, np.ndarray]:
+    """Read a .weights file: its header and every float after it (float32, 1-D)."""
+    path = Path(path)
+    header, _ = read_weights_header(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DarknetError(f"{path}: cannot read weights ({err.strerror})") from None
+    floats = np.frombuffer(data, "<f4", (len(data) - header.num_bytes) // 4, offset=header.num_bytes)
+    return header, floats.astype(np.float32)
+
+
+def check_weights_size(weights_path: str | Path, cfg: DarknetCfg, what: str = "") -> None:
+    """DarknetWeightsSizeError unless the .weights file holds the floats `cfg` needs, judged from
+    the file's size and header alone (nothing is read or built for a file that does not fit)."""
+    _, found = read_weights_header(weights_path)
+    needed = expected_floats(conv_specs(cfg))
+    if found != needed:
+        problem = "truncated" if found < needed else "over-long"
+        raise DarknetWeightsSizeError(
+            f"{weights_path}: {problem}: expected {needed:,} floats after the header{what}, found {found:,}"
+        )
 
 
 def write_weights(path: str | Path, floats: np.ndarray, header: WeightsHeader = WeightsHeader()) -> None:
@@ -559,9 +589,10 @@ def check_architecture(cfg: DarknetCfg) -> YoloSettings:
     if cfg.channels != 3:
         raise ArchitectureMismatchError(f"{cfg.where(cfg.net)}: channels={cfg.channels}, our model takes 3 (RGB)")
     for size, name in ((cfg.height, "height"), (cfg.width, "width")):
-        if size % INPUT_MULTIPLE:
+        if size % INPUT_MULTIPLE or not 0 < size <= MAX_INPUT_SIDE:
             raise ArchitectureMismatchError(
-                f"{cfg.where(cfg.net)}: {name}={size} is not a multiple of {INPUT_MULTIPLE}"
+                f"{cfg.where(cfg.net)}: {name}={size} is not a multiple of {INPUT_MULTIPLE} "
+                f"from {INPUT_MULTIPLE} to {MAX_INPUT_SIDE}"
             )
     # Layer types first (they do not depend on classes or anchors), naming the first difference.
     shape = yolov4_tiny_cfg(1).layers
@@ -580,9 +611,13 @@ def check_architecture(cfg: DarknetCfg) -> YoloSettings:
         )
     yolos = cfg.yolo_layers()
     num_classes = yolos[0].get_int("classes")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ArchitectureMismatchError(f"{cfg.where(yolos[0])}: classes={num_classes}, not 1 to {MAX_CLASSES}")
     anchors_flat = yolos[0].get_list("anchors", float)
     if len(anchors_flat) % 2:
         raise ArchitectureMismatchError(f"{cfg.where(yolos[0])}: odd number of anchor values ({len(anchors_flat)})")
+    if not all(0 < value < float("inf") for value in anchors_flat):
+        raise ArchitectureMismatchError(f"{cfg.where(yolos[0])}: anchors must be positive numbers")
     anchors = [anchors_flat[i : i + 2] for i in range(0, len(anchors_flat), 2)]
     masks = []
     for yolo in yolos:
@@ -719,7 +754,7 @@ def model_to_cfg(model) -> DarknetCfg:
     return yolov4_tiny_cfg(s.num_classes, s.anchors, s.anchors_mask, s.scale_x_y, s.input_hw)
 
 
-def _infer_cfg(model, floats: np.ndarray, weights_path) -> DarknetCfg:
+def _infer_cfg(model, num_floats: int, weights_path) -> DarknetCfg:
     """Without a cfg: assume YOLOv4-tiny with the model's anchors and find the class count that fits the file."""
     s = model_settings(model)
     per_anchor_set = len(s.anchors_mask[0])
@@ -730,13 +765,13 @@ def _infer_cfg(model, floats: np.ndarray, weights_path) -> DarknetCfg:
     own = expected_floats(conv_specs(cfg_for(s.num_classes)))
     # Each extra class adds A outputs to both heads: A * (512 + 1) + A * (256 + 1) floats.
     per_class = expected_floats(conv_specs(cfg_for(s.num_classes + 1))) - own
-    extra, remainder = divmod(floats.size - own, per_class)
+    extra, remainder = divmod(num_floats - own, per_class)
     classes = s.num_classes + extra
     if remainder or classes < 1:
-        problem = "truncated" if floats.size < own else "over-long"
+        problem = "truncated" if num_floats < own else "over-long"
         raise DarknetWeightsSizeError(
             f"{weights_path}: {problem}: expected {own:,} floats after the header for YOLOv4-tiny with "
-            f"{s.num_classes} classes and {per_anchor_set} anchors per head, found {floats.size:,}, which fits "
+            f"{s.num_classes} classes and {per_anchor_set} anchors per head, found {num_floats:,}, which fits "
             "no class count; pass the weights' .cfg to load other architectures"
         )
     return cfg_for(classes)
@@ -762,15 +797,17 @@ def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path |
         DarknetWeightsSizeError: the file holds fewer or more floats than the cfg needs.
         ArchitectureMismatchError / UnsupportedLayerError: the cfg is not YOLOv4-tiny.
     """
-    header, floats = read_weights(weights_path)
+    _, num_floats = read_weights_header(weights_path)
     if cfg_path is not None:
         cfg = parse_cfg(cfg_path)
         settings = check_architecture(cfg)
         what = f" for {cfg.source} ({settings.num_classes} classes)"
     else:
-        cfg = _infer_cfg(model, floats, weights_path)
+        cfg = _infer_cfg(model, num_floats, weights_path)
         settings = check_architecture(cfg)
         what = ""
+    check_weights_size(weights_path, cfg, what)  # before the file is read
+    header, floats = read_weights(weights_path)
     specs = conv_specs(cfg)
     conv_weights = split_conv_weights(specs, floats, weights_path, what)
 
@@ -887,11 +924,20 @@ def model_from_darknet(
 
     Returns:
         (model, LoadReport).
+
+    Raises:
+        DarknetWeightsSizeError: the weights file's size does not fit the cfg (checked before any
+            model is built or the file read).
+        ArchitectureMismatchError: the cfg is not YOLOv4-tiny, or asks for more than MAX_CLASSES
+            classes or an input side over MAX_INPUT_SIDE.
     """
     from nets.yolo import YoloV4Tiny
 
     cfg = parse_cfg(cfg_path)
     settings = check_architecture(cfg)
+    # The weights must fit the cfg before a model is built for it (a cfg's classes or size alone
+    # can ask for gigabytes).
+    check_weights_size(weights_path, cfg, f" for {cfg.source} ({settings.num_classes} classes)")
     num_classes = settings.num_classes
     if class_names is not None and len(class_names) != num_classes:
         if not fresh_heads:
@@ -899,6 +945,8 @@ def model_from_darknet(
         num_classes = len(class_names)
     if input_shape is None:
         input_shape = (*settings.input_hw, 3)
+    elif None not in tuple(input_shape)[:2]:
+        check_input_hw(tuple(input_shape)[:2])
     model = YoloV4Tiny(
         num_classes,
         attention=attention,

@@ -386,6 +386,10 @@ def _quantize_onnx(model_proto, calibration: np.ndarray):
     """ONNX Runtime static quantisation of an fp32 model (QDQ; per-channel int8 weights, uint8
     activations with ranges from `calibration`, uint8 letterboxed images)."""
     import onnx
+
+    from utils.interop.backends import import_onnxruntime
+
+    import_onnxruntime()  # its telemetry off before the quantizer imports it
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     extra = {}

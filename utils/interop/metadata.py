@@ -8,15 +8,21 @@ Shared by the exporter (utils/interop/export.py), which writes it, and the backe
     TFLite:      <file>.tflite.json next to the file
     ONNX:        <file>.onnx.json next to the file, and the same JSON in the model's
                  metadata_props (key "yolo_export"), so the .onnx alone is enough
+
+`read_metadata` checks what it reads (`check_metadata`): class count and names, anchors (finite,
+positive), masks (indices into the anchors), scale_x_y, input size and head widths must agree, or
+a `MetadataError` names the file; a hand-edited or foreign sidecar never reaches the decoder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from nets.model_data import STRIDES
+from nets.model_data import MAX_CLASSES, STRIDES, InputSizeError, check_input_hw
+from utils.errors import YoloError
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("p5", "p4")  # coarse first, as the model outputs them
@@ -26,6 +32,12 @@ NMS_INPUTS = ("score_threshold", "iou_threshold")
 NMS_OUTPUTS = ("boxes", "scores", "classes", "valid")
 METADATA_KEY = "yolo_export"
 SAVED_MODEL_METADATA = Path("assets") / f"{METADATA_KEY}.json"
+REQUIRED_KEYS = ("num_classes", "anchors", "anchors_mask", "scale_x_y", "input_shape")
+
+
+class MetadataError(YoloError, ValueError):
+    """Export metadata that cannot be used (not JSON, a key missing, values that disagree); the
+    message names the file."""
 
 def export_metadata(
     model,
@@ -80,7 +92,8 @@ def read_metadata(path: str | Path) -> dict:
     """The metadata written by `export_model` for the artefact at `path`.
 
     For an .onnx file without its sidecar JSON, the copy in the model's metadata_props is used.
-    Raises FileNotFoundError / ValueError naming the file when there is none or it is unusable.
+    Raises FileNotFoundError naming the file when there is none, ValueError when the .onnx is not
+    an ONNX model, MetadataError (a ValueError) when the metadata is unusable (`check_metadata`).
     """
     path = Path(path)
     sidecar = metadata_path(path)
@@ -105,12 +118,78 @@ def read_metadata(path: str | Path) -> dict:
         )
     try:
         metadata = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source}: not valid JSON ({err})") from None
-    missing = [k for k in ("num_classes", "anchors", "anchors_mask", "scale_x_y", "input_shape") if k not in metadata]
-    if missing:
-        raise ValueError(f"{source}: export metadata lacks {missing}")
+    except ValueError as err:  # JSONDecodeError, or an integer of more digits than Python converts
+        raise MetadataError(f"{source}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise MetadataError(f"{source}: not valid JSON (nested too deeply)") from None
+    check_metadata(metadata, source)
     return metadata
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def check_metadata(metadata, source: str | Path) -> None:
+    """MetadataError naming `source` unless `metadata` is what `export_metadata` writes, in the
+    parts the backends and the Detector use: 1 to MAX_CLASSES classes (and as many names, when
+    named), anchors as finite positive (w, h) pairs, two masks of equal length indexing them, a
+    finite positive scale_x_y, an input size the model takes, and heads as wide as
+    masks x (5 + classes)."""
+
+    def fail(what: str) -> None:
+        raise MetadataError(f"{source}: export metadata {what}")
+
+    if not isinstance(metadata, dict):
+        fail(f"must be a JSON object, not {type(metadata).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        fail(f"lacks {missing}")
+    num_classes = metadata["num_classes"]
+    if not _is_int(num_classes) or not 1 <= num_classes <= MAX_CLASSES:
+        fail(f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {str(num_classes)[:40]}")
+    names = metadata.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        fail("class_names must be a list of names")
+    if names is not None and len(names) != num_classes:
+        fail(f"has {len(names)} class_names for num_classes {num_classes}")
+    anchors = metadata["anchors"]
+    if (
+        not isinstance(anchors, list)
+        or not anchors
+        or not all(isinstance(a, list) and len(a) == 2 and all(map(_is_positive, a)) for a in anchors)
+    ):
+        fail("anchors must be [width, height] pairs of finite positive numbers")
+    masks = metadata["anchors_mask"]
+    if (
+        not isinstance(masks, list)
+        or len(masks) != len(STRIDES)
+        or not all(isinstance(m, list) and m and all(_is_int(i) for i in m) for m in masks)
+        or len({len(m) for m in masks}) != 1
+    ):
+        fail(f"anchors_mask must be {len(STRIDES)} lists of anchor indices of one length, got {str(masks)[:80]}")
+    if not all(0 <= i < len(anchors) for m in masks for i in m):
+        fail(f"anchors_mask {masks} refers past the {len(anchors)} anchors")
+    if not _is_positive(metadata["scale_x_y"]):
+        fail(f"scale_x_y must be a finite positive number, got {str(metadata['scale_x_y'])[:40]}")
+    try:
+        check_input_hw(metadata["input_shape"] if isinstance(metadata["input_shape"], list) else None)
+    except InputSizeError as err:
+        fail(f"input_shape: {err}")
+    width = len(masks[0]) * (5 + num_classes)
+    for output in metadata.get("outputs") or []:
+        shape = output.get("shape") if isinstance(output, dict) else None
+        if not isinstance(shape, list) or not shape or shape[-1] != width:
+            fail(
+                f"output {str(output)[:80]} does not end in {width} channels "
+                f"({len(masks[0])} anchors x (5 + {num_classes} classes))"
+            )
+    if metadata.get("include_nms") and not (_is_int(metadata.get("max_detections")) and metadata["max_detections"] > 0):
+        fail("with include_nms needs max_detections, a positive integer")
 
 
 def write_metadata(path: Path, data: dict) -> None:

@@ -10,7 +10,13 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, parse_input_size
+from nets.model_data import (
+    DEFAULT_ANCHORS_PATH,
+    DEFAULT_CLASSES_PATH,
+    DEFAULT_INPUT_SHAPE,
+    MAX_INPUT_SIDE,
+    parse_input_size,
+)
 from utils.cli import DATA_HELP, OUTPUT_ALIASES
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
@@ -47,7 +53,9 @@ class TrainConfig:
         None, f"class names, one a line (default: the data's own names, data.yaml or COCO, else {DEFAULT_CLASSES_PATH})"
     )
     anchors: str = _opt(str(DEFAULT_ANCHORS_PATH), "anchors file: w,h, w,h, ... in input pixels")
-    input_size: str = _opt(str(DEFAULT_INPUT_SHAPE[0]), "network input: 416 or HxW, multiples of 32")
+    input_size: str = _opt(
+        str(DEFAULT_INPUT_SHAPE[0]), f"network input: 416 or HxW, multiples of 32 up to {MAX_INPUT_SIDE}"
+    )
     weights: str | None = _opt(None, "initial weights: a .keras model (matching layers by name) or darknet .weights")
     epochs: int = _opt(300, "total epochs, frozen ones included")
     freeze_epochs: int | None = _opt(None, "epochs with the backbone frozen first (default: 50 with --weights, else 0)")

@@ -1,10 +1,10 @@
-"""load_image: every image kind people have, as displayed, uint8 RGB."""
+"""load_image: every image kind people have, as displayed, uint8 RGB; what is not an image file refused."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from utils.data.images import ImageLoadError, image_size, load_image
+from utils.data.images import ImageLoadError, image_batches, image_size, load_image
 
 
 def _pattern(height=48, width=64):
@@ -109,3 +109,45 @@ def test_corrupt_and_non_images_raise_naming_the_file(tmp_path):
         with pytest.raises(ImageLoadError, match=name):
             image_size(tmp_path / name)
     assert issubclass(ImageLoadError, ValueError)
+
+
+def test_a_named_pipe_is_refused_naming_it_never_waited_on(tmp_path):
+    """A FIFO in an image list (predict.py's sources, a YOLO .txt listing, annotation lines) is an
+    ImageLoadError naming it, for the one loader, the header reader and the data check, at once.
+    Before, opening it waited for a writer forever; here a writer is let in after 10 s so that a
+    regression fails instead of hanging the test run."""
+    import os
+    import threading
+
+    from utils.data.check import inspect_image
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    _save_jpeg(_pattern(), tmp_path / "real.jpg")
+
+    def attempt(read):
+        outcome = {}
+
+        def run():
+            try:
+                outcome["value"] = read(fifo)
+            except ImageLoadError as err:
+                outcome["error"] = err
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(10)
+        blocked = worker.is_alive()
+        if blocked:  # let the regression's open() return: a writer that closes at once
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(10)
+        return blocked, outcome
+
+    for read in (load_image, image_size):
+        blocked, outcome = attempt(read)
+        assert not blocked, f"{read.__name__} waited on a named pipe"
+        assert "named pipe" in str(outcome.get("error")) and str(fifo) in str(outcome["error"])
+    blocked, outcome = attempt(inspect_image)
+    assert not blocked and str(fifo) in outcome["value"].error
+    [batch] = image_batches([fifo, tmp_path / "real.jpg"], 2)
+    assert batch.items == [tmp_path / "real.jpg"] and str(fifo) in str(batch.failures[0][1])

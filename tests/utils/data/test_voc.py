@@ -68,3 +68,12 @@ def test_layout_helpers(tmp_path):
     assert read_image_set(root, "train") == ["0001", "0002"]
     with pytest.raises(FileNotFoundError):
         read_image_set(root, "val")
+
+
+@pytest.mark.parametrize("width", ["1e400", "1e300"])  # 1e400: OverflowError (infinity) before
+def test_an_image_size_beyond_any_image_is_an_error_naming_the_file(tmp_path, width):
+    path = tmp_path / "huge.xml"
+    path.write_text(_xml(_obj("cat", (1, 1, 10, 10)), size=f"<size><width>{width}</width><height>80</height></size>"))
+    with pytest.raises(VocFormatError, match="huge.xml: bad <size>"):
+        parse_voc_xml(path, CLASSES)
+

@@ -110,6 +110,35 @@ def test_store_leaves_a_whole_file_or_nothing(tmp_path):
     assert final.read_bytes() == b"a whole model"
 
 
+def test_the_cache_is_pruned_least_recently_used_first_over_its_size(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    kib = 1024
+    oldest, used, older = (folder / f"{name}.onnx" for name in ("oldest", "used", "older"))
+    for age, path in enumerate((older, used, oldest), 1):
+        path.write_bytes(b"x" * kib)
+        os.utime(path, (1e9 + 1000 - age, 1e9 + 1000 - age))  # written long ago, oldest first
+    os.utime(used, (2e9, 1e9))  # read long after it was written: recently used
+    temporary = folder / ".running.1-ab.onnx"
+    temporary.write_bytes(b"x" * kib)  # another run's export in progress: not the cache's to prune
+    monkeypatch.setenv("YOLO_CACHE_MAX_MB", str(2.5 * kib / (1 << 20)))  # room for two files
+
+    def write(out):
+        out.write_bytes(b"n" * kib)
+
+    cache.store(folder / "new.onnx", write)
+    assert sorted(p.name for p in folder.iterdir()) == [".running.1-ab.onnx", "new.onnx", "used.onnx"]
+    monkeypatch.setenv(cache.MAX_SIZE_ENV, "0")  # the one just made always stays
+    cache.store(folder / "newer.onnx", write)
+    assert sorted(p.name for p in folder.iterdir()) == [".running.1-ab.onnx", "newer.onnx"]
+    monkeypatch.setenv(cache.MAX_SIZE_ENV, "lots")
+    with pytest.raises(cache.CacheError, match="YOLO_CACHE_MAX_MB='lots'"):
+        cache.store(folder / "newest.onnx", write)
+    assert not (folder / "newest.onnx").exists()
+    monkeypatch.delenv(cache.MAX_SIZE_ENV)
+    assert cache.max_cache_bytes() == cache.DEFAULT_MAX_MB << 20 == 2 << 30
+
+
 # ------------------------------------------------------------------ the loader's choice of runtime
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):

@@ -401,3 +401,32 @@ def test_report_of_complete_load(small):
     report = small["report"]
     assert report.complete and report.num_loaded_convs == 21
     assert "Every layer with weights came from darknet" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("classes", "input_hw", "error", "expected"),
+    [
+        (20, (416, 416), dk.DarknetWeightsSizeError, r"bad.weights: truncated: expected 5,9"),
+        (300_000, (416, 416), dk.ArchitectureMismatchError, r"classes=300000, not 1 to 10000"),
+        (80, (32_000, 32_000), dk.ArchitectureMismatchError, r"height=32000 is not a multiple of 32 from 32 to 4096"),
+    ],
+    ids=["weights-too-small", "classes-300000", "width-32000"],
+)
+def test_a_cfg_is_checked_against_its_weights_before_a_model_is_built(
+    tmp_path, monkeypatch, classes, input_hw, error, expected
+):
+    """A cfg asking for 300,000 classes or a 32000x32000 input with a 100-byte weights file took
+    6.4 GB and 21 GB before the weights' size was checked; now nothing is built (a model built
+    here fails the test instead of taking the memory)."""
+    import nets.yolo
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the cfg and its weights were checked")
+
+    monkeypatch.setattr(nets.yolo, "YoloV4Tiny", no_model)
+    cfg_path, weights = tmp_path / "bad.cfg", tmp_path / "bad.weights"
+    cfg_path.write_text(dk.yolov4_tiny_cfg(classes, input_hw=input_hw).to_text())
+    dk.write_weights(weights, np.zeros(20, np.float32))  # 100 bytes with the header
+    assert weights.stat().st_size == 100
+    with pytest.raises(error, match=expected):
+        dk.model_from_darknet(cfg_path, weights)
