@@ -135,7 +135,7 @@ class StudyPlan:
     """What a study trains and how.
 
     train_args: train.py options every run shares (never --phi, --attention, --seed, --output,
-        --resume: the study sets those per run). train_options: the same, parsed (flag name ->
+        --resume, --exist-ok: the study sets those per run). train_options: the same, parsed (flag name ->
         value), kept in study.json and compared on a re-run. data, split: what get_map.py
         evaluates each run on (split None: the data's test set). input_hw: the runs' input size
         (for the FLOPs and the latency). latency_rounds: rounds of the latency measurement (0: none).
@@ -167,7 +167,8 @@ class StudyPlan:
     def train_command(self, run: Run) -> list[str]:
         command = [self.python, str(TRAIN_SCRIPT), *self.train_args]
         command += ["--phi", str(run.phi), "--seed", str(run.seed), "--output", str(run.folder)]
-        return command + (["--resume"] if run.checkpoint.is_file() else [])
+        # Without a checkpoint the run starts again: --exist-ok replaces what a start killed early left.
+        return command + (["--resume"] if run.checkpoint.is_file() else ["--exist-ok"])
 
     def eval_command(self, run: Run, weights: Path) -> list[str]:
         # get_map.py's evaluator, on the Keras model whatever backend the path would pick by default.

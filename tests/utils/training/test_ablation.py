@@ -101,7 +101,7 @@ def test_a_fresh_study_trains_then_evaluates_every_run_seed_by_seed(tmp_path):
     assert scripts.evaluated() == order
     train_command, env, echo = scripts.calls[0]
     assert train_command == ["python", str(TRAIN_SCRIPT), "--demo", "--epochs", "2", "--phi", "0", "--seed", "0",
-                             "--output", str(plan.output / "runs" / "phi0_seed0")]  # fmt: skip
+                             "--output", str(plan.output / "runs" / "phi0_seed0"), "--exist-ok"]  # fmt: skip
     assert env is None and echo  # one run at a time: inherits the environment, echoes its output
     eval_command = scripts.calls[1][0]
     assert eval_command[eval_command.index("--weights") + 1].endswith("phi0_seed0/best.keras")
