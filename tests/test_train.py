@@ -405,7 +405,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_first(data, tmp
         while not (folder / "settings.json").is_file() and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.2)
         assert first.poll() is None and (folder / "settings.json").is_file()
-        assert train.main(_quick(data, folder, "--exist-ok")) == 2
+        assert train.main(_quick(data, folder)) == 2
         err = capsys.readouterr().err
         assert f"in use by another training run (process {first.pid} on " in err
     finally:
