@@ -368,8 +368,9 @@ def _quick(data, save_dir, *extra):
 
 
 def _leftovers(folder):
-    """Temporary files and the lock: what a run that ended, however it ended, must not leave."""
-    return sorted(p.name for p in folder.iterdir() if "partial" in p.name or p.name == "train.lock")
+    """Temporary files (hidden, .<name>.partial-...) and the lock: what a run that ended, however it
+    ended, must not leave."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name == "train.lock")
 
 
 def test_an_output_holding_a_run_is_refused_unless_resume_or_exist_ok(runs, data, tmp_path, capsys):
@@ -449,7 +450,7 @@ def test_sigterm_during_a_checkpoint_leaves_no_temporary_file_and_resume_cleans_
             for line in app.stdout:
                 if line.startswith("writing the checkpoint of epoch 2"):
                     break
-            assert list(folder.glob(".checkpoint.npz.partial-*")), "the checkpoint being written"
+            assert list(folder.glob(".checkpoint*.npz")), "the checkpoint being written, to a temporary file"
             app.send_signal(signal.SIGTERM)
             app.wait(timeout=120)
         finally:
