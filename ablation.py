@@ -6,7 +6,7 @@ schedule and budget, score every run on the test split, and tell which differenc
         --epochs 100 --batch-size 32 --seeds 3 --jobs 4 --output ablation_voc
 
 Every option of train.py (python train.py --help) passes through to every run, except those the
-study sets per run (--phi, --attention, --seed, --output, --resume); --eval-period is 1 unless
+study sets per run (--phi, --attention, --seed, --output, --resume, --exist-ok); --eval-period is 1 unless
 given, so the learning curves have a val mAP per epoch. Each run is `train.py ... --phi P --seed S
 --output OUTPUT/runs/phiP_seedS`, then `get_map.py --coco` on the data's test split (--split)
 with its best.keras: mAP@0.5 (VOC all-point) and mAP@.5:.95 (COCO).
@@ -49,6 +49,7 @@ SET_PER_RUN = {
     "attention": "--phis",
     "seed": "--seeds N (seeds 0 to N-1)",
     "resume": "nothing: run the same command again, it resumes",
+    "exist_ok": "nothing: a run that starts again replaces what its earlier start left",
     "train_annotations": "--data (the runs are evaluated on its test split)",
     "val_annotations": "--data (the runs are evaluated on its test split)",
 }

@@ -26,7 +26,12 @@ utils/interop/darknet.py; convert_darknet.py saves that as .keras once), or a mo
 
 --json FILE works in every mode: per image (or video frame) its detections as
 {"class_id", "class_name", "score", "box": [x_min, y_min, x_max, y_max]} in pixels of the image
-as displayed (EXIF orientation applied).
+as displayed (EXIF orientation applied). It is written as the run goes (a JSON array, a record a
+line), so an error, Ctrl-C or SIGTERM (exit 130 / 143; a saved video is closed playable) keeps
+every record done.
+
+Outputs never destroy inputs: an --output that is (or holds) a source, or a --json that is an
+input, is refused before the model loads (exit code 2); two inputs of one name get x.jpg, x_1.jpg.
 
 Runtime (--backend auto, the default): on a CPU a .keras model runs on ONNX Runtime, faster there
 than TensorFlow; its ONNX export is made on the first run (seconds) and kept in $YOLO_CACHE_DIR,
@@ -76,7 +81,8 @@ from utils.cli import (  # noqa: E402
     warnings_as_notes,
 )
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
-from utils.errors import YoloError  # noqa: E402
+from utils.errors import EXIT_PARTIAL, YoloError  # noqa: E402
+from utils.files import OutputError, atomic_write, check_writable_folder, is_within, unique_name  # noqa: E402
 from utils.inference.video import SourceError, VideoSource, display_available, list_images  # noqa: E402
 
 MODES = ("predict", "dir_predict", "video", "fps", "heatmap", "attention", "cam")
@@ -131,8 +137,9 @@ def output_name(path: Path, suffix: str = "") -> str:
 
 
 def save_rgb(image: np.ndarray, path: Path) -> None:
+    """`image` (RGB uint8) at `path`, written atomically: a full disk or a kill leaves no half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    atomic_write(path, lambda temp: Image.fromarray(image).save(temp))
 
 
 def format_counts(dets, class_names) -> str:
@@ -140,7 +147,8 @@ def format_counts(dets, class_names) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "no detections"
 
 
-def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) -> int:
+def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str, taken: set[str]) -> int:
+    """Each detection of `image` as `<stem>_<k>_<class>.png` in `folder`, under a name not in `taken`."""
     height, width = image.shape[:2]
     saved = 0
     for k, (box, class_id) in enumerate(zip(dets.boxes, dets.class_ids, strict=True)):
@@ -149,13 +157,87 @@ def save_crops(image: np.ndarray, dets, class_names, folder: Path, stem: str) ->
         if x2 <= x1 or y2 <= y1:
             continue
         name = class_names[int(class_id)].replace("/", "_").replace(" ", "_")
-        save_rgb(image[y1:y2, x1:x2], folder / f"{stem}_{k}_{name}.png")
+        save_rgb(image[y1:y2, x1:x2], folder / unique_name(f"{stem}_{k}_{name}.png", taken))
         saved += 1
     return saved
 
 
+def check_outputs(args, paths: list[Path] | None) -> None:
+    """Before the model loads: what the run writes can be written, and writing it destroys no input.
+
+    The image modes write into --output under the inputs' names: an --output that is a source
+    folder or holds an input, at any depth, is refused, so an annotated copy never replaces its
+    original. --json must not be an input. Raises OutputError (exit code 2)."""
+    inputs = [Path(p) for p in paths or []]
+    if args.mode in IMAGE_MODES:
+        folders = [Path(source) for source in args.source if Path(source).is_dir()]
+        held = next((p for p in [*folders, *inputs] if is_within(p, args.output)), None)
+        if held is not None:
+            raise OutputError(
+                f"--output {args.output} holds the input {held}: the annotated copies would overwrite the "
+                "originals; choose an --output outside the inputs"
+            )
+        check_writable_folder(args.output)
+    elif args.mode == "video" and args.save:
+        check_writable_folder(args.output)
+    if args.json is not None:
+        if args.json.is_dir():
+            raise OutputError(f"--json {args.json}: a folder; give a file name")
+        sources = [*inputs, *(Path(source) for source in args.source)]
+        if any(source.is_file() and source.resolve() == args.json.resolve() for source in sources):
+            raise OutputError(f"--json {args.json} is an input; give another file name")
+        check_writable_folder(args.json.parent, "--json")
+
+
+class JsonRecords:
+    """The run's records, one per image (or video frame), and --json written as they come.
+
+    The file is a JSON array, one record a line, flushed after each: what is done is on disk at
+    once, and the array is closed on every way out (the end, an error, Ctrl-C, SIGTERM); a kill
+    nothing can handle (SIGKILL) leaves every finished line, only the closing "]" missing. The file
+    is made with the first record (a run that ends at the end with none writes "[]", one that fails
+    before its first leaves no file). `processed` and `failed` count the records (failed: those
+    with an "error"). Use it in a `with` block.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.processed = self.failed = 0
+        self._file = None
+
+    def __enter__(self) -> JsonRecords:
+        return self
+
+    def append(self, record: dict) -> None:
+        if "error" in record:
+            self.failed += 1
+        else:
+            self.processed += 1
+        if self.path is not None:
+            self._write(("[\n" if self._file is None else ",\n") + json.dumps(record, ensure_ascii=False))
+
+    def _write(self, text: str) -> None:
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by __exit__)
+            self._file.write(text)
+            self._file.flush()
+        except OSError as err:
+            raise OutputError(f"--json {self.path}: cannot write ({err.strerror or err})") from err
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.path is None or (self._file is None and exc_type is not None):
+            return
+        try:
+            self._write("[]\n" if self._file is None else "\n]\n")
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+
 # ---------------------------------------------------------------------------------------- modes
-def readable_chunks(paths: list[Path], batch_size: int, records: list[dict], progress):
+def readable_chunks(paths: list[Path], batch_size: int, records: JsonRecords, progress):
     """image_batches over `paths`: each file that cannot be read is named on stderr, recorded in
     `records` (with an "error") and counted in `progress`; yields the chunks that hold an image."""
     for chunk in image_batches(paths, batch_size):
@@ -167,19 +249,15 @@ def readable_chunks(paths: list[Path], batch_size: int, records: list[dict], pro
             yield chunk
 
 
-def image_counts(records: list[dict]) -> tuple[int, int]:
-    """(processed, failed) of one record per image, failures recorded by `readable_chunks`."""
-    failed = sum("error" in record for record in records)
-    return len(records) - failed, failed
+def run_images(args, detector, paths: list[Path], records: JsonRecords, *, heatmap: bool) -> None:
+    """predict / dir_predict / heatmap over files, a record each into `records`.
 
-
-def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[list[dict], int, int]:
-    """predict / dir_predict / heatmap over files. Returns (json records, processed, failed)."""
+    Two inputs of one name (a/x.jpg and b/x.jpg, x.png and x.gif) get two outputs (x.jpg, x_1.jpg)."""
     from utils.inference.drawing import class_colors, draw_detections, heatmap_overlay
     from utils.inference.postprocess import objectness_map
 
     colors = class_colors(len(detector.class_names))
-    records: list[dict] = []
+    taken, crops_taken = set(), set()
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
     for chunk in readable_chunks(paths, detector.batch_size, records, progress):
         images = chunk.images
@@ -193,12 +271,14 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
         for i, (path, image, dets) in enumerate(zip(chunk.items, images, all_dets, strict=True)):
             if heatmap:
                 out = heatmap_overlay(image, [m[i] for m in maps], infos[i], detector.input_shape)
-                save_rgb(out, args.output / output_name(path, "_heatmap"))
+                save_rgb(out, args.output / unique_name(output_name(path, "_heatmap"), taken))
             else:
                 drawn = draw_detections(image, dets.boxes, dets.scores, dets.class_ids, detector.class_names, colors)
-                save_rgb(drawn, args.output / output_name(path))
+                name = unique_name(output_name(path), taken)
+                save_rgb(drawn, args.output / name)
                 if args.crop:
-                    save_crops(image, dets, detector.class_names, args.output / "crops", path.stem)
+                    crops = args.output / "crops"
+                    save_crops(image, dets, detector.class_names, crops, Path(name).stem, crops_taken)
             if args.count:
                 tqdm.write(f"{path}: {format_counts(dets, detector.class_names)}")
             height, width = image.shape[:2]
@@ -212,7 +292,6 @@ def run_images(args, detector, paths: list[Path], *, heatmap: bool) -> tuple[lis
             )
             progress.update(1)
     progress.close()
-    return records, *image_counts(records)
 
 
 def load_keras_detector(args):
@@ -278,9 +357,9 @@ def cam_picture(image, dets, info, input_hw, names, colors, conf: float) -> tupl
     return panel_grid(panels, captions), records
 
 
-def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int]:
-    """attention / cam over files: one picture per image, `<stem>_attention` or `<stem>_cam`.
-    Returns (json records, processed, failed)."""
+def run_explain(args, detector, paths: list[Path], records: JsonRecords) -> None:
+    """attention / cam over files: one picture per image, `<stem>_attention` or `<stem>_cam`
+    (unique names, as run_images), a record each into `records`."""
     from utils.inference.drawing import class_colors
     from utils.inference.explain import AttentionProbe, GradCam
 
@@ -288,7 +367,7 @@ def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int
     attention = args.mode == "attention"
     explainer = AttentionProbe(model) if attention else GradCam(model)  # phi 0: NoAttentionError, before any image
     colors = class_colors(len(names))
-    records: list[dict] = []
+    taken = set()
     progress = tqdm(total=len(paths), desc=args.mode, unit="img", disable=len(paths) < 2)
     for chunk in readable_chunks(paths, detector.batch_size, records, progress):
         batch, infos = detector.preprocess(chunk.images)
@@ -306,18 +385,18 @@ def run_explain(args, detector, paths: list[Path]) -> tuple[list[dict], int, int
                 picture, record["detections"] = cam_picture(
                     image, explained[i], infos[i], input_hw, names, colors, detector.conf
                 )
-            save_rgb(picture, args.output / output_name(path, f"_{args.mode}"))
+            save_rgb(picture, args.output / unique_name(output_name(path, f"_{args.mode}"), taken))
             records.append(record)
             progress.update(1)
     progress.close()
-    return records, *image_counts(records)
 
 
-def run_video(args, detector, source: VideoSource) -> tuple[list[dict], int]:
-    """video mode: detect on the frames of `source`, draw, show, save. Returns (json records, frames).
+def run_video(args, detector, source: VideoSource, records: JsonRecords) -> int:
+    """video mode: detect on the frames of `source`, draw, show, save; with --json a record per
+    frame into `records`. Returns the number of frames.
 
     Raises StreamEndedError (exit code 1) when a camera or stream goes down mid-run; the saved
-    video is closed first, so it stays playable.
+    video is closed first, so it stays playable, as it is on Ctrl-C and SIGTERM.
     """
     from utils.inference.drawing import class_colors, draw_detections, draw_text
     from utils.inference.tracking import ByteTracker
@@ -338,7 +417,6 @@ def run_video(args, detector, source: VideoSource) -> tuple[list[dict], int]:
         total = min(total, args.max_frames) if total > 0 else args.max_frames
     tracker = ByteTracker(high_score=args.conf) if args.track else None
     colors = class_colors(len(detector.class_names))
-    records: list[dict] = []
     fps, frames, lags = 0.0, 0, []
     progress = tqdm(total=total or None, desc="video", unit="frame")
     try:
@@ -399,10 +477,10 @@ def run_video(args, detector, source: VideoSource) -> tuple[list[dict], int]:
                 f"max {1000 * max(lags):.0f} ms; {source.dropped} older frames skipped to stay current"
             )
         print(summary + (f"; saved {save_path}" if writer is not None else ""))
-    return records, frames
+    return frames
 
 
-def run_fps(args, detector) -> list[dict]:
+def run_fps(args, detector, records: JsonRecords) -> None:
     if args.source:
         image = load_image(args.source[0])
         name = args.source[0]
@@ -436,7 +514,8 @@ def run_fps(args, detector) -> list[dict]:
     print(f"  postprocess {med['postprocess']:8.2f}  (decode + NMS + boxes to the image)")
     print(f"  total       {med['total']:8.2f}  (image -> boxes, as predict runs it; {1000 / med['total']:.1f} FPS)")
     height, width = image.shape[:2]
-    return [{"image": name, "width": width, "height": height, "detections": dets.to_records(detector.class_names)}]
+    detections = dets.to_records(detector.class_names)
+    records.append({"image": name, "width": width, "height": height, "detections": detections})
 
 
 RUNTIMES = {"keras": "TensorFlow", "saved_model": "TensorFlow", "onnx": "ONNX Runtime", "tflite": "LiteRT"}
@@ -462,7 +541,8 @@ def run(argv: list[str] | None = None) -> int:
     """predict.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
 
-    # Check the sources first: a bad camera or folder should not wait for the model to load.
+    # Check the sources and the outputs first: a bad camera or folder, or an --output that would
+    # overwrite the inputs, should not wait for the model to load.
     capture = paths = None
     if args.mode in IMAGE_MODES:
         paths = list_images(args.source, folder_only=args.mode == "dir_predict")
@@ -471,9 +551,11 @@ def run(argv: list[str] | None = None) -> int:
     elif args.mode == "video":
         if len(args.source) != 1:
             raise SourceError("video mode takes one --source: a video file, camera index, stream URL or sequence")
-        capture = VideoSource(args.source[0], every=args.every)
     elif len(args.source) > 1:
         raise SourceError("fps mode takes at most one --source image")
+    check_outputs(args, paths)
+    if args.mode == "video":
+        capture = VideoSource(args.source[0], every=args.every)
 
     from utils.interop.loader import BackendFallbackWarning, load_detector  # imports TensorFlow (seconds)
 
@@ -494,25 +576,23 @@ def run(argv: list[str] | None = None) -> int:
     if getattr(detector, "onnx_path", None) is not None:
         print(f"  its ONNX export, cached: {detector.onnx_path} (--backend keras: TensorFlow instead)")
 
-    failed = processed = 0
-    if paths is not None and args.mode in EXPLAIN_MODES:
-        records, processed, failed = run_explain(args, detector, paths)
-    elif paths is not None:
-        records, processed, failed = run_images(args, detector, paths, heatmap=args.mode == "heatmap")
-    elif capture is not None:
-        records, processed = run_video(args, detector, capture)
-    else:
-        records = run_fps(args, detector)
-        processed = 1
+    with JsonRecords(args.json) as records:  # --json as it goes, closed on every way out
+        if paths is not None and args.mode in EXPLAIN_MODES:
+            run_explain(args, detector, paths, records)
+        elif paths is not None:
+            run_images(args, detector, paths, records, heatmap=args.mode == "heatmap")
+        elif capture is not None:
+            run_video(args, detector, capture, records)
+        else:
+            run_fps(args, detector, records)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
         print(f"{'attention map ranges' if args.mode == 'attention' else 'detections'} written to {args.json}")
     if args.mode in IMAGE_MODES:
-        print(f"{processed} images written to {args.output}")
-    if failed:
-        print(f"error: {failed} of {processed + failed} images failed (named above)", file=sys.stderr)
-        return 1
+        print(f"{records.processed} images written to {args.output}")
+    if records.failed:
+        total = records.processed + records.failed
+        print(f"error: {records.failed} of {total} images failed (named above)", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 

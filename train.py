@@ -12,9 +12,12 @@ the kmeans_for_anchors.py command to run when the anchors fit the boxes poorly.
 Everything a run writes goes to --output: settings.json (the resolved settings), train_batch0.jpg,
 last.keras, best.keras, numbered .keras every --save-period epochs (the weights' moving average
 unless --no-ema), checkpoint.npz (for --resume), results.csv, history.json, loss.png, map.png and
-tensorboard/. --patience N stops when the val mAP has not improved for N evaluations; --time MIN
-fits the number of epochs to a wall-clock budget. Exit codes: 0 done, 2 bad settings or data,
-3 the loss became NaN (the last good checkpoint is kept).
+tensorboard/. An --output that holds a run is refused unless --resume (continue it) or --exist-ok
+(replace it); a second run into a folder in use is refused (train.lock). --patience N stops when
+the val mAP has not improved for N evaluations; --time MIN fits the number of epochs to a
+wall-clock budget. Exit codes: 0 done, 2 bad settings or data (or --output), 3 the loss became NaN
+(the last good checkpoint is kept), 130 / 143 stopped by Ctrl-C / SIGTERM (files whole, no
+temporary file), 70 a bug (README: "Exit codes").
 """
 
 from __future__ import annotations

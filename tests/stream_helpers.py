@@ -42,10 +42,11 @@ def count_frames(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def mjpeg_stream(frames: int, rate: float) -> Iterator[str]:
+def mjpeg_stream(frames: int, rate: float, comes_back: bool = False) -> Iterator[str]:
     """Serve `frames` JPEG frames at `rate` per second as multipart/x-mixed-replace on 127.0.0.1
     (what IP cameras serve); then the connection closes and the server stops answering, as a
-    camera that goes down. Yields the URL."""
+    camera that goes down. `comes_back`: it keeps answering, and every new connection serves
+    `frames` again then closes (a stream that flaps). Yields the URL."""
     stopped = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -68,7 +69,8 @@ def mjpeg_stream(frames: int, rate: float) -> Iterator[str]:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 time.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-            stopped.set()  # gone for good: reconnects are refused
+            if not comes_back:
+                stopped.set()  # gone for good: reconnects are refused
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -71,7 +71,7 @@ def test_phi_loads_into_attention_model(darknet_files, tmp_path, capsys):
 
     # An attention model has no darknet form: a clear error and a failing exit code.
     argv = ["--to-darknet", "--weights", out, "--out-cfg", tmp_path / "x.cfg", "--out-weights", tmp_path / "x.weights"]
-    assert convert_darknet.main([str(a) for a in argv]) == 1
+    assert convert_darknet.main([str(a) for a in argv]) == 2
     assert "only attention 'none'" in capsys.readouterr().err
     assert not (tmp_path / "x.weights").exists()
 
@@ -81,7 +81,7 @@ def test_truncated_weights_fail_cleanly(darknet_files, tmp_path, capsys):
     bad.write_bytes(darknet_files["weights"].read_bytes()[:-400])
     out = tmp_path / "never.keras"
     argv = ["--cfg", darknet_files["cfg"], "--weights", bad, "--out", out]
-    assert convert_darknet.main([str(a) for a in argv]) == 1
+    assert convert_darknet.main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "truncated" in err and "expected" in err and "found" in err
     assert not out.exists()
@@ -125,7 +125,7 @@ def test_a_bad_cfg_is_an_error_naming_the_file_and_line(darknet_files, tmp_path,
     bad = tmp_path / "bad.cfg"
     bad.write_text(text)
     argv = ["--cfg", bad, "--weights", darknet_files["weights"], "--out", tmp_path / "never.keras"]
-    assert convert_darknet.main([str(a) for a in argv]) == 1  # DarknetError's exit code
+    assert convert_darknet.main([str(a) for a in argv]) == 2  # DarknetError's exit code
     err = capsys.readouterr().err
     match = re.search(expected, err)
     assert str(bad) in err and match, err

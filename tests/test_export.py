@@ -113,3 +113,32 @@ def test_benchmark_table(demo, tmp_path, capsys):
     assert float(onnx_row["size_mb"]) > 1 and not onnx_row["note"]
     assert refused["note"].startswith("refused: --fp16 is not supported") and not refused["ms_per_img"]
     assert (tmp_path / "benchmark.md").read_text().count("\n| ") == 4 and "| onnx | fp32 | yes |" in printed
+
+
+@pytest.mark.slow
+def test_a_saved_model_export_replaces_only_what_it_wrote(demo, tmp_path, capsys):
+    """--format saved_model --output DIR deleted DIR whole when it held a saved_model.pb, the
+    user's other files with it (issue 22). An earlier export's SavedModel entries are replaced and
+    nothing else; a folder with a SavedModel export.py did not write is refused, untouched."""
+    _, paths, weights = demo
+    out = tmp_path / "exported"
+    argv = ["--weights", str(weights), "--format", "saved_model", "--input-size", "128"]
+    assert export.main([*argv, "--output", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "runs").mkdir()
+    (out / "runs" / "log.txt").write_text("mine too")
+    assert export.main([*argv, "--include-nms", "--output", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "runs" / "log.txt").read_text() == "mine too"
+    assert json.loads((out / "assets" / "yolo_export.json").read_text())["include_nms"]  # the new export
+    assert load_detector(out, conf=CONF).detect([load_image(paths[0])])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no temporary folder left
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "saved_model.pb").write_bytes(b"someone else's model")
+    (foreign / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert export.main([*argv, "--output", str(foreign)]) == 2
+    assert "export.py did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt", "saved_model.pb"]
+    assert (foreign / "saved_model.pb").read_bytes() == b"someone else's model"

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lower layers first; a module may import its own package and anything of a lower layer.
 LAYERS = [
     {"utils.errors", "utils.boxes"},
+    {"utils.files"},
     {"nets"},
     {"utils.inference", "utils.cli"},
     {"utils.data"},

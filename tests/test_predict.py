@@ -1,9 +1,11 @@
 """predict.py end to end on tiny data: every mode, the image kinds, bad inputs."""
 
+import errno
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -467,11 +469,13 @@ def test_track_keeps_one_id_for_a_moving_object(tmp_path):
         class_names=["square"],
     )
     clip = write_clip(tmp_path / "clip.mp4", frames=12)
-    args = predict.build_parser().parse_args(
-        ["--weights", "unused", "--mode", "video", "--source", str(clip), "--track", "--no-show", "--json", "x"]
-    )
-    records, frames = predict.run_video(args, detector, VideoSource(str(clip)))
+    records = tmp_path / "records.json"
+    argv = ["--weights", "unused", "--mode", "video", "--source", str(clip), "--track", "--no-show"]
+    args = predict.build_parser().parse_args([*argv, "--json", str(records)])
+    with predict.JsonRecords(args.json) as written:
+        frames = predict.run_video(args, detector, VideoSource(str(clip)), written)
     assert frames == 12
+    records = json.loads(records.read_text())
     ids = [[d["track_id"] for d in r["detections"]] for r in records]
     assert ids == [[1]] * 12
     centres = [(d["box"][0] + d["box"][2]) / 2 for r in records for d in r["detections"]]
@@ -533,3 +537,114 @@ def test_chinese_class_names_are_drawn_as_characters(tmp_path):
         assert [d["class_name"] for d in record["detections"]] == [names[0]]
         drawn.append(np.asarray(Image.open(out / "white.png")))
     assert drawn[0].shape == drawn[1].shape and not np.array_equal(drawn[0], drawn[1])
+
+
+# ---------------------------------------------------------------------------------------- outputs
+def test_an_output_folder_that_holds_inputs_is_refused_before_the_model_loads(weights, images, tmp_path, capsys):
+    """--output == --source annotated every photo over its original, exit 0 (issue 22). Refused:
+    an --output that is a source folder, holds an input file, or holds a source folder."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("rgb.jpg", "rgba.png"):
+        shutil.copy(images / name, photos / name)
+    originals = {p.name: p.read_bytes() for p in photos.iterdir()}
+    cases = [
+        ["--mode", "dir_predict", "--source", str(photos), "--output", str(photos)],
+        ["--source", str(photos / "rgb.jpg"), "--output", str(photos)],
+        ["--mode", "heatmap", "--source", str(photos), "--output", str(tmp_path)],
+    ]
+    for argv in cases:
+        assert run(argv, weights) == 2, argv
+        err = capsys.readouterr().err
+        assert "holds the input" in err and "choose an --output outside the inputs" in err, err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == originals
+    # Before the model loads: weights that do not exist are not even looked at.
+    assert run(cases[0], tmp_path / "missing.keras") == 2
+    assert "holds the input" in capsys.readouterr().err
+    # --json onto an input is refused the same way.
+    argv = ["--source", str(photos / "rgb.jpg"), "--output", str(tmp_path / "out"), "--json", str(photos / "rgb.jpg")]
+    assert run(argv, weights) == 2 and "is an input" in capsys.readouterr().err
+    assert (photos / "rgb.jpg").read_bytes() == originals["rgb.jpg"]
+
+
+def test_inputs_of_one_name_get_an_output_each_and_the_count_is_what_is_on_disk(weights, images, tmp_path, capsys):
+    """a/x.jpg and b/x.jpg, x.png and x.gif (saved as .png) wrote one file each pair while the
+    run reported all four written (issue 22)."""
+    sources = []
+    for folder, name, original in (("a", "x.jpg", "rgb.jpg"), ("b", "x.jpg", "rgb.jpg"), ("c", "x.png", "rgba.png")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        shutil.copy(images / original, tmp_path / folder / name)
+        sources.append(tmp_path / folder / name)
+    Image.open(images / "rgb.jpg").save(tmp_path / "c" / "x.gif")
+    sources.append(tmp_path / "c" / "x.gif")
+    out = tmp_path / "out"
+    assert run(["--source", *map(str, sources), "--output", str(out), "--crop"], weights) == 0
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert written == ["x.jpg", "x.png", "x_1.jpg", "x_1.png"]
+    assert f"{len(written)} images written to {out}" in capsys.readouterr().out
+    crops = [p.name for p in (out / "crops").iterdir()]
+    assert len(crops) == len(set(crops)) and any(n.startswith("x_1_") for n in crops)
+
+
+def test_an_output_that_cannot_be_written_fails_cleanly_and_leaves_no_half_written_file(
+    weights, images, tmp_path, capsys, monkeypatch
+):
+    """A read-only or full output folder gave a traceback after the model had loaded, and a
+    half-written image (issue 22). Now an --output that cannot be written is refused before the
+    model loads (running as root, a path through a file stands in for a read-only folder), and a
+    disk that fills mid-run stops it with a message: no partial image, --json complete."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    argv = ["--source", str(images / "rgb.jpg"), "--output", str(blocker / "out")]
+    assert run(argv, tmp_path / "missing.keras") == 2  # refused before the weights are looked at
+    assert f"--output {blocker / 'out'}: cannot write there" in capsys.readouterr().err
+
+    saves = []
+    real_save = Image.Image.save
+
+    def fills_the_disk(self, fp, *args, **kwargs):
+        saves.append(fp)
+        if len(saves) == 2:
+            with open(fp, "wb") as handle:
+                handle.write(b"\xff\xd8 half a jpeg")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", fills_the_disk)
+    out = tmp_path / "out"
+    sources = [str(images / n) for n in ("rgb.jpg", "phone.jpg", "rgba.png")]
+    argv = ["--source", *sources, "--output", str(out), "--batch-size", "1", "--json", str(tmp_path / "d.json")]
+    assert run(argv, weights) == 2
+    assert f"{out / 'phone.jpg'}: cannot write (No space left on device)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["rgb.jpg"]  # no phone.jpg, half or whole; no temporary file
+    assert [Path(r["image"]).name for r in json.loads((tmp_path / "d.json").read_text())] == ["rgb.jpg"]
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_playable_video_and_the_json_of_the_frames_done(weights, tmp_path):
+    """SIGTERM (timeout, docker stop) killed predict.py outright: the saved .mp4 had no index and
+    --json, written at the end, did not exist (issue 22). Now it unwinds as Ctrl-C does: exit 143,
+    the video closed playable, --json complete with every frame done, no temporary file."""
+    clip = write_clip(tmp_path / "clip.mp4", frames=3000)
+    out, records = tmp_path / "out", tmp_path / "v.json"
+    command = [sys.executable, str(ROOT / "predict.py"), "--weights", str(weights), "--input-size", "64"]
+    command += ["--mode", "video", "--source", str(clip), "--save", "--no-show", "--output", str(out)]
+    app = subprocess.Popen([*command, "--json", str(records)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and app.poll() is None:
+            if records.is_file() and records.read_text().count('"image"') >= 5:
+                break
+            time.sleep(0.2)
+        assert app.poll() is None, app.communicate()[1].decode()[-2000:]
+        app.send_signal(signal.SIGTERM)
+        _, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert app.returncode == 143, err.decode()[-2000:]
+    done = json.loads(records.read_text())
+    assert 5 <= len(done) < 3000
+    assert [r["image"].rsplit("=", 1)[1] for r in done] == [str(i) for i in range(len(done))]
+    assert count_frames(out / "clip_detected.mp4") >= len(done)  # each frame is written before its record
+    assert [p.name for p in out.iterdir()] == ["clip_detected.mp4"]

@@ -9,6 +9,10 @@ end where the uninterrupted run ended."""
 import argparse
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -16,8 +20,9 @@ import pytest
 
 import train
 from nets.yolo import YoloV4Tiny
+from tests.conftest import ROOT
 from utils.data.demo import write_demo_dataset
-from utils.training.callbacks import Callback
+from utils.training.callbacks import Callback, read_results
 from utils.training.config import add_arguments, config_from_args
 from utils.training.lr_schedule import LRSchedule
 from utils.training.trainer import Trainer
@@ -353,3 +358,119 @@ def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_
     assert after == "float32"  # the run's policy does not leak into what the process builds next
     assert np.isfinite(probe.loss)
     _trained(tmp_path, moved=False)  # one step: dynamic loss scaling may skip it (float16 gradients overflow)
+
+
+# ---------------------------------------------------------------------------------------- the output folder (issue 22)
+def _quick(data, save_dir, *extra):
+    """_argv, cut to 2 short unfrozen epochs without evaluation or numbered weights."""
+    quick = ["--epochs", "2", "--freeze-epochs", "0", "--eval-period", "0", "--save-period", "0"]
+    return _argv(data, save_dir, *quick, *extra)
+
+
+def _leftovers(folder):
+    """Temporary files (hidden, .<name>.partial-...) and the lock: what a run that ended, however it
+    ended, must not leave."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name == "train.lock")
+
+
+def test_an_output_holding_a_run_is_refused_unless_resume_or_exist_ok(runs, data, tmp_path, capsys):
+    """Training into a folder that held a run replaced its best.keras and left its numbered files
+    mixed in (issue 22). Refused now (exit 2, nothing touched); --exist-ok removes the earlier run's
+    files first, and keeps the user's."""
+    folder = tmp_path / "run"
+    shutil.copytree(runs[0], folder)
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert train.main(_quick(data, folder)) == 2
+    err = capsys.readouterr().err
+    assert f"--output {folder} holds a training run" in err and "--resume" in err and "--exist-ok" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+    assert train.main(_quick(data, folder, "--exist-ok")) == 0
+    assert "removed the" in capsys.readouterr().out
+    assert not list(folder.glob("ep0*.keras")) and (folder / "notes.txt").read_text() == "mine"
+    assert [row["epoch"] for row in read_results(folder / "results.csv")] == ["1", "2"]
+    assert _leftovers(folder) == []
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_first(data, tmp_path, capsys):
+    """Two runs into one folder at once both exited 0, one's files lost (issue 22). The second is
+    refused with the first's process id; the lock a killed run leaves is taken over."""
+    folder = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *_quick(data, folder, "--epochs", "500")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (folder / "settings.json").is_file() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None and (folder / "settings.json").is_file()
+        assert train.main(_quick(data, folder)) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another training run (process {first.pid} on " in err
+    finally:
+        first.kill()  # SIGKILL: no clean-up; its lock file stays
+        first.wait(timeout=60)
+    assert (folder / "train.lock").read_text().startswith(f"process {first.pid} ")
+    assert train.main(_quick(data, folder, "--exist-ok", "--epochs", "1")) == 0
+    assert f"took over {folder / 'train.lock'}, left by process {first.pid}" in capsys.readouterr().out
+    assert _leftovers(folder) == []
+
+
+# Runs train.py with np.savez (checkpoint.npz's writer) stuck in its second call, epoch 2's checkpoint.
+_STUCK_IN_A_CHECKPOINT = """
+import sys, time
+import numpy as np
+import train
+real, calls = np.savez, []
+def stuck(*args, **kwargs):
+    real(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 2:
+        print("writing the checkpoint of epoch 2", flush=True)
+        time.sleep(300)
+np.savez = stuck
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_a_checkpoint_leaves_no_temporary_file_and_resume_cleans_old_ones(data, tmp_path):
+    """SIGTERM (timeout, docker stop, pre-emption) in the middle of a checkpoint left its 15 MB
+    temporary file, still there after --resume (issue 22). Now it unwinds as Ctrl-C does: exit 143,
+    the checkpoint of epoch 1 whole, no temporary file, no lock; and --resume removes the temporary
+    files a SIGKILL (which nothing can handle) leaves, of this version and of the earlier one."""
+    folder = tmp_path / "run"
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        app = subprocess.Popen(
+            [sys.executable, "-c", _STUCK_IN_A_CHECKPOINT, *_quick(data, folder)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+        try:
+            for line in app.stdout:
+                if line.startswith("writing the checkpoint of epoch 2"):
+                    break
+            assert list(folder.glob(".checkpoint*.npz")), "the checkpoint being written, to a temporary file"
+            app.send_signal(signal.SIGTERM)
+            app.wait(timeout=120)
+        finally:
+            if app.poll() is None:
+                app.kill()
+    assert app.returncode == 143, (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert _leftovers(folder) == []
+    assert _checkpoint(folder)[1]["epochs_done"] == 1
+
+    left = [folder / ".checkpoint.npz.partial-k2j4h5g6.npz", folder / ".last.a1b2c3d4.keras"]  # now, and before
+    for path in left:
+        path.write_bytes(b"\0" * 1000)
+    assert train.main(_quick(data, folder, "--resume")) == 0
+    assert _checkpoint(folder)[1]["epochs_done"] == 2
+    assert _leftovers(folder) == [] and not any(path.exists() for path in left)
+
+
+def test_the_demo_replaces_its_own_earlier_run_but_protects_a_named_output():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(["--demo"])).exist_ok  # README's command, run again, works
+    assert not config_from_args(parser.parse_args(["--demo", "--output", "mine"])).exist_ok
+    assert not config_from_args(parser.parse_args([])).exist_ok

@@ -9,8 +9,10 @@
   and the keyword arguments of `utils.interop.loader.load_detector` they make.
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
-* `run_script`: calls a script's `main`; a `utils.errors.YoloError` becomes "error: message" on
-  stderr and the error's `exit_code`. Any other exception is a bug: it stays a traceback.
+* `run_script`: calls a script's `main` and turns how it ended into the exit code (utils.errors'
+  EXIT_*, README's "Exit codes"): a `utils.errors.YoloError` becomes "error: message" on stderr and
+  the error's `exit_code`; SIGTERM is handled like Ctrl-C (every `finally` runs) and gives 143,
+  Ctrl-C 130; any other exception is a bug: its traceback, and 70.
 * `warnings_as_notes`: the library's warnings (e.g. the detector falling back from ONNX Runtime to
   TensorFlow) printed as one line each, "note: message", on stderr.
 
@@ -22,14 +24,17 @@ input size is parsed.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+import traceback
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from utils.errors import YoloError
+from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.interop.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
 BACKENDS = ("auto", "keras", "saved_model", "onnx", "tflite")
@@ -192,17 +197,43 @@ def _positive_int(text: str) -> int:
 def run_script(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a script's `main(argv)` and return its exit code.
 
-    A `YoloError` (the project's own) prints "error: message" and returns its `exit_code`;
-    Ctrl-C returns 130. Anything else propagates: an unexpected error is a traceback.
+    A `YoloError` (the project's own) prints "error: message" and returns its `exit_code`.
+    SIGTERM raises `utils.errors.Interrupted` (a KeyboardInterrupt) in the main thread, so it
+    unwinds the script as Ctrl-C does, and returns 143 (Ctrl-C: 130); a second SIGTERM is ignored
+    until then, so the clean-up is not cut short. Any other exception is a bug: its traceback is
+    printed and the code is 70, which no documented outcome uses. SystemExit (argparse's usage
+    errors, --help) passes through.
     """
+    previous = _handle_sigterm()
     try:
         return int(main(argv) or 0)
     except YoloError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Interrupted)
+        print(f"terminated ({err.signal_name})" if terminated else "interrupted", file=sys.stderr)
+        return err.exit_code if terminated else EXIT_SIGINT
+    except Exception:
+        traceback.print_exc()
+        print(f"error: an unexpected error, a bug (exit code {EXIT_BUG}): the traceback above", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle_sigterm():
+    """Make SIGTERM raise Interrupted in the main thread; returns the handler it replaced (None
+    off the main thread, where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up it starts must finish
+        raise Interrupted("SIGTERM", EXIT_SIGTERM)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 @contextmanager

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import ROOT
+from utils import errors
 from utils.cli import (
     add_detector_arguments,
     add_input_size_argument,
@@ -67,26 +72,56 @@ def test_detector_options_are_checked(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
-def test_run_script_maps_the_project_errors_only(capsys):
-    class Broken(YoloError):
-        exit_code = 3
+def _raises(error):
+    def main(argv):
+        raise error
 
-    def fails(error):
-        def main(argv):
-            raise error
+    return main
 
-        return main
 
-    assert run_script(lambda argv: 0) == 0
-    assert run_script(lambda argv: None) == 0
-    assert run_script(fails(YoloError("data.txt: no such file"))) == 2
-    assert capsys.readouterr().err == "error: data.txt: no such file\n"
-    assert run_script(fails(Broken("loss became nan"))) == 3
-    # Anything else is a bug: a traceback, not "error: ...".
-    with pytest.raises(ValueError, match="a bug"):
-        run_script(fails(ValueError("a bug")))
-    with pytest.raises(KeyError):
-        run_script(fails(KeyError("x")))
+def _sigterm(argv):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises at the next bytecode, long before this ends
+
+
+class _NaN(YoloError):
+    exit_code = errors.EXIT_NAN
+
+
+# Every outcome of README's "Exit codes" table: (how main ends, the code, what stderr says).
+OUTCOMES = {
+    "success": (lambda argv: None, errors.EXIT_OK, ""),
+    "partial": (lambda argv: errors.EXIT_PARTIAL, 1, ""),
+    "unusable": (_raises(YoloError("data.txt: no such file")), 2, "error: data.txt: no such file\n"),
+    "nan": (_raises(_NaN("loss became nan")), 3, "error: loss became nan\n"),
+    "bug": (_raises(ValueError("a bug")), 70, "ValueError: a bug"),
+    "sigint": (_raises(KeyboardInterrupt()), 130, "interrupted\n"),
+    "sigterm": (_sigterm, 143, "terminated (SIGTERM)\n"),
+}
+
+
+@pytest.mark.parametrize("outcome", list(OUTCOMES))
+def test_run_script_gives_each_outcome_its_exit_code(outcome, capsys):
+    """One code per outcome (issue 22): an unexpected exception keeps its traceback but exits 70,
+    not Python's 1, which means "some inputs left out"; SIGTERM unwinds like Ctrl-C and gives 143."""
+    main, code, err = OUTCOMES[outcome]
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_script(main) == code
+    printed = capsys.readouterr().err
+    assert (err in printed) if outcome == "bug" else printed == err
+    if outcome == "bug":
+        assert "Traceback (most recent call last)" in printed and "exit code 70" in printed
+    assert signal.getsignal(signal.SIGTERM) is before  # the script's handler is gone afterwards
+
+
+def test_readme_exit_code_table_matches_utils_errors():
+    """README's table lists exactly the codes of utils/errors.py, each once."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    listed = [int(m) for m in re.findall(r"^\| *`?(\d+)`? *\|", section, flags=re.M)]
+    defined = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    assert sorted(listed) == sorted(defined) and len(set(listed)) == len(listed)
+    assert {code for _, code, _ in OUTCOMES.values()} == defined
 
 
 @pytest.mark.parametrize("script", ["predict", "export", "convert_darknet"])

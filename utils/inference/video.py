@@ -9,7 +9,9 @@ Video-like sources are read on a thread of their own, so the detector never wait
   the reader keeps only the newest frame, so when detection is slower than the source the
   detector always gets the latest picture, older ones are dropped (counted), and no queue grows.
   A stream that stops delivering is reopened a few times; if it stays down the run ends with
-  `StreamEndedError` (exit code 1) after everything written so far has been closed properly.
+  `StreamEndedError` (exit code 1) after everything written so far has been closed properly. So
+  does a stream that keeps coming back only to drop again: the attempts count from the last time
+  it delivered for RECOVERED_AFTER_S without a break, not from each reopening.
 
 Nothing here imports TensorFlow: predict.py checks its sources before it loads the model.
 """
@@ -36,6 +38,9 @@ OPEN_TIMEOUT_MS = 5000
 # A stream that stops delivering is reopened this many times, this far apart, before the run ends.
 RECONNECT_ATTEMPTS = 3
 RECONNECT_DELAY_S = 1.0
+# A reopened stream has recovered (its next outage gets RECONNECT_ATTEMPTS afresh) once it has
+# delivered this long; one that drops sooner uses up the attempts left, so a flapping stream ends.
+RECOVERED_AFTER_S = 30.0
 # Frames of a file read ahead of the detector.
 READ_AHEAD = 8
 
@@ -135,6 +140,8 @@ class VideoSource:
         self.frame_size = (first.shape[1], first.shape[0])  # (width, height)
         self.dropped = 0  # frames a live source delivered that the detector never saw
         self.reconnects = 0
+        self._attempts = 0  # reconnect attempts of the current outage (see RECOVERED_AFTER_S)
+        self._reopened_at: float | None = None
         self.error: StreamEndedError | None = None
         self._stop = threading.Event()
         self._ended = threading.Event()
@@ -173,8 +180,14 @@ class VideoSource:
                 self._latest_lock.notify_all()
 
     def _reconnect(self) -> tuple[bool, np.ndarray | None]:
-        """Reopen a live source that stopped delivering; after RECONNECT_ATTEMPTS, record the error."""
-        for _ in range(RECONNECT_ATTEMPTS):
+        """Reopen a live source that stopped delivering; after RECONNECT_ATTEMPTS, record the error.
+
+        The attempts start afresh only when the source had delivered for RECOVERED_AFTER_S since
+        it was last reopened: one that comes back and drops again at once ends too."""
+        if self._reopened_at is None or time.perf_counter() - self._reopened_at >= RECOVERED_AFTER_S:
+            self._attempts = 0
+        while self._attempts < RECONNECT_ATTEMPTS:
+            self._attempts += 1
             if self._stop.wait(RECONNECT_DELAY_S):
                 return False, None
             self.reconnects += 1
@@ -183,9 +196,10 @@ class VideoSource:
             if self._capture.isOpened():
                 ok, image = self._capture.read()
                 if ok:
+                    self._reopened_at = time.perf_counter()
                     return True, image
         self.error = StreamEndedError(
-            f"{self.describe()} stopped delivering frames and did not come back after "
+            f"{self.describe()} stopped delivering frames and did not come back to stay after "
             f"{RECONNECT_ATTEMPTS} attempts to reopen it; the frames processed so far are kept"
         )
         return False, None

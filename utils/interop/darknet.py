@@ -54,10 +54,8 @@ OPENCV_BN_EPSILON = 1e-6
 class DarknetError(YoloError, ValueError):
     """A darknet file we cannot use, or a model darknet cannot express; the message names the file.
 
-    convert_darknet.py exits 1 on it (2 is for arguments and files that are not darknet's).
+    Exit code 2, as every unusable input (1 means "some inputs left out": README, "Exit codes").
     """
-
-    exit_code = 1
 
 
 class DarknetWeightsSizeError(DarknetError):

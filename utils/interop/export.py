@@ -55,6 +55,7 @@ K = max_detections. Decoding and NMS are utils.inference.postprocess, the same a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,7 @@ import numpy as np
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
 from utils.errors import YoloError
+from utils.files import PARTIAL_MARK
 from utils.interop.metadata import (
     INPUT_NAME,
     METADATA_KEY,
@@ -84,6 +86,8 @@ SUPPORTS_NMS = {"saved_model": True, "tflite": True, "onnx": True}
 SUPPORTS_DYNAMIC = {"saved_model": True, "tflite": False, "onnx": True}
 
 ONNX_OPSET = 17
+# What a SavedModel directory is made of: all an export replaces in an earlier export's folder.
+SAVED_MODEL_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
 # Int8 calibration: images taken from the calibration split (fewer if it has fewer).
 DEFAULT_NUM_CALIBRATION = 100
 
@@ -180,20 +184,52 @@ def _detect_fn(model, raw_forward, spec, input_hw, max_detections: int, nms, dyn
     return detect
 
 
-def _write_archive(model, out: Path, endpoints: dict) -> None:
-    """Write `endpoints` (name -> tf.function) as a SavedModel at `out` (replacing an earlier one)."""
+def _write_archive(model, out: Path, endpoints: dict, metadata: dict | None = None) -> None:
+    """Write `endpoints` (name -> tf.function) as a SavedModel at `out`, with `metadata` in its assets.
+
+    `out` must be a new or empty folder, or an earlier export of ours (saved_model.pb and our
+    metadata): then only the entries a SavedModel is made of (SAVED_MODEL_ENTRIES) are replaced and
+    every other file in the folder is kept. Anything else is refused (ExportError). The SavedModel is
+    written to a temporary folder beside `out` first, so a failure or an interruption leaves `out`
+    as it was, and no temporary folder."""
     import keras
+
+    from utils.interop.metadata import SAVED_MODEL_METADATA
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, fn in endpoints.items():
         archive.add_endpoint(name, fn)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "saved_model.pb").is_file()):
-        # Never delete what is not a SavedModel of ours: only an earlier export is replaced.
+    earlier = out.is_dir() and any(out.iterdir())
+    if out.is_file() or (earlier and not (out / "saved_model.pb").is_file()):
         raise ExportError(f"--output {out}: exists and is not a SavedModel directory; choose a new path")
-    if out.exists():
-        shutil.rmtree(out)
-    archive.write_out(str(out), verbose=False)
+    if earlier and not (out / SAVED_MODEL_METADATA).is_file():
+        raise ExportError(
+            f"--output {out}: a SavedModel directory export.py did not write (no {SAVED_MODEL_METADATA}); "
+            "choose a new path"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{PARTIAL_MARK}"))
+    try:
+        staged = staging / "saved_model"
+        archive.write_out(str(staged), verbose=False)
+        if metadata is not None:
+            write_metadata(staged / SAVED_MODEL_METADATA, metadata)
+        if not earlier:
+            if out.exists():
+                out.rmdir()  # empty
+            os.replace(staged, out)
+            return
+        for name in SAVED_MODEL_ENTRIES:  # the earlier export's own entries, nothing else
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+        for entry in staged.iterdir():
+            os.replace(entry, out / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_saved_model(
@@ -231,8 +267,7 @@ def export_saved_model(
             }
 
         endpoints[NMS_SIGNATURE] = detect_signature
-    _write_archive(model, out, endpoints)
-    write_metadata(metadata_path(out), metadata)
+    _write_archive(model, out, endpoints, metadata)
     return out
 
 

@@ -32,6 +32,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from nets.attention import PHI_TO_ATTENTION
-from utils.errors import YoloError
+from utils.errors import Interrupted, YoloError
 from utils.evaluation.study import (
     RunResult,
     StudyError,
@@ -135,7 +136,7 @@ class StudyPlan:
     """What a study trains and how.
 
     train_args: train.py options every run shares (never --phi, --attention, --seed, --output,
-        --resume: the study sets those per run). train_options: the same, parsed (flag name ->
+        --resume, --exist-ok: the study sets those per run). train_options: the same, parsed (flag name ->
         value), kept in study.json and compared on a re-run. data, split: what get_map.py
         evaluates each run on (split None: the data's test set). input_hw: the runs' input size
         (for the FLOPs and the latency). latency_rounds: rounds of the latency measurement (0: none).
@@ -167,7 +168,8 @@ class StudyPlan:
     def train_command(self, run: Run) -> list[str]:
         command = [self.python, str(TRAIN_SCRIPT), *self.train_args]
         command += ["--phi", str(run.phi), "--seed", str(run.seed), "--output", str(run.folder)]
-        return command + (["--resume"] if run.checkpoint.is_file() else [])
+        # Without a checkpoint the run starts again: --exist-ok replaces what a start killed early left.
+        return command + (["--resume"] if run.checkpoint.is_file() else ["--exist-ok"])
 
     def eval_command(self, run: Run, weights: Path) -> list[str]:
         # get_map.py's evaluator, on the Keras model whatever backend the path would pick by default.
@@ -185,6 +187,11 @@ class RunOutcome:
     error: str | None = None
 
 
+# The subprocesses run_logged is running (on run_study's threads), for stop_children.
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
 def run_logged(command: Sequence[str], env: dict[str, str] | None, log_path: Path, echo: bool) -> int:
     """Run `command`, appending what it prints (stdout and stderr) to `log_path`, and to our stdout
     too when `echo`; returns its exit code."""
@@ -193,13 +200,32 @@ def run_logged(command: Sequence[str], env: dict[str, str] | None, log_path: Pat
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        for chunk in iter(lambda: process.stdout.read1(65536), b""):
-            log.write(chunk)
-            log.flush()
-            if echo:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-        return process.wait()
+        with _children_lock:
+            _children.add(process)
+        try:
+            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+                log.write(chunk)
+                log.flush()
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            return process.wait()
+        finally:
+            with _children_lock:
+                _children.discard(process)
+
+
+def stop_children(grace_s: float = 0.0) -> None:
+    """Stop the subprocesses run_logged is running: SIGTERM each that has not ended within
+    `grace_s` seconds (train.py and get_map.py stop on it as on Ctrl-C: files whole, exit 143)."""
+    with _children_lock:
+        children = list(_children)
+    deadline = time.monotonic() + grace_s
+    for process in children:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.terminate()
 
 
 def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
@@ -336,7 +362,14 @@ def run_study(
             free.put(slot)
 
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        return list(pool.map(work, runs))
+        try:
+            return list(pool.map(work, runs))
+        except KeyboardInterrupt as err:
+            # The runs stop with the study (the pool waits for them). Ctrl-C in a terminal reached
+            # them too, so they get a moment to stop by themselves; a SIGTERM sent to this process
+            # alone (utils.errors.Interrupted) did not reach them: they are sent one at once.
+            stop_children(grace_s=0.0 if isinstance(err, Interrupted) else 10.0)
+            raise
 
 
 # ---------------------------------------------------------------------------------------------- the summary

@@ -3,6 +3,7 @@
 Used by the trainer (resume) and its callbacks (saving):
 
     atomic_write      write to a temporary file beside the target, then rename it over the target
+                      (utils/files.py: every module's one way to write a file)
     History           the per-epoch records (history.json, and part of the resume state)
     save_model        a .keras for inference (plain batch norm), atomically
     write_checkpoint  checkpoint.npz: weights, optimizer slots, the weights' moving average (EMA),
@@ -13,14 +14,13 @@ Used by the trainer (resume) and its callbacks (saving):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from utils.errors import YoloError
+from utils.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_VERSION = 1
@@ -28,24 +28,6 @@ CHECKPOINT_VERSION = 1
 
 class CheckpointError(YoloError, ValueError):
     """A --resume checkpoint that is missing or belongs to other settings."""
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(temp_path) and move the result onto `path` in one step (os.replace).
-
-    A kill during `write` leaves the previous file intact; the temp file sits in the same folder
-    so the rename never crosses file systems.
-    """
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(temp)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600 files
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 @dataclass

@@ -115,6 +115,10 @@ class TrainConfig:
     demo: bool = _opt(False, "train on the built-in shapes demo (generated under demo_data/ if absent)")
     strategy: str = _opt("none", "mirrored: all local GPUs; multi-worker: from TF_CONFIG", choices=STRATEGIES)
     resume: bool = _opt(False, "continue the run in --save-dir from its checkpoint")
+    exist_ok: bool = _opt(
+        False, "start a new run in an --output that holds one: that run's files are removed first (other files "
+        "stay); without it (or --resume) such a folder is refused. --demo sets it for its own logs/demo"
+    )
     max_boxes: int = _opt(100, "most boxes per training image")
     eval_conf: float = _opt(0.001, "score threshold of the detections scored for mAP")
     eval_nms_iou: float = _opt(0.5, "NMS IoU threshold of the detections scored for mAP")
@@ -142,6 +146,7 @@ DEMO_PRESET = {
     "mixup": 0.0,
     "mosaic_ratio": 0.5,
     "save_dir": "logs/demo",
+    "exist_ok": True,  # the demo replaces its own earlier run (README's commands read logs/demo); not with --output
     "save_period": 0,
     "eval_period": 7,
 }
@@ -181,6 +186,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if isinstance(given.get("data"), list) and len(given["data"]) == 1:  # one --data: a path, as before
         given["data"] = given["data"][0]
     values = dict(DEMO_PRESET) if given.get("demo") else {}
+    if "save_dir" in given:  # a folder the user names is protected as usual, demo or not
+        values.pop("exist_ok", None)
     values.update(given)
     return TrainConfig(**values)
 

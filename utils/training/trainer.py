@@ -53,6 +53,7 @@ from utils.training.checkpoint import (
 )
 from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
+from utils.training.run_folder import claim_run_folder
 
 # --neighbor-cells: centres decode as 2 sigmoid - 0.5 cells (YOLOv5), reaching the neighbour cells' boxes.
 NEIGHBOR_SCALE_X_Y = 2.0
@@ -268,12 +269,18 @@ class Trainer:
     def run(self) -> dict:
         """Train; returns a summary dict (best, final mAP, epochs, seconds, why it stopped).
 
-        Keras' global dtype policy (which --mixed-precision sets) is the caller's again afterwards."""
+        Keras' global dtype policy (which --mixed-precision sets) is the caller's again afterwards.
+        --save-dir is claimed first, on the chief (utils.training.run_folder: locked against a
+        second run, refused when it holds an earlier run unless --resume or --exist-ok)."""
         import keras
 
         previous_policy = keras.config.dtype_policy()
         try:
-            return self._run()
+            if not self._is_chief():
+                return self._run()
+            c = self.config
+            with claim_run_folder(self.save_dir, resume=c.resume, exist_ok=c.exist_ok, log=self.log):
+                return self._run()
         finally:
             keras.config.set_dtype_policy(previous_policy)
 
@@ -817,7 +824,10 @@ class Trainer:
     def _is_chief(self) -> bool:
         if self.config.strategy != "multi-worker":
             return True
-        resolver = self.strategy.cluster_resolver
+        import tensorflow as tf
+
+        # What MultiWorkerMirroredStrategy() reads (TF_CONFIG), so that run() knows before setup().
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
     def _load_initial_weights(self, path: str) -> None:

@@ -64,6 +64,18 @@ def test_a_stream_that_goes_down_ends_with_a_clear_error(monkeypatch):
     assert source.reconnects == video.RECONNECT_ATTEMPTS
 
 
+def test_a_stream_that_comes_back_only_to_drop_again_still_ends(monkeypatch):
+    """Every reopening succeeds and serves a few frames, then the connection drops: the attempts
+    must not start afresh at each reopening, or the run never ends (issue 22)."""
+    monkeypatch.setattr(video, "RECONNECT_DELAY_S", 0.05)
+    deadline = time.perf_counter() + 20
+    with mjpeg_stream(frames=5, rate=200, comes_back=True) as url, VideoSource(url) as source:
+        with pytest.raises(StreamEndedError, match="stopped delivering frames"):
+            while time.perf_counter() < deadline:
+                source.read()
+    assert source.reconnects == video.RECONNECT_ATTEMPTS
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1/video.mjpg", "rtsp://127.0.0.1:1/live"])
 def test_an_unreachable_stream_fails_at_once(url):
     start = time.perf_counter()

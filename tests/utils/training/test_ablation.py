@@ -2,17 +2,22 @@
 skipped; what each command says; the GPUs --jobs hands out."""
 
 import json
+import os
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from utils.cli import run_script
 from utils.evaluation.study import StudyError
 from utils.training.ablation import (
     GET_MAP_SCRIPT,
     TRAIN_SCRIPT,
     StudyPlan,
+    run_logged,
     run_study,
     train_supports_time,
     visible_gpus,
@@ -101,7 +106,7 @@ def test_a_fresh_study_trains_then_evaluates_every_run_seed_by_seed(tmp_path):
     assert scripts.evaluated() == order
     train_command, env, echo = scripts.calls[0]
     assert train_command == ["python", str(TRAIN_SCRIPT), "--demo", "--epochs", "2", "--phi", "0", "--seed", "0",
-                             "--output", str(plan.output / "runs" / "phi0_seed0")]  # fmt: skip
+                             "--output", str(plan.output / "runs" / "phi0_seed0"), "--exist-ok"]  # fmt: skip
     assert env is None and echo  # one run at a time: inherits the environment, echoes its output
     eval_command = scripts.calls[1][0]
     assert eval_command[eval_command.index("--weights") + 1].endswith("phi0_seed0/best.keras")
@@ -220,3 +225,27 @@ def _train_takes_time() -> bool:
     except SystemExit:
         return False
     return True
+
+
+def test_sigterm_to_the_study_stops_the_training_it_is_running(tmp_path):
+    """SIGTERM sent to ablation.py alone (timeout, docker stop) left its train.py running, and the
+    study waiting for it (issue 22): the runs in progress get SIGTERM too, and the study exits 143."""
+    started = []
+
+    def sleeping_training(command, env, log_path, echo):  # run_logged on a stand-in for train.py
+        code = "import time; print('training', flush=True); time.sleep(120)"
+        return started.append(1) or run_logged([sys.executable, "-c", code], env, log_path, echo)
+
+    def terminate_soon():
+        deadline = time.monotonic() + 30
+        log = tmp_path / "study" / "runs" / "phi0_seed0" / "train.log"
+        while time.monotonic() < deadline and not (log.is_file() and "training" in log.read_text()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    plan = plan_for(tmp_path / "study")
+    threading.Thread(target=terminate_soon, daemon=True).start()
+    begun = time.monotonic()
+    code = run_script(lambda argv: run_study(plan, runner=sleeping_training, gpus=[], log=lambda _: None))
+    assert code == 143 and started == [1]
+    assert time.monotonic() - begun < 60  # not the 120 s the training would have taken
