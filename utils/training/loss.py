@@ -182,23 +182,25 @@ class YoloLoss:
         row = tf.clip_by_value(tf.cast(tf.floor(cell_xy[:, 1]), tf.int64), 0, grid_h - 1)
         if self.neighbor_cells:
             # YOLOv5's assignment: the cell left or right of the centre's, whichever is nearer the
-            # centre, and the one above or below likewise (when inside the grid). Each neighbour
-            # ranks after every centre cell when boxes collide (its fit lowered by 2).
+            # centre, and the one above or below likewise. Each positive becomes three rows (centre,
+            # sideways, vertical), stacked on a static axis rather than concatenated (XLA pads
+            # dynamic sizes, and concatenating two of them loses rows under --xla). A neighbour
+            # outside the grid stays on the centre cell with the lowest fit, so it never wins a slot;
+            # a neighbour ranks after every centre cell when boxes collide (its fit lowered by 2).
             frac = cell_xy - tf.floor(cell_xy)
             step = tf.where(frac < 0.5, tf.constant(-1, tf.int64), tf.constant(1, tf.int64))  # (P, 2)
-            size_wh = tf.stack([grid_w, grid_h])
             moved = tf.stack([col, row], axis=1) + step
-            inside = (moved >= 0) & (moved < size_wh[None, :])  # (P, 2)
-            sideways = tf.boolean_mask(tf.range(tf.shape(where, out_type=tf.int64)[0]), inside[:, 0])
-            vertical = tf.boolean_mask(tf.range(tf.shape(where, out_type=tf.int64)[0]), inside[:, 1])
-            extra = tf.concat([sideways, vertical], 0)  # indices into the P centre positives
-            col = tf.concat([col, tf.gather(moved[:, 0], sideways), tf.gather(col, vertical)], 0)
-            row = tf.concat([row, tf.gather(row, sideways), tf.gather(moved[:, 1], vertical)], 0)
-            where = tf.concat([where, tf.gather(where, extra)], 0)
-            picked = tf.concat([picked, tf.gather(picked, extra)], 0)
-            fit = tf.concat([fit, tf.gather(fit, extra) - 2.0], 0)
-            centre = tf.concat([centre, tf.gather(centre, extra)], 0)
-            size = tf.concat([size, tf.gather(size, extra)], 0)
+            inside = (moved >= 0) & (moved < tf.stack([grid_w, grid_h])[None, :])  # (P, 2)
+            col = tf.reshape(tf.stack([col, tf.where(inside[:, 0], moved[:, 0], col), col], axis=1), [-1])
+            row = tf.reshape(tf.stack([row, row, tf.where(inside[:, 1], moved[:, 1], row)], axis=1), [-1])
+            sideways_fit = tf.where(inside[:, 0], fit - 2.0, fit - 3.0)
+            vertical_fit = tf.where(inside[:, 1], fit - 2.0, fit - 3.0)
+            fit = tf.reshape(tf.stack([fit, sideways_fit, vertical_fit], axis=1), [-1])
+
+            def thrice(values):  # (P, K) -> (3P, K), each row three times in a row
+                return tf.reshape(tf.tile(values[:, None, :], [1, 3, 1]), [-1, values.shape[-1]])
+
+            where, picked, centre, size = thrice(where), thrice(picked), thrice(centre), thrice(size)
 
         # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie (where's
         # order is image, box, anchor). Each positive gets a unique rank; a dense grid keeps the

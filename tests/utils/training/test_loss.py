@@ -262,3 +262,31 @@ def test_obj_iou_target_is_the_predicted_boxs_fit():
     c = float(box_ciou_tf(tf.constant([24.0, 24.0, 24.0, 20.0]), tf.constant([16.0, 16.0, 20.0, 20.0])))
     assert 0 < c < 1
     assert fitted - plain == pytest.approx((c * _softplus(-1.0) + (1 - c) * _softplus(1.0)) - _softplus(-1.0), rel=1e-4)
+
+
+@pytest.mark.parametrize("neighbor_cells", [False, True])
+def test_the_loss_under_xla_is_the_loss(neighbor_cells):
+    """--xla compiles the loss with the step: the same values as without, boxes colliding and all
+    (XLA pads the dynamic number of positives; concatenating two such tensors once lost rows)."""
+    rng = np.random.default_rng(0)
+    gt = np.full((4, 20, 5), -1, np.float32)
+    for image in range(4):
+        for row in range(6):
+            x, y = rng.uniform(0, 200, 2)
+            w, h = rng.uniform(10, 100, 2)
+            gt[image, row] = [x, y, min(x + w, 255), min(y + h, 255), rng.integers(10)]
+    outputs = [tf.constant(rng.normal(0, 1, (4, s, s, 45)), tf.float32) for s in (8, 16)]
+    loss = YoloLoss(load_anchors(), ANCHORS_MASK, 10, scale_x_y=2.0, neighbor_cells=neighbor_cells,
+                    obj_iou_target=True)  # fmt: skip
+
+    def total(outputs, gt):
+        value, parts = loss.batch_loss(outputs, gt, 4)
+        levels, _ = loss.level_sums(outputs, gt)
+        return value, parts, [tf.reduce_sum(level["positives"]) for level in levels]
+
+    eager = total(outputs, tf.constant(gt))
+    compiled = tf.function(total, jit_compile=True)(outputs, tf.constant(gt))
+    assert [float(p) for p in compiled[2]] == [float(p) for p in eager[2]]
+    np.testing.assert_allclose(float(compiled[0]), float(eager[0]), rtol=1e-5)
+    for key in ("box", "obj", "cls"):
+        np.testing.assert_allclose(float(compiled[1][key]), float(eager[1][key]), rtol=1e-5)
