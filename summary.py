@@ -27,7 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     choice.add_argument(
         "--phi", type=int, choices=range(len(PHI_TO_ATTENTION)), default=0, help=f"attention: {phis} (default 0)"
     )
-    choice.add_argument("--attention", choices=PHI_TO_ATTENTION, help="attention by name, instead of --phi")
+    choice.add_argument(
+        "--attention",
+        help=f"attention by name, instead of --phi: {', '.join(PHI_TO_ATTENTION)}, or your own block as MODULE:CLASS "
+        "(a module on the Python path or a .py file)",
+    )
     choice.add_argument("--all", action="store_true", help="table for phi 0-4 instead of one model")
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
@@ -54,7 +58,8 @@ def run(argv=None) -> int:
         if args.layers:
             model.summary()
         params, flops = count_params(model), count_flops(model, (height, width, 3))
-        rows.append((PHI_TO_ATTENTION.index(name), name, params, flops, attention_costs(model, (height, width))))
+        phi = PHI_TO_ATTENTION.index(name) if name in PHI_TO_ATTENTION else "-"  # a user block has none
+        rows.append((phi, name, params, flops, attention_costs(model, (height, width))))
 
     base_params, base_flops = rows[0][2], rows[0][3]
     print(f"\n{'phi':>3}  {'attention':<9} {'params':>11} {'added':>9} {'GFLOPs':>8} {'added':>8}")

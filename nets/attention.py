@@ -16,16 +16,53 @@ phi  name      block
 3    ``eca``   Efficient Channel Attention (Wang et al., CVPR 2020)
 4    ``ca``    Coordinate Attention (Hou et al., CVPR 2021)
 ===  ========  ===========================================================
+
+User blocks (no phi): ``--attention MODULE:CLASS`` (a module on the Python path, or a path to a
+``.py`` file: ``--attention path/to/blocks.py:MyBlock``), or ``--attention NAME`` for a class that
+its module registers with ``@register_attention("NAME")`` once the module is imported. The
+contract a block must keep (checked once, before a model is built: `check_attention_block`):
+
+- it is a ``keras.layers.Layer`` subclass that can be built with no arguments (defaults only);
+- shape in = shape out: (N, H, W, C) -> (N, H, W, C), with H and W possibly unknown (None);
+- it infers C in ``build(input_shape)``, since it sits where C is 128, 256 and 512;
+- ``get_config()`` returns every constructor argument, so ``from_config(get_config())`` rebuilds it;
+- optional: ``attention_weights(x) -> dict`` of the factors ``call`` multiplies x by, for
+  predict.py --mode attention: a "spatial" (N, H, W) or a "channel" (N, C) entry is drawn.
+
+``nets/attention_template.py`` is a working block to copy. A saved model records its block's module
+(config "attention_module"); loading it never imports code: import the module first (predict.py
+--attention-module), or the load says which module to import.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import math
+import sys
+from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
+from utils.errors import YoloError
+
 PACKAGE = "yolov4_tiny"
+USER_PACKAGE = "yolov4_tiny_user"  # where user blocks without a Keras registration of their own go
+
+
+class AttentionError(YoloError, ValueError):
+    """An attention choice that cannot be used: an unknown name or phi, a module that does not import."""
+
+
+class BlockContractError(AttentionError):
+    """A user attention block that breaks the contract (module docstring); the message names the block."""
+
+
+class UnregisteredBlockError(AttentionError):
+    """A saved model's attention block is not registered: the message names the module to import."""
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -224,25 +261,234 @@ ATTENTION_BLOCKS: dict[str, type[layers.Layer] | None] = {
 }
 # phi N selects PHI_TO_ATTENTION[N].
 PHI_TO_ATTENTION = ("none", "se", "cbam", "eca", "ca")
+BUILTIN_NAMES = frozenset(ATTENTION_BLOCKS)
+# User blocks: registry key -> the module they come from (a dotted name or a .py file's path).
+ATTENTION_MODULES: dict[str, str] = {}
+
+
+def register_attention(name: str):
+    """Class decorator: `--attention NAME` picks this block once its module is imported.
+
+        @register_attention("myblock")
+        class MyBlock(keras.layers.Layer): ...
+
+    The class is also registered with Keras (package "yolov4_tiny_user" unless it has a registration
+    of its own), so a model holding it reloads in safe mode.
+    """
+    key = name.lower()
+    if key in BUILTIN_NAMES or ":" in key or not key:
+        raise AttentionError(f"register_attention({name!r}): that name is built in or not a plain name")
+
+    def decorator(cls):
+        _check_is_layer(cls, key)
+        _register(key, cls, _module_ref(cls))
+        return cls
+
+    return decorator
+
+
+def _check_is_layer(cls, label: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, layers.Layer)):
+        raise BlockContractError(f"attention block {label!r}: {cls!r} is not a keras.layers.Layer subclass")
+
+
+def _register(key: str, cls: type, module_ref: str) -> None:
+    if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+        keras.saving.register_keras_serializable(package=USER_PACKAGE)(cls)
+    ATTENTION_BLOCKS[key] = cls
+    ATTENTION_MODULES[key] = module_ref
+
+
+# Modules imported from a .py file by path: resolved path -> module.
+_FILE_MODULES: dict[str, object] = {}
+
+
+def _module_ref(cls: type) -> str:
+    """How to import the module `cls` comes from: its file path when it was loaded from a file."""
+    for path, module in _FILE_MODULES.items():
+        if module.__name__ == cls.__module__:
+            return path
+    return cls.__module__
+
+
+def _is_file_ref(module_ref: str) -> bool:
+    return module_ref.endswith(".py") or "/" in module_ref or "\\" in module_ref
+
+
+def imported_module(module_ref: str):
+    """The module `module_ref` (a dotted name or a .py path) if it is already imported, else None."""
+    if _is_file_ref(module_ref):
+        return _FILE_MODULES.get(str(Path(module_ref).resolve()))
+    return sys.modules.get(module_ref)
+
+
+def import_attention_module(module_ref: str):
+    """Import a module of attention blocks: a dotted name on the Python path, or a path to a .py file
+    (imported once per resolved path). Raises AttentionError naming it when it does not import."""
+    module = imported_module(module_ref)
+    if module is not None:
+        return module
+    try:
+        if not _is_file_ref(module_ref):
+            return importlib.import_module(module_ref)
+        path = Path(module_ref).resolve()
+        if not path.is_file():
+            raise AttentionError(f"attention module {module_ref}: no such file")
+        spec = importlib.util.spec_from_file_location(f"_user_attention_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        _FILE_MODULES[str(path)] = module  # before exec: its @register_attention records the path
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del _FILE_MODULES[str(path)], sys.modules[spec.name]
+            raise
+        return module
+    except ImportError as err:
+        raise AttentionError(f"attention module {module_ref!r} does not import: {err}") from None
+    except SyntaxError as err:
+        raise AttentionError(f"attention module {module_ref!r} does not import: {err}") from None
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    module_ref, _, class_name = spec.rpartition(":")
+    if not module_ref or not class_name.isidentifier():
+        raise AttentionError(f"--attention {spec!r}: expected MODULE:CLASS or path/to/file.py:CLASS")
+    return module_ref, class_name
+
+
+def _canonical_spec(spec: str) -> str:
+    module_ref, class_name = _split_spec(spec)
+    if _is_file_ref(module_ref):
+        module_ref = str(Path(module_ref).resolve())
+    return f"{module_ref}:{class_name}"
+
+
+def _find_block(attention: str, allow_import: bool) -> str | None:
+    """The registry key for `attention`, registering a MODULE:CLASS spec when its module is imported
+    (or, with `allow_import`, importable); None when it is not registered."""
+    key = attention.lower()
+    if key in ATTENTION_BLOCKS:
+        return key
+    if ":" not in attention:
+        return None
+    spec = _canonical_spec(attention)
+    if spec in ATTENTION_BLOCKS:
+        return spec
+    module_ref, class_name = _split_spec(spec)
+    module = import_attention_module(module_ref) if allow_import else imported_module(module_ref)
+    if module is None:
+        return None
+    if not hasattr(module, class_name):
+        raise AttentionError(f"attention module {module_ref!r} has no {class_name!r}")
+    cls = getattr(module, class_name)
+    _check_is_layer(cls, spec)
+    _register(spec, cls, module_ref)
+    return spec
+
+
+def find_attention(attention: str, attention_module: str | None = None) -> str:
+    """The registry key of a saved model's block, importing nothing (safe mode): a block whose module
+    was not imported raises UnregisteredBlockError naming the module to import."""
+    key = _find_block(attention, allow_import=False)
+    if key is not None:
+        return key
+    module_ref = attention_module or (_split_spec(attention)[0] if ":" in attention else None)
+    where = f"import its module {module_ref!r} first" if module_ref else "import the module that registers it first"
+    raise UnregisteredBlockError(
+        f"attention block {attention!r} is not registered: {where} (predict.py, get_map.py: --attention-module "
+        f"{module_ref or 'MODULE'}); a saved model never imports code itself"
+    )
+
+
+def attention_module(attention: str) -> str | None:
+    """The module a user block comes from (a dotted name or a .py path); None for a built-in block."""
+    return ATTENTION_MODULES.get(attention.lower(), ATTENTION_MODULES.get(attention))
+
+
+_CHECKED: set[type] = set()
+_PROBE_SHAPE = (2, 6, 4, 32)  # non-square, so a block that swaps H and W is caught
+
+
+def check_attention_block(attention: str) -> None:
+    """Check a user block against the contract (module docstring) once per class, before a model is
+    built. Raises BlockContractError naming the block and what it gets wrong."""
+    cls = ATTENTION_BLOCKS.get(attention)
+    if cls is None or attention in BUILTIN_NAMES or cls in _CHECKED:
+        return
+    label = f"attention block {attention!r} ({cls.__name__})"
+    _check_is_layer(cls, attention)
+    try:
+        block = cls()
+    except Exception as err:  # the user's constructor: any failure is the finding
+        raise BlockContractError(f"{label}: cannot be made with no arguments ({type(err).__name__}: {err})") from None
+    x = np.random.default_rng(0).normal(size=_PROBE_SHAPE).astype("float32")
+    try:
+        out = block(x)
+        symbolic = block(keras.Input(shape=(None, None, _PROBE_SHAPE[-1])))
+    except Exception as err:
+        raise BlockContractError(
+            f"{label}: fails on an input of shape {_PROBE_SHAPE} or (None, None, None, {_PROBE_SHAPE[-1]}) "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if tuple(out.shape) != _PROBE_SHAPE or tuple(symbolic.shape) != (None, None, None, _PROBE_SHAPE[-1]):
+        raise BlockContractError(
+            f"{label}: output shape {tuple(out.shape)} differs from its input shape {_PROBE_SHAPE} "
+            f"(unknown height and width: {tuple(symbolic.shape)}); a block must map (N, H, W, C) to the same shape"
+        )
+    try:
+        config = block.get_config()
+        clone = cls.from_config(config)
+        clone(x)
+        clone.set_weights(block.get_weights())
+        same = np.allclose(np.asarray(clone(x)), np.asarray(out), atol=1e-5)
+    except Exception as err:
+        raise BlockContractError(
+            f"{label}: from_config(get_config()) does not rebuild it ({type(err).__name__}: {err}); "
+            "get_config() must return every constructor argument"
+        ) from None
+    if type(block).get_config is not layers.Layer.get_config:  # written by hand: it must be complete
+        wanted = [
+            p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        missing = [name for name in wanted if name not in config]
+        if missing:
+            raise BlockContractError(
+                f"{label}: get_config() lacks the constructor argument(s) {', '.join(missing)}; "
+                "return every one (from_config(get_config()) must rebuild the same block)"
+            )
+    if not same or clone.get_config() != config:
+        raise BlockContractError(
+            f"{label}: from_config(get_config()) gives a different block; get_config() must return every "
+            "constructor argument"
+        )
+    _CHECKED.add(cls)
 
 
 def resolve_attention(phi: int | None = None, attention: str | None = None) -> str:
-    """Turn `--phi N` or `--attention NAME` into a registry name; an unknown value raises ValueError.
+    """Turn `--phi N` or `--attention NAME` into a registry key; an unknown value raises AttentionError.
 
-    When both are given they must agree.
+    NAME is a built-in name, a name registered with `register_attention`, or MODULE:CLASS
+    (imported here; its key is MODULE:CLASS with a file's path made absolute). A user block is
+    checked against the contract (`check_attention_block`). When both are given they must agree.
     """
     name = None
     if phi is not None:
         if not 0 <= int(phi) < len(PHI_TO_ATTENTION):
             choices = ", ".join(f"{i}={n}" for i, n in enumerate(PHI_TO_ATTENTION))
-            raise ValueError(f"phi must be one of {choices}; got {phi}")
+            raise AttentionError(f"phi must be one of {choices}; got {phi}")
         name = PHI_TO_ATTENTION[int(phi)]
     if attention is not None:
-        key = attention.lower()
-        if key not in ATTENTION_BLOCKS:
-            raise ValueError(f"Unknown attention {attention!r}; expected one of {list(ATTENTION_BLOCKS)}")
+        key = _find_block(attention, allow_import=True)
+        if key is None:
+            raise AttentionError(
+                f"Unknown attention {attention!r}; expected one of {list(ATTENTION_BLOCKS)}, or MODULE:CLASS "
+                "(a module on the Python path or a .py file)"
+            )
         if name is not None and name != key:
-            raise ValueError(f"--phi {phi} means {name!r} but --attention says {attention!r}")
+            raise AttentionError(f"--phi {phi} means {name!r} but --attention says {attention!r}")
+        check_attention_block(key)
         name = key
     return name or "none"
 

@@ -18,7 +18,15 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from nets.attention import PACKAGE, make_attention, resolve_attention
+from nets.attention import (
+    ATTENTION_BLOCKS,
+    BUILTIN_NAMES,
+    PACKAGE,
+    attention_module,
+    find_attention,
+    make_attention,
+    resolve_attention,
+)
 from nets.backbone import cspdarknet53_tiny, darknet_conv
 from nets.model_data import (
     ANCHORS_MASK,
@@ -49,7 +57,8 @@ class YoloV4Tiny(keras.Model):
 
     Args:
         num_classes: number of classes (1 to MAX_CLASSES).
-        attention: a name from `nets.attention.ATTENTION_BLOCKS` ("none", "se", "cbam", "eca", "ca").
+        attention: a name from `nets.attention.ATTENTION_BLOCKS` ("none", "se", "cbam", "eca", "ca"), a
+            name a user module registered, or MODULE:CLASS (see nets.attention: user blocks).
         anchors: (num_anchors, 2) anchor widths and heights in input pixels; darknet's by default.
         anchors_mask: per head (coarse first), the indices of its anchors.
         input_shape: (height, width, 3), multiples of 32 up to MAX_INPUT_SIDE; None for any such size.
@@ -106,7 +115,9 @@ class YoloV4Tiny(keras.Model):
         x = darknet_conv(x, 256, 3, 35)  # 26x26x384 -> 26x26x256
         out_p4 = _head(x, num_outputs, HEAD_CONV_INDICES[1])  # -> 26x26x(3*(5+C))
 
-        kwargs.setdefault("name", f"yolov4_tiny_{attention}")
+        # A user block's key may hold a path: the model is named after its class.
+        label = attention if attention in BUILTIN_NAMES else ATTENTION_BLOCKS[attention].__name__.lower()
+        kwargs.setdefault("name", f"yolov4_tiny_{label}")
         super().__init__(inputs=inputs, outputs=[out_p5, out_p4], **kwargs)
         self.num_classes = num_classes
         self.attention = attention
@@ -117,7 +128,10 @@ class YoloV4Tiny(keras.Model):
         self.scale_x_y = float(scale_x_y)
 
     def get_config(self):
+        # A user block's module, so a load that lacks it can say which module to import (built-ins: none).
+        module = attention_module(self.attention)
         return {
+            **({"attention_module": module} if module else {}),
             "name": self.name,
             "trainable": self.trainable,
             "num_classes": self.num_classes,
@@ -131,6 +145,9 @@ class YoloV4Tiny(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        # Safe mode: a user block must already be imported (UnregisteredBlockError names its module).
+        config["attention"] = find_attention(config.get("attention", "none"), config.pop("attention_module", None))
         return cls(**config)
 
 

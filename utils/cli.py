@@ -157,6 +157,13 @@ def add_detector_arguments(
     parser.add_argument(
         "--batch-size", type=_positive_int, default=batch_size, help=f"images per forward pass (default {batch_size})"
     )
+    parser.add_argument(
+        "--attention-module",
+        default=None,
+        metavar="MODULE",
+        help="a .keras model trained with your own attention block: its module (a dotted name or a .py file), "
+        "imported before loading (loading never imports code itself)",
+    )
     if half:
         parser.add_argument(
             "--half",
@@ -177,6 +184,7 @@ def detector_kwargs(args: argparse.Namespace) -> dict:
         "backend": args.backend,
         "half": getattr(args, "half", False),
         "cfg_path": getattr(args, "cfg", None),
+        "attention_module": args.attention_module,
     }
 
 

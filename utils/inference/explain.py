@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nets.attention import CBAMBlock, CoordAttention, ECABlock, SEBlock
+from nets.attention import CoordAttention
 from nets.model_data import HEAD_CONV_INDICES
 from nets.yolo import ATTENTION_POINTS
 from utils.errors import YoloError
@@ -77,16 +77,23 @@ def block_map(layer: keras.layers.Layer, x) -> tuple[str, np.ndarray]:
         weights = layer.attention_weights(x, training=False)
         a_h, a_w = np.asarray(weights["height"]), np.asarray(weights["width"])  # (N, H, C), (N, W, C)
         return "row x column weight", np.einsum("nhc,nwc->nhw", a_h, a_w) / a_h.shape[-1]
-    if isinstance(layer, CBAMBlock):
-        return "spatial weight", np.asarray(layer.attention_weights(x)["spatial"], np.float32)
-    if isinstance(layer, (SEBlock, ECABlock)):
-        w = np.asarray(layer.attention_weights(x)["channel"], np.float32)[:, None, None, :]  # (N, 1, 1, C)
+    # CBAM, SE, ECA and user blocks (nets.attention's contract): "spatial" first, else "channel".
+    weights = layer.attention_weights(x) if callable(getattr(layer, "attention_weights", None)) else {}
+    if not isinstance(weights, dict):
+        weights = {}
+    if "spatial" in weights:
+        return "spatial weight", np.asarray(weights["spatial"], np.float32)
+    if "channel" in weights:
+        w = np.asarray(weights["channel"], np.float32)[:, None, None, :]  # (N, 1, 1, C)
         energy = np.sum(x * x, axis=-1)
         kept = np.sum((x * w) ** 2, axis=-1)
         # A pixel without activation has nothing to keep or lose: 1.
         ratio = np.divide(kept, energy, out=np.ones_like(energy), where=energy > 1e-12)
         return "energy kept by the channel weights", ratio.astype(np.float32)
-    raise ExplainError(f"{layer.name}: no attention map for a {type(layer).__name__} layer")
+    raise ExplainError(
+        f"{layer.name}: no attention map for a {type(layer).__name__} layer (its attention_weights(x) gives "
+        "no 'spatial' (N, H, W) or 'channel' (N, C) entry)"
+    )
 
 
 class AttentionProbe:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import keras
 
+from nets.attention import AttentionError, import_attention_module
 from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.errors import YoloError
@@ -43,15 +44,18 @@ class ModelLoadError(YoloError, ValueError):
     """A weights file that is not a model of ours; the message names the file."""
 
 
-def load_model(path: str | Path, half: bool = False) -> YoloV4Tiny:
+def load_model(path: str | Path, half: bool = False, attention_module: str | None = None) -> YoloV4Tiny:
     """Load a saved `nets.yolo.YoloV4Tiny` from a `.keras` file.
 
     half: rebuild it under `mixed_precision_policy()` (mixed_float16 on a GPU, mixed_bfloat16 on a
         CPU with AMX / AVX512-BF16); on other CPUs warn and stay float32.
+    attention_module: the module (dotted name or .py path) of a user attention block, imported
+        first; loading itself imports nothing (safe mode).
 
-    Raises ModelLoadError (naming the file) when the file is missing, not a Keras archive, or a
-    Keras model that is not a YoloV4Tiny.
+    Raises ModelLoadError (naming the file) when the file is missing, not a Keras archive, a Keras
+    model that is not a YoloV4Tiny, or holds a user block whose module is not imported (naming it).
     """
+    _import_attention(attention_module)
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
@@ -61,11 +65,21 @@ def load_model(path: str | Path, half: bool = False) -> YoloV4Tiny:
         raise ModelLoadError(f"{path}: not a .keras model file (expected a YoloV4Tiny saved with model.save)")
     try:
         model = keras.saving.load_model(path, compile=False)
+    except AttentionError as err:  # YoloV4Tiny.from_config: a user block not imported (names its module)
+        raise ModelLoadError(f"{path}: {err}") from None
     except (ValueError, TypeError, KeyError, OSError, AttributeError, zipfile.BadZipFile) as err:
         raise ModelLoadError(f"{path}: cannot load as a YoloV4Tiny model ({type(err).__name__}: {err})") from None
     if not isinstance(model, YoloV4Tiny):
         raise ModelLoadError(f"{path}: a Keras {type(model).__name__}, not a YoloV4Tiny model of ours")
     return with_half_precision(model) if half else model
+
+
+def _import_attention(attention_module: str | None) -> None:
+    if attention_module is not None:
+        try:
+            import_attention_module(attention_module)
+        except AttentionError as err:
+            raise ModelLoadError(str(err)) from None
 
 
 def _class_names(classes_path: str | Path | None, num_classes: int, weights: str | Path) -> list[str] | None:
@@ -87,6 +101,7 @@ def load_detector(
     cfg_path: str | Path | None = None,
     backend: str | None = None,
     threads: int | None = None,
+    attention_module: str | None = None,
     **kwargs,
 ) -> Detector:
     """A `Detector` over a `.keras` model of ours, darknet weights (with `cfg_path`), or a model
@@ -108,11 +123,13 @@ def load_detector(
         ONNX Runtime fails, a `BackendFallbackWarning` says why and TensorFlow runs it.
         "keras": always TensorFlow.
     threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
+    attention_module: see `load_model` (a .keras model with a user attention block).
     kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
     Returns the detector, with `backend` set to the runtime that runs it ("keras", "onnx",
     "tflite", "saved_model"); for a cached ONNX export, `onnx_path` is that file.
     Raises ModelLoadError when the file is missing or not one of our models.
     """
+    _import_attention(attention_module)
     if cfg_path is not None:
         from utils.interop.darknet import DarknetError, model_from_darknet
 

@@ -36,7 +36,10 @@ def _opt(default, help_text: str, **extra):
 @dataclass
 class TrainConfig:
     phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
-    attention: str | None = _opt(None, "attention by name instead of --phi: none, se, cbam, eca or ca")
+    attention: str | None = _opt(
+        None, "attention by name instead of --phi: none, se, cbam, eca, ca, or your own block as MODULE:CLASS "
+        "(a module on the Python path or a .py file; README, 'User blocks')"
+    )
     data: str | list[str] = _opt("VOCdevkit", DATA_HELP + "; repeat it to train on several (their sets concatenated)",
                                  action="append")
     train_sets: list[str] | None = _opt(
@@ -201,7 +204,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         values["attention"] = resolve_attention(phi=values["phi"], attention=values["attention"])
     except ValueError as err:  # nets raises plain ValueErrors for its arguments
         raise ConfigError(str(err)) from None
-    values["phi"] = PHI_TO_ATTENTION.index(values["attention"])
+    # A user block has no phi.
+    values["phi"] = PHI_TO_ATTENTION.index(values["attention"]) if values["attention"] in PHI_TO_ATTENTION else None
     if values["freeze_epochs"] is None:
         values["freeze_epochs"] = min(50, values["epochs"]) if values["weights"] else 0
     if values["lr"] is None:
