@@ -27,9 +27,9 @@ from utils.interop.darknet import save_darknet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cat_model(path, class_names=("cat", "dog")):
+def _cat_model(path, class_names=("cat", "dog"), input_shape=(None, None, 3)):
     """A 2-class model whose heads ignore the image: anchor 0 of every cell is class 0 at 0.995^2."""
-    model = YoloV4Tiny(2, class_names=list(class_names))
+    model = YoloV4Tiny(2, class_names=list(class_names), input_shape=input_shape)
     for name in ("conv_29", "conv_36"):
         layer = model.get_layer(name)
         bias = np.tile(np.array([0, 0, 0, 0, -10, 0, 0], np.float32), 3)
@@ -232,6 +232,29 @@ def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_pat
             stamp = cached.stat().st_mtime_ns
     assert cached.stat().st_mtime_ns == stamp  # the second run used the first run's export
     assert 4 * 6 <= _counts(tmp_path / "d.json")[0] < 2 * 3 + 4 * 6
+
+
+@pytest.mark.slow
+def test_a_model_trained_at_256_predicts_at_416_and_608(wide, tmp_path, monkeypatch, capsys):
+    """train.py saves its model with a fixed input (here 256); --input-size runs it at another
+    multiple of 32, on ONNX Runtime (an export per size, each cached) and on TensorFlow."""
+    from utils.interop import cache, loader
+
+    fixed = _cat_model(tmp_path / "at256.keras", input_shape=(256, 256, 3))
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["--weights", str(fixed), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    for size, backend in ((416, "auto"), (608, "auto"), (608, "keras")):
+        json_path = tmp_path / f"{size}_{backend}.json"
+        assert predict.main([*argv, "--input-size", str(size), "--backend", backend, "--json", str(json_path)]) == 0
+        printed = capsys.readouterr()
+        runtime = "TensorFlow on" if backend == "keras" else "ONNX Runtime on CPU"
+        assert f"input ({size}, {size}), {runtime}" in printed.out and "note:" not in printed.err
+        [record] = json.loads(json_path.read_text())
+        assert record["detections"] and {d["class_name"] for d in record["detections"]} == {"cat"}
+    # One export per input size, keyed by it.
+    exports = sorted((tmp_path / "cache").iterdir())
+    assert exports == sorted(cache.cached_path(fixed, (s, s)) for s in (416, 608))
 
 
 @pytest.mark.slow
