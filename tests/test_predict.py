@@ -384,6 +384,28 @@ def test_help_explains_modes():
         assert word in result.stdout
 
 
+STARTUP_MARKERS = ("cudart_stub", "cpu_feature_guard", "oneDNN custom operations", "absl::InitializeLog", "TF-TRT")
+
+
+@pytest.mark.slow
+def test_help_and_a_run_print_no_tensorflow_startup_lines(weights, wide, tmp_path):
+    """Without TF_CPP_MIN_LOG_LEVEL in the environment (utils.cli.quiet_tensorflow sets it and
+    drops what TensorFlow logs before that level applies), as a user's shell starts them."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    predict_py = [sys.executable, str(ROOT / "predict.py")]
+    run_args = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path / "out")]
+    for command in (
+        [*predict_py, "--help"],
+        [*predict_py, *run_args, "--input-size", "64"],
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        printed = result.stdout + result.stderr
+        assert not [m for m in STARTUP_MARKERS if m in printed], printed
+    assert (tmp_path / "out" / "0.png").is_file()
+
+
 # ---------------------------------------------------------------------------------------- attention, cam
 def test_attention_mode_refuses_a_model_without_attention(weights, images, tmp_path, capsys):
     argv = ["--mode", "attention", "--source", str(images / "rgb.jpg"), "--output", str(tmp_path)]
