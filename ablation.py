@@ -25,11 +25,12 @@ one at a time. Exit codes: 0 every run finished, 1 some did not (named; the tabl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from utils.cli import quiet_tensorflow
+
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 from nets.attention import PHI_TO_ATTENTION  # noqa: E402
 from utils.cli import add_output_argument, run_script  # noqa: E402

@@ -23,7 +23,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from utils.cli import add_data_arguments, add_output_argument, run_script
+from utils.cli import add_data_arguments, add_output_argument, quiet_tensorflow, run_script
+
+quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,12 +22,13 @@ Keras -> darknet (phi 0 models only):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from utils.cli import add_output_argument, run_script
+from utils.cli import add_output_argument, quiet_tensorflow, run_script
 from utils.errors import YoloError
+
+quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
 
 class ConversionError(YoloError):
@@ -124,7 +125,6 @@ def keras_to_darknet(args: argparse.Namespace) -> int:
 def run(argv: list[str] | None = None) -> int:
     """convert_darknet.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return keras_to_darknet(args) if args.to_darknet else darknet_to_keras(args)
 
 

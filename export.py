@@ -25,12 +25,13 @@ input pixels, scores, classes, valid. Other combinations stop with an error sayi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from utils.cli import add_input_size_argument, add_output_argument, run_script
+from utils.cli import add_input_size_argument, add_output_argument, quiet_tensorflow, run_script
+
+quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
 FORMATS = ("saved_model", "tflite", "onnx")
 
@@ -118,7 +119,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(argv: list[str] | None = None) -> int:
     """export.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.benchmark:
         return run_benchmark(args)
     from utils.interop.export import ExportError, check_export_options

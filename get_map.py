@@ -38,10 +38,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from utils.cli import quiet_tensorflow
 
-from nets.model_data import DEFAULT_CLASSES_PATH
-from utils.cli import (
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
+
+from tqdm import tqdm  # noqa: E402
+
+from nets.model_data import DEFAULT_CLASSES_PATH  # noqa: E402
+from utils.cli import (  # noqa: E402
     DATA_HELP,
     add_detector_arguments,
     add_output_argument,
@@ -49,10 +53,10 @@ from utils.cli import (
     run_script,
     warnings_as_notes,
 )
-from utils.data.sources import open_data
-from utils.errors import YoloError
-from utils.evaluation.metrics import COCO_STAT_NAMES
-from utils.evaluation.voc_eval import (
+from utils.data.sources import open_data  # noqa: E402
+from utils.errors import YoloError  # noqa: E402
+from utils.evaluation.metrics import COCO_STAT_NAMES  # noqa: E402
+from utils.evaluation.voc_eval import (  # noqa: E402
     MAX_NAMED_PROBLEMS,
     EvaluationError,
     EvaluationLog,

@@ -18,14 +18,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
+from utils.cli import quiet_tensorflow
 
-from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors
-from utils.boxes import shape_iou
-from utils.cli import DATA_HELP, add_input_size_argument, run_script
-from utils.data.anchors import box_sizes, iou_kmeans
-from utils.data.annotations import read_annotation_lines
-from utils.data.sources import open_data, resolve_class_names
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
+
+import numpy as np  # noqa: E402
+
+from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors  # noqa: E402
+from utils.boxes import shape_iou  # noqa: E402
+from utils.cli import DATA_HELP, add_input_size_argument, run_script  # noqa: E402
+from utils.data.anchors import box_sizes, iou_kmeans  # noqa: E402
+from utils.data.annotations import read_annotation_lines  # noqa: E402
+from utils.data.sources import open_data, resolve_class_names  # noqa: E402
 
 
 def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path, mean_iou: float) -> None:

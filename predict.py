@@ -59,14 +59,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from utils.cli import quiet_tensorflow
+
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

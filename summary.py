@@ -8,10 +8,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from utils.cli import quiet_tensorflow
+
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
 from nets.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402

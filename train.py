@@ -23,10 +23,11 @@ temporary file), 70 a bug (README: "Exit codes").
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from utils.cli import quiet_tensorflow
+
+quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 from utils.cli import run_script  # noqa: E402
 from utils.training.config import DEMO_DATA_DIR, add_arguments, config_from_args  # noqa: E402

@@ -19,9 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import check_data
-from utils.cli import add_output_argument, run_script
+import check_data  # calls quiet_tensorflow() first
+from utils.cli import add_output_argument, quiet_tensorflow, run_script
 from utils.data.annotations import write_annotation_lines
+
+quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
 
 def run(argv: list[str] | None = None) -> int:

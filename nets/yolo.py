@@ -150,6 +150,25 @@ class YoloV4Tiny(keras.Model):
         config["attention"] = find_attention(config.get("attention", "none"), config.pop("attention_module", None))
         return cls(**config)
 
+    def at_input_size(self, input_hw: Sequence[int] | None = None) -> YoloV4Tiny:
+        """This model, with its weights and dtype policy, for input (height, width); None for any
+        multiple of 32. The network is fully convolutional, so a model trained at one size runs at
+        another with the same weights; a model saved with a fixed input (train.py builds at its
+        --input-size) is rebuilt, a model that already takes `input_hw` (its own size, or any) is
+        returned as it is. ValueError for a size that is not a multiple of 32 up to MAX_INPUT_SIDE.
+        """
+        shape = (None, None, 3) if input_hw is None else (*(int(v) for v in input_hw), 3)
+        if tuple(self.image_shape) in (shape, (None, None, 3)):
+            return self
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)  # a mixed-precision copy stays one
+        try:
+            copy = type(self).from_config({**self.get_config(), "input_shape": list(shape)})
+        finally:
+            keras.config.set_dtype_policy(previous)
+        copy.set_weights(self.get_weights())
+        return copy
+
 
 def yolo_body(
     input_shape: Sequence[int | None],

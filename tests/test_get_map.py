@@ -227,6 +227,35 @@ def test_weights_end_to_end_and_detections_round_trip(voc, weights, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("size", [416, 608])
+def test_a_model_trained_at_256_evaluates_at_416_and_608(voc, tmp_path, monkeypatch, capsys, size):
+    """train.py saves its model with a fixed input (here 256); --input-size evaluates it at another."""
+    from nets.yolo import YoloV4Tiny
+    from utils.interop import loader
+
+    weights = tmp_path / "at256.keras"
+    YoloV4Tiny(num_classes=len(CLASSES), class_names=CLASSES, input_shape=(256, 256, 3)).save(weights)
+    loaded, real = [], loader.load_detector
+
+    def recording(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(loader, "load_detector", recording)
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # its export at `size`, as on a CPU
+    root, _ = voc
+    out = tmp_path / "out"
+    argv = ["--weights", str(weights), "--input-size", str(size), "--data", str(root), "--no-plots", "--out", str(out)]
+    assert get_map.main(argv) == 0
+    assert "TensorFlow instead" not in capsys.readouterr().err  # no fallback from ONNX Runtime
+    [detector] = loaded
+    assert detector.input_shape == (size, size) and detector.backend == "onnx"
+    results = json.loads((out / "results.json").read_text())
+    assert results["images_evaluated"] == 5
+    assert sum(c["det"] for c in results["per_class"].values()) > 0  # an untrained model at --conf 0.001
+
+
+@pytest.mark.slow
 def test_an_unreadable_image_is_named_left_out_and_exits_1(voc, weights, tmp_path, capsys):
     root, classes = voc
     copy = tmp_path / "VOCdevkit"

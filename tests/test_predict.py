@@ -27,9 +27,9 @@ from utils.interop.darknet import save_darknet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cat_model(path, class_names=("cat", "dog")):
+def _cat_model(path, class_names=("cat", "dog"), input_shape=(None, None, 3)):
     """A 2-class model whose heads ignore the image: anchor 0 of every cell is class 0 at 0.995^2."""
-    model = YoloV4Tiny(2, class_names=list(class_names))
+    model = YoloV4Tiny(2, class_names=list(class_names), input_shape=input_shape)
     for name in ("conv_29", "conv_36"):
         layer = model.get_layer(name)
         bias = np.tile(np.array([0, 0, 0, 0, -10, 0, 0], np.float32), 3)
@@ -235,6 +235,29 @@ def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_model_trained_at_256_predicts_at_416_and_608(wide, tmp_path, monkeypatch, capsys):
+    """train.py saves its model with a fixed input (here 256); --input-size runs it at another
+    multiple of 32, on ONNX Runtime (an export per size, each cached) and on TensorFlow."""
+    from utils.interop import cache, loader
+
+    fixed = _cat_model(tmp_path / "at256.keras", input_shape=(256, 256, 3))
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["--weights", str(fixed), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
+    for size, backend in ((416, "auto"), (608, "auto"), (608, "keras")):
+        json_path = tmp_path / f"{size}_{backend}.json"
+        assert predict.main([*argv, "--input-size", str(size), "--backend", backend, "--json", str(json_path)]) == 0
+        printed = capsys.readouterr()
+        runtime = "TensorFlow on" if backend == "keras" else "ONNX Runtime on CPU"
+        assert f"input ({size}, {size}), {runtime}" in printed.out and "note:" not in printed.err
+        [record] = json.loads(json_path.read_text())
+        assert record["detections"] and {d["class_name"] for d in record["detections"]} == {"cat"}
+    # One export per input size, keyed by it.
+    exports = sorted((tmp_path / "cache").iterdir())
+    assert exports == sorted(cache.cached_path(fixed, (s, s)) for s in (416, 608))
+
+
+@pytest.mark.slow
 def test_video_file_saved_with_json(weights, tmp_path):
     clip = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
@@ -359,6 +382,28 @@ def test_help_explains_modes():
     assert result.returncode == 0
     for word in ("dir_predict", "heatmap", "attention", "cam", "--top", "--json", "--half", "--crop", "--count"):
         assert word in result.stdout
+
+
+STARTUP_MARKERS = ("cudart_stub", "cpu_feature_guard", "oneDNN custom operations", "absl::InitializeLog", "TF-TRT")
+
+
+@pytest.mark.slow
+def test_help_and_a_run_print_no_tensorflow_startup_lines(weights, wide, tmp_path):
+    """Without TF_CPP_MIN_LOG_LEVEL in the environment (utils.cli.quiet_tensorflow sets it and
+    drops what TensorFlow logs before that level applies), as a user's shell starts them."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    predict_py = [sys.executable, str(ROOT / "predict.py")]
+    run_args = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path / "out")]
+    for command in (
+        [*predict_py, "--help"],
+        [*predict_py, *run_args, "--input-size", "64"],
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        printed = result.stdout + result.stderr
+        assert not [m for m in STARTUP_MARKERS if m in printed], printed
+    assert (tmp_path / "out" / "0.png").is_file()
 
 
 # ---------------------------------------------------------------------------------------- attention, cam

@@ -15,6 +15,8 @@
   Ctrl-C 130; any other exception is a bug: its traceback, and 70.
 * `warnings_as_notes`: the library's warnings (e.g. the detector falling back from ONNX Runtime to
   TensorFlow) printed as one line each, "note: message", on stderr.
+* `quiet_tensorflow`: no TensorFlow start-up lines (cudart, cpu_feature_guard, oneDNN, absl);
+  every script calls it first, before anything imports TensorFlow.
 
 Nothing here imports TensorFlow (nor `nets`, whose import registers the Keras layers), so a
 script answers --help and checks its arguments at once; the model's facts are imported when an
@@ -24,8 +26,12 @@ input size is parsed.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
+import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 import unicodedata
@@ -48,6 +54,99 @@ SETS_HELP = (
     "sets of --data, each SPLIT or WHERE:SPLIT: VOC image sets (2007:trainval 2012:trainval: VOCdevkit/VOC2007 "
     "and VOC2012), data.yaml entries (train, val), COCO splits (train2017)"
 )
+
+
+# What TensorFlow writes to stderr while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says: its
+# libraries log through absl before absl is initialised ("All log messages before
+# absl::InitializeLog() is called are written to STDERR", then cudart_stub's "Could not find cuda
+# drivers"), and TF_CPP_MIN_LOG_LEVEL applies only afterwards. Lines holding one of these are dropped.
+TENSORFLOW_STARTUP_NOISE = (
+    "absl::InitializeLog",
+    "cudart_stub",
+    "cpu_feature_guard",
+    "oneDNN custom operations",
+    "TF-TRT",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's start-up lines; call it before anything imports TensorFlow.
+
+    Sets TF_CPP_MIN_LOG_LEVEL=3 (errors hidden too, as FATAL is all a script's user needs from
+    TensorFlow's C++ log) unless the user set it; while its level hides INFO (1 or more), the lines
+    TensorFlow's libraries write before that level applies (TENSORFLOW_STARTUP_NOISE) are dropped
+    from stderr during `import tensorflow`, and everything else written meanwhile is kept.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if level.strip() in ("1", "2", "3") and "tensorflow" not in sys.modules:
+        if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as Python would, and runs its import with stderr filtered (once)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteredStderrLoader(spec.loader)
+        return spec
+
+
+class _FilteredStderrLoader(importlib.abc.Loader):
+    """A module's own loader, its `exec_module` run under `_stderr_without_startup_noise`."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        try:
+            with _stderr_without_startup_noise():
+                self._loader.exec_module(module)
+        finally:
+            module.__loader__ = module.__spec__.loader = self._loader
+
+
+@contextmanager
+def _stderr_without_startup_noise() -> Iterator[None]:
+    """What is written to file descriptor 2 meanwhile (C++ libraries and Python alike) goes to a
+    temporary file, then to stderr again, less the lines holding TENSORFLOW_STARTUP_NOISE."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            lines = text.splitlines(keepends=True)
+            kept = [line for line in lines if not any(noise in line for noise in TENSORFLOW_STARTUP_NOISE)]
+            if kept:
+                os.write(2, "".join(kept).encode("utf-8"))
 
 
 class _InputSizeAction(argparse.Action):

@@ -152,3 +152,38 @@ def test_warnings_as_notes_prints_one_line_each_then_restores(capsys):
 def test_backend_defaults_to_auto():
     assert _parser().parse_args(["--weights", "w.keras"]).backend == "auto"
     assert _parser().parse_args(["--weights", "w.keras", "--backend", "keras"]).backend == "keras"
+
+
+def _quiet_import(tmp_path, env_level: str | None) -> subprocess.CompletedProcess:
+    """A stand-in `tensorflow` that writes start-up noise and one real line to file descriptor 2
+    (as TensorFlow's C++ libraries do), imported after `quiet_tensorflow()`."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "os.write(2, b'I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\\n')\n"
+        "os.write(2, b'a line of its own\\n')\n"
+    )
+    code = (
+        "import os; from utils.cli import quiet_tensorflow; quiet_tensorflow(); import tensorflow; "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], tensorflow.__spec__.loader.__class__.__name__)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join((str(tmp_path / "fake"), str(ROOT)))
+    if env_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = env_level
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_quiet_tensorflow_drops_its_startup_lines_and_keeps_the_rest(tmp_path):
+    result = _quiet_import(tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "SourceFileLoader"]  # the module keeps its own loader
+    assert result.stderr == "a line of its own\n"
+
+
+def test_quiet_tensorflow_leaves_a_users_log_level_alone(tmp_path):
+    result = _quiet_import(tmp_path, "0")  # the user wants TensorFlow's INFO lines
+    assert result.stdout.split()[0] == "0"
+    assert "cudart_stub" in result.stderr and "a line of its own" in result.stderr

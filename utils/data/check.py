@@ -197,21 +197,34 @@ def check_data(
     for role, split in splits.items():
         for image in split.images:
             roles_of[image.path].append(role)
-    paths = list(roles_of)
+    check.image_facts = _inspect_images(list(roles_of), workers, progress)
+    check.findings += _image_file_findings(splits, check.image_facts)
+    check.findings += _duplicate_image_findings(check.image_facts, roles_of, overlaps)
+    check.findings += _annotation_findings(splits, class_names, check.image_facts)
+    findings, check.unusable = _class_findings(splits, class_names, train_roles)
+    check.findings += findings
+    if not any(split.images for split in splits.values()):
+        check.unusable.append("no readable image in any set")
+    return check
+
+
+def _inspect_images(paths: list[str], workers: int | None, progress: bool) -> dict[str, ImageFacts]:
+    """path -> what decoding the image found, in `paths`' order, decoded on `workers` threads."""
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         facts = list(with_progress(pool.map(inspect_image, paths), progress and bool(paths), "decode"))
-    check.image_facts = dict(zip(paths, facts, strict=True))
+    return dict(zip(paths, facts, strict=True))
 
-    for path, fact in check.image_facts.items():
-        if fact.error:
-            check.findings.append(DataIssue(CORRUPT_IMAGE, path, fact.error))
+
+def _image_file_findings(splits: Mapping[str, DataSplit], image_facts: dict[str, ImageFacts]) -> list[DataIssue]:
+    """Images that do not decode, then images whose size is not the one their annotation says."""
+    findings = [DataIssue(CORRUPT_IMAGE, path, fact.error) for path, fact in image_facts.items() if fact.error]
     annotated_size = {image.path: (image.size, image.source) for split in splits.values() for image in split.images}
     for path, (size, source) in annotated_size.items():
-        hw = check.image_facts[path].hw
+        hw = image_facts[path].hw
         if size is not None and hw is not None and tuple(size) != tuple(hw):
             where = source or path
-            check.findings.append(
+            findings.append(
                 DataIssue(
                     SIZE_MISMATCH,
                     where,
@@ -219,56 +232,75 @@ def check_data(
                     "(width x height, as displayed); its boxes may be in the wrong place",
                 )
             )
+    return findings
 
+
+def _duplicate_image_findings(
+    image_facts: dict[str, ImageFacts], roles_of: Mapping[str, list[str]], overlaps: bool
+) -> list[DataIssue]:
+    """Images with the same content, then images listed more than once (in two roles only when
+    `overlaps`)."""
+    findings = []
     by_digest: dict[str, list[str]] = defaultdict(list)
-    for path, fact in check.image_facts.items():
+    for path, fact in image_facts.items():
         if fact.digest:
             by_digest[fact.digest].append(path)
     for group in by_digest.values():
         if len(group) > 1:
-            check.findings.append(
-                DataIssue(DUPLICATE_IMAGE, group[0], f"{group[0]}: same content as {', '.join(group[1:])}")
-            )
+            findings.append(DataIssue(DUPLICATE_IMAGE, group[0], f"{group[0]}: same content as {', '.join(group[1:])}"))
     for path, roles in roles_of.items():
         if len(roles) > 1 and (overlaps or len(set(roles)) < len(roles)):
             listed = ", ".join(f"{role} ({n} times)" if n > 1 else role for role, n in Counter(roles).items())
-            check.findings.append(DataIssue(DUPLICATE_IMAGE, path, f"{path}: listed more than once, in {listed}"))
+            findings.append(DataIssue(DUPLICATE_IMAGE, path, f"{path}: listed more than once, in {listed}"))
+    return findings
 
+
+def _annotation_findings(
+    splits: Mapping[str, DataSplit], class_names: list[str], image_facts: dict[str, ImageFacts]
+) -> list[DataIssue]:
+    """Per image, once even when listed in several roles: duplicated boxes, boxes outside the
+    image (where the reader could not check them), no usable object."""
+    findings: list[DataIssue] = []
     seen_images: set[str] = set()
     for split in splits.values():
         for image in split.images:
             if image.path in seen_images:
                 continue
             seen_images.add(image.path)
-            check.findings += _duplicate_boxes(image, class_names)
-            hw = check.image_facts[image.path].hw
+            findings += _duplicate_boxes(image, class_names)
+            hw = image_facts[image.path].hw
             if image.size is None and hw is not None:  # boxes the reader could not check (VOC without <size>)
                 where = image.source or image.path
                 for box in image.boxes[outside_image(image.boxes, hw)]:
                     shown = tuple(round(float(v), 1) for v in box)
-                    check.findings.append(
+                    findings.append(
                         DataIssue(BOX_OUTSIDE, where, f"{where}: box {shown} lies outside the {hw[1]}x{hw[0]} image "
                                   f"{image.path}")
                     )  # fmt: skip
             if not len(image.class_ids):
                 where = f" ({image.source})" if image.source else ""
-                check.findings.append(DataIssue(EMPTY_IMAGE, image.path, f"{image.path}{where}: no usable object"))
+                findings.append(DataIssue(EMPTY_IMAGE, image.path, f"{image.path}{where}: no usable object"))
+    return findings
 
+
+def _class_findings(
+    splits: Mapping[str, DataSplit], class_names: list[str], train_roles: tuple[str, ...]
+) -> tuple[list[DataIssue], list[str]]:
+    """Classes without a usable object in a role, and why a training role cannot be learned from."""
+    findings, unusable = [], []
     for role, split in splits.items():
         counts = split.objects_per_class()
         for name, count in zip(class_names, counts, strict=True):
             if count == 0:
-                check.findings.append(
+                findings.append(
                     DataIssue(UNUSED_CLASS, split.listing, f"{split.listing}: no usable object of class {name!r} in "
                               f"the {role} set(s)", name)
                 )  # fmt: skip
         if role in train_roles:
             reason = untrainable_reason(split) if split.images else f"{split.name}: no readable image"
             if reason:
-                check.unusable.append(reason)
-    if not any(split.images for split in splits.values()):
-        check.unusable.append("no readable image in any set")
-    return check
+                unusable.append(reason)
+    return findings, unusable
 
 
 def read_roles(

@@ -318,17 +318,7 @@ def evaluate_detections(
             is not in `ground_truths` (the message names the image).
         TypeError: a record without the attributes above.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-    unknown = [image_id for image_id in detections if image_id not in ground_truths]
-    if unknown:
-        shown = ", ".join(repr(i) for i in unknown[:5])
-        raise ValueError(
-            f"detections for {len(unknown)} image(s) without ground truth entry: {shown}"
-            + (" ..." if len(unknown) > 5 else "")
-        )
+    _check_evaluation_inputs(detections, ground_truths, num_classes, iou_threshold)
     image_index = {image_id: i for i, image_id in enumerate(ground_truths)}
     gt_boxes, gt_difficult, gt_classes, gt_images = _flatten(ground_truths, image_index, num_classes, "ground truth")
     det_boxes, det_scores, det_classes, det_images = _flatten(detections, image_index, num_classes, "detections")
@@ -352,9 +342,64 @@ def evaluate_detections(
     # Ranked, non-ignored detections grouped by class: order by (class, rank).
     ranked = det_order[~is_ignored[det_order]]
     ranked = ranked[np.argsort(det_classes[ranked], kind="stable")]
+    ap, tp, fp, pr_curves, pr_scores = _per_class_results(
+        ranked, det_classes, det_scores, is_tp, num_gt, score_threshold, use_07_metric
+    )
+    precision, recall, f1 = _precision_recall_f1(tp, fp, num_gt)
+    has_gt = num_gt > 0
+    return EvaluationResult(
+        map=float(ap[has_gt].mean()) if has_gt.any() else float("nan"),
+        ap=ap,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        num_gt=num_gt,
+        num_det=num_det,
+        tp=tp,
+        fp=fp,
+        pr_curves=pr_curves,
+        pr_scores=pr_scores,
+        iou_threshold=iou_threshold,
+        use_07_metric=use_07_metric,
+        score_threshold=score_threshold,
+    )
+
+
+def _check_evaluation_inputs(
+    detections: DetectionsByImage, ground_truths: GroundTruthsByImage, num_classes: int, iou_threshold: float
+) -> None:
+    """ValueError for `evaluate_detections` arguments it cannot evaluate (the message says which)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    unknown = [image_id for image_id in detections if image_id not in ground_truths]
+    if unknown:
+        shown = ", ".join(repr(i) for i in unknown[:5])
+        raise ValueError(
+            f"detections for {len(unknown)} image(s) without ground truth entry: {shown}"
+            + (" ..." if len(unknown) > 5 else "")
+        )
+
+
+def _per_class_results(
+    ranked: np.ndarray,
+    det_classes: np.ndarray,
+    det_scores: np.ndarray,
+    is_tp: np.ndarray,
+    num_gt: np.ndarray,
+    score_threshold: float,
+    use_07_metric: bool,
+):
+    """Per class: AP, tp and fp at `score_threshold`, the precision-recall curve and its scores.
+
+    ranked: indices of the non-ignored detections ordered by (class, rank), (K,).
+    det_classes, det_scores, is_tp: per detection, (N,). num_gt: non-difficult objects per class, (C,).
+    Returns (ap (C,) NaN without ground truth, tp (C,), fp (C,), [(recall, precision)] * C, [scores] * C).
+    """
+    num_classes = len(num_gt)
     class_bounds = np.searchsorted(det_classes[ranked], np.arange(num_classes + 1))
     above = det_scores >= score_threshold
-
     ap = np.full(num_classes, np.nan)
     tp = np.zeros(num_classes, dtype=np.int64)
     fp = np.zeros(num_classes, dtype=np.int64)
@@ -372,7 +417,11 @@ def evaluate_detections(
         kept = above[members]
         tp[c] = np.count_nonzero(hits & kept)
         fp[c] = np.count_nonzero(~hits & kept)
+    return ap, tp, fp, pr_curves, pr_scores
 
+
+def _precision_recall_f1(tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray):
+    """Per class (C,): precision (0 without detections), recall and F1 (NaN without ground truth)."""
     has_gt = num_gt > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
@@ -380,22 +429,7 @@ def evaluate_detections(
         p_plus_r = precision + recall
         f1 = np.where(p_plus_r > 0, 2 * precision * recall / np.where(p_plus_r > 0, p_plus_r, 1), 0.0)
         f1 = np.where(has_gt, f1, np.nan)
-    return EvaluationResult(
-        map=float(ap[has_gt].mean()) if has_gt.any() else float("nan"),
-        ap=ap,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        num_gt=num_gt,
-        num_det=num_det,
-        tp=tp,
-        fp=fp,
-        pr_curves=pr_curves,
-        pr_scores=pr_scores,
-        iou_threshold=iou_threshold,
-        use_07_metric=use_07_metric,
-        score_threshold=score_threshold,
-    )
+    return precision, recall, f1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, InputSizeError, check_input_hw
+from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, check_input_hw
 from utils.inference.folding import frozen_forward
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
 from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first
@@ -153,7 +153,8 @@ class Detector:
     def from_model(cls, model, *, input_shape: Sequence[int] | None = None, freeze: bool = True, **kwargs):
         """Wrap a `nets.yolo.YoloV4Tiny` (trained, loaded or converted from darknet).
 
-        input_shape: (h, w); the model's own fixed size, else 416x416.
+        input_shape: (h, w); the model's own fixed size, else 416x416. Any multiple of 32 works:
+            a model built for another size runs at this one with its weights (`at_input_size`).
         freeze: run an inference-only copy of the graph, convolution weights as constants and
             batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
         kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
@@ -161,8 +162,9 @@ class Detector:
         fixed = tuple(model.image_shape[:2])
         if input_shape is None:
             input_shape = fixed if None not in fixed else DEFAULT_INPUT_SHAPE
-        elif None not in fixed and tuple(input_shape) != fixed:
-            raise InputSizeError(f"the model was built for input {fixed}; it cannot run at {tuple(input_shape)}")
+        else:
+            input_shape = check_input_hw(input_shape)
+            model = model.at_input_size(input_shape)
         if freeze:
             forward = frozen_forward(model)
         else:

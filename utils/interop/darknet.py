@@ -607,6 +607,17 @@ def check_architecture(cfg: DarknetCfg) -> YoloSettings:
             f"{cfg.source}: ends after layer {len(cfg.layers) - 1}; YOLOv4-tiny continues with "
             f"layer {len(cfg.layers)} [{shape[len(cfg.layers)].type}] ({len(shape)} layers in all)"
         )
+    settings = _yolo_settings(cfg)
+    reference = yolov4_tiny_cfg(
+        settings.num_classes, settings.anchors, settings.anchors_mask, settings.scale_x_y, settings.input_hw
+    )
+    _check_sections(cfg, reference)
+    return settings
+
+
+def _yolo_settings(cfg: DarknetCfg) -> YoloSettings:
+    """The decoding settings of `cfg`'s two [yolo] layers (they must agree); ArchitectureMismatchError
+    naming the section when they cannot decode our heads."""
     yolos = cfg.yolo_layers()
     num_classes = yolos[0].get_int("classes")
     if not 1 <= num_classes <= MAX_CLASSES:
@@ -634,14 +645,18 @@ def check_architecture(cfg: DarknetCfg) -> YoloSettings:
         masks.append(mask)
     if len(masks[0]) != len(masks[1]):
         raise ArchitectureMismatchError(f"{cfg.source}: both [yolo] layers must use as many anchors ({masks})")
-    settings = YoloSettings(
+    return YoloSettings(
         num_classes=num_classes,
         anchors=anchors,
         anchors_mask=masks,
         scale_x_y=yolos[0].get_float("scale_x_y", 1.0),
         input_hw=(cfg.height, cfg.width),
     )
-    reference = yolov4_tiny_cfg(num_classes, anchors, masks, settings.scale_x_y, settings.input_hw)
+
+
+def _check_sections(cfg: DarknetCfg, reference: DarknetCfg) -> None:
+    """Each section of `cfg` against YOLOv4-tiny's (`reference`, same classes and anchors): every
+    option that shapes the network; ArchitectureMismatchError naming the first that differs."""
     for got, want in zip(cfg.layers, reference.layers, strict=True):
         if got.type == "convolutional":
             _check_section(
@@ -669,7 +684,6 @@ def check_architecture(cfg: DarknetCfg) -> YoloSettings:
             _check_section(cfg, got, want, {"size": None, "stride": 1})
         elif got.type == "upsample":
             _check_section(cfg, got, want, {"stride": 2})
-    return settings
 
 
 # --------------------------------------------------------------------------- Keras model side

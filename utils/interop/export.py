@@ -127,10 +127,6 @@ def resolve_input_hw(model, input_hw: Sequence[int] | None = None) -> tuple[int,
     h, w = (int(v) for v in input_hw)
     if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
         raise ExportError(f"input size must be positive multiples of {INPUT_MULTIPLE}, got {(h, w)}")
-    model_hw = tuple(model.image_shape[:2])
-    for got, fixed in zip((h, w), model_hw):
-        if fixed is not None and fixed != got:
-            raise ExportError(f"the model has a fixed input of {model_hw}, cannot export it at {(h, w)}")
     return h, w
 
 
@@ -479,7 +475,8 @@ def export_model(
         model: the Keras model.
         fmt: "saved_model" (a directory), "tflite" or "onnx" (a file).
         out: where to write it.
-        input_hw: fixed network input (height, width); the model's own, else 416x416.
+        input_hw: fixed network input (height, width), any multiple of 32 (a model built for another
+            size is exported with its weights at this one); the model's own, else 416x416.
         precision: "fp32", "fp16" or "int8" (see the table in the module docstring).
         calib_data: int8: a VOCdevkit / VOC folder; its JPEGImages listed in
             ImageSets/Main/`calib_split`.txt (up to `num_calibration`) calibrate the ranges.
@@ -500,6 +497,7 @@ def export_model(
     if class_names is not None and len(class_names) != model.num_classes:
         raise ExportError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
     hw = resolve_input_hw(model, input_hw)
+    model = model.at_input_size(None if dynamic else hw)  # a model built for another size: its weights
     out = Path(out)
     expected_suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt)
     if expected_suffix and out.suffix.lower() != expected_suffix:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, load_anchors
+from nets.model_data import ANCHORS_MASK, DARKNET_SCALE_X_Y, InputSizeError, load_anchors
 from nets.yolo import YoloV4Tiny
 from tests.layer_checks import randomise_batch_norms
 from tests.stream_helpers import bright_cells_forward
@@ -133,11 +133,25 @@ def test_load_detector_folds_batch_norms_without_changing_outputs(saved_model):
         assert (dets.boxes[:, 2:] <= np.array(image.shape[1::-1])).all() and (dets.boxes >= 0).all()
 
 
-def test_fixed_size_model_refuses_another_input_size():
+def test_a_model_built_for_one_size_runs_at_another_with_its_weights():
+    """train.py saves a model with a fixed input; the network is fully convolutional, so it runs at
+    any multiple of 32 with the same weights (as the same weights in an any-size model do)."""
     model = YoloV4Tiny(1, input_shape=(64, 64, 3))
+    randomise_batch_norms(model)
     assert Detector.from_model(model).input_shape == (64, 64)
-    with pytest.raises(ValueError, match="built for input"):
-        Detector.from_model(model, input_shape=(96, 96))
+    assert model.at_input_size((64, 64)) is model
+    detector = Detector.from_model(model, input_shape=(96, 128))
+    assert detector.input_shape == (96, 128) and detector.model.image_shape == (96, 128, 3)
+    assert model.image_shape == (64, 64, 3)  # the model itself is not changed
+    anywhere = YoloV4Tiny(1)
+    anywhere.set_weights(model.get_weights())
+    assert anywhere.at_input_size((96, 128)) is anywhere
+    batch = np.random.default_rng(0).integers(0, 256, (2, 96, 128, 3), dtype=np.uint8)
+    reference = anywhere(batch.astype(np.float32) / 255.0, training=False)
+    for ours, ref in zip(detector.raw_outputs(batch), reference, strict=True):
+        np.testing.assert_allclose(ours, np.asarray(ref), atol=1e-4)
+    with pytest.raises(InputSizeError, match="multiples of 32"):
+        Detector.from_model(model, input_shape=(100, 100))
 
 
 @pytest.mark.slow

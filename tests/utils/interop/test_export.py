@@ -369,6 +369,22 @@ def dynamic_paths(keras_file, out_dir):
 
 
 @pytest.mark.slow
+def test_a_model_built_for_one_size_exports_at_another_and_dynamic(tmp_path):
+    """train.py saves a fixed input size; export_model takes any multiple of 32, and --dynamic any."""
+    from nets.yolo import YoloV4Tiny
+
+    model = YoloV4Tiny(1, input_shape=(64, 64, 3))
+    anywhere = YoloV4Tiny(1)
+    anywhere.set_weights(model.get_weights())
+    images = np.random.default_rng(0).uniform(0, 1, (2, 96, 128, 3)).astype(np.float32)
+    want = [np.asarray(h) for h in anywhere(images, training=False)]
+    for name, options in (("fixed.onnx", {"input_hw": (96, 128)}), ("dynamic.onnx", {"dynamic": True})):
+        path = export_model(model, "onnx", tmp_path / name, **options)
+        forward, _ = load_backend(path)
+        assert _relative_error([np.asarray(h) for h in forward(images)], want) < 1e-4, name
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "saved_model"])
 def test_dynamic_input_two_sizes(fmt, dynamic_paths, keras_detector, demo_images):
     """A --dynamic export runs any batch and any multiple of 32: raw heads equal the Keras
