@@ -361,8 +361,6 @@ class Trainer:
         from nets.model_data import load_anchors
         from nets.yolo import YoloV4Tiny
         from utils.data.dataset import YoloDataset
-        from utils.training.loss import YoloLoss
-
         c = self.config
         keras.utils.set_random_seed(c.seed)
         if c.mixed_precision:
@@ -406,21 +404,7 @@ class Trainer:
                 init_head_biases(self.model, self.input_hw)
             self.optimizer = self._make_optimizer()
             self.optimizer.build(self.model.trainable_variables)
-        self.loss_fn = YoloLoss(
-            self.model.anchors,
-            self.model.anchors_mask,
-            self.model.num_classes,
-            scale_x_y=self.model.scale_x_y,
-            ignore_thresh=c.ignore_thresh,
-            anchor_iou_thresh=c.anchor_iou_thresh,
-            label_smoothing=c.label_smoothing,
-            normalization=c.loss_normalization,
-            box_weight=c.box_weight,
-            obj_weight=c.obj_weight,
-            cls_weight=c.cls_weight,
-            neighbor_cells=c.neighbor_cells,
-            obj_iou_target=c.obj_iou_target,
-        )
+        self.loss_fn = self._make_loss()
         self.backbone_names = backbone_layer_names()
         self.bn_layers = batch_norm_layers(self.model)  # nested ones too (Coordinate Attention's)
         if self.replicas > 1:
@@ -852,6 +836,27 @@ class Trainer:
         if fresh:
             init_head_biases(self.model, self.input_hw, fresh)
             self.log(f"head(s) {', '.join(fresh)} not loaded: objectness and class priors set as for a fresh model")
+
+    def _make_loss(self):
+        """The loss of the model built in setup(), as the settings say."""
+        from utils.training.loss import YoloLoss
+
+        c = self.config
+        return YoloLoss(
+            self.model.anchors,
+            self.model.anchors_mask,
+            self.model.num_classes,
+            scale_x_y=self.model.scale_x_y,
+            ignore_thresh=c.ignore_thresh,
+            anchor_iou_thresh=c.anchor_iou_thresh,
+            label_smoothing=c.label_smoothing,
+            normalization=c.loss_normalization,
+            box_weight=c.box_weight,
+            obj_weight=c.obj_weight,
+            cls_weight=c.cls_weight,
+            neighbor_cells=c.neighbor_cells,
+            obj_iou_target=c.obj_iou_target,
+        )
 
     def _make_optimizer(self):
         import keras
