@@ -324,7 +324,7 @@ class Trainer:
         if self.stop_reason is None and self.budget is not None:
             self.stop_reason = (
                 f"--time {c.time:g} min: {self.budget.fitted:.2f} epochs fitted, "
-                f"{self.budget.elapsed() / 60:.1f} min used before the end of the run"
+                f"{self.budget.elapsed():.0f} s of {self.budget.seconds:.0f} s used before the end of the run"
             )
         summary = {
             "epochs": epoch,
