@@ -361,6 +361,7 @@ class Trainer:
         from nets.model_data import load_anchors
         from nets.yolo import YoloV4Tiny
         from utils.data.dataset import YoloDataset
+
         c = self.config
         keras.utils.set_random_seed(c.seed)
         if c.mixed_precision:
