@@ -117,14 +117,17 @@ def run_logged(
     code, wall seconds)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    pin = None if cores is None else (lambda: os.sched_setaffinity(0, cores))
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + (f"  (cores {sorted(cores)})" if cores else "") + "\n")
         log.flush()
         process = subprocess.Popen(
             command, cwd=ROOT, env=pinned_env(cores, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", preexec_fn=pin,
+            text=True, errors="replace",
         )  # fmt: skip
+        if cores is not None:
+            # Pinned at once, while the child is still starting Python: the threads it makes later
+            # inherit its cores. (Not preexec_fn, which is unsafe with this script's threads.)
+            os.sched_setaffinity(process.pid, cores)
         for line in process.stdout:
             log.write(line)
             shown = ANSI.sub("", line.rstrip("\n").split("\r")[-1]).rstrip()

@@ -102,3 +102,15 @@ def test_jobs_split_the_cores_into_disjoint_slots():
         assert first and second and not first & second and first | second == set(cores)
     with pytest.raises(SystemExit):
         bench_learning.core_slots(len(cores) + 1)
+
+
+def test_a_pinned_run_sees_only_its_cores_and_one_thread_pool_each(tmp_path):
+    import os
+    import sys
+
+    core = min(os.sched_getaffinity(0))
+    probe = "import os; e = os.environ; print(sorted(os.sched_getaffinity(0)), e['OMP_NUM_THREADS'], e['TF_NUM_INTRAOP_THREADS'])"
+    code, _ = bench_learning.run_logged([sys.executable, "-c", probe], tmp_path / "log", "probe", None,
+                                        cores=frozenset({core}))  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "log").read_text().splitlines()[-1] == f"[{core}] 1 1"
