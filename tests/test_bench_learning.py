@@ -109,7 +109,10 @@ def test_a_pinned_run_sees_only_its_cores_and_one_thread_pool_each(tmp_path):
     import sys
 
     core = min(os.sched_getaffinity(0))
-    probe = "import os; e = os.environ; print(sorted(os.sched_getaffinity(0)), e['OMP_NUM_THREADS'], e['TF_NUM_INTRAOP_THREADS'])"
+    probe = (
+        "import os; e = os.environ; "
+        "print(sorted(os.sched_getaffinity(0)), e['OMP_NUM_THREADS'], e['TF_NUM_INTRAOP_THREADS'])"
+    )
     code, _ = bench_learning.run_logged([sys.executable, "-c", probe], tmp_path / "log", "probe", None,
                                         cores=frozenset({core}))  # fmt: skip
     assert code == 0
