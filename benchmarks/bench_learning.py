@@ -268,14 +268,14 @@ def peer_curve(run_dir: Path) -> list[dict]:
     ]  # fmt: skip
 
 
-def train_peer(args, python: Path, peer: str, data: Path, records: dict, out: Path, budget, seed, cores) -> dict:
+def train_peer(args, python: Path, peer: str, data: Path, class_names: list[str], records: dict, out: Path, budget,
+               seed, cores) -> dict:  # fmt: skip
     from utils.data.yolo import write_yolo_data
 
     name, model_yaml = PEERS[peer]
     label = f"{name} ({budget:g} min, seed {seed})"
     work = out / peer
     env = ultralytics_env(work / "config")
-    class_names = [n for n in (data / "classes.txt").read_text(encoding="utf-8").split("\n") if n]
     kept = {s: [r.without_difficult() for r in records[s]] for s in ("train", "val")}
     yaml_path = write_yolo_data(work / "data", kept, class_names)
     command = [str(python), str(WORKER), "train", "--model", model_yaml, "--data", str(yaml_path)]
@@ -524,7 +524,9 @@ def core_slots(jobs: int) -> queue.Queue:
 def run_cell(args, python, budget: float, seed: int, out: Path, slots: queue.Queue) -> dict:
     """Every model for one budget and seed (--jobs at a time): {"budget", "seed", "data", "rows"}."""
     data = ensure_data(args.data or out / f"data_{args.preset}_s{seed}", args, seed)
-    class_names = [n for n in (data / "classes.txt").read_text(encoding="utf-8").split("\n") if n]
+    from nets.model_data import load_class_names
+
+    class_names = load_class_names(data / "classes.txt")
     records = read_sets(data, class_names, ["train", "val", "test"])
     cell_dir = out / f"b{budget:g}_s{seed}"
     tasks = [("peer", peer) for peer in ([] if python is None else args.peers)] + [("ours", phi) for phi in args.phis]
@@ -534,7 +536,7 @@ def run_cell(args, python, budget: float, seed: int, out: Path, slots: queue.Que
         try:
             kind, which = task
             if kind == "peer":
-                return train_peer(args, python, which, data, records, cell_dir, budget, seed, cores)
+                return train_peer(args, python, which, data, class_names, records, cell_dir, budget, seed, cores)
             return train_ours(args, which, data, cell_dir, budget, seed, cores)
         finally:
             slots.put(cores)
