@@ -17,7 +17,7 @@ tensorboard/. An --output that holds a run is refused unless --resume (continue 
 the val mAP has not improved for N evaluations; --time MIN fits the number of epochs to a
 wall-clock budget. Exit codes: 0 done, 2 bad settings or data (or --output), 3 the loss became NaN
 (the last good checkpoint is kept), 130 / 143 stopped by Ctrl-C / SIGTERM (files whole, no
-temporary file), 70 a bug (README: "Exit codes").
+temporary file), 70 a bug (docs/exit-codes.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 alone end to end on tiny data.
 
 The peers' side needs the ultralytics venv (about 6 GB, torch), which tests do not install; its
-path is run by hand (README, "Learning vs YOLOv8n")."""
+path is run by hand (docs/benchmarks.md, "Learning vs YOLOv8n")."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The layout README describes: imports go one way between the packages, and never in a circle.
+"""The layout docs/architecture.md describes: imports go one way between the packages, and never in a circle.
 
 Every import counts, also those inside functions (they hide cycles, not remove them).
 """

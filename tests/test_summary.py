@@ -29,7 +29,7 @@ def test_attention_costs_per_insertion_point():
 
 
 # darknet's official yolov4-tiny.weights (80 classes): 24,251,276 bytes, a 20-byte header, then float32s.
-DARKNET_FLOATS = (24_251_276 - 20) // 4  # 6,062,814, the README's figure
+DARKNET_FLOATS = (24_251_276 - 20) // 4  # 6,062,814, docs/attention.md's figure
 
 
 def _attention_params(name, channels):

@@ -471,6 +471,6 @@ def test_sigterm_during_a_checkpoint_leaves_no_temporary_file_and_resume_cleans_
 def test_the_demo_replaces_its_own_earlier_run_but_protects_a_named_output():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert config_from_args(parser.parse_args(["--demo"])).exist_ok  # README's command, run again, works
+    assert config_from_args(parser.parse_args(["--demo"])).exist_ok  # the demo command, run again, works
     assert not config_from_args(parser.parse_args(["--demo", "--output", "mine"])).exist_ok
     assert not config_from_args(parser.parse_args([])).exist_ok

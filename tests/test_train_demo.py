@@ -1,7 +1,7 @@
 """README's first command, `python train.py --phi 4 --demo`, end to end in a fresh folder: the demo
 set is written once under demo_data/, the demo preset is what trains (flags given still win), and
 the run's files land in logs/demo/. The epochs are cut to one short one; the full demo's mAP is
-README's measured figure, not a test's."""
+docs/benchmarks.md's measured figure, not a test's."""
 
 import json
 

@@ -10,7 +10,7 @@
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
 * `run_script`: calls a script's `main` and turns how it ended into the exit code (utils.errors'
-  EXIT_*, README's "Exit codes"): a `utils.errors.YoloError` becomes "error: message" on stderr and
+  EXIT_*, docs/exit-codes.md): a `utils.errors.YoloError` becomes "error: message" on stderr and
   the error's `exit_code`; SIGTERM is handled like Ctrl-C (every `finally` runs) and gives 143,
   Ctrl-C 130; any other exception is a bug: its traceback, and 70.
 * `warnings_as_notes`: the library's warnings (e.g. the detector falling back from ONNX Runtime to

@@ -1,5 +1,5 @@
 """The project's exceptions: one root, `YoloError`, that the scripts turn into a message and an
-exit code; and the exit codes themselves (EXIT_*, one meaning each: README, "Exit codes").
+exit code; and the exit codes themselves (EXIT_*, one meaning each: docs/exit-codes.md).
 
 Every error the project raises on purpose (a bad file, an option that cannot work, data that
 cannot be used) derives from `YoloError` and says what is wrong, naming the file. The scripts catch

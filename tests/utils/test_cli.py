@@ -88,7 +88,7 @@ class _NaN(YoloError):
     exit_code = errors.EXIT_NAN
 
 
-# Every outcome of README's "Exit codes" table: (how main ends, the code, what stderr says).
+# Every outcome of the exit-code table (docs/exit-codes.md): (how main ends, the code, what stderr says).
 OUTCOMES = {
     "success": (lambda argv: None, errors.EXIT_OK, ""),
     "partial": (lambda argv: errors.EXIT_PARTIAL, 1, ""),
@@ -114,10 +114,10 @@ def test_run_script_gives_each_outcome_its_exit_code(outcome, capsys):
     assert signal.getsignal(signal.SIGTERM) is before  # the script's handler is gone afterwards
 
 
-def test_readme_exit_code_table_matches_utils_errors():
-    """README's table lists exactly the codes of utils/errors.py, each once."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+def test_documented_exit_code_table_matches_utils_errors():
+    """The table of docs/exit-codes.md lists exactly the codes of utils/errors.py, each once."""
+    page = (ROOT / "docs" / "exit-codes.md").read_text(encoding="utf-8")
+    section = page.split("\n| code | meaning |\n", 1)[1].split("\n\n", 1)[0]
     listed = [int(m) for m in re.findall(r"^\| *`?(\d+)`? *\|", section, flags=re.M)]
     defined = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
     assert sorted(listed) == sorted(defined) and len(set(listed)) == len(listed)

@@ -54,7 +54,7 @@ OPENCV_BN_EPSILON = 1e-6
 class DarknetError(YoloError, ValueError):
     """A darknet file we cannot use, or a model darknet cannot express; the message names the file.
 
-    Exit code 2, as every unusable input (1 means "some inputs left out": README, "Exit codes").
+    Exit code 2, as every unusable input (1 means "some inputs left out": docs/exit-codes.md).
     """
 
 

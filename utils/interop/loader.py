@@ -164,7 +164,7 @@ def onnx_runtime_preferred() -> bool:
     (tf2onnx, onnx) are installed and TensorFlow sees no GPU (GPUs keep TensorFlow).
 
     On CPUs ONNX Runtime ran the same network faster than the TensorFlow graph
-    (benchmarks/bench_inference.py prints both, and the README the figures).
+    (benchmarks/bench_inference.py prints both, and docs/benchmarks.md the figures).
     """
     if any(importlib.util.find_spec(name) is None for name in ("onnxruntime", "tf2onnx", "onnx")):
         return False

@@ -38,7 +38,7 @@ class TrainConfig:
     phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
     attention: str | None = _opt(
         None, "attention by name instead of --phi: none, se, cbam, eca, ca, or your own block as MODULE:CLASS "
-        "(a module on the Python path or a .py file; README, 'User blocks')"
+        "(a module on the Python path or a .py file; docs/attention.md, 'Your own block')"
     )
     data: str | list[str] = _opt("VOCdevkit", DATA_HELP + "; repeat it to train on several (their sets concatenated)",
                                  action="append")
@@ -144,12 +144,12 @@ DEMO_PRESET = {
     "epochs": 14,
     "freeze_epochs": 0,
     "batch_size": 16,
-    "optimizer": "sgd",  # the default recipe (lr 1e-2 at batch 64: 2.5e-3 at 16); it beat Adam here (README)
+    "optimizer": "sgd",  # the default recipe (lr 1e-2 at batch 64: 2.5e-3 at 16); it beat Adam here (docs/recipe.md)
     "mosaic": 0.3,
     "mixup": 0.0,
     "mosaic_ratio": 0.5,
     "save_dir": "logs/demo",
-    "exist_ok": True,  # the demo replaces its own earlier run (README's commands read logs/demo); not with --output
+    "exist_ok": True,  # the demo replaces its own earlier run (the docs read logs/demo); not with --output
     "save_period": 0,
     "eval_period": 7,
 }

@@ -13,13 +13,13 @@ falls back to its best used anchor, where darknet and bubbliiiing give it no pos
 Every other used anchor whose shape IoU with the box exceeds `anchor_iou_thresh` is a positive
 too: the default 0.213 is darknet's `iou_thresh` in yolov4.cfg, which yolov4-tiny.cfg does not
 set (darknet and bubbliiiing train yolov4-tiny with the best anchor only, `anchor_iou_thresh` >= 1
-here); the extra anchors measured better on the demo (README, "Recipe and its references").
+here); the extra anchors measured better on the demo (docs/recipe.md).
 When two boxes claim the same cell and anchor, the one whose shape fits that anchor better (shape
 IoU) is the target, the earlier one on a tie: decided, not left to the scatter's order (darknet
 and bubbliiiing keep the later box; mmdetection's GridAssigner the higher IoU, as here).
 
 Options from YOLOv5 and later (off by default here; the trainer's defaults are in
-utils/training/config.py, with their measured reasons in README):
+utils/training/config.py, with their measured reasons in docs/recipe.md):
     neighbor_cells: each positive is also assigned to the cell left or right of its centre's,
         whichever is nearer the centre, and likewise above or below: three cells a box and anchor
         instead of one, so about three times the positives. Their predicted centres must reach
@@ -38,7 +38,7 @@ Normalisation (`normalization`):
         ignored; class = C / 80 * mean over the positives and classes; the counts are the
         global batch's (all-reduced over the replicas). Its gradients are 16-260 times smaller
         than "sum"'s (benchmarks/bench_loss_scale.py); at the same learning rate it learns far
-        more slowly (README, "Recipe and its references").
+        more slowly (docs/recipe.md).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_fp32_raw_outputs_match_keras(fixture, request, keras_detector):
     want = [np.asarray(h) for h in detector.model(inputs, training=False)]
     got = [np.asarray(h) for h in forward(inputs)]
     assert [g.shape for g in got] == [w.shape for w in want]
-    assert _relative_error(got, want) < 1e-5  # measured 2e-6 (SavedModel, ONNX) to 5e-6 (TFLite); README quotes it
+    assert _relative_error(got, want) < 1e-5  # measured 2e-6 (SavedModel, ONNX) to 5e-6 (TFLite): docs/export.md
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_fp32_detections_match_keras(fixture, request, keras_detector, demo_imag
     _same_detections(exported.detect(demo_images[1]), want)
 
 
-# README quotes these bounds (measured here: TFLite fp16 1.3e-3, ONNX fp16 1.6e-3, int8 0.16 of the output scale).
+# docs/export.md quotes these bounds (measured: TFLite fp16 1.3e-3, ONNX fp16 1.6e-3, int8 0.16 of the output scale).
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("fixture", "precision", "bound"),
@@ -215,7 +215,7 @@ def test_int8_detections_overlap_fp32(fixture, request, keras_detector, demo_ima
         f"mAP@0.5 on the demo boxes: fp32 {map_fp32:.4f}, int8 {map_int8:.4f}, difference {map_int8 - map_fp32:+.4f}"
     )
     assert len(best_ious) >= 10
-    assert (best_ious >= 0.5).mean() >= 0.97  # measured 99% (115 of 116); README quotes it
+    assert (best_ious >= 0.5).mean() >= 0.97  # measured 99% (115 of 116); docs/export.md has it
     assert agreement.map >= 0.9  # measured 0.96
 
 
