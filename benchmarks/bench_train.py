@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py                      # 416 and the demo's 128, CPU
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
-    python benchmarks/bench_train.py --mixed-precision    # GPUs
+    python benchmarks/bench_train.py --precision bfloat16 # CPUs with AMX / AVX512-BF16 (auto picks it there)
     python benchmarks/bench_train.py --epochs-measure 3   # time between epochs (below)
     python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
     python benchmarks/bench_train.py --strategy mirrored  # all local GPUs (--batch-size is global)
@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from utils.training.config import PRECISIONS, resolve_precision  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         batch_size=args.batch_size,
         mosaic=args.mosaic,
         mixup=args.mixup,
-        mixed_precision=args.mixed_precision,
+        precision=args.precision,
         xla=args.xla,
         strategy=args.strategy,
         eval_period=0,
@@ -417,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also ultralytics' bare step of this model, alternating (needs its venv)")  # fmt: skip
     parser.add_argument("--ultralytics-python", type=Path, default=ROOT / ".venv-ultralytics" / "bin" / "python",
                         help="the Python of the ultralytics venv (for --peer)")  # fmt: skip
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="as train.py's (auto: float16 on a GPU, bfloat16 on AMX / AVX512-BF16 CPUs)")  # fmt: skip
+    parser.add_argument("--mixed-precision", dest="precision", action="store_const", const="float16",
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--strategy", default="none", help="none, or mirrored (all local GPUs), as train.py")
     epochs = parser.add_argument_group("--epochs-measure (time between epochs)")
     epochs.add_argument("--epochs-measure", type=int, default=0, metavar="N", help="train N epochs, time the gaps")
@@ -451,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     device = f"{gpus} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"
     print(
         f"device {device}, phi {args.phi}, batch {args.batch_size}, mosaic {args.mosaic}, mixup {args.mixup}, "
-        f"xla {args.xla}, mixed precision {args.mixed_precision}, strategy {args.strategy}"
+        f"xla {args.xla}, precision {resolve_precision(args.precision)}, strategy {args.strategy}"
     )
     if args.peer and not args.ultralytics_python.exists():
         print(f"--peer {args.peer}: no ultralytics venv at {args.ultralytics_python} (benchmarks/bench_learning.py "

@@ -23,7 +23,7 @@ from nets.yolo import YoloV4Tiny
 from tests.conftest import ROOT
 from utils.data.demo import write_demo_dataset
 from utils.training.callbacks import Callback, read_results
-from utils.training.config import add_arguments, config_from_args
+from utils.training.config import ConfigError, add_arguments, config_from_args, resolve_precision
 from utils.training.lr_schedule import LRSchedule
 from utils.training.trainer import Trainer
 
@@ -344,20 +344,41 @@ class Probe(Callback):
         self.loss = logs["loss"]
 
 
-def test_mixed_precision_trains_on_the_cpu_in_float16(one_good_one_corrupt, tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "compute_dtype"), [(("--mixed-precision",), "float16"), (("--precision", "bfloat16"), "bfloat16")]
+)
+def test_mixed_precision_trains_on_the_cpu_and_saves_float32(one_good_one_corrupt, tmp_path, flags, compute_dtype):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, "--mixed-precision")))
+    config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, *flags)))
     probe = Probe()
     try:
         Trainer(config, log=print, callbacks=[probe]).run()
         after = keras.config.dtype_policy().name
     finally:
         keras.config.set_dtype_policy("float32")  # whatever the trainer left, for the other tests
-    assert probe.compute_dtype == "float16" and isinstance(probe.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert probe.compute_dtype == compute_dtype
+    # Loss scaling for float16's range only; bfloat16 has float32's exponent.
+    assert isinstance(probe.optimizer, keras.optimizers.LossScaleOptimizer) == (compute_dtype == "float16")
     assert after == "float32"  # the run's policy does not leak into what the process builds next
     assert np.isfinite(probe.loss)
-    _trained(tmp_path, moved=False)  # one step: dynamic loss scaling may skip it (float16 gradients overflow)
+    # One step: dynamic loss scaling may skip it (float16 gradients overflow). The .keras is float32,
+    # so it runs at full speed on a machine without fast half precision.
+    trained = _trained(tmp_path, moved=False)
+    assert {layer.dtype_policy.name for layer in trained._flatten_layers()} == {"float32"}
+
+
+def test_precision_auto_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    import utils.inference.precision as precision
+
+    assert resolve_precision("float32") == "float32" and resolve_precision("auto", mixed_precision=True) == "float16"
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: True)
+    assert resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: False)
+    assert resolve_precision("auto") == "float32"
+    with pytest.raises(ConfigError, match="--mixed-precision .* --precision bfloat16"):
+        resolve_precision("bfloat16", mixed_precision=True)
 
 
 # ---------------------------------------------------------------------------------------- the output folder (issue 22)

@@ -22,6 +22,7 @@ from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 DEMO_DATA_DIR = Path("demo_data")
 
 
@@ -113,7 +114,12 @@ class TrainConfig:
         None, "wall-clock budget of the whole run in minutes: fits the number of epochs (instead of --epochs)"
     )
     seed: int = _opt(0, "seed of the weights' initialisation and of every augmentation draw")
-    mixed_precision: bool = _opt(False, "mixed_float16 compute with loss scaling (GPUs)")
+    precision: str = _opt(
+        "auto", "compute precision; float16 and bfloat16 are mixed (float32 weights; float16 with loss scaling). "
+        "auto: float16 on a GPU, bfloat16 on a CPU with AMX or AVX512-BF16, else float32. The .keras files "
+        "written are float32 whatever it is", choices=PRECISIONS,
+    )
+    mixed_precision: bool = _opt(False, "the same as --precision float16 (the older flag)")
     xla: bool = _opt(False, "XLA-compile the forward and backward pass")
     demo: bool = _opt(False, "train on the built-in shapes demo (generated under demo_data/ if absent)")
     strategy: str = _opt("none", "mirrored: all local GPUs; multi-worker: from TF_CONFIG", choices=STRATEGIES)
@@ -218,6 +224,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         values["warmup_epochs"] = float(min(max(0.05 * values["epochs"], 1), 3))
     if values["min_lr_epochs"] is None:  # YOLOX's no-aug tail as bubbliiiing sizes it
         values["min_lr_epochs"] = float(min(max(0.05 * values["epochs"], 1), 15))
+    values["precision"] = resolve_precision(values["precision"], values["mixed_precision"])
+    values["mixed_precision"] = values["precision"] == "float16"
     resolved = TrainConfig(**values)
     parse_input_size(resolved.input_size)  # validates (InputSizeError)
     if not 0 <= resolved.freeze_epochs <= resolved.epochs:
@@ -232,3 +240,20 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if resolved.time is not None and not resolved.time > 0:
         raise ConfigError(f"--time must be > 0 minutes, got {resolved.time}")
     return resolved
+
+
+def resolve_precision(precision: str, mixed_precision: bool = False) -> str:
+    """--precision with "auto" made concrete for this machine (utils.inference.precision's choice, the one
+    --half makes for inference); --mixed-precision is --precision float16."""
+    if mixed_precision:
+        if precision not in ("auto", "float16"):
+            raise ConfigError(f"--mixed-precision is --precision float16; it contradicts --precision {precision}")
+        return "float16"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    from utils.inference.precision import mixed_precision_policy
+
+    policy = mixed_precision_policy()
+    return {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(policy, "float32")

@@ -57,6 +57,8 @@ from utils.training.run_folder import claim_run_folder
 
 # --neighbor-cells: centres decode as 2 sigmoid - 0.5 cells (YOLOv5), reaching the neighbour cells' boxes.
 NEIGHBOR_SCALE_X_Y = 2.0
+# --precision (resolved) -> Keras' dtype policy: float16 and bfloat16 compute with float32 weights.
+POLICIES = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 MAP_IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))  # mAP@.5:.95: COCO's ten IoU thresholds
 
 
@@ -292,7 +294,7 @@ class Trainer:
         self.setup()
         self.log(
             f"training {len(self.train_images)} images, validating on {len(self.val_images)}, "
-            f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), "
+            f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), {c.precision}, "
             f"epochs {self.start_epoch + 1}..{self.epochs}"
             + (f" (--time {c.time:g} min fits the count after the first epochs)" if self.budget else "")
         )
@@ -364,8 +366,7 @@ class Trainer:
 
         c = self.config
         keras.utils.set_random_seed(c.seed)
-        if c.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(POLICIES[c.precision])
         self.class_names = class_names_for(c)
         anchors = load_anchors(c.anchors)
         self.train_images, self.val_images = load_split(c, self.class_names)
@@ -729,8 +730,14 @@ class Trainer:
         return self.ema.ema_model if self.ema is not None else self.model
 
     def save_model(self, path: str | Path) -> None:
-        """The evaluated model (eval_model) as a .keras for inference (plain batch norm), written atomically."""
-        save_model(self.eval_model, path)
+        """The evaluated model (eval_model) as a .keras for inference (plain batch norm), written atomically;
+        float32 whatever --precision trained it in, so it runs at full speed on any machine (--half there)."""
+        model = self.eval_model
+        if self.config.precision != "float32":
+            from utils.inference.precision import to_mixed_precision
+
+            model = to_mixed_precision(model, "float32")
+        save_model(model, path)
 
     def save_checkpoint(self, path: str | Path, epochs_done: int) -> None:
         """The resume state after `epochs_done` epochs: weights, weight average, optimizer slots,
@@ -866,7 +873,7 @@ class Trainer:
 
         c = self.config
         optimizer = make_optimizer(c.optimizer, c.lr, c.momentum, c.weight_decay, c.weight_decay_mode)
-        if c.mixed_precision:
+        if c.precision == "float16":  # float16's range needs it; bfloat16 has float32's
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
 
@@ -938,16 +945,17 @@ class Trainer:
         """(train_step, val_step) tf.functions over distributed batches: the train step for the
         current trainable set and a global batch of `batch_size` (with the EMA update), the val step
         of eval_model for `val_batch()`."""
+        import keras
         import tensorflow as tf
 
         model, loss_fn, optimizer, strategy, ema = self.model, self.loss_fn, self.optimizer, self.strategy, self.ema
         eval_model = self.eval_model
         variables = model.trainable_variables
-        mixed = self.config.mixed_precision
+        scaled_loss = self.config.precision == "float16"
         xla = self.config.xla and self.replicas == 1
         if self.config.xla and not xla:
             self.log("note: --xla is used with one replica only; training without it")
-        compute_dtype = tf.float16 if mixed else tf.float32
+        compute_dtype = tf.as_dtype(keras.mixed_precision.Policy(POLICIES[self.config.precision]).compute_dtype)
         val_batch = self.val_batch()
 
         def forward_loss(images, gt, training, global_batch, net=model):
@@ -957,7 +965,7 @@ class Trainer:
         def gradients(images, gt):
             with tf.GradientTape() as tape:
                 loss, parts = forward_loss(images, gt, True, batch_size)
-                scaled = optimizer.scale_loss(loss) if mixed else loss
+                scaled = optimizer.scale_loss(loss) if scaled_loss else loss
             return loss, parts, tape.gradient(scaled, variables)
 
         if xla:
