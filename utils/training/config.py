@@ -58,7 +58,8 @@ class TrainConfig:
     )
     anchors: str = _opt(str(DEFAULT_ANCHORS_PATH), "anchors file: w,h, w,h, ... in input pixels")
     input_size: str = _opt(
-        str(DEFAULT_INPUT_SHAPE[0]), f"network input: 416 or HxW, multiples of 32 up to {MAX_INPUT_SIDE}"
+        str(DEFAULT_INPUT_SHAPE[0]),
+        f"network input: {DEFAULT_INPUT_SHAPE[0]} or HxW, multiples of 32 up to {MAX_INPUT_SIDE}",
     )
     weights: str | None = _opt(None, "initial weights: a .keras model (matching layers by name) or darknet .weights")
     epochs: int = _opt(300, "total epochs, frozen ones included")
