@@ -416,8 +416,8 @@ class ScriptHandler(logging.StreamHandler):
         try:
             message = self.format(record)
             tqdm = sys.modules.get("tqdm")  # a bar can only be showing when tqdm was imported
-            if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):
-                tqdm.tqdm.write(message, file=sys.stderr)
+            if tqdm is not None:
+                tqdm.tqdm.write(message, file=sys.stderr)  # clears the bars, writes, draws them again
             else:
                 sys.stderr.write(message + "\n")
                 sys.stderr.flush()
