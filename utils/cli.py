@@ -358,9 +358,7 @@ def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
     """`-v/--verbose` (debug lines too) and `-q/--quiet` (warnings and errors only); see `setup_logging`."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="store_true", help="also print debug lines")
-    group.add_argument(
-        "-q", "--quiet", action="store_true", help="print warnings and errors only (no progress lines or bars)"
-    )
+    group.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
 
 
 def verbosity_level(args: argparse.Namespace) -> int:
