@@ -33,7 +33,7 @@ from utils.cli import quiet_tensorflow
 quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 from nets.attention import PHI_TO_ATTENTION  # noqa: E402
-from utils.cli import add_output_argument, run_script  # noqa: E402
+from utils.cli import add_output_argument, add_verbosity_arguments, run_script, setup_logging  # noqa: E402
 from utils.evaluation.study import StudyError  # noqa: E402
 from utils.training.ablation import (  # noqa: E402
     StudyPlan,
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(parser, "ablation_out", "the study's folder (default: ablation_out)")
     if not train_supports_time():
         parser.add_argument("--time", default=None, help=argparse.SUPPRESS)
+    add_verbosity_arguments(parser)
     return parser
 
 
@@ -126,6 +127,7 @@ def budget(config) -> str:
 def run(argv: list[str] | None = None) -> int:
     """ablation.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args, train_args, given, config = parse(argv)
+    setup_logging(args)
     if args.output is None:
         raise StudyError("give the study's folder with --output")
     if config.demo:

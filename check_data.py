@@ -23,7 +23,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from utils.cli import add_data_arguments, add_output_argument, quiet_tensorflow, run_script
+from utils.cli import (
+    add_data_arguments,
+    add_output_argument,
+    add_verbosity_arguments,
+    quiet_tensorflow,
+    run_script,
+    setup_logging,
+)
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
@@ -60,8 +67,11 @@ def check(
 
     source = open_data(args.data)
     class_names = resolve_class_names(args.classes, source)
-    splits = read_roles(source, sets, class_names)
-    result = check_data(splits, class_names, train_roles=train_roles, workers=args.workers, overlaps=overlaps)
+    progress = not args.quiet  # the bars while reading and decoding
+    splits = read_roles(source, sets, class_names, progress=progress)
+    result = check_data(
+        splits, class_names, train_roles=train_roles, workers=args.workers, progress=progress, overlaps=overlaps
+    )
     for finding in result.findings:
         print(f"warning: {finding}", file=sys.stderr)
     for reason in result.unusable:
@@ -77,7 +87,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     add_output_argument(parser, "data_check", "folder for labels.png and data_check.json (default: data_check)")
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args)
     sets = {"train": args.train_sets, "val": args.val_sets, "test": args.test_set}
     code, _ = check(args, sets, args.output)
     return code

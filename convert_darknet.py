@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import add_output_argument, quiet_tensorflow, run_script
+from utils.cli import add_output_argument, add_verbosity_arguments, quiet_tensorflow, run_script, setup_logging
 from utils.errors import YoloError
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out-weights", type=Path, help="Keras -> darknet: output .weights (default: next to --weights)"
     )
+    add_verbosity_arguments(parser)
     return parser
 
 
@@ -125,6 +126,7 @@ def keras_to_darknet(args: argparse.Namespace) -> int:
 def run(argv: list[str] | None = None) -> int:
     """convert_darknet.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
+    setup_logging(args)
     return keras_to_darknet(args) if args.to_darknet else darknet_to_keras(args)
 
 

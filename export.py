@@ -29,7 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from utils.cli import add_input_size_argument, add_output_argument, quiet_tensorflow, run_script
+from utils.cli import (
+    add_input_size_argument,
+    add_output_argument,
+    add_verbosity_arguments,
+    quiet_tensorflow,
+    run_script,
+    setup_logging,
+)
+from utils.defaults import CONF_THRESHOLD, EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, MAX_DETECTIONS, PR_SCORE_THRESHOLD
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
@@ -83,7 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="onnx, saved_model: any batch and any height/width multiples of 32 (--input-size: the default size)",
     )
-    parser.add_argument("--max-detections", type=int, default=100, help="--include-nms: detections kept per image")
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=MAX_DETECTIONS,
+        help=f"--include-nms: detections kept per image (default {MAX_DETECTIONS})",
+    )
     bench = parser.add_argument_group("--benchmark: every format and precision side by side")
     bench.add_argument(
         "--benchmark",
@@ -102,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="--benchmark: a comma-separated subset of FORMAT:PRECISION[:nms] rows, e.g. onnx:fp32,tflite:int8",
     )
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
     if args.output is None:
         parser.error("the following arguments are required: --output")
@@ -119,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(argv: list[str] | None = None) -> int:
     """export.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = parse_args(argv)
+    setup_logging(args)
     if args.benchmark:
         return run_benchmark(args)
     from utils.interop.export import ExportError, check_export_options
@@ -206,7 +221,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
     rows = _benchmark_rows(args.only)
     model = load_model(args.weights)
     names = model.class_names
-    detector_options = {"conf": 0.001, "nms_iou": 0.5, "batch_size": 1, "input_shape": args.input_size}
+    detector_options = {
+        "conf": EVAL_CONF_THRESHOLD,
+        "nms_iou": EVAL_NMS_IOU,
+        "batch_size": 1,
+        "input_shape": args.input_size,
+    }
     split = load_voc_split(args.data, args.split, names, EvaluationLog(), progress=False)
     image_ids = list(split.ground_truths)
     if not image_ids:
@@ -236,7 +256,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 detector = load_detector(path, backend=backend, **detector_options)
                 log = EvaluationLog()
                 detections = detect_split(detector, split, log, batch_size=1, progress=False)
-                evaluation = evaluate_split(split, detections, names, log, {"weights": str(path)}, score_threshold=0.5)
+                evaluation = evaluate_split(
+                    split, detections, names, log, {"weights": str(path)}, score_threshold=PR_SCORE_THRESHOLD
+                )
                 row["map50"] = f"{evaluation.result.map:.4f}"
                 detector.detect([timing_image])  # warm up
                 detectors[(fmt, precision, nms)] = detector
@@ -247,7 +269,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 # TensorFlow's "in user code:" errors end with the actual message.
                 row["note"] = f"failed: {type(err).__name__}: {lines[-1] if lines else ''}"[:300]
         for detector in detectors.values():
-            detector.conf = 0.5  # timed at predict.py's default score threshold, not mAP's 0.001
+            detector.conf = CONF_THRESHOLD  # timed at predict.py's default score threshold, not mAP's
         times = {key: [] for key in detectors}
         for _ in range(args.runs):  # interleaved: every detector once per run
             for key, detector in detectors.items():

@@ -42,18 +42,18 @@ from utils.cli import quiet_tensorflow
 
 quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
-from tqdm import tqdm  # noqa: E402
-
 from nets.model_data import DEFAULT_CLASSES_PATH  # noqa: E402
 from utils.cli import (  # noqa: E402
     DATA_HELP,
     add_detector_arguments,
     add_output_argument,
+    add_verbosity_arguments,
     detector_kwargs,
     run_script,
-    warnings_as_notes,
+    setup_logging,
 )
 from utils.data.sources import open_data  # noqa: E402
+from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, MATCH_IOU, PR_SCORE_THRESHOLD  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
 from utils.evaluation.metrics import COCO_STAT_NAMES  # noqa: E402
 from utils.evaluation.voc_eval import (  # noqa: E402
@@ -76,7 +76,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="instead of --weights: a COCO results JSON list: image_id = VOC image id, category_id = 0-based "
         "class index, bbox = pixel [x, y, w, h], score",
     )
-    add_detector_arguments(parser, conf=0.001, nms_iou=0.5, weights_required=False, darknet=False, half=False)
+    add_detector_arguments(
+        parser, conf=EVAL_CONF_THRESHOLD, nms_iou=EVAL_NMS_IOU, weights_required=False, darknet=False, half=False
+    )
     parser.add_argument("--data", type=Path, default=Path("VOCdevkit"), help=DATA_HELP)
     parser.add_argument(
         "--split",
@@ -86,15 +88,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the set to evaluate, SPLIT or WHERE:SPLIT (2007:test, val, val2017) (default: the data's test set)",
     )
     parser.add_argument(
-        "--min-overlap", type=float, default=0.5, help="IoU (inclusive) for a detection to count as a hit (0.5)"
+        "--min-overlap",
+        type=float,
+        default=MATCH_IOU,
+        help=f"IoU (inclusive) for a detection to count as a hit ({MATCH_IOU})",
     )
     parser.add_argument("--voc07", action="store_true", help="11-point AP (VOC2007) instead of all-point (VOC2010+)")
     parser.add_argument(
-        "--score-threshold", type=float, default=0.5, help="score at which precision, recall and F1 are read (0.5)"
+        "--score-threshold",
+        type=float,
+        default=PR_SCORE_THRESHOLD,
+        help=f"score at which precision, recall and F1 are read ({PR_SCORE_THRESHOLD})",
     )
     parser.add_argument("--coco", action="store_true", help="also compute COCO metrics (AP@[.5:.95], AP50, AP75, ...)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     add_output_argument(parser, "map_out", help="output folder (default: map_out)")
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
     if (args.weights is None) == (args.detections is None):
         parser.error("give one of --weights (run a model) or --detections (a COCO results JSON)")
@@ -103,32 +112,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def warn(message: str) -> None:
-    tqdm.write(f"warning: {message}", file=sys.stderr)
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    log = EvaluationLog(echo=warn)
+    logger = setup_logging(args)
+    log = EvaluationLog()  # each problem is logged as found (a warning, on stderr)
     detector = None
     if args.weights is not None:
         from utils.interop.loader import load_detector
 
-        with warnings_as_notes():  # e.g. why a .keras model runs on TensorFlow, not ONNX Runtime
-            detector = load_detector(args.weights, **detector_kwargs(args))
+        detector = load_detector(args.weights, **detector_kwargs(args))
     try:
         source = open_data(args.data)
     except YoloError as err:
         raise EvaluationError(str(err)) from None
     class_names = resolve_class_names(args.classes, detector, source.class_names)
-    split = load_voc_split(source, args.split, class_names, log)
+    progress = not args.quiet
+    split = load_voc_split(source, args.split, class_names, log, progress=progress)
     for note in log.notes[:MAX_NAMED_PROBLEMS]:
-        print(f"note: {note}", file=sys.stderr)
+        logger.info(f"note: {note}")
     if len(log.notes) > MAX_NAMED_PROBLEMS:
-        print(f"note: {len(log.notes) - MAX_NAMED_PROBLEMS} more skipped objects (all in results.txt)", file=sys.stderr)
+        logger.info(f"note: {len(log.notes) - MAX_NAMED_PROBLEMS} more skipped objects (all in results.txt)")
 
     if detector is not None:
-        detections = detect_split(detector, split, log, batch_size=args.batch_size)
+        detections = detect_split(detector, split, log, batch_size=args.batch_size, progress=progress)
         source = {"weights": str(args.weights)}
     else:
         classes_source = args.classes or DEFAULT_CLASSES_PATH

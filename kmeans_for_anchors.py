@@ -26,7 +26,13 @@ import numpy as np  # noqa: E402
 
 from nets.model_data import DEFAULT_ANCHORS_PATH, DEFAULT_INPUT_SHAPE, load_anchors  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
-from utils.cli import DATA_HELP, add_input_size_argument, run_script  # noqa: E402
+from utils.cli import (  # noqa: E402
+    DATA_HELP,
+    add_input_size_argument,
+    add_verbosity_arguments,
+    run_script,
+    setup_logging,
+)
 from utils.data.anchors import box_sizes, iou_kmeans  # noqa: E402
 from utils.data.annotations import read_annotation_lines  # noqa: E402
 from utils.data.sources import open_data, resolve_class_names  # noqa: E402
@@ -59,13 +65,19 @@ def run(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--train-sets", nargs="+", metavar="SET", help="sets of --data, as train.py takes them")
     parser.add_argument("--classes", default=None, help="class names, as train.py takes them (with --data)")
-    add_input_size_argument(parser, tuple(DEFAULT_INPUT_SHAPE), "network input: SIZE or HxW, up to 4096 (default 416)")
+    add_input_size_argument(
+        parser,
+        tuple(DEFAULT_INPUT_SHAPE),
+        f"network input: SIZE or HxW, up to 4096 (default {DEFAULT_INPUT_SHAPE[0]})",
+    )
     parser.add_argument("-k", "--num-anchors", type=int, default=6, help="number of anchors (yolov4-tiny: 6)")
     parser.add_argument("--output", default="yolo_anchors.txt", help="anchors file to write")
     parser.add_argument("--plot", default="kmeans_for_anchors.png", help="scatter plot to write")
     parser.add_argument("--compare", default=str(DEFAULT_ANCHORS_PATH), help="anchors file to compare against")
     parser.add_argument("--seed", type=int, default=0, help="k-means initialisation seed")
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args)
     input_hw = args.input_size
     if args.data is not None:
         images = []

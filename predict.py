@@ -61,7 +61,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -77,9 +76,10 @@ from tqdm import tqdm  # noqa: E402
 from utils.cli import (  # noqa: E402
     add_detector_arguments,
     add_output_argument,
+    add_verbosity_arguments,
     detector_kwargs,
     run_script,
-    warnings_as_notes,
+    setup_logging,
 )
 from utils.data.images import KEEP_SUFFIXES, image_batches, load_image  # noqa: E402
 from utils.errors import EXIT_PARTIAL, YoloError  # noqa: E402
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top", type=int, default=4, help="cam: explain this many of each image's best detections (default 4)"
     )
+    add_verbosity_arguments(parser)
     return parser
 
 
@@ -541,6 +542,7 @@ def describe_device(half: bool, detector) -> str:
 def run(argv: list[str] | None = None) -> int:
     """predict.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
+    setup_logging(args)
 
     # Check the sources and the outputs first: a bad camera or folder, or an --output that would
     # overwrite the inputs, should not wait for the model to load.
@@ -558,16 +560,13 @@ def run(argv: list[str] | None = None) -> int:
     if args.mode == "video":
         capture = VideoSource(args.source[0], every=args.every)
 
-    from utils.interop.loader import BackendFallbackWarning, load_detector  # imports TensorFlow (seconds)
+    from utils.interop.loader import load_detector  # imports TensorFlow (seconds)
 
     try:
         if args.mode in EXPLAIN_MODES:
             detector = load_keras_detector(args)
         else:
-            with warnings_as_notes():
-                warnings.simplefilter("ignore", UserWarning)  # the --half notice is printed below instead
-                warnings.simplefilter("always", BackendFallbackWarning)  # why ONNX Runtime is not used: one line
-                detector = load_detector(args.weights, **detector_kwargs(args))
+            detector = load_detector(args.weights, **detector_kwargs(args))
     except YoloError:
         if capture is not None:
             capture.close()

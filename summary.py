@@ -18,7 +18,7 @@ from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
 from nets.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402
 from nets.stats import attention_costs, count_flops, count_params  # noqa: E402
 from nets.yolo import YoloV4Tiny  # noqa: E402
-from utils.cli import add_input_size_argument, run_script  # noqa: E402
+from utils.cli import add_input_size_argument, add_verbosity_arguments, run_script, setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,15 +38,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
     classes.add_argument("--num-classes", type=int, help="number of classes, instead of --classes (80 for COCO)")
     add_input_size_argument(
-        parser, tuple(DEFAULT_INPUT_SHAPE), "input size of the FLOP count: SIZE or HxW, up to 4096 (416)"
+        parser,
+        tuple(DEFAULT_INPUT_SHAPE),
+        f"input size of the FLOP count: SIZE or HxW, up to 4096 ({DEFAULT_INPUT_SHAPE[0]})",
     )
     parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
+    add_verbosity_arguments(parser)
     return parser.parse_args(argv)
 
 
 def run(argv=None) -> int:
     """summary.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = parse_args(argv)
+    setup_logging(args)
     num_classes = args.num_classes or len(load_class_names(args.classes))
     height, width = args.input_size
     names = list(PHI_TO_ATTENTION) if args.all else [resolve_attention(

@@ -29,7 +29,7 @@ from utils.cli import quiet_tensorflow
 
 quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
-from utils.cli import run_script  # noqa: E402
+from utils.cli import add_verbosity_arguments, run_script, setup_logging  # noqa: E402
 from utils.training.config import DEMO_DATA_DIR, add_arguments, config_from_args  # noqa: E402
 
 
@@ -47,7 +47,11 @@ def run(argv: list[str] | None = None) -> int:
     """train.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    config = config_from_args(parser.parse_args(argv))
+    add_verbosity_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    settings = {name: value for name, value in vars(args).items() if name not in ("verbose", "quiet")}
+    config = config_from_args(argparse.Namespace(**settings))
 
     from utils.training.trainer import Trainer
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import check_data  # calls quiet_tensorflow() first
-from utils.cli import add_output_argument, quiet_tensorflow, run_script
+from utils.cli import add_output_argument, add_verbosity_arguments, quiet_tensorflow, run_script, setup_logging
 from utils.data.annotations import write_annotation_lines
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
@@ -35,7 +35,9 @@ def run(argv: list[str] | None = None) -> int:
         "--splits", nargs="+", default=None, help="sets to write one file each, the first one the training set"
     )
     parser.add_argument("--include-difficult", action="store_true", help="keep objects marked difficult")
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args)
     if args.splits:
         sets = {split: [split] for split in args.splits}
         train_roles = (args.splits[0],)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import statistics
 import sys
@@ -44,6 +45,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import OFFICIAL_CFG, darknet_pair, median_ms, opencv_heads, relative_difference, timed  # noqa: E402
+from utils.cli import add_verbosity_arguments, setup_logging  # noqa: E402
+from utils.defaults import CONF_THRESHOLD, NMS_IOU  # noqa: E402
 from utils.inference.detector import Detector  # noqa: E402
 from utils.inference.letterbox import unletterbox_boxes  # noqa: E402
 from utils.inference.postprocess import decode_outputs, non_max_suppression  # noqa: E402
@@ -63,7 +66,10 @@ def main(argv=None) -> None:
         "--variants", action="store_true", help="also time in-graph letterbox, Keras call, XLA, bfloat16"
     )
     parser.add_argument("--cfg", type=Path, default=OFFICIAL_CFG, help="darknet yolov4-tiny.cfg for OpenCV DNN")
+    add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
+    # The library's warnings (an ONNX Runtime fallback changes what is timed); its INFO lines with -v.
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
 
     size = args.size
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
@@ -83,9 +89,13 @@ def main(argv=None) -> None:
         # predict.py's default path: load_detector on the .keras file (its ONNX export made here).
         model.save(Path(tmp) / "yolov4-tiny.keras")
         detector = load_detector(
-            Path(tmp) / "yolov4-tiny.keras", input_shape=(size, size), conf=0.5, nms_iou=0.3, batch_size=args.batch
+            Path(tmp) / "yolov4-tiny.keras",
+            input_shape=(size, size),
+            conf=CONF_THRESHOLD,
+            nms_iou=NMS_IOU,
+            batch_size=args.batch,
         )
-    keras_path = Detector.from_model(model, input_shape=(size, size), conf=0.5, nms_iou=0.3)
+    keras_path = Detector.from_model(model, input_shape=(size, size), conf=CONF_THRESHOLD, nms_iou=NMS_IOU)
     runtime = RUNTIMES.get(detector.backend, detector.backend)
     print(f"default path (predict.py --backend auto): {runtime}")
     batch1, infos1 = detector.preprocess([image])

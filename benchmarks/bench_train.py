@@ -35,6 +35,7 @@ own process, one after the other on the same data, and the totals are printed si
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -70,7 +71,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         eval_period=0,
         save_dir=tempfile.mkdtemp(),
     )
-    trainer = Trainer(config, log=lambda *a: None)
+    trainer = Trainer(config)
     trainer.setup()
 
     def pipeline_batches(epoch):
@@ -88,7 +89,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
     xla_step = None
     if args.compare_xla:  # the same step XLA-compiled, from the same weights, alternating with the plain one
         config.xla = True
-        other = Trainer(config, log=lambda *a: None)
+        other = Trainer(config)
         other.setup()
         iter(other.train_batches(0))
         other.model.set_weights(trainer.model.get_weights())
@@ -195,7 +196,7 @@ def measure_epochs(args, data_root: Path, save_dir: Path) -> dict:
         save_period=args.save_period,
         save_dir=str(save_dir),
     )
-    trainer = Trainer(config, log=lambda *a: None)
+    trainer = Trainer(config)
     epochs: list[dict] = []  # per epoch: "steps" [(start, end)], "train_epoch" (start, end), "parts" {name: s}
 
     def part(name):
@@ -367,7 +368,7 @@ def run_epoch_end(args) -> int:
             phi=args.phi, data=str(data), classes=str(data / "classes.txt"), input_size=str(args.input_size),
             epochs=args.epoch_end, batch_size=args.batch_size, eval_period=0, save_dir=str(Path(tmp) / "run"),
         )  # fmt: skip
-        trainer = Trainer(config, log=lambda *a: None)
+        trainer = Trainer(config)
         trainer.setup()
         make_dataset, train_step = trainer.train_data.dataset, trainer.train_step
         state = {}
@@ -436,7 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--worker-tree", "--worker-data", "--worker-json"):
         epochs.add_argument(hidden, help=argparse.SUPPRESS)
     epochs.add_argument("--epoch-end", type=int, default=0, metavar="N", help="N epochs timing their end")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the trainings' epoch lines and progress bars")
     args = parser.parse_args(argv)
+    if not args.worker_tree:  # (a worker imports utils from its --worker-tree, so nothing of it before)
+        from utils.cli import setup_logging
+
+        # The trainings' warnings; their epoch lines and progress bars only with -v (the benchmark prints its table).
+        setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
     if args.epoch_end:
         args.images = args.images or 104
         args.batch_size = args.batch_size or 8

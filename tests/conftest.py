@@ -24,3 +24,18 @@ def onnx_cache_in_a_temporary_folder(tmp_path_factory):
         os.environ.pop("YOLO_CACHE_DIR", None)
     else:
         os.environ["YOLO_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True)
+def library_logging_as_an_embedding_program_finds_it():
+    """A script's main() configures the `yolov4_tiny` logger (utils.cli.setup_logging: its own
+    stderr handler, no propagation); afterwards it is as importing the library leaves it, so the
+    next test's caplog (on the root logger) sees the library's messages again."""
+    import logging
+
+    logger = logging.getLogger("yolov4_tiny")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate

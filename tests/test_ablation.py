@@ -80,5 +80,6 @@ def test_a_tiny_real_study_runs_then_a_rerun_skips_it(tmp_path, monkeypatch, cap
         assert (out / name).is_file(), name
     capsys.readouterr()
     assert ablation.main(argv) == 0  # everything finished: nothing trains again
-    printed = capsys.readouterr().out
-    assert "1 runs (1 blocks x 1 seeds)" in printed and ": 1 done" in printed and "training" not in printed
+    printed = capsys.readouterr()
+    assert "1 runs (1 blocks x 1 seeds)" in printed.err and ": 1 done" in printed.err  # the study's progress lines
+    assert "training" not in printed.out + printed.err

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Lower layers first; a module may import its own package and anything of a lower layer.
 LAYERS = [
-    {"utils.errors", "utils.boxes"},
+    {"utils.errors", "utils.boxes", "utils.defaults"},
     {"utils.files"},
     {"nets"},
     {"utils.inference", "utils.cli"},
@@ -29,7 +29,7 @@ def _module_name(path: Path) -> str:
 def _project_imports() -> dict[str, set[str]]:
     """module -> the project modules it imports (anywhere in its body)."""
     modules = {_module_name(p): p for pkg in ("nets", "utils") for p in (ROOT / pkg).rglob("*.py")}
-    modules.pop("utils")  # the namespace's empty __init__.py
+    modules.pop("utils")  # the package's __init__.py (it imports only logging)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found = set()

@@ -193,14 +193,14 @@ def _fail_exports(monkeypatch, cache_dir) -> list:
     return calls
 
 
-def test_failed_export_is_one_note_then_tensorflow(weights, wide, tmp_path, monkeypatch, capsys):
+def test_failed_export_is_one_warning_then_tensorflow(weights, wide, tmp_path, monkeypatch, capsys):
     calls = _fail_exports(monkeypatch, tmp_path / "cache")
     argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
     assert predict.main([*argv, "--input-size", "64,96", "--json", str(tmp_path / "d.json")]) == 0
     printed = capsys.readouterr()
-    [note] = [line for line in printed.err.splitlines() if line.startswith("note:")]
-    assert note == (
-        f"note: {weights}: exporting it to ONNX failed (RuntimeError: tf2onnx could not convert it); "
+    [warning] = [line for line in printed.err.splitlines() if line.startswith("warning:")]  # the loader's, logged
+    assert warning == (
+        f"warning: {weights}: exporting it to ONNX failed (RuntimeError: tf2onnx could not convert it); "
         "running it with TensorFlow instead"
     )
     assert "input (64, 96), TensorFlow on" in printed.out and len(calls) == 1
@@ -212,7 +212,7 @@ def test_backend_keras_runs_tensorflow_without_exporting(weights, wide, tmp_path
     argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path)]
     assert predict.main([*argv, "--input-size", "64,96", "--backend", "keras"]) == 0
     printed = capsys.readouterr()
-    assert "input (64, 96), TensorFlow on" in printed.out and "note:" not in printed.err and calls == []
+    assert "input (64, 96), TensorFlow on" in printed.out and "warning:" not in printed.err and calls == []
 
 
 @pytest.mark.slow

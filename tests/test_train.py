@@ -83,7 +83,7 @@ def runs(data, tmp_path_factory):
     add_arguments(parser)
     config = config_from_args(parser.parse_args(_argv(data, root / "full")))
     watch = Watch(EPOCHS - 1, root / "after_epoch_2")
-    summary = Trainer(config, log=print, callbacks=[watch]).run()
+    summary = Trainer(config, callbacks=[watch]).run()
     return root / "full", root / "after_epoch_2", watch, summary
 
 
@@ -353,7 +353,7 @@ def test_mixed_precision_trains_on_the_cpu_and_saves_float32(one_good_one_corrup
     config = config_from_args(parser.parse_args(_one_epoch_argv(one_good_one_corrupt, tmp_path, *flags)))
     probe = Probe()
     try:
-        Trainer(config, log=print, callbacks=[probe]).run()
+        Trainer(config, callbacks=[probe]).run()
         after = keras.config.dtype_policy().name
     finally:
         keras.config.set_dtype_policy("float32")  # whatever the trainer left, for the other tests
@@ -408,7 +408,7 @@ def test_an_output_holding_a_run_is_refused_unless_resume_or_exist_ok(runs, data
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
     assert train.main(_quick(data, folder, "--exist-ok")) == 0
-    assert "removed the" in capsys.readouterr().out
+    assert "removed the" in capsys.readouterr().err  # the library's INFO lines: stderr, as the script logs them
     assert not list(folder.glob("ep0*.keras")) and (folder / "notes.txt").read_text() == "mine"
     assert [row["epoch"] for row in read_results(folder / "results.csv")] == ["1", "2"]
     assert _leftovers(folder) == []
@@ -435,7 +435,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_first(data, tmp
         first.wait(timeout=60)
     assert (folder / "train.lock").read_text().startswith(f"process {first.pid} ")
     assert train.main(_quick(data, folder, "--exist-ok", "--epochs", "1")) == 0
-    assert f"took over {folder / 'train.lock'}, left by process {first.pid}" in capsys.readouterr().out
+    assert f"note: took over {folder / 'train.lock'}, left by process {first.pid}" in capsys.readouterr().err
     assert _leftovers(folder) == []
 
 

@@ -72,7 +72,7 @@ def bn_check(flags, path):
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         argv = [*flags, "--strategy", strategy, "--save-dir", f"{path}.{strategy}"]
-        trainer = Trainer(config_from_args(parser.parse_args(argv)), log=lambda *_: None)
+        trainer = Trainer(config_from_args(parser.parse_args(argv)))
         trainer.setup()
         distribute = trainer.strategy
         batches = distribute.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(4))

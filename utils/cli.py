@@ -13,8 +13,10 @@
   EXIT_*, docs/exit-codes.md): a `utils.errors.YoloError` becomes "error: message" on stderr and
   the error's `exit_code`; SIGTERM is handled like Ctrl-C (every `finally` runs) and gives 143,
   Ctrl-C 130; any other exception is a bug: its traceback, and 70.
-* `warnings_as_notes`: the library's warnings (e.g. the detector falling back from ONNX Runtime to
-  TensorFlow) printed as one line each, "note: message", on stderr.
+* `add_verbosity_arguments` / `setup_logging`: `-v/--verbose` (debug lines too) and `-q/--quiet`
+  (warnings and errors only); the `yolov4_tiny` logger, which every package of the library logs
+  under (`yolov4_tiny.training`, `yolov4_tiny.data`, ...), printed on stderr: an INFO line as it is,
+  a warning as "warning: message", a debug line as "debug: message".
 * `quiet_tensorflow`: no TensorFlow start-up lines (cudart, cpu_feature_guard, oneDNN, absl);
   every script calls it first, before anything imports TensorFlow.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import importlib.util
+import logging
 import os
 import signal
 import sys
@@ -35,11 +38,11 @@ import tempfile
 import threading
 import traceback
 import unicodedata
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.interop.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
@@ -211,8 +214,8 @@ def add_data_arguments(
 def add_detector_arguments(
     parser: argparse.ArgumentParser,
     *,
-    conf: float = 0.5,
-    nms_iou: float = 0.3,
+    conf: float = CONF_THRESHOLD,
+    nms_iou: float = NMS_IOU,
     batch_size: int = 8,
     weights_required: bool = True,
     darknet: bool = True,
@@ -250,7 +253,10 @@ def add_detector_arguments(
         "--nms-iou", type=_fraction, default=nms_iou, help=f"per-class NMS IoU threshold (default {nms_iou})"
     )
     parser.add_argument(
-        "--max-detections", type=_positive_int, default=100, help="most detections per image (default 100)"
+        "--max-detections",
+        type=_positive_int,
+        default=MAX_DETECTIONS,
+        help=f"most detections per image (default {MAX_DETECTIONS})",
     )
     add_input_size_argument(parser)
     parser.add_argument(
@@ -343,15 +349,75 @@ def _handle_sigterm():
     return signal.signal(signal.SIGTERM, terminate)
 
 
-@contextmanager
-def warnings_as_notes() -> Iterator[None]:
-    """Inside the block, every warning shown is printed as one line, "note: message", on stderr
-    (Python's own format adds the file, line and source, which mean nothing to a script's user).
-    The warning filters are the caller's, restored on leaving like the display."""
-    with warnings.catch_warnings():
-        warnings.showwarning = _print_note
-        yield
+# ------------------------------------------------------------------------------------------- logging
+LOGGER_NAME = "yolov4_tiny"  # the library's root logger (utils/__init__.py gives it a NullHandler)
+LEVEL_PREFIXES = {logging.DEBUG: "debug: ", logging.INFO: "", logging.WARNING: "warning: "}
 
 
-def _print_note(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"note: {message}", file=sys.stderr)
+def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` (debug lines too) and `-q/--quiet` (warnings and errors only); see `setup_logging`."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="also print debug lines")
+    group.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+
+
+def verbosity_level(args: argparse.Namespace) -> int:
+    """The logging level `add_verbosity_arguments`' options ask for: DEBUG, WARNING, else INFO."""
+    if getattr(args, "verbose", False):
+        return logging.DEBUG
+    return logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+
+
+def setup_logging(args_or_level: argparse.Namespace | int = logging.INFO) -> logging.Logger:
+    """Print the library's messages (the `yolov4_tiny` logger) on stderr, from the level of `-v`/`-q`
+    (or a logging level): INFO as the message alone, WARNING as "warning: message", ERROR as "error:
+    message", DEBUG as "debug: message". A second call replaces the first's handler; the messages
+    do not also go to the root logger's handlers (no line twice). Returns the logger."""
+    level = args_or_level if isinstance(args_or_level, int) else verbosity_level(args_or_level)
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in logger.handlers if isinstance(h, ScriptHandler)]:
+        logger.removeHandler(handler)
+    handler = ScriptHandler()
+    handler.setFormatter(MessageFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger
+
+
+class MessageFormatter(logging.Formatter):
+    """A record as a script's user reads it: its level's prefix ("warning: ", none for INFO), then
+    the message (and a traceback, when one was logged)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        prefix = LEVEL_PREFIXES.get(record.levelno, "error: " if record.levelno > logging.WARNING else "debug: ")
+        return prefix + record.getMessage()
+
+
+class ScriptHandler(logging.StreamHandler):
+    """Writes to the current `sys.stderr` (looked up at each line, so a test's capture or a
+    redirection made later still gets it), through tqdm when a progress bar is showing, so a line
+    does not cut the bar."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the current stderr is used instead
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            tqdm = sys.modules.get("tqdm")  # a bar can only be showing when tqdm was imported
+            if tqdm is not None:
+                tqdm.tqdm.write(message, file=sys.stderr)  # clears the bars, writes, draws them again
+            else:
+                sys.stderr.write(message + "\n")
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)

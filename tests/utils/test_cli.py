@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -18,8 +19,9 @@ from utils.cli import (
     add_detector_arguments,
     add_input_size_argument,
     add_output_argument,
+    add_verbosity_arguments,
     run_script,
-    warnings_as_notes,
+    setup_logging,
 )
 from utils.errors import YoloError
 
@@ -138,15 +140,63 @@ def test_help_does_not_import_tensorflow(script):
     assert run.stdout.strip().endswith("TF False")
 
 
-def test_warnings_as_notes_prints_one_line_each_then_restores(capsys):
-    import warnings
+def _log_every_level(name: str = "yolov4_tiny.training") -> None:
+    logger = logging.getLogger(name)
+    logger.debug("the resolved settings")
+    logger.info("epoch 1: loss 0.5")
+    logger.warning("image.jpg: not an image; skipped")
+    logger.error("nothing left to train on")
 
-    shown = warnings.showwarning
-    with warnings_as_notes():
-        warnings.simplefilter("always")
-        warnings.warn("the export failed; running it with TensorFlow", UserWarning, stacklevel=1)
-    assert capsys.readouterr().err == "note: the export failed; running it with TensorFlow\n"
-    assert warnings.showwarning is shown
+
+@pytest.mark.parametrize(
+    "flags, shown",
+    [
+        ([], ["epoch 1: loss 0.5", "warning: image.jpg: not an image; skipped", "error: nothing left to train on"]),
+        (["-q"], ["warning: image.jpg: not an image; skipped", "error: nothing left to train on"]),
+        (
+            ["--verbose"],
+            [
+                "debug: the resolved settings",
+                "epoch 1: loss 0.5",
+                "warning: image.jpg: not an image; skipped",
+                "error: nothing left to train on",
+            ],
+        ),
+    ],
+)
+def test_setup_logging_prints_the_library_lines_the_verbosity_asks_for(flags, shown, capsys):
+    parser = argparse.ArgumentParser()
+    add_verbosity_arguments(parser)
+    setup_logging(parser.parse_args(flags))
+    _log_every_level()
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == shown and captured.out == ""
+
+
+def test_verbose_and_quiet_exclude_each_other(capsys):
+    parser = argparse.ArgumentParser()
+    add_verbosity_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-v", "-q"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_setup_logging_twice_prints_each_line_once_and_not_through_the_root_logger(capsys):
+    root_lines = []
+
+    class RootLines(logging.Handler):
+        def emit(self, record):
+            root_lines.append(record.getMessage())
+
+    root_handler = RootLines()
+    logging.getLogger().addHandler(root_handler)  # as a program's logging.basicConfig() would
+    try:
+        setup_logging()
+        setup_logging(logging.INFO)  # a second main() in the same process
+        logging.getLogger("yolov4_tiny.data").info("read 4 images")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    assert capsys.readouterr().err == "read 4 images\n" and root_lines == []
 
 
 def test_backend_defaults_to_auto():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections import Counter, defaultdict
@@ -52,6 +53,8 @@ from utils.data.annotations import (
 )
 from utils.data.images import ImageLoadError, check_regular_file, load_image
 from utils.data.sources import DataFormatError, DataSource, untrainable_reason
+
+logger = logging.getLogger("yolov4_tiny.data")
 
 SIZE_MISMATCH = "size mismatch"
 DUPLICATE_IMAGE = "duplicate image"
@@ -173,7 +176,7 @@ def check_data(
     class_names: list[str],
     train_roles: tuple[str, ...] = ("train",),
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     overlaps: bool = True,
 ) -> DataCheck:
     """Check the sets a run reads (see the module docstring for what is found).
@@ -304,7 +307,7 @@ def _class_findings(
 
 
 def read_roles(
-    source: DataSource, sets: Mapping[str, list[str] | None], class_names: list[str], progress: bool = True
+    source: DataSource, sets: Mapping[str, list[str] | None], class_names: list[str], progress: bool = False
 ) -> dict[str, DataSplit]:
     """role -> its images, for the roles of `sets` ("train", "val", "test" -> the sets named, or None).
 
@@ -339,7 +342,7 @@ def write_report(check: DataCheck, output: str | Path, plots: bool = True) -> li
         sizes = {path: fact.hw for path, fact in check.image_facts.items()}
         missing = plot_labels(images, check.class_names, output / "labels.png", sizes)
         if missing:
-            print(f"note: no installed font has the glyphs of {missing}; labels.png shows them as boxes")
+            logger.warning(f"no installed font has the glyphs of {missing}; labels.png shows them as boxes")
         written.append(output / "labels.png")
     return written
 

@@ -23,8 +23,8 @@ samples are dropped; later epochs leave it out.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 from collections.abc import Sequence
 
@@ -35,6 +35,8 @@ import tensorflow as tf
 from utils.data.annotations import AnnotatedImage
 from utils.data.images import ImageLoadError, load_image
 from utils.inference.letterbox import LETTERBOX_FILL, letterbox, letterbox_boxes
+
+logger = logging.getLogger("yolov4_tiny.data")
 
 GREY = LETTERBOX_FILL
 MIN_BOX_SIDE = 2.0  # boxes narrower or lower than this (pixels) after augmentation are dropped
@@ -250,7 +252,7 @@ class YoloDataset:
                 first_time = err.index not in self._corrupt
                 self._corrupt.add(err.index)
             if first_time:
-                print(f"warning: {err}; skipped", file=sys.stderr, flush=True)
+                logger.warning(f"{err}; skipped")
             return np.zeros((h, w, 3), np.uint8), np.full((self.max_boxes, 5), -1, np.float32), False
 
     def _sample(self, plan_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ to the data's objects by name. Every reader skips the same bad objects
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from utils.data.annotations import UNKNOWN_CLASS, AnnotatedImage, AnnotationError, DataSplit, merge_splits
 from utils.errors import YoloError
+
+logger = logging.getLogger("yolov4_tiny.data")
 
 KINDS = ("voc", "yolo", "coco")
 ROLES = ("train", "val", "test")
@@ -134,7 +137,13 @@ class DataSource:
         """
         if not sets:
             raise DataFormatError(f"{self.path}: no set to read")
-        return merge_splits([self._read_one(SetSpec.parse(s), class_names, require_images, progress) for s in sets])
+        splits = []
+        for name in sets:
+            splits.append(self._read_one(SetSpec.parse(name), class_names, require_images, progress))
+            logger.debug(
+                f"{self.path}: set {name}: {len(splits[-1].images)} images, {len(splits[-1].left_out)} left out"
+            )
+        return merge_splits(splits)
 
     def _read_one(self, spec: SetSpec, class_names, require_images, progress) -> DataSplit:
         if self.kind == "voc":
@@ -162,10 +171,18 @@ class DataSource:
 
 
 def open_data(path: str | Path) -> DataSource:
-    """The data set at `path`, by what it holds (see the module docstring).
+    """The data set at `path`, by what it holds (see the module docstring); what it was read as
+    is a debug line of the `yolov4_tiny.data` logger.
 
     Raises DataFormatError when `path` does not exist or holds none of the known layouts.
     """
+    source = _open_data(Path(path))
+    names = f"{len(source.class_names)} class names" if source.class_names else "no class names"
+    logger.debug(f"{path}: {source.kind} data ({names})")
+    return source
+
+
+def _open_data(path: Path) -> DataSource:
     from utils.data.coco import coco_categories, coco_split_files, load_coco_json, split_name
     from utils.data.voc import find_voc_roots
     from utils.data.yolo import find_data_yaml, read_data_yaml

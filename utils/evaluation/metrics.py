@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from utils.boxes import box_iou_aligned
+from utils.defaults import MATCH_IOU, MAX_DETECTIONS, PR_SCORE_THRESHOLD
 
 
 @dataclass
@@ -129,9 +130,9 @@ class EvaluationResult:
     fp: np.ndarray
     pr_curves: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
     pr_scores: list[np.ndarray] = field(repr=False)
-    iou_threshold: float = 0.5
+    iou_threshold: float = MATCH_IOU
     use_07_metric: bool = False
-    score_threshold: float = 0.5
+    score_threshold: float = PR_SCORE_THRESHOLD
 
     def per_class(self, class_names: list[str]) -> dict[str, dict[str, float | int | None]]:
         """`{name: {"ap", "precision", "recall", "f1", "gt", "det"}}`, JSON-ready (NaN -> None)."""
@@ -294,9 +295,9 @@ def evaluate_detections(
     detections: DetectionsByImage,
     ground_truths: GroundTruthsByImage,
     num_classes: int,
-    iou_threshold: float = 0.5,
+    iou_threshold: float = MATCH_IOU,
     use_07_metric: bool = False,
-    score_threshold: float = 0.5,
+    score_threshold: float = PR_SCORE_THRESHOLD,
 ) -> EvaluationResult:
     """Per-class VOC AP plus precision / recall / F1 at a score threshold (see the module docstring).
 
@@ -515,7 +516,10 @@ def to_coco(
 
 
 def coco_evaluate(
-    detections: DetectionsByImage, ground_truths: GroundTruthsByImage, num_classes: int, max_detections: int = 100
+    detections: DetectionsByImage,
+    ground_truths: GroundTruthsByImage,
+    num_classes: int,
+    max_detections: int = MAX_DETECTIONS,
 ) -> CocoResult:
     """COCO bbox metrics computed by pycocotools (COCOeval evaluate, accumulate, summarize).
 

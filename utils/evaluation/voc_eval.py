@@ -1,6 +1,6 @@
 """Evaluating detections on a split of a data set: what get_map.py does, as a library.
 
-    log = EvaluationLog(echo=print)
+    log = EvaluationLog()                            # each problem is also logged (yolov4_tiny.evaluation)
     source = open_data("VOCdevkit")                  # utils.data.sources: VOC, data.yaml or COCO JSON
     class_names = resolve_class_names(classes_path, detector, source.class_names)
     split = load_voc_split(source, "2007:test", class_names, log)
@@ -25,6 +25,7 @@ be evaluated, `EvaluationError` says why.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections import Counter
@@ -42,6 +43,7 @@ from utils.cli import display_width, pad
 from utils.data.annotations import BOX_OUTSIDE, DEGENERATE_BOX, UNKNOWN_CLASS
 from utils.data.images import image_batches
 from utils.data.sources import DataSource, open_data
+from utils.defaults import MATCH_IOU, MAX_DETECTIONS, PR_SCORE_THRESHOLD
 from utils.errors import YoloError
 from utils.evaluation.metrics import (
     CocoResult,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 
 # How many distinct unknown image ids / classes (and skipped objects) are named one by one.
 MAX_NAMED_PROBLEMS = 20
+logger = logging.getLogger("yolov4_tiny.evaluation")
 
 
 class EvaluationError(YoloError):
@@ -74,17 +77,16 @@ class EvaluationLog:
         problems: files or detections left out, one message each naming it (a script exits 1
             when there are any).
         notes: objects skipped inside readable annotations (not failures).
-        echo: called with each problem as it is found (e.g. to print it); None: silent.
+
+    Each problem is also logged as it is found (a warning of the `yolov4_tiny.evaluation` logger).
     """
 
-    echo: Callable[[str], None] | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def problem(self, message: str) -> None:
         self.problems.append(message)
-        if self.echo is not None:
-            self.echo(message)
+        logger.warning(message)
 
 
 @dataclass
@@ -138,7 +140,7 @@ def load_voc_split(
     split: str | None,
     class_names: list[str],
     log: EvaluationLog,
-    progress: bool = True,
+    progress: bool = False,
 ) -> VocSplit:
     """Read the ground truth of a split of any data set utils.data.sources reads (the name is historical).
 
@@ -186,7 +188,7 @@ def load_voc_split(
 
 
 def detect_split(
-    detector: Detector, split: VocSplit, log: EvaluationLog, batch_size: int = 8, progress: bool = True
+    detector: Detector, split: VocSplit, log: EvaluationLog, batch_size: int = 8, progress: bool = False
 ) -> dict[str, ImageDetections]:
     """Run `detector` over the images of `split.ground_truths`, `batch_size` at a time.
 
@@ -432,11 +434,11 @@ def evaluate_split(
     class_names: list[str],
     log: EvaluationLog,
     source: dict[str, str],
-    iou_threshold: float = 0.5,
+    iou_threshold: float = MATCH_IOU,
     use_07_metric: bool = False,
-    score_threshold: float = 0.5,
+    score_threshold: float = PR_SCORE_THRESHOLD,
     coco: bool = False,
-    max_detections: int = 100,
+    max_detections: int = MAX_DETECTIONS,
 ) -> VocEvaluation:
     """VOC metrics (and COCO's with `coco=True`) of `detections` against the split's ground truth.
 

@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, check_input_hw
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
 from utils.inference.folding import frozen_forward
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
 from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first
@@ -118,9 +119,9 @@ class Detector:
         scale_x_y: float,
         input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
         class_names: Sequence[str] | None = None,
-        conf: float = 0.5,
-        nms_iou: float = 0.3,
-        max_detections: int = 100,
+        conf: float = CONF_THRESHOLD,
+        nms_iou: float = NMS_IOU,
+        max_detections: int = MAX_DETECTIONS,
         batch_size: int = 8,
         graph_forward: bool = True,
         jit_compile: bool = False,

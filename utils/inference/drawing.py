@@ -10,8 +10,8 @@ so class names in any script the two cover come out as letters, not as empty box
                        Japanese kana, Korean Hangul, plus Latin and Cyrillic
 
 A label that neither covers (Devanagari, Thai, Ethiopic, ...) is drawn with the font that has the
-most of its characters, and a `MissingGlyphsWarning` names the characters drawn as boxes (once
-per class name). Coverage is read from each font's character map (fontTools, which matplotlib
+most of its characters, and a warning (the `yolov4_tiny.inference` logger) names the characters
+drawn as boxes (once per class name). Coverage is read from each font's character map (fontTools, which matplotlib
 requires); the CJK font is opened only when a label needs a character DejaVu Sans lacks.
 
 Each class gets its own colour: hues spread around the colour wheel in golden-ratio steps, so
@@ -21,7 +21,7 @@ neighbouring class ids differ a lot.
 from __future__ import annotations
 
 import colorsys
-import warnings
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -34,10 +34,7 @@ from utils.inference.letterbox import LetterboxInfo
 
 # The face of the Noto Sans CJK collection used: simplified Chinese glyph shapes by default.
 CJK_FACE = "Noto Sans CJK SC"
-
-
-class MissingGlyphsWarning(UserWarning):
-    """A label has characters no available font can draw (they come out as empty boxes)."""
+logger = logging.getLogger("yolov4_tiny.inference")
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,7 @@ def missing_glyphs(text: str, font: LabelFont) -> list[str]:
 @lru_cache(maxsize=4096)
 def label_font(text: str) -> LabelFont:
     """The first of `label_fonts()` that draws every character of `text`; otherwise the one that
-    draws the most, after a MissingGlyphsWarning naming the characters it cannot draw."""
+    draws the most, after a logged warning naming the characters it cannot draw."""
     best, best_missing = None, None
     for font in label_fonts():
         missing = missing_glyphs(text, font)
@@ -117,11 +114,9 @@ def label_font(text: str) -> LabelFont:
             best, best_missing = font, missing
     names = ", ".join(f"U+{ord(c):04X} {c!r}" for c in best_missing)
     hint = "" if len(label_fonts()) > 1 else "; pip install noto-cjk-sans-otc adds Chinese, Japanese and Korean"
-    warnings.warn(
+    logger.warning(
         f"label {text!r}: no available font has a glyph for {names}; they are drawn as empty boxes "
-        f"(fonts tried: {', '.join(f.name for f in label_fonts())}{hint})",
-        MissingGlyphsWarning,
-        stacklevel=3,
+        f"(fonts tried: {', '.join(f.name for f in label_fonts())}{hint})"
     )
     return best
 

@@ -3,12 +3,13 @@ model built under it (the heads stay float32, see nets/yolo.py).
 
 mixed_float16 on a GPU; mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster for this
 model, measured by benchmarks/bench_inference.py); elsewhere float16 and bfloat16 convolutions are
-emulated and slower than float32, so `--half` warns and keeps float32.
+emulated and slower than float32, so `--half` warns (the `yolov4_tiny.inference` logger) and keeps
+float32.
 """
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 import keras
@@ -16,15 +17,14 @@ import tensorflow as tf
 
 from nets.yolo import YoloV4Tiny
 
+logger = logging.getLogger("yolov4_tiny.inference")
+
 
 def with_half_precision(model):
     """`model` under `mixed_precision_policy()`; on a CPU without fast bfloat16, warn and keep float32."""
     policy = mixed_precision_policy()
     if policy is None:
-        warnings.warn(
-            "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32",
-            stacklevel=3,
-        )
+        logger.warning("half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32")
         return model
     return to_mixed_precision(model, policy)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.defaults import CONF_THRESHOLD, NMS_IOU
 from utils.interop.metadata import (
     INPUT_NAME,
     NMS_INPUTS,
@@ -102,7 +103,7 @@ class OnnxRuntimeForward:
         self.output_channels = {o.name: o.shape[-1] for o in self.session.get_outputs() if o.name in OUTPUT_NAMES}
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
-    def _feed(self, images, conf: float = 0.5, iou: float = 0.5) -> dict:
+    def _feed(self, images, conf: float = CONF_THRESHOLD, iou: float = NMS_IOU) -> dict:
         feed = {INPUT_NAME: np.ascontiguousarray(images, dtype=self.input_dtype)}
         if self.has_nms:
             feed.update({name: np.array(v, np.float32) for name, v in zip(NMS_INPUTS, (conf, iou))})
@@ -140,7 +141,7 @@ class TFLiteForward:
         details = self.runner.get_output_details()
         self.output_channels = {name: int(details[name]["shape"][-1]) for name in OUTPUT_NAMES}
 
-    def _run(self, images, names, conf: float = 0.5, iou: float = 0.5) -> list[np.ndarray]:
+    def _run(self, images, names, conf: float = CONF_THRESHOLD, iou: float = NMS_IOU) -> list[np.ndarray]:
         images = np.asarray(images, dtype=np.float32)
         extra = {n: np.array(v, np.float32) for n, v in zip(NMS_INPUTS, (conf, iou))} if self.has_nms else {}
         outputs = [self.runner(**{INPUT_NAME: images[i : i + 1]}, **extra) for i in range(len(images))]

@@ -55,6 +55,7 @@ K = max_detections. Decoding and NMS are utils.inference.postprocess, the same a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -64,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
 from utils.errors import YoloError
 from utils.files import PARTIAL_MARK
 from utils.interop.metadata import (
@@ -90,6 +92,7 @@ ONNX_OPSET = 17
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
 # Int8 calibration: images taken from the calibration split (fewer if it has fewer).
 DEFAULT_NUM_CALIBRATION = 100
+logger = logging.getLogger("yolov4_tiny.interop")
 
 
 class ExportError(YoloError, ValueError):
@@ -234,7 +237,7 @@ def export_saved_model(
     input_hw: tuple[int, int],
     metadata: dict,
     include_nms: bool = False,
-    max_detections: int = 100,
+    max_detections: int = MAX_DETECTIONS,
     batch_size: int | None = None,
     dynamic: bool = False,
 ) -> Path:
@@ -292,10 +295,8 @@ def calibration_image_paths(
 
 def letterboxed_calibration_images(image_paths: Iterable[str | Path], input_hw: tuple[int, int]) -> np.ndarray:
     """uint8 (M, in_h, in_w, 3) network inputs, letterboxed exactly as the Detector does
-    (utils.inference.letterbox.letterbox). Unreadable images are skipped with a warning naming them;
+    (utils.inference.letterbox.letterbox). Unreadable images are skipped with a logged warning naming them;
     ExportError when none is readable."""
-    import warnings
-
     from utils.data.images import ImageLoadError, load_image
     from utils.inference.letterbox import letterbox
 
@@ -304,7 +305,7 @@ def letterboxed_calibration_images(image_paths: Iterable[str | Path], input_hw: 
         try:
             image = load_image(path)
         except ImageLoadError as err:
-            warnings.warn(f"calibration: {err}; skipped", stacklevel=2)
+            logger.warning(f"calibration: {err}; skipped")
             continue
         images.append(letterbox(image, input_hw)[0])
     if not images:
@@ -362,7 +363,7 @@ def export_onnx(
     metadata: dict,
     opset: int = ONNX_OPSET,
     include_nms: bool = False,
-    max_detections: int = 100,
+    max_detections: int = MAX_DETECTIONS,
     dynamic: bool = False,
     precision: str = "fp32",
     calibration_paths: Sequence[str | Path] | None = None,
@@ -426,7 +427,10 @@ def _quantize_onnx(model_proto, calibration: np.ndarray):
     extra = {}
     names = {i.name for i in model_proto.graph.input}
     if "score_threshold" in names:  # --include-nms: any thresholds calibrate nothing (NMS stays float)
-        extra = {"score_threshold": np.array(0.5, np.float32), "iou_threshold": np.array(0.5, np.float32)}
+        extra = {
+            "score_threshold": np.array(CONF_THRESHOLD, np.float32),
+            "iou_threshold": np.array(NMS_IOU, np.float32),
+        }
 
     class Images(CalibrationDataReader):
         def __init__(self):
@@ -465,7 +469,7 @@ def export_model(
     calib_split: str = "train",
     num_calibration: int = DEFAULT_NUM_CALIBRATION,
     include_nms: bool = False,
-    max_detections: int = 100,
+    max_detections: int = MAX_DETECTIONS,
     class_names: Sequence[str] | None = None,
     dynamic: bool = False,
 ) -> Path:

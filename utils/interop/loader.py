@@ -18,7 +18,7 @@ know the backends (and nothing imports in a circle):
 from __future__ import annotations
 
 import importlib.util
-import warnings
+import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +34,7 @@ from utils.inference.precision import with_half_precision
 from utils.interop.backends import BACKENDS, infer_backend, load_backend
 
 AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
-
-
-class BackendFallbackWarning(UserWarning):
-    """A `.keras` model that would run on ONNX Runtime runs on TensorFlow instead (the message says why)."""
+logger = logging.getLogger("yolov4_tiny.interop")
 
 
 class ModelLoadError(YoloError, ValueError):
@@ -120,7 +117,7 @@ def load_detector(
         (utils.interop.backends.infer_backend), and a `.keras` model runs on ONNX Runtime when
         `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
         ONNX export is made once and cached (utils/interop/cache.py). When that export or
-        ONNX Runtime fails, a `BackendFallbackWarning` says why and TensorFlow runs it.
+        ONNX Runtime fails, a warning (the `yolov4_tiny.interop` logger) says why and TensorFlow runs it.
         "keras": always TensorFlow.
     threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
@@ -150,6 +147,7 @@ def load_detector(
         backend = infer_backend(path) if auto else backend
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
+    logger.debug(f"{path}: backend {backend}" + (" (from the path)" if auto else ""))
     if backend == "keras":
         if auto and not half and onnx_runtime_preferred():
             return _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs)
@@ -186,7 +184,7 @@ def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwar
     exported now when there is none. The export is export.py's fp32 ONNX of the raw heads, so
     the Detector decodes and NMS's them with its own code, as it does the Keras model's.
 
-    Falls back to TensorFlow, with a `BackendFallbackWarning`, when exporting fails or ONNX
+    Falls back to TensorFlow, with a logged warning saying why, when exporting fails or ONNX
     Runtime cannot open the export (a cached file that cannot be opened is made again first).
     """
     from utils.interop import cache
@@ -207,6 +205,7 @@ def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwar
             def write(out, model=model):
                 export_model(model, "onnx", out, input_hw=hw)
 
+            logger.debug(f"{path}: exporting it to ONNX for ONNX Runtime, cached as {onnx_path}")
             try:
                 cache.store(onnx_path, write)
             except Exception as err:  # tf2onnx documents no error classes: any failure means TensorFlow
@@ -220,8 +219,9 @@ def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwar
             continue
         detector = _exported_detector(path, forward, meta, "onnx", classes_path, input_shape, **kwargs)
         detector.onnx_path = onnx_path
+        logger.debug(f"{path}: runs on ONNX Runtime, on its ONNX export {onnx_path}")
         return detector
-    warnings.warn(f"{path}: {problem}; running it with TensorFlow instead", BackendFallbackWarning, stacklevel=3)
+    logger.warning(f"{path}: {problem}; running it with TensorFlow instead")
     return _keras_detector(load_model(path) if model is None else model, path, classes_path, input_shape, **kwargs)
 
 

@@ -21,11 +21,13 @@ What --output holds:
 A re-run skips every run with a result.json, only evaluates a run with trained.json, resumes the
 training of a run with a checkpoint.npz (train.py --resume) and starts the others. Runs go seed by
 seed (every block of seed 0 first), so an interrupted study has complete seeds to pair.
+Its progress lines go to the `yolov4_tiny.training` logger (INFO).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shlex
@@ -56,6 +58,7 @@ from utils.evaluation.study import (
 from utils.training.checkpoint import CHECKPOINT_NAME, atomic_write
 from utils.training.config import TrainConfig
 
+logger = logging.getLogger("yolov4_tiny.training")
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = ROOT / "train.py"
 GET_MAP_SCRIPT = ROOT / "get_map.py"
@@ -274,7 +277,7 @@ def check_study_folder(plan: StudyPlan) -> None:
 
 
 def execute_run(
-    plan: StudyPlan, run: Run, env: dict[str, str] | None, runner: CommandRunner, echo: bool, log=print
+    plan: StudyPlan, run: Run, env: dict[str, str] | None, runner: CommandRunner, echo: bool
 ) -> RunOutcome:
     """Bring one run to its marker: train (or resume) unless trained, evaluate, write result.json."""
     if run.marker.is_file():
@@ -284,7 +287,7 @@ def execute_run(
         resume = run.checkpoint.is_file()
         command = plan.train_command(run)
         what = "resuming its training from checkpoint.npz" if resume else "training"
-        log(f"{run.name}: {what} (log: {run.folder / TRAIN_LOG})")
+        logger.info(f"{run.name}: {what} (log: {run.folder / TRAIN_LOG})")
         started = time.time()
         code = runner(command, env, run.folder / TRAIN_LOG, echo)
         if code != 0:
@@ -293,7 +296,7 @@ def execute_run(
     weights = run.weights()
     if weights is None:
         return RunOutcome(run, None, f"train.py finished but left no best.keras or last.keras in {run.folder}")
-    log(f"{run.name}: evaluating {weights.name} on the test split (log: {run.folder / EVAL_LOG})")
+    logger.info(f"{run.name}: evaluating {weights.name} on the test split (log: {run.folder / EVAL_LOG})")
     code = runner(plan.eval_command(run, weights), env, run.folder / EVAL_LOG, echo)
     results_path = run.folder / "eval" / "results.json"
     if code not in (0, 1) or not results_path.is_file():  # 1: some images left out, the rest evaluated
@@ -319,7 +322,7 @@ def execute_run(
             "train_seconds": trained.get("seconds"),
         },
     )
-    log(f"{run.name}: test mAP@0.5 {map50:.4f}, mAP@.5:.95 {map50_95:.4f}")
+    logger.info(f"{run.name}: test mAP@0.5 {map50:.4f}, mAP@.5:.95 {map50_95:.4f}")
     return RunOutcome(run, run.result())
 
 
@@ -328,7 +331,6 @@ def run_study(
     jobs: int = 1,
     runner: CommandRunner = run_logged,
     gpus: Sequence[str] | None = None,
-    log=print,
 ) -> list[RunOutcome]:
     """Train and evaluate every run of `plan` that is not finished, `jobs` at a time on as many GPUs
     (each subprocess sees one, through CUDA_VISIBLE_DEVICES), one at a time without a GPU.
@@ -341,12 +343,12 @@ def run_study(
     gpus = visible_gpus() if gpus is None else list(gpus)
     slots: list[str | None] = list(gpus[: max(1, jobs)]) if gpus else [None]
     if jobs > 1 and not gpus:
-        log(f"--jobs {jobs}: no GPU visible, so the runs go one at a time on the CPU")
+        logger.info(f"--jobs {jobs}: no GPU visible, so the runs go one at a time on the CPU")
     elif jobs > len(slots):
-        log(f"--jobs {jobs}: {len(gpus)} GPU(s) visible, so {len(slots)} runs at a time (one per GPU)")
+        logger.info(f"--jobs {jobs}: {len(gpus)} GPU(s) visible, so {len(slots)} runs at a time (one per GPU)")
     states = [run.state() for run in runs]
     counts = ", ".join(f"{states.count(s)} {s}" for s in ("done", "evaluate", "resume", "start") if states.count(s))
-    log(f"{len(runs)} runs ({len(plan.phis)} blocks x {len(plan.seeds)} seeds) in {plan.output}: {counts}")
+    logger.info(f"{len(runs)} runs ({len(plan.phis)} blocks x {len(plan.seeds)} seeds) in {plan.output}: {counts}")
 
     free: queue.Queue = queue.Queue()
     for slot in slots:
@@ -357,7 +359,7 @@ def run_study(
         slot = free.get()
         try:
             env = None if slot is None else {**os.environ, "CUDA_VISIBLE_DEVICES": slot}
-            return execute_run(plan, run, env, runner, echo, log)
+            return execute_run(plan, run, env, runner, echo)
         finally:
             free.put(slot)
 
@@ -398,7 +400,7 @@ def latency_image(plan: StudyPlan, class_names: list[str]) -> tuple[np.ndarray, 
     return np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), "a 640x480 noise image"
 
 
-def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome], log=print) -> StudySummary:
+def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySummary:
     """The table and the plots of the finished runs (raises StudyError when none finished).
 
     Params and GFLOPs (nets.stats) and the latency are taken from one model per block (its first
@@ -427,7 +429,7 @@ def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome], log=print) 
         image, what = latency_image(plan, next(iter(models.values())).class_names or [])
         devices = [("cpu", "/CPU:0")] + ([("gpu", "/GPU:0")] if tf.config.list_physical_devices("GPU") else [])
         for name, device in devices:
-            log(f"latency on the {name.upper()}: {plan.latency_rounds} rounds over {len(models)} blocks ...")
+            logger.info(f"latency on the {name.upper()}: {plan.latency_rounds} rounds over {len(models)} blocks ...")
             latency[name] = measure_latency(models, image, plan.input_hw, device, plan.latency_rounds)
         notes.append(
             f"latency: image to boxes (letterbox, model, decoding, NMS), batch 1, input {height}x{width}, on "

@@ -18,6 +18,7 @@ from nets.model_data import (
     parse_input_size,
 )
 from utils.cli import DATA_HELP, OUTPUT_ALIASES
+from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
@@ -58,7 +59,8 @@ class TrainConfig:
     )
     anchors: str = _opt(str(DEFAULT_ANCHORS_PATH), "anchors file: w,h, w,h, ... in input pixels")
     input_size: str = _opt(
-        str(DEFAULT_INPUT_SHAPE[0]), f"network input: 416 or HxW, multiples of 32 up to {MAX_INPUT_SIDE}"
+        str(DEFAULT_INPUT_SHAPE[0]),
+        f"network input: {DEFAULT_INPUT_SHAPE[0]} or HxW, multiples of 32 up to {MAX_INPUT_SIDE}",
     )
     weights: str | None = _opt(None, "initial weights: a .keras model (matching layers by name) or darknet .weights")
     epochs: int = _opt(300, "total epochs, frozen ones included")
@@ -129,8 +131,8 @@ class TrainConfig:
         "stay); without it (or --resume) such a folder is refused. --demo sets it for its own logs/demo"
     )
     max_boxes: int = _opt(100, "most boxes per training image")
-    eval_conf: float = _opt(0.001, "score threshold of the detections scored for mAP")
-    eval_nms_iou: float = _opt(0.5, "NMS IoU threshold of the detections scored for mAP")
+    eval_conf: float = _opt(EVAL_CONF_THRESHOLD, "score threshold of the detections scored for mAP")
+    eval_nms_iou: float = _opt(EVAL_NMS_IOU, "NMS IoU threshold of the detections scored for mAP")
     steps_per_epoch: int | None = _opt(None, "cap on steps per epoch (quick trials)")
     workers: int | None = _opt(None, "parallel image loaders (default: two per CPU core the process may use)")
 

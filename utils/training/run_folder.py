@@ -18,9 +18,10 @@ run writes is the folder its caller reads (`--weights logs/voc/best.keras`, the 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +34,8 @@ try:  # POSIX; elsewhere there is no lock (the other checks still hold)
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
+
+logger = logging.getLogger("yolov4_tiny.training")
 
 LOCK_NAME = "train.lock"
 # Files that mean the folder holds a run: what an epoch leaves (settings.json and train_batch0.jpg,
@@ -119,8 +122,9 @@ def _read(fd: int) -> str:
 
 
 @contextmanager
-def claim_run_folder(folder: str | Path, *, resume: bool, exist_ok: bool, log: Callable = print) -> Iterator[None]:
+def claim_run_folder(folder: str | Path, *, resume: bool, exist_ok: bool) -> Iterator[None]:
     """Hold `folder` for one run (see the module docstring); the lock goes however the run ends.
+    What it took over or removed is logged (INFO, the `yolov4_tiny.training` logger).
 
     Raises RunFolderError: another run holds the folder, or it holds an earlier run and neither
     `resume` nor `exist_ok` is set; OutputError (utils.files): it cannot be written."""
@@ -131,7 +135,7 @@ def claim_run_folder(folder: str | Path, *, resume: bool, exist_ok: bool, log: C
     previous = lock.acquire()
     try:
         if previous:
-            log(f"note: took over {lock.path}, left by {previous}, which no longer holds it")
+            logger.info(f"note: took over {lock.path}, left by {previous}, which no longer holds it")
         found = earlier_run(folder)
         if found and not resume:
             if not exist_ok:
@@ -141,10 +145,10 @@ def claim_run_folder(folder: str | Path, *, resume: bool, exist_ok: bool, log: C
                     "again there with --exist-ok (its files are removed first), or choose another --output"
                 )
             removed = remove_run_outputs(folder)
-            log(f"--exist-ok: removed the {len(removed)} files of the earlier run in {folder}")
+            logger.info(f"--exist-ok: removed the {len(removed)} files of the earlier run in {folder}")
         partial = remove_partial_files(folder, earlier_names=RUN_OUTPUTS)
         if partial:
-            log(f"removed {len(partial)} temporary file(s) a killed run left in {folder}")
+            logger.info(f"removed {len(partial)} temporary file(s) a killed run left in {folder}")
         yield
     finally:
         lock.release()

@@ -30,8 +30,8 @@ results.csv, history.json, loss.png, map.png, tensorboard/.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +40,7 @@ import numpy as np
 
 from utils.data.annotations import AnnotatedImage, read_annotation_lines
 from utils.data.sources import untrainable_reason
+from utils.defaults import MAX_DETECTIONS
 from utils.errors import YoloError
 from utils.training.budget import TimeBudget
 from utils.training.callbacks import Callback, default_callbacks
@@ -54,6 +55,8 @@ from utils.training.checkpoint import (
 from utils.training.config import ConfigError, TrainConfig, resolve_config
 from utils.training.lr_schedule import LRSchedule, scaled_lr
 from utils.training.run_folder import claim_run_folder
+
+logger = logging.getLogger("yolov4_tiny.training")
 
 # --neighbor-cells: centres decode as 2 sigmoid - 0.5 cells (YOLOv5), reaching the neighbour cells' boxes.
 NEIGHBOR_SCALE_X_Y = 2.0
@@ -181,7 +184,7 @@ def load_split(config: TrainConfig, class_names: list[str]) -> tuple[list[Annota
         train = merge_splits(trains)
         val = merge_splits(vals) if vals else None
         for issue in train.issues + (val.issues if val is not None else []):
-            print(f"warning: {issue}", file=sys.stderr)
+            logger.warning(issue)
         val = val.images if val is not None else []
         if config.train_sets:
             data_args += ["--train-sets", *config.train_sets]
@@ -208,11 +211,10 @@ def _warn_on_poor_anchors(config: TrainConfig, images: list[AnnotatedImage], dat
         command = shlex.join(
             ["python", "kmeans_for_anchors.py", *data_args, "--input-size", f"{height}x{width}", "--output", output]
         )
-        print(
-            f"warning: the anchors of {config.anchors} fit the training boxes poorly (mean best-anchor IoU "
+        logger.warning(
+            f"the anchors of {config.anchors} fit the training boxes poorly (mean best-anchor IoU "
             f"{fit:.3f} < {POOR_ANCHOR_FIT} at input {height}x{width}). Fit anchors to this data with\n"
-            f"    {command}\nand train with --anchors {shlex.quote(output)}",
-            file=sys.stderr,
+            f"    {command}\nand train with --anchors {shlex.quote(output)}"
         )
 
 
@@ -244,11 +246,14 @@ class Trainer:
     `evaluate()` are its steps, for tests, benchmarks and other loops. `callbacks` run after the
     default ones (utils.training.callbacks.default_callbacks), which write --save-dir. `clock`
     (seconds) times the epochs for --time and results.csv; tests pass a fake one.
+
+    What it reports (the run, each epoch's line, weights loaded, skipped images) goes to the
+    `yolov4_tiny.training` logger; its progress bar shows while that logger passes INFO lines (the
+    scripts' default, not -q; nothing when the embedding program has not configured logging).
     """
 
-    def __init__(self, config: TrainConfig, log=print, callbacks: Sequence[Callback] = (), clock=time.monotonic):
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = (), clock=time.monotonic):
         self.config = resolve_config(config)
-        self.log = log
         self.clock = clock
         self.save_dir = Path(self.config.save_dir)
         self.callbacks = [*default_callbacks(), *callbacks]
@@ -281,7 +286,7 @@ class Trainer:
             if not self._is_chief():
                 return self._run()
             c = self.config
-            with claim_run_folder(self.save_dir, resume=c.resume, exist_ok=c.exist_ok, log=self.log):
+            with claim_run_folder(self.save_dir, resume=c.resume, exist_ok=c.exist_ok):
                 return self._run()
         finally:
             keras.config.set_dtype_policy(previous_policy)
@@ -292,7 +297,7 @@ class Trainer:
         if self.budget is not None:
             self.budget.start()
         self.setup()
-        self.log(
+        logger.info(
             f"training {len(self.train_images)} images, validating on {len(self.val_images)}, "
             f"input {self.input_hw[0]}x{self.input_hw[1]}, {self.replicas} replica(s), {c.precision}, "
             f"epochs {self.start_epoch + 1}..{self.epochs}"
@@ -321,7 +326,7 @@ class Trainer:
                     f"early stop after epoch {epoch}: the best score ({self.best:.4f}) has not improved "
                     f"for {self.stale} evaluations (--patience {c.patience}); best.keras is its epoch's"
                 )
-                self.log(self.stop_reason)
+                logger.info(self.stop_reason)
                 break
         if self.stop_reason is None and self.budget is not None:
             self.stop_reason = (
@@ -430,7 +435,7 @@ class Trainer:
                 path, self.model, self.optimizer, self.model_identity(), ema_weights=ema_weights
             )
             self._restore_state(state)
-            self.log(f"resumed {path} after epoch {self.start_epoch}")
+            logger.info(f"resumed {path} after epoch {self.start_epoch}")
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of training (`epoch` counts from 0).
@@ -457,7 +462,8 @@ class Trainer:
         total, count = 0.0, 0
         parts_sum = {"box": 0.0, "obj": 0.0, "cls": 0.0}
         desc = f"epoch {epoch + 1}/{self.epochs}"
-        bar = tqdm(total=num_steps, desc=desc, disable=not self.is_chief, dynamic_ncols=True)
+        shown = self.is_chief and logger.isEnabledFor(logging.INFO)
+        bar = tqdm(total=num_steps, desc=desc, disable=not shown, dynamic_ncols=True)
         for step, batch in enumerate(take_batches(dataset, num_steps)):
             lr = self._lr_schedule(epoch + step / num_steps)
             self.optimizer.learning_rate = lr
@@ -489,7 +495,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         corrupt = self.train_data.corrupt_images
         if corrupt:
-            self.log(f"{len(corrupt)} corrupt training image(s) skipped so far")
+            logger.info(f"{len(corrupt)} corrupt training image(s) skipped so far")
         return {
             "loss": total / count,
             **{f"{key}_loss": value / count for key, value in parts_sum.items()},
@@ -555,13 +561,13 @@ class Trainer:
                 freeze=False,  # the live weights: the model keeps training
                 conf=self.config.eval_conf,
                 nms_iou=self.config.eval_nms_iou,
-                max_detections=100,
+                max_detections=MAX_DETECTIONS,
                 batch_size=max(1, self.config.batch_size),
             )
         detections, ground_truths = {}, {}
         for batch in image_batches(self.val_images, 64, path_of=lambda item: item.path):
             for _, err in batch.failures:
-                print(f"warning: {err}; left out of the mAP", file=sys.stderr)
+                logger.warning(f"{err}; left out of the mAP")
             for item, dets in zip(batch.items, self._detector.detect(batch.images), strict=True):
                 detections[item.path] = dets
                 ground_truths[item.path] = GroundTruth(item.boxes, item.class_ids, item.difficult)
@@ -599,7 +605,7 @@ class Trainer:
             message += f", val loss {logs['val_loss']:.4f}"
         if logs.get("val_map50") is not None:
             message += f", val mAP@0.5 {logs['val_map50']:.4f}"
-        self.log(message)
+        logger.info(message)
 
     def epoch_fraction(self, epoch: int) -> float:
         """The share of its steps epoch `epoch` (from 0) trains: 1, but with --time the last epoch
@@ -618,7 +624,7 @@ class Trainer:
             return False
         self.epochs = epoch + 1
         self.budget.fitted = epoch + steps / planned
-        self.log(
+        logger.info(
             f"--time {self.config.time:g} min: epoch {epoch + 1} stopped after {steps} of {planned} steps "
             f"({self.budget.elapsed() / 60:.1f} min used); it is the last"
         )
@@ -642,7 +648,7 @@ class Trainer:
             if self._phase is not None:
                 self._lr_schedule = self._schedule(self._phase[1])
             if self.epochs != before:
-                self.log(
+                logger.info(
                     f"--time {c.time:g} min: {planned:.2f} epochs (was {before}; an epoch trains in "
                     f"{self.budget.estimate('train'):.1f} s"
                     + (f", an evaluation takes {self.budget.estimate('eval'):.1f} s" if eval_seconds else "")
@@ -771,7 +777,7 @@ class Trainer:
                 self.ema.updates.assign(state["ema_updates"])
             else:
                 self.ema.reset()
-                self.log("note: the checkpoint has no weight average; it starts from the resumed weights")
+                logger.info("note: the checkpoint has no weight average; it starts from the resumed weights")
         if self.budget is not None and "time_budget" in state:
             self.budget.restore(state["time_budget"])
             if self.budget.fitted is not None:
@@ -829,12 +835,12 @@ class Trainer:
             from utils.interop.darknet import load_darknet_weights  # only needed for darknet files
 
             report = load_darknet_weights(self.model, path)
-            self.log(f"loaded darknet weights {path}:\n{report}")
+            logger.info(f"loaded darknet weights {path}:\n{report}")
             self._init_unloaded_heads(report.loaded)
             return
         source = keras.saving.load_model(path, compile=False)
         loaded, skipped = transfer_weights(source, self.model)
-        self.log(f"loaded {len(loaded)} layers from {path}; kept the initialisation of {len(skipped)}: {skipped}")
+        logger.info(f"loaded {len(loaded)} layers from {path}; kept the initialisation of {len(skipped)}: {skipped}")
         self._init_unloaded_heads(loaded)
 
     def _init_unloaded_heads(self, loaded: Sequence[str]) -> None:
@@ -843,7 +849,7 @@ class Trainer:
         fresh = [name for name in HEAD_LAYER_NAMES if name not in loaded]
         if fresh:
             init_head_biases(self.model, self.input_hw, fresh)
-            self.log(f"head(s) {', '.join(fresh)} not loaded: objectness and class priors set as for a fresh model")
+            logger.info(f"head(s) {', '.join(fresh)} not loaded: objectness and class priors set as for a fresh model")
 
     def _make_loss(self):
         """The loss of the model built in setup(), as the settings say."""
@@ -903,7 +909,7 @@ class Trainer:
             self._steps = (train_step, self._steps[1] if self._steps else val_step)
             self._lr_schedule = self._schedule(batch_size)
             what = "backbone frozen" if frozen else "all layers trained"
-            self.log(f"epoch {epoch + 1}: {what}, batch {batch_size}")
+            logger.info(f"epoch {epoch + 1}: {what}, batch {batch_size}")
         return phase[1]
 
     def _schedule(self, batch_size: int) -> LRSchedule:
@@ -954,7 +960,7 @@ class Trainer:
         scaled_loss = self.config.precision == "float16"
         xla = self.config.xla and self.replicas == 1
         if self.config.xla and not xla:
-            self.log("note: --xla is used with one replica only; training without it")
+            logger.info("note: --xla is used with one replica only; training without it")
         compute_dtype = tf.as_dtype(keras.mixed_precision.Policy(POLICIES[self.config.precision]).compute_dtype)
         val_batch = self.val_batch()
 

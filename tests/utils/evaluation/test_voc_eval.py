@@ -1,6 +1,7 @@
 """utils.evaluation.voc_eval: the VOC-split evaluation get_map.py drives, called directly."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -52,14 +53,15 @@ class FakeDetector:
         return [ImageDetections(np.array(BOXES["a"], float), np.array([0.9]), np.array([0])) for _ in images]
 
 
-def test_detector_run_moves_unreadable_images_out_and_evaluates_the_rest(voc):
-    messages = []
-    log = EvaluationLog(echo=messages.append)
+def test_detector_run_moves_unreadable_images_out_and_evaluates_the_rest(voc, caplog):
+    log = EvaluationLog()
     split = load_voc_split(voc, "test", CLASSES, log, progress=False)
     assert list(split.ground_truths) == ["a", "b", "c"] and split.ground_truths["b"].class_ids.tolist() == [1]
-    detections = detect_split(FakeDetector(), split, log, batch_size=2, progress=False)
+    with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
+        detections = detect_split(FakeDetector(), split, log, batch_size=2, progress=False)
     assert list(detections) == ["a", "b"] and list(split.excluded) == ["c"]
-    assert len(messages) == 1 and "c.jpg" in messages[0] and "left out" in messages[0]
+    messages = [r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.evaluation"]
+    assert messages == log.problems and len(messages) == 1 and "c.jpg" in messages[0] and "left out" in messages[0]
     evaluation = evaluate_split(split, detections, CLASSES, log, source={"weights": "fake"})
     data = evaluation.to_dict()
     assert data["per_class"]["circle"]["ap"] == 1.0 and data["per_class"]["square"]["ap"] == 0.0

@@ -2,6 +2,7 @@
 skipped; what each command says; the GPUs --jobs hands out."""
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -100,7 +101,7 @@ class FakeScripts:
 def test_a_fresh_study_trains_then_evaluates_every_run_seed_by_seed(tmp_path):
     scripts = FakeScripts()
     plan = plan_for(tmp_path / "study")
-    outcomes = run_study(plan, runner=scripts, gpus=[], log=lambda _: None)
+    outcomes = run_study(plan, runner=scripts, gpus=[])
     order = ["phi0_seed0", "phi1_seed0", "phi0_seed1", "phi1_seed1"]
     assert scripts.trained() == [(name, False) for name in order]
     assert scripts.evaluated() == order
@@ -122,9 +123,9 @@ def test_a_fresh_study_trains_then_evaluates_every_run_seed_by_seed(tmp_path):
     assert json.loads((plan.output / "study.json").read_text())["train_options"] == {"demo": True, "epochs": 2}
 
 
-def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrupted_ones(tmp_path):
+def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrupted_ones(tmp_path, caplog):
     plan = plan_for(tmp_path / "study")
-    run_study(plan, runner=FakeScripts(), gpus=[], log=lambda _: None)
+    run_study(plan, runner=FakeScripts(), gpus=[])
     runs = {run.name: run for run in plan.runs()}
     # phi0_seed0 finished; phi1_seed0 killed during evaluation (trained, no marker); phi0_seed1 killed
     # during training (a checkpoint only); phi1_seed1 killed before its first checkpoint.
@@ -133,16 +134,17 @@ def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrup
         for file in ("result.json", "trained.json", "best.keras"):
             (runs[name].folder / file).unlink()
     (runs["phi1_seed1"].folder / "checkpoint.npz").unlink()
-    messages = []
     scripts = FakeScripts()
-    outcomes = run_study(plan, runner=scripts, gpus=[], log=messages.append)
+    caplog.set_level(logging.INFO, logger="yolov4_tiny")
+    outcomes = run_study(plan, runner=scripts, gpus=[])
+    messages = [r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.training"]
     assert "4 runs (2 blocks x 2 seeds)" in messages[0] and "1 done, 1 evaluate, 1 resume, 1 start" in messages[0]
     assert scripts.trained() == [("phi0_seed1", True), ("phi1_seed1", False)]
     assert scripts.evaluated() == ["phi1_seed0", "phi0_seed1", "phi1_seed1"]
     assert all(o.result is not None for o in outcomes)
     # Everything finished: a third run does nothing but read the markers.
     scripts = FakeScripts()
-    assert [o.result.map50 for o in run_study(plan, runner=scripts, gpus=[], log=lambda _: None)] == [
+    assert [o.result.map50 for o in run_study(plan, runner=scripts, gpus=[])] == [
         o.result.map50 for o in outcomes
     ]
     assert scripts.calls == []
@@ -150,28 +152,28 @@ def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrup
 
 def test_a_failed_run_is_reported_the_others_finish_and_the_next_call_resumes_it(tmp_path):
     plan = plan_for(tmp_path / "study")
-    outcomes = run_study(plan, runner=FakeScripts(fail_training={"phi1_seed0"}), gpus=[], log=lambda _: None)
+    outcomes = run_study(plan, runner=FakeScripts(fail_training={"phi1_seed0"}), gpus=[])
     failed = [o for o in outcomes if o.error]
     assert [o.run.name for o in failed] == ["phi1_seed0"] and "exited with code 130" in failed[0].error
     assert not failed[0].run.marker.exists()
     scripts = FakeScripts()
-    run_study(plan, runner=scripts, gpus=[], log=lambda _: None)
+    run_study(plan, runner=scripts, gpus=[])
     assert scripts.trained() == [("phi1_seed0", True)]
 
 
 def test_other_train_options_in_the_same_folder_are_refused(tmp_path):
-    run_study(plan_for(tmp_path / "study"), runner=FakeScripts(), gpus=[], log=lambda _: None)
+    run_study(plan_for(tmp_path / "study"), runner=FakeScripts(), gpus=[])
     with pytest.raises(StudyError, match="other settings.*epochs"):
-        run_study(plan_for(tmp_path / "study", epochs="3"), runner=FakeScripts(), gpus=[], log=lambda _: None)
+        run_study(plan_for(tmp_path / "study", epochs="3"), runner=FakeScripts(), gpus=[])
     # More seeds or blocks with the same options extend the study.
     scripts = FakeScripts()
-    run_study(plan_for(tmp_path / "study", phis=(0, 1, 3)), runner=scripts, gpus=[], log=lambda _: None)
+    run_study(plan_for(tmp_path / "study", phis=(0, 1, 3)), runner=scripts, gpus=[])
     assert scripts.trained() == [("phi3_seed0", False), ("phi3_seed1", False)]
 
 
 def test_jobs_run_side_by_side_one_per_gpu(tmp_path):
     scripts = FakeScripts(pause=0.2)
-    outcomes = run_study(plan_for(tmp_path / "study"), jobs=2, runner=scripts, gpus=["0", "3"], log=lambda _: None)
+    outcomes = run_study(plan_for(tmp_path / "study"), jobs=2, runner=scripts, gpus=["0", "3"])
     assert all(o.result is not None for o in outcomes)
     assert scripts.most_running == 2
     devices = [env["CUDA_VISIBLE_DEVICES"] for _, env, _ in scripts.calls]
@@ -179,10 +181,11 @@ def test_jobs_run_side_by_side_one_per_gpu(tmp_path):
     assert not any(echo for _, _, echo in scripts.calls)  # side by side: output to the logs only
 
 
-def test_jobs_without_a_gpu_run_one_at_a_time(tmp_path):
+def test_jobs_without_a_gpu_run_one_at_a_time(tmp_path, caplog):
     scripts = FakeScripts(pause=0.05)
-    messages = []
-    run_study(plan_for(tmp_path / "study"), jobs=3, runner=scripts, gpus=[], log=messages.append)
+    caplog.set_level(logging.INFO, logger="yolov4_tiny")
+    run_study(plan_for(tmp_path / "study"), jobs=3, runner=scripts, gpus=[])
+    messages = [r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.training"]
     assert scripts.most_running == 1 and all(env is None for _, env, _ in scripts.calls)
     assert "no GPU visible" in messages[0]
 
@@ -246,6 +249,6 @@ def test_sigterm_to_the_study_stops_the_training_it_is_running(tmp_path):
     plan = plan_for(tmp_path / "study")
     threading.Thread(target=terminate_soon, daemon=True).start()
     begun = time.monotonic()
-    code = run_script(lambda argv: run_study(plan, runner=sleeping_training, gpus=[], log=lambda _: None))
+    code = run_script(lambda argv: run_study(plan, runner=sleeping_training, gpus=[]))
     assert code == 143 and started == [1]
     assert time.monotonic() - begun < 60  # not the 120 s the training would have taken

@@ -179,7 +179,7 @@ def test_the_trainer_saves_the_average_of_its_steps(tmp_path):
         data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, freeze_epochs=1,
         freeze_batch_size=2, optimizer="adam", lr=4e-3, eval_period=0, save_dir=str(tmp_path / "run"),
     )  # fmt: skip
-    trainer = Trainer(config, log=lambda *a: None)
+    trainer = Trainer(config)
     trainer.setup()
     trainer.ema.tau = 2.0  # before the step is traced: a short ramp, so the average lags the weights clearly
     start = trainer.model.get_weights()

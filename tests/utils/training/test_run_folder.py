@@ -1,6 +1,7 @@
 """A run's --output folder: the lock, the earlier run, the temporary files (utils/training/run_folder.py).
 train.py's end-to-end checks of the same are in tests/test_train.py."""
 
+import logging
 import os
 
 import pytest
@@ -25,21 +26,21 @@ def test_a_lock_file_nobody_holds_is_taken_over(tmp_path):
     lock.release()
 
 
-def test_an_earlier_run_is_refused_kept_for_resume_and_removed_for_exist_ok(tmp_path):
+def test_an_earlier_run_is_refused_kept_for_resume_and_removed_for_exist_ok(tmp_path, caplog):
     run = tmp_path / "run"
     (run / "tensorboard").mkdir(parents=True)
     made = ["best.keras", "ep010-loss1.234.keras", "settings.json", "loss.png", ".last.keras.partial-abcd1234.keras"]
     for name in [*made, "tensorboard/events.out.tfevents.1.host", "notes.txt"]:
         (run / name).write_text("x")
     assert [p.name for p in earlier_run(run)] == ["best.keras", "ep010-loss1.234.keras"]
-    log = []
+    caplog.set_level(logging.INFO, logger="yolov4_tiny")
     with pytest.raises(RunFolderError, match="holds a training run \\(best.keras, ep010-loss1.234.keras\\)"):
-        with claim_run_folder(run, resume=False, exist_ok=False, log=log.append):
+        with claim_run_folder(run, resume=False, exist_ok=False):
             pass
-    with claim_run_folder(run, resume=True, exist_ok=False, log=log.append):
+    with claim_run_folder(run, resume=True, exist_ok=False):
         assert (run / "best.keras").is_file() and (run / LOCK_NAME).is_file()
     assert not (run / ".last.keras.partial-abcd1234.keras").exists()  # a killed write's leftover
-    with claim_run_folder(run, resume=False, exist_ok=True, log=log.append):
+    with claim_run_folder(run, resume=False, exist_ok=True):
         pass
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # the run's files gone, the user's kept
-    assert any("removed the 5 files of the earlier run" in line for line in log)
+    assert any("removed the 5 files of the earlier run" in r.getMessage() for r in caplog.records)

@@ -1,5 +1,7 @@
 import argparse
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +121,7 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
     write_weights(darknet_file, random_darknet_weights(conv_specs(yolov4_tiny_cfg(80)), seed=1))
     common = dict(data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0)
 
-    trainer = Trainer(TrainConfig(weights=str(darknet_file), save_dir=str(tmp_path / "a"), **common), log=print)
+    trainer = Trainer(TrainConfig(weights=str(darknet_file), save_dir=str(tmp_path / "a"), **common))
     trainer.setup()
     reference = YoloV4Tiny(80, input_shape=(64, 64, 3))
     load_darknet_weights(reference, darknet_file)
@@ -138,7 +140,7 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
 
     keras_file = tmp_path / "start.keras"
     trainer.model.save(keras_file)
-    other = Trainer(TrainConfig(weights=str(keras_file), phi=4, save_dir=str(tmp_path / "b"), **common), log=print)
+    other = Trainer(TrainConfig(weights=str(keras_file), phi=4, save_dir=str(tmp_path / "b"), **common))
     other.setup()
     assert_same_layers(trainer.model, other.model, ("conv_0", "conv_29", "conv_36"))
     assert other.model.attention == "ca"
@@ -222,7 +224,7 @@ class Scripted(Trainer):
     bias) and reports the validation logs it is given, so the best epoch is known in advance."""
 
     def __init__(self, config, val_logs):
-        super().__init__(config, log=lambda *_: None)
+        super().__init__(config)
         self.val_logs = val_logs
 
     def train_epoch(self, epoch):
@@ -351,7 +353,7 @@ def test_val_loss_does_not_depend_on_the_phase(tmp_path):
         data=str(data), classes=str(data / "classes.txt"), input_size="64", epochs=2, freeze_epochs=1,
         batch_size=2, freeze_batch_size=4, save_dir=str(tmp_path / "run"),
     )  # fmt: skip
-    trainer = Trainer(config, log=lambda *a: None)
+    trainer = Trainer(config)
     trainer.setup()
     frozen, unfrozen = trainer.validate(0)["val_loss"], trainer.validate(1)["val_loss"]  # no step between
     assert trainer._phase == (False, 2) and frozen == pytest.approx(unfrozen, rel=1e-6)
@@ -363,6 +365,26 @@ class FakeClock:
 
     def __call__(self):
         return self.now
+
+
+@contextmanager
+def logged_lines(name: str):
+    """The messages the logger `name` (and those under it) logs meanwhile, INFO and up, in a list."""
+    lines = []
+
+    class Lines(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), Lines(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class Clocked(Trainer):
@@ -379,10 +401,14 @@ class Clocked(Trainer):
 
     def __init__(self, config, epoch_seconds, eval_seconds=lambda epoch: 0.0, maps=None, callbacks=()):
         self.fake = FakeClock()
-        self.lines = []
-        super().__init__(config, log=self.lines.append, callbacks=callbacks, clock=self.fake)
+        self.lines = []  # what run() logged (INFO and up)
+        super().__init__(config, callbacks=callbacks, clock=self.fake)
         self.epoch_seconds, self.eval_seconds, self.maps = epoch_seconds, eval_seconds, maps or {}
         self.current = None
+
+    def run(self):
+        with logged_lines("yolov4_tiny.training") as self.lines:
+            return super().run()
 
     def train_epoch(self, epoch):
         self.current = epoch
@@ -595,7 +621,7 @@ def test_heads_that_do_not_load_get_the_priors_of_a_fresh_model(tmp_path):
 
     fresh = YoloV4Tiny(3, input_shape=(size, size, 3))
     init_head_biases(fresh, (size, size))
-    trainer = Trainer(TrainConfig(input_size=str(size), save_dir=str(tmp_path / "run")), log=lambda *_: None)
+    trainer = Trainer(TrainConfig(input_size=str(size), save_dir=str(tmp_path / "run")))
     trainer.model, trainer.input_hw = YoloV4Tiny(3, input_shape=(size, size, 3)), (size, size)
     before = objectness(trainer.model)  # zero head biases, as a failed load left them
     trainer._load_initial_weights(str(source))
@@ -629,7 +655,7 @@ def test_batch_norms_inside_coordinate_attention_are_synchronised_and_frozen(tmp
     data = write_demo_dataset(tmp_path / "data", splits={"train": 4}, image_size=64, seed=0)
     config = TrainConfig(data=str(data), classes=str(data / "classes.txt"), input_size="64", phi=4, freeze_bn=True,
                          eval_period=0, save_dir=str(tmp_path / "run"))  # fmt: skip
-    trainer = _TwoReplicaTrainer(config, log=lambda *_: None)
+    trainer = _TwoReplicaTrainer(config)
     trainer.setup()
     blocks = [layer for layer in trainer.model.layers if isinstance(layer, CoordAttention)]
     assert len(blocks) == 3
@@ -680,7 +706,7 @@ def test_val_map_ignores_detections_on_difficult_objects_as_get_map_does(tmp_pat
     _, val = load_split(resolve_config(config), names)
     assert sum(int(image.difficult.sum()) for image in val) == 1  # kept, flagged
 
-    trainer = Trainer(config, log=lambda *_: None)
+    trainer = Trainer(config)
     trainer.val_images, trainer.model = val, SimpleNamespace(num_classes=3)
     trainer._detector = _ReplayDetector(val)
     ours = trainer.evaluate()
@@ -711,7 +737,7 @@ def test_several_data_folders_train_together(tmp_path, capsys):
 
 def test_the_last_epochs_run_at_the_final_rate(tmp_path):
     config = TrainConfig(epochs=40, lr=1e-2, save_dir=str(tmp_path))  # 5% of 40: the last 2 epochs
-    trainer = Trainer(config, log=lambda *_: None)
+    trainer = Trainer(config)
     schedule = trainer._schedule(64)
     assert trainer.config.min_lr_epochs == 2 and schedule.flat_epochs == 2
     assert schedule(37.9) > schedule.min_lr * 1.001

@@ -1,0 +1,56 @@
+"""The detector's and the evaluation's defaults (utils/defaults.py) are the ones every script option
+and every library function falls back to: one object each, not a copy that can drift."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+import export
+import get_map
+import predict
+from utils import defaults
+from utils.cli import add_detector_arguments
+from utils.evaluation.metrics import EvaluationResult, coco_evaluate, evaluate_detections
+from utils.evaluation.voc_eval import evaluate_split
+from utils.inference.detector import Detector
+from utils.interop.export import export_model
+from utils.training.config import TrainConfig
+
+
+def _default(function, name):
+    return inspect.signature(function).parameters[name].default
+
+
+def test_detection_defaults_are_the_same_in_the_options_and_the_library():
+    parser = argparse.ArgumentParser()
+    add_detector_arguments(parser)
+    for args in (parser.parse_args(["--weights", "w.keras"]), predict.build_parser().parse_args(["--weights", "w"])):
+        assert args.conf is defaults.CONF_THRESHOLD
+        assert args.nms_iou is defaults.NMS_IOU
+        assert args.max_detections is defaults.MAX_DETECTIONS
+    assert _default(Detector.__init__, "conf") is defaults.CONF_THRESHOLD
+    assert _default(Detector.__init__, "nms_iou") is defaults.NMS_IOU
+    assert _default(Detector.__init__, "max_detections") is defaults.MAX_DETECTIONS
+    assert _default(export_model, "max_detections") is defaults.MAX_DETECTIONS
+    assert export.parse_args(["--weights", "w.keras", "--format", "onnx", "--output", "o"]).max_detections is (
+        defaults.MAX_DETECTIONS
+    )
+    assert f"(default {defaults.CONF_THRESHOLD})" in parser.format_help()
+
+
+def test_evaluation_defaults_are_the_same_in_get_map_the_trainer_and_the_metrics():
+    args = get_map.parse_args(["--detections", "d.json"])
+    assert args.conf is defaults.EVAL_CONF_THRESHOLD and TrainConfig().eval_conf is defaults.EVAL_CONF_THRESHOLD
+    assert args.nms_iou is defaults.EVAL_NMS_IOU and TrainConfig().eval_nms_iou is defaults.EVAL_NMS_IOU
+    assert args.max_detections is defaults.MAX_DETECTIONS
+    assert args.min_overlap is defaults.MATCH_IOU
+    assert args.score_threshold is defaults.PR_SCORE_THRESHOLD
+    for function in (evaluate_detections, evaluate_split):
+        assert _default(function, "iou_threshold") is defaults.MATCH_IOU
+        assert _default(function, "score_threshold") is defaults.PR_SCORE_THRESHOLD
+    assert _default(evaluate_split, "max_detections") is defaults.MAX_DETECTIONS
+    assert _default(coco_evaluate, "max_detections") is defaults.MAX_DETECTIONS
+    fields = EvaluationResult.__dataclass_fields__
+    assert fields["iou_threshold"].default is defaults.MATCH_IOU
+    assert fields["score_threshold"].default is defaults.PR_SCORE_THRESHOLD

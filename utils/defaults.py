@@ -1,0 +1,28 @@
+"""The detector's defaults, defined once: what a script's option, the Detector, the exporter and
+the evaluation take when nothing is given. Every other place imports them.
+
+Two settings, for two uses:
+
+* detection (predict.py, `utils.inference.detector.Detector`, `utils.interop.loader.load_detector`,
+  export.py --include-nms): boxes scored above CONF_THRESHOLD, per-class NMS at NMS_IOU, at most
+  MAX_DETECTIONS an image;
+* evaluation (get_map.py, the trainer's val mAP): every box above EVAL_CONF_THRESHOLD is scored
+  (mAP integrates over the whole precision-recall curve), NMS at EVAL_NMS_IOU; a detection
+  matches a ground truth at IoU >= MATCH_IOU, and precision, recall and F1 are read at
+  PR_SCORE_THRESHOLD.
+
+The input size is a fact of the model: nets.model_data.DEFAULT_INPUT_SHAPE.
+
+This module imports nothing, so utils/cli.py shows the values in --help without TensorFlow.
+"""
+
+from __future__ import annotations
+
+CONF_THRESHOLD = 0.5  # objectness x class score above which a detection is kept
+NMS_IOU = 0.3  # per-class NMS: a box overlapping a better one of its class by more than this is dropped
+MAX_DETECTIONS = 100  # most detections per image (after NMS)
+
+EVAL_CONF_THRESHOLD = 0.001  # mAP: score (nearly) every box, so the curve reaches full recall
+EVAL_NMS_IOU = 0.5  # mAP: NMS IoU of the scored detections
+MATCH_IOU = 0.5  # a detection counts as a hit at IoU >= this (VOC's mAP@0.5)
+PR_SCORE_THRESHOLD = 0.5  # where precision, recall, F1, TP and FP are read off the curve
