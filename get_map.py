@@ -112,7 +112,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     log = EvaluationLog(echo=warn)
     detector = None
     if args.weights is not None:
-        from utils.interop.loader import load_detector
+        from utils.inference.engine.loader import load_detector
 
         with warnings_as_notes():  # e.g. why a .keras model runs on TensorFlow, not ONNX Runtime
             detector = load_detector(args.weights, **detector_kwargs(args))

@@ -299,7 +299,7 @@ def load_keras_detector(args):
     """The detector of the attention and cam modes: always over the Keras model (they read its
     layers), whatever --backend would pick from the path; --half does not apply."""
     from utils.inference.explain import ExplainError
-    from utils.interop.loader import load_detector
+    from utils.inference.engine.loader import load_detector
 
     if args.backend not in (None, "auto", "keras"):
         raise ExplainError(f"--mode {args.mode} reads the Keras model's layers; it cannot run --backend {args.backend}")
@@ -558,7 +558,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.mode == "video":
         capture = VideoSource(args.source[0], every=args.every)
 
-    from utils.interop.loader import BackendFallbackWarning, load_detector  # imports TensorFlow (seconds)
+    from utils.inference.engine.loader import BackendFallbackWarning, load_detector  # imports TensorFlow (seconds)
 
     try:
         if args.mode in EXPLAIN_MODES:

@@ -179,7 +179,8 @@ def test_backend_forces_the_runtime(weights, wide, tmp_path, capsys):
 def _fail_exports(monkeypatch, cache_dir) -> list:
     """ONNX Runtime preferred (as on a CPU), an empty cache in `cache_dir`, but every ONNX export
     fails; returns the export calls."""
-    from utils.interop import export, loader
+    from utils.inference.engine import loader
+    from utils.interop import export
 
     monkeypatch.setenv("YOLO_CACHE_DIR", str(cache_dir))
     calls = []
@@ -217,7 +218,7 @@ def test_backend_keras_runs_tensorflow_without_exporting(weights, wide, tmp_path
 
 @pytest.mark.slow
 def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_path, monkeypatch, capsys):
-    from utils.interop import loader
+    from utils.inference.engine import loader
 
     monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
     monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
@@ -238,7 +239,8 @@ def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_pat
 def test_a_model_trained_at_256_predicts_at_416_and_608(wide, tmp_path, monkeypatch, capsys):
     """train.py saves its model with a fixed input (here 256); --input-size runs it at another
     multiple of 32, on ONNX Runtime (an export per size, each cached) and on TensorFlow."""
-    from utils.interop import cache, loader
+    from utils.inference.engine import loader
+    from utils.interop import cache
 
     fixed = _cat_model(tmp_path / "at256.keras", input_shape=(256, 256, 3))
     monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
@@ -442,7 +444,7 @@ def phi_models(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["attention", "cam"])
 def test_picture_modes_write_a_picture_per_image_for_every_phi(mode, phi_models, images, tmp_path, monkeypatch):
-    from utils.interop import loader
+    from utils.inference.engine import loader
 
     # Whatever backend the path would pick by default (ONNX Runtime for .keras on CPUs, one day),
     # these modes run the Keras model.

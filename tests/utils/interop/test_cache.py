@@ -1,5 +1,5 @@
 """The default runtime of .keras models on CPUs: ONNX Runtime on their export, made once and kept
-by content (utils/interop/cache.py), and the fallback to TensorFlow (utils/interop/loader.py).
+by content (utils/interop/cache.py), and the fallback to TensorFlow (utils/inference/engine/loader.py).
 
 Most tests replace the exporter with one that counts its calls (and writes a given file, or
 fails), so they check the cache's logic without a real export; the slow ones export for real once
@@ -18,9 +18,10 @@ from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
 from utils.data.demo import write_demo_dataset
 from utils.data.images import load_image
 from utils.data.voc import find_image, read_image_set
+from utils.inference.engine import loader
+from utils.inference.engine.loader import BackendFallbackWarning, load_detector
 from utils.inference.letterbox import letterbox
-from utils.interop import cache, export, loader
-from utils.interop.loader import BackendFallbackWarning, load_detector
+from utils.interop import cache, export
 
 
 @pytest.fixture(autouse=True)
