@@ -21,6 +21,8 @@ from nets.model_data import ANCHORS_MASK, COCO_CLASSES_PATH, load_anchors
 from nets.yolo import YoloV4Tiny
 from tests.stream_helpers import bright_blob_forward, count_frames, mjpeg_stream, write_clip
 from utils.inference import video
+from utils.inference.engine.predictor import Predictor
+from utils.inference.engine.sinks import JsonRecords
 from utils.inference.video import VideoSource
 from utils.interop.darknet import save_darknet
 
@@ -517,11 +519,8 @@ def test_track_keeps_one_id_for_a_moving_object(tmp_path):
     )
     clip = write_clip(tmp_path / "clip.mp4", frames=12)
     records = tmp_path / "records.json"
-    argv = ["--weights", "unused", "--mode", "video", "--source", str(clip), "--track", "--no-show"]
-    args = predict.build_parser().parse_args([*argv, "--json", str(records)])
-    with predict.JsonRecords(args.json) as written:
-        frames = predict.run_video(args, detector, VideoSource(str(clip)), written)
-    assert frames == 12
+    stats = Predictor(detector=detector, track=True).run(VideoSource(str(clip)), [JsonRecords(records)])
+    assert stats.processed == 12
     records = json.loads(records.read_text())
     ids = [[d["track_id"] for d in r["detections"]] for r in records]
     assert ids == [[1]] * 12
