@@ -136,8 +136,8 @@ def run_source(args, predictor, source):
     suffix, title = "" if boxes else f"_{args.mode}", None if args.no_show else WINDOW_TITLE
     sinks = make_sinks(source, folder=args.output, suffix=suffix, crops=args.crop and boxes, save_video=args.save,
                        json_path=args.json, window_title=title)  # fmt: skip
-    total = (source.delivered_count or 0) if video else len(source)
-    total = min(total, args.max_frames) if args.max_frames and total else (args.max_frames or total)
+    most, total = (args.max_frames, source.delivered_count or 0) if video else (None, len(source))
+    total = min(total, most) if most and total else (most or total)
     unit = "frame" if video else "img"
     progress = tqdm(total=total or None, desc=args.mode, unit=unit, disable=not video and total < 2)
 
@@ -149,7 +149,7 @@ def run_source(args, predictor, source):
         progress.update(1)
 
     try:
-        return predictor.run(source, sinks, max_frames=args.max_frames, on_result=on_result, stats=stats)
+        return predictor.run(source, sinks, max_frames=most, on_result=on_result, stats=stats)
     finally:
         progress.close()
         if video:

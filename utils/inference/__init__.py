@@ -20,15 +20,18 @@ __all__ = [
     "Window",
     "load_detector",
     "load_model",
+    "make_sinks",
+    "open_source",
 ]
 
 
 def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from utils.inference import video
     from utils.inference.engine import loader, predictor, results, sinks
 
-    for module in (predictor, results, sinks, loader):
+    for module in (predictor, results, sinks, loader, video):
         if hasattr(module, name):
             return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")  # listed in __all__ but defined nowhere

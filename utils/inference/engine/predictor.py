@@ -119,7 +119,9 @@ class Predictor:
     # ------------------------------------------------------------------ results
     def stream(self, source: Source, kind: str = "auto") -> Iterator[Result]:
         """A `Result` per image, or per frame of a video, as they come (`open_source`'s `source`
-        and `kind`). A video source is closed when the stream ends or is closed."""
+        and `kind`). Images are read and detected `detector.batch_size` at a time; in each batch
+        the files that could not be read come first. A video source is closed when the stream
+        ends or is closed."""
         source = open_source(source, kind=kind, every=self.every)
         if isinstance(source, VideoSource):
             with source:
