@@ -95,7 +95,8 @@ def load_predictor(args):
 
 
 def run_fps(args, predictor):
-    timing = predictor.time(args.source[0] if args.source else None, args.runs, lambda runs: tqdm(runs, desc="fps"))
+    progress = lambda runs: tqdm(runs, desc="fps", unit="run")  # noqa: E731
+    timing = predictor.time(args.source[0] if args.source else None, args.runs, progress)
     print(timing.report())
     if args.json is not None:
         with JsonRecords(args.json) as records:
