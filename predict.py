@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_predictor(args):
     """The Predictor of the run (imports TensorFlow: seconds); prints what runs the model."""
-    from utils.inference.engine.loader import BackendFallbackWarning, describe_runtime
+    from utils.inference.engine.loader import BackendFallbackWarning
     from utils.inference.engine.predictor import Predictor
 
     with warnings_as_notes():
@@ -86,11 +86,7 @@ def load_predictor(args):
         picture = PICTURES.get(args.mode, "boxes")
         options = {"top": args.top, "track": args.track, "every": args.every, **detector_kwargs(args)}
         predictor = Predictor(args.weights, picture=picture, **options)
-    detector, half = predictor.detector, args.half and args.mode not in ("attention", "cam")
-    runtime = describe_runtime(detector, half)
-    print(f"{args.weights}: {detector.num_classes} classes, input {detector.input_shape}, {runtime}")
-    if getattr(detector, "onnx_path", None) is not None:
-        print(f"  its ONNX export, cached: {detector.onnx_path} (--backend keras: TensorFlow instead)")
+    print(f"{args.weights}: {predictor.describe(args.half)}")
     return predictor
 
 

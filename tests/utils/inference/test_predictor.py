@@ -177,6 +177,7 @@ def weights(tmp_path_factory):
 def test_weights_load_as_load_detector_loads_them_and_heatmaps_come_out(weights, folder):
     predictor = Predictor(weights, picture="heatmap", backend="keras", input_shape=(64, 96), conf=0.0)
     assert predictor.detector.class_names == ["cat", "dog"] and predictor.detector.backend == "keras"
+    assert predictor.describe().startswith("2 classes, input (64, 96), TensorFlow on ")
     assert load_detector(weights, backend="keras").class_names == ["cat", "dog"]
     [result] = predictor.predict(folder / "a.png")
     assert isinstance(result, Result) and result.picture.shape == (64, 96, 3)

@@ -36,7 +36,7 @@ from utils.data.images import image_batches, load_image
 from utils.inference.detector import Detections, Detector
 from utils.inference.drawing import draw_text
 from utils.inference.engine import pictures
-from utils.inference.engine.loader import load_detector
+from utils.inference.engine.loader import describe_runtime, load_detector
 from utils.inference.engine.results import Result, RunStats
 from utils.inference.engine.sinks import Sink
 from utils.inference.explain import AttentionProbe, ExplainError, GradCam
@@ -115,6 +115,16 @@ class Predictor:
             detector = load_detector(weights, **load_kwargs)
         self.detector = detector
         self._explainer = _explainer(detector, picture)  # attention of a phi 0 model: refused here
+
+    def describe(self, half: bool = False) -> str:
+        """What runs: "2 classes, input (416, 416), ONNX Runtime on CPU, float32" (half: whether
+        half precision was asked for), and on a second line the cached ONNX export it runs, if any."""
+        detector = self.detector
+        runtime = describe_runtime(detector, half and self.picture not in EXPLAINED)
+        text = f"{detector.num_classes} classes, input {detector.input_shape}, {runtime}"
+        if getattr(detector, "onnx_path", None) is not None:
+            text += f"\n  its ONNX export, cached: {detector.onnx_path} (--backend keras: TensorFlow instead)"
+        return text
 
     # ------------------------------------------------------------------ results
     def stream(self, source: Source, kind: str = "auto") -> Iterator[Result]:
