@@ -108,8 +108,8 @@ def darknet_to_keras(args: argparse.Namespace) -> int:
 
 
 def keras_to_darknet(args: argparse.Namespace) -> int:
+    from utils.inference.engine.loader import load_model
     from utils.interop.darknet import save_darknet
-    from utils.interop.loader import load_model
 
     if args.weights.suffix != ".keras":
         raise ConversionError(f"--to-darknet reads a .keras model; got {args.weights}")

@@ -147,8 +147,8 @@ def run(argv: list[str] | None = None) -> int:
         raise ExportError(f"--calib-data {args.calib_data}: no such folder")
 
     from nets.model_data import load_class_names
+    from utils.inference.engine.loader import load_model
     from utils.interop.export import export_model
-    from utils.interop.loader import load_model
     from utils.interop.metadata import metadata_path
 
     model = load_model(args.weights)
@@ -215,8 +215,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from utils.data.images import load_image
     from utils.data.voc import find_image
     from utils.evaluation.voc_eval import EvaluationLog, detect_split, evaluate_split, load_voc_split
+    from utils.inference.engine.loader import load_detector, load_model
     from utils.interop.export import ExportError, check_export_options, export_model
-    from utils.interop.loader import load_detector, load_model
 
     rows = _benchmark_rows(args.only)
     model = load_model(args.weights)

@@ -118,7 +118,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     log = EvaluationLog()  # each problem is logged as found (a warning, on stderr)
     detector = None
     if args.weights is not None:
-        from utils.interop.loader import load_detector
+        from utils.inference.engine.loader import load_detector
 
         detector = load_detector(args.weights, **detector_kwargs(args))
     try:

@@ -48,11 +48,11 @@ from benchmarks.common import OFFICIAL_CFG, darknet_pair, median_ms, opencv_head
 from utils.cli import add_verbosity_arguments, setup_logging  # noqa: E402
 from utils.defaults import CONF_THRESHOLD, NMS_IOU  # noqa: E402
 from utils.inference.detector import Detector  # noqa: E402
+from utils.inference.engine.loader import load_detector  # noqa: E402
 from utils.inference.letterbox import unletterbox_boxes  # noqa: E402
 from utils.inference.postprocess import decode_outputs, non_max_suppression  # noqa: E402
 from utils.inference.precision import to_mixed_precision  # noqa: E402
 from utils.interop.cache import CACHE_ENV  # noqa: E402
-from utils.interop.loader import load_detector  # noqa: E402
 
 RUNTIMES = {"keras": "TensorFlow", "onnx": "ONNX Runtime"}
 

@@ -13,8 +13,8 @@ from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
 from utils.data.demo import write_demo_dataset
 from utils.data.images import load_image
 from utils.data.voc import find_image, read_image_set
+from utils.inference.engine.loader import load_detector
 from utils.inference.letterbox import letterbox
-from utils.interop.loader import load_detector
 
 
 @pytest.fixture(scope="module")

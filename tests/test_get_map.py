@@ -231,7 +231,7 @@ def test_weights_end_to_end_and_detections_round_trip(voc, weights, tmp_path):
 def test_a_model_trained_at_256_evaluates_at_416_and_608(voc, tmp_path, monkeypatch, capsys, size):
     """train.py saves its model with a fixed input (here 256); --input-size evaluates it at another."""
     from nets.yolo import YoloV4Tiny
-    from utils.interop import loader
+    from utils.inference.engine import loader
 
     weights = tmp_path / "at256.keras"
     YoloV4Tiny(num_classes=len(CLASSES), class_names=CLASSES, input_shape=(256, 256, 3)).save(weights)

@@ -21,6 +21,8 @@ from nets.model_data import ANCHORS_MASK, COCO_CLASSES_PATH, load_anchors
 from nets.yolo import YoloV4Tiny
 from tests.stream_helpers import bright_blob_forward, count_frames, mjpeg_stream, write_clip
 from utils.inference import video
+from utils.inference.engine.predictor import Predictor
+from utils.inference.engine.sinks import JsonRecords
 from utils.inference.video import VideoSource
 from utils.interop.darknet import save_darknet
 
@@ -179,7 +181,8 @@ def test_backend_forces_the_runtime(weights, wide, tmp_path, capsys):
 def _fail_exports(monkeypatch, cache_dir) -> list:
     """ONNX Runtime preferred (as on a CPU), an empty cache in `cache_dir`, but every ONNX export
     fails; returns the export calls."""
-    from utils.interop import export, loader
+    from utils.inference.engine import loader
+    from utils.interop import export
 
     monkeypatch.setenv("YOLO_CACHE_DIR", str(cache_dir))
     calls = []
@@ -217,7 +220,7 @@ def test_backend_keras_runs_tensorflow_without_exporting(weights, wide, tmp_path
 
 @pytest.mark.slow
 def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_path, monkeypatch, capsys):
-    from utils.interop import loader
+    from utils.inference.engine import loader
 
     monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
     monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
@@ -238,7 +241,8 @@ def test_default_runs_onnx_runtime_on_an_export_made_once(weights, wide, tmp_pat
 def test_a_model_trained_at_256_predicts_at_416_and_608(wide, tmp_path, monkeypatch, capsys):
     """train.py saves its model with a fixed input (here 256); --input-size runs it at another
     multiple of 32, on ONNX Runtime (an export per size, each cached) and on TensorFlow."""
-    from utils.interop import cache, loader
+    from utils.inference.engine import loader
+    from utils.interop import cache
 
     fixed = _cat_model(tmp_path / "at256.keras", input_shape=(256, 256, 3))
     monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)  # a GPU machine too
@@ -442,7 +446,7 @@ def phi_models(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["attention", "cam"])
 def test_picture_modes_write_a_picture_per_image_for_every_phi(mode, phi_models, images, tmp_path, monkeypatch):
-    from utils.interop import loader
+    from utils.inference.engine import loader
 
     # Whatever backend the path would pick by default (ONNX Runtime for .keras on CPUs, one day),
     # these modes run the Keras model.
@@ -515,11 +519,8 @@ def test_track_keeps_one_id_for_a_moving_object(tmp_path):
     )
     clip = write_clip(tmp_path / "clip.mp4", frames=12)
     records = tmp_path / "records.json"
-    argv = ["--weights", "unused", "--mode", "video", "--source", str(clip), "--track", "--no-show"]
-    args = predict.build_parser().parse_args([*argv, "--json", str(records)])
-    with predict.JsonRecords(args.json) as written:
-        frames = predict.run_video(args, detector, VideoSource(str(clip)), written)
-    assert frames == 12
+    stats = Predictor(detector=detector, track=True).run(VideoSource(str(clip)), [JsonRecords(records)])
+    assert stats.processed == 12
     records = json.loads(records.read_text())
     ids = [[d["track_id"] for d in r["detections"]] for r in records]
     assert ids == [[1]] * 12

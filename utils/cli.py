@@ -6,7 +6,7 @@
   versions used (`--out`, `--save-dir`, `--output-dir`) still work and are hidden from --help.
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
   classes, conf, nms-iou, max-detections, input-size, batch-size, half), each with its help once,
-  and the keyword arguments of `utils.interop.loader.load_detector` they make.
+  and the keyword arguments of `utils.inference.engine.loader.load_detector` they make.
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
 * `run_script`: calls a script's `main` and turns how it ended into the exit code (utils.errors'
@@ -45,7 +45,7 @@ from pathlib import Path
 from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
-# utils.interop.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
+# utils.inference.engine.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
 BACKENDS = ("auto", "keras", "saved_model", "onnx", "tflite")
 OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
 DATA_HELP = (

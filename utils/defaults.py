@@ -3,7 +3,7 @@ the evaluation take when nothing is given. Every other place imports them.
 
 Two settings, for two uses:
 
-* detection (predict.py, `utils.inference.detector.Detector`, `utils.interop.loader.load_detector`,
+* detection (predict.py, `utils.inference.detector.Detector`, `utils.inference.engine.loader.load_detector`,
   export.py --include-nms): boxes scored above CONF_THRESHOLD, per-class NMS at NMS_IOU, at most
   MAX_DETECTIONS an image;
 * evaluation (get_map.py, the trainer's val mAP): every box above EVAL_CONF_THRESHOLD is scored

@@ -16,7 +16,7 @@ from nets.attention import (
     resolve_attention,
 )
 from nets.yolo import YoloV4Tiny
-from utils.interop.loader import ModelLoadError, load_model
+from utils.inference.engine.loader import ModelLoadError, load_model
 
 HEADER = """
 import keras

@@ -1,5 +1,5 @@
 """What predict.py reads from: image files and folders, video files, cameras, network streams and
-numbered image sequences.
+numbered image sequences. `open_source` tells them apart: a list of image files, or a `VideoSource`.
 
 Video-like sources are read on a thread of their own, so the detector never waits on the source:
 
@@ -43,6 +43,9 @@ RECONNECT_DELAY_S = 1.0
 RECOVERED_AFTER_S = 30.0
 # Frames of a file read ahead of the detector.
 READ_AHEAD = 8
+# What open_source can be asked for, and the file suffixes it takes for videos.
+SOURCE_KINDS = ("auto", "images", "folders", "video")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
 class SourceError(YoloError):
@@ -151,6 +154,16 @@ class VideoSource:
         self._thread = threading.Thread(target=self._read_loop, args=(first,), name="video-reader", daemon=True)
         self._thread.start()
 
+    @property
+    def delivered_fps(self) -> float:
+        """The rate of the frames it delivers: a file's or sequence's rate / `every`, a live source's own."""
+        return self.fps if self.live else self.fps / self.every
+
+    @property
+    def delivered_count(self) -> int | None:
+        """How many frames a file or sequence delivers; None when unknown (a live source)."""
+        return -(-self.frame_count // self.every) if self.frame_count else None
+
     def describe(self) -> str:
         return {"camera": f"camera {self.source}", "stream": f"stream {self.source}"}.get(
             self.kind, f"video {self.source}"
@@ -258,8 +271,42 @@ class VideoSource:
         self.close()
 
 
+def is_video(source: str | Path) -> bool:
+    """Whether `source` names a video: a camera index, a stream URL, an image sequence, or a file
+    with a video suffix (VIDEO_SUFFIXES)."""
+    source = str(source)
+    return source_kind(source) != "file" or Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_source(source: Source, *, kind: str = "auto", every: int = 1) -> list[Path] | VideoSource:
+    """The image files of `source` (files, and folders: their non-hidden files, sorted), or one
+    video source opened (`every`: every N-th frame of a file or sequence).
+
+    kind: "auto" (one source that `is_video` is a video, anything else images), "images",
+    "folders" (every source a folder) or "video". Raises SourceError: no images, a video that will
+    not open, a file where a folder was asked for.
+    """
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"unknown source kind {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+    if isinstance(source, VideoSource):
+        return source
+    sources = [source] if isinstance(source, (str, Path)) else list(source)
+    if kind == "video" or (kind == "auto" and len(sources) == 1 and is_video(sources[0])):
+        if len(sources) != 1:
+            raise SourceError("a video is one source: a video file, camera index, stream URL or image sequence")
+        return VideoSource(str(sources[0]), every=every)
+    paths = list_images([str(s) for s in sources], folder_only=kind == "folders")
+    if not paths:
+        where = f" in {', '.join(map(str, sources))}" if sources else ": give image files or folders"
+        raise SourceError(f"no input images{where}")
+    return paths
+
+
 def display_available() -> bool:
     """Whether a window can be opened (a display on Linux; always elsewhere)."""
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True
+
+
+Source = str | Path | Sequence[str | Path] | VideoSource  # what open_source takes

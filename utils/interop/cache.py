@@ -18,7 +18,7 @@ again.
 A file appears whole or not at all: the export is written to a temporary file in the same folder
 and renamed (`os.replace`), so a crash or a concurrent run never leaves half a model under the
 final name (a killed export's temporary file is deleted a day later). A cached file that still
-cannot be opened is removed (`discard`) and made again by the loader.
+cannot be opened is removed (`discard`) and made again by the loader (utils/inference/engine/loader.py).
 
 The folder holds at most $YOLO_CACHE_MAX_MB megabytes (MiB) of exports, DEFAULT_MAX_MB (2048,
 about 80 exports of 24 MB) when unset: each new export removes the least recently used

@@ -412,7 +412,7 @@ def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySum
     blocks = {phi: PHI_TO_ATTENTION[phi] for phi in plan.phis}
     costs, latency, models = {}, {}, {}
     from nets.stats import count_flops, count_params
-    from utils.interop.loader import load_model
+    from utils.inference.engine.loader import load_model
 
     height, width = plan.input_hw
     for phi in plan.phis:

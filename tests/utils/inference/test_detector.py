@@ -15,9 +15,9 @@ from tests.layer_checks import randomise_batch_norms
 from tests.stream_helpers import bright_cells_forward
 from utils.data.images import load_image
 from utils.inference.detector import Detections, Detector
+from utils.inference.engine.loader import ModelLoadError, load_detector, load_model
 from utils.inference.letterbox import letterbox_info
 from utils.inference.precision import to_mixed_precision
-from utils.interop.loader import ModelLoadError, load_detector, load_model
 
 ANCHORS = load_anchors()
 

@@ -5,8 +5,8 @@ import pytest
 
 from nets.yolo import YoloV4Tiny
 from utils.inference.detector import Detector
+from utils.inference.engine.loader import ModelLoadError, load_detector
 from utils.interop.darknet import save_darknet
-from utils.interop.loader import ModelLoadError, load_detector
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The default runtime of .keras models on CPUs: ONNX Runtime on their export, made once and kept
-by content (utils/interop/cache.py), and the fallback to TensorFlow (utils/interop/loader.py).
+by content (utils/interop/cache.py), and the fallback to TensorFlow (utils/inference/engine/loader.py).
 
 Most tests replace the exporter with one that counts its calls (and writes a given file, or
 fails), so they check the cache's logic without a real export; the slow ones export for real once
@@ -18,9 +18,10 @@ from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
 from utils.data.demo import write_demo_dataset
 from utils.data.images import load_image
 from utils.data.voc import find_image, read_image_set
+from utils.inference.engine import loader
+from utils.inference.engine.loader import load_detector
 from utils.inference.letterbox import letterbox
-from utils.interop import cache, export, loader
-from utils.interop.loader import load_detector
+from utils.interop import cache, export
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +153,7 @@ def test_failed_export_falls_back_to_tensorflow_with_a_warning(small_model, on_a
     with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
         detector = load_detector(small_model, input_shape=(64, 64))
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.name == "yolov4_tiny.interop" and warning.getMessage() == (
+    assert warning.name == "yolov4_tiny.inference" and warning.getMessage() == (
         f"{small_model}: exporting it to ONNX failed (RuntimeError: tf2onnx could not convert it); "
         "running it with TensorFlow instead"
     )
@@ -182,8 +183,8 @@ def test_backend_keras_half_and_gpus_keep_tensorflow(small_model, monkeypatch, o
         assert load_detector(small_model, input_shape=(64, 64), half=True).backend == "keras"
         monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: False)  # e.g. a GPU is visible
         assert load_detector(small_model, input_shape=(64, 64)).backend == "keras"
-    fallbacks = [r for r in caplog.records if r.name == "yolov4_tiny.interop"]
-    # (half=True may warn of its own, yolov4_tiny.inference: the CPU may have no fast bfloat16)
+    # (half=True may warn of its own: the CPU may have no fast bfloat16)
+    fallbacks = [r for r in caplog.records if "running it with TensorFlow instead" in r.getMessage()]
     assert fallbacks == [] and calls == [] and not own_cache.exists()
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     assert not real_preference()

@@ -13,13 +13,13 @@ from utils.data.images import load_image
 from utils.data.voc import find_image, parse_voc_xml, read_image_set
 from utils.evaluation.metrics import GroundTruth, evaluate_detections
 from utils.inference.detector import Detector
+from utils.inference.engine.loader import ModelLoadError, load_detector
 from utils.interop.backends import infer_backend, load_backend
 from utils.interop.export import (
     ExportError,
     check_export_options,
     export_model,
 )
-from utils.interop.loader import ModelLoadError, load_detector
 from utils.interop.metadata import metadata_path, read_metadata
 
 

@@ -1,7 +1,10 @@
-"""From a weights path to a model or a ready `Detector`, whatever the file is.
+"""From a weights path to a model or a ready `Detector`, whatever the file is: the entry point of
+inference.
 
 This is the one place that knows every kind of weights file, so the detector does not have to
-know the backends (and nothing imports in a circle):
+know the backends. It sits above utils/interop (the formats and runtimes: darknet conversion,
+export, the backends, the ONNX cache), which builds on the inference core (letterbox, decoding,
+NMS, folding) and never on this module, so imports go one way. The files it reads:
 
     .keras                   our Keras model (`load_model`); on a CPU run by ONNX Runtime on its
                              ONNX export (made once, kept in utils/interop/cache.py's folder),
@@ -34,7 +37,7 @@ from utils.inference.precision import with_half_precision
 from utils.interop.backends import BACKENDS, infer_backend, load_backend
 
 AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
-logger = logging.getLogger("yolov4_tiny.interop")
+logger = logging.getLogger("yolov4_tiny.inference")
 
 
 class ModelLoadError(YoloError, ValueError):
@@ -117,7 +120,7 @@ def load_detector(
         (utils.interop.backends.infer_backend), and a `.keras` model runs on ONNX Runtime when
         `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
         ONNX export is made once and cached (utils/interop/cache.py). When that export or
-        ONNX Runtime fails, a warning (the `yolov4_tiny.interop` logger) says why and TensorFlow runs it.
+        ONNX Runtime fails, a warning (the `yolov4_tiny.inference` logger) says why and TensorFlow runs it.
         "keras": always TensorFlow.
     threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
@@ -270,3 +273,26 @@ def _exported_detector(path, forward, meta, backend, classes_path, input_shape, 
     detector.backend = backend
     detector.metadata = meta
     return detector
+
+
+RUNTIMES = {"keras": "TensorFlow", "saved_model": "TensorFlow", "onnx": "ONNX Runtime", "tflite": "LiteRT"}
+
+
+def describe_runtime(detector: Detector, half: bool = False) -> str:
+    """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32".
+
+    half: whether half precision was asked for; on a machine without fast float16 / bfloat16 the
+    text says it was ignored (`load_model` stayed float32).
+    """
+    import tensorflow as tf
+
+    from utils.inference.precision import mixed_precision_policy
+
+    backend = getattr(detector, "backend", "keras")
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "CPU" if backend in ("onnx", "tflite") or not gpus else f"GPU ({len(gpus)})"
+    where = f"{RUNTIMES.get(backend, backend)} on {device}"
+    if not half:
+        return f"{where}, float32"
+    policy = mixed_precision_policy()
+    return f"{where}, {policy}" if policy else f"{where}, float32 (--half ignored: no fast float16/bfloat16 here)"
