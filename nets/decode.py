@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tensorflow as tf
+from keras import ops
 
 
 def decode_head(
@@ -25,7 +25,7 @@ def decode_head(
     input_hw: tuple,
     scale_x_y: float = 1.0,
 ):
-    """Decode one raw head.
+    """Decode one raw head (keras.ops: any Keras backend, and inside TensorFlow and XLA graphs).
 
     Args:
         raw: (N, H, W, A * (5 + num_classes)) raw head output (any float dtype).
@@ -39,21 +39,18 @@ def decode_head(
         objectness_logit: (N, H, W, A) float32, before sigmoid.
         class_logits: (N, H, W, A, C) float32, before sigmoid.
     """
-    raw = tf.cast(raw, tf.float32)
-    anchors = tf.constant(anchors, tf.float32)
+    raw = ops.cast(raw, "float32")
+    anchors = ops.convert_to_tensor(anchors, "float32")
     num_anchors = anchors.shape[0]
-    shape = tf.shape(raw)
+    shape = ops.shape(raw)
     grid_h, grid_w = shape[1], shape[2]
-    raw = tf.reshape(raw, [shape[0], grid_h, grid_w, num_anchors, 5 + num_classes])
+    raw = ops.reshape(raw, (shape[0], grid_h, grid_w, num_anchors, 5 + num_classes))
 
-    cols = tf.cast(tf.range(grid_w), tf.float32)
-    rows = tf.cast(tf.range(grid_h), tf.float32)
-    col_grid, row_grid = tf.meshgrid(cols, rows)  # (H, W) each
-    grid = tf.stack([col_grid, row_grid], axis=-1)[None, :, :, None, :]  # (1, H, W, 1, 2)
+    col_grid, row_grid = ops.meshgrid(ops.arange(grid_w, dtype="float32"), ops.arange(grid_h, dtype="float32"))
+    grid = ops.stack([col_grid, row_grid], axis=-1)[None, :, :, None, :]  # (1, H, W, 1, 2)
 
-    input_hw = tf.cast(tf.stack(input_hw), tf.float32)
-    grid_wh = tf.cast(tf.stack([grid_w, grid_h]), tf.float32)
-    input_wh = input_hw[::-1]
-    xy = (grid + tf.sigmoid(raw[..., :2]) * scale_x_y - (scale_x_y - 1.0) / 2.0) / grid_wh * input_wh
-    wh = tf.exp(raw[..., 2:4]) * anchors
-    return tf.concat([xy, wh], axis=-1), raw[..., 4], raw[..., 5:]
+    grid_wh = ops.cast(ops.stack([grid_w, grid_h]), "float32")
+    input_wh = ops.cast(ops.stack([input_hw[1], input_hw[0]]), "float32")
+    xy = (grid + ops.sigmoid(raw[..., :2]) * scale_x_y - (scale_x_y - 1.0) / 2.0) / grid_wh * input_wh
+    wh = ops.exp(raw[..., 2:4]) * anchors
+    return ops.concatenate([xy, wh], axis=-1), raw[..., 4], raw[..., 5:]

@@ -32,13 +32,14 @@ function               backend     inputs -> output                             
 ``box_iou``            NumPy       (N, 4), (M, 4) xyxy -> (N, M)                     demo data, tests
 ``box_iou_aligned``    NumPy       (..., 4), (..., 4) xyxy -> (...)                  mAP matching
 ``shape_iou``          NumPy       (N, 2), (K, 2) width, height -> (N, K)            anchor k-means
-``box_ciou_tf``        TensorFlow  (..., 4), (..., 4) center_xywh -> (...)           the box loss
-``box_iou_batched_tf`` TensorFlow  (B, P, 4), (B, T, 4) center_xywh -> (B, P, T)     the loss's ignore mask
-``shape_iou_tf``       TensorFlow  (..., 2), (K, 2) width, height -> (..., K)        the loss's assignment
+``box_ciou_ops``        keras.ops   (..., 4), (..., 4) center_xywh -> (...)           the box loss
+``box_iou_batched_ops`` keras.ops   (B, P, 4), (B, T, 4) center_xywh -> (B, P, T)     the loss's ignore mask
+``shape_iou_ops``       keras.ops   (..., 2), (K, 2) width, height -> (..., K)        the loss's assignment
 =====================  ==========  ================================================  =====================
 
-A name ending in ``_tf`` takes and returns tensors and runs inside a traced graph; TensorFlow is
-imported inside those functions only, so NumPy users of this module never import it.
+A name ending in ``_ops`` takes and returns tensors of the Keras backend (TensorFlow, JAX or
+PyTorch) and runs inside a traced graph; Keras is imported inside those functions only, so NumPy
+users of this module never import it.
 """
 
 from __future__ import annotations
@@ -181,11 +182,11 @@ def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# TensorFlow (graph) versions, for the training loss. TensorFlow is imported inside each function.
+# keras.ops versions, for the training loss (any Keras backend). Keras is imported inside each function.
 
 
-def box_ciou_tf(boxes1, boxes2, eps: float = 1e-9):
-    """Complete IoU (Zheng et al., 2020) of matching boxes, as a TensorFlow graph.
+def box_ciou_ops(boxes1, boxes2, eps: float = 1e-9):
+    """Complete IoU (Zheng et al., 2020) of matching boxes, in keras.ops.
 
     CIoU = IoU - rho^2 / c^2 - alpha * v, with rho the distance between the centres, c the
     diagonal of the smallest enclosing box, v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 and
@@ -198,57 +199,57 @@ def box_ciou_tf(boxes1, boxes2, eps: float = 1e-9):
     """
     import math
 
-    import tensorflow as tf
+    from keras import ops
 
     xy1, wh1 = boxes1[..., :2], boxes1[..., 2:4]
     xy2, wh2 = boxes2[..., :2], boxes2[..., 2:4]
     min1, max1 = xy1 - wh1 / 2, xy1 + wh1 / 2
     min2, max2 = xy2 - wh2 / 2, xy2 + wh2 / 2
-    inter_wh = tf.maximum(tf.minimum(max1, max2) - tf.maximum(min1, min2), 0.0)
+    inter_wh = ops.maximum(ops.minimum(max1, max2) - ops.maximum(min1, min2), 0.0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     union = wh1[..., 0] * wh1[..., 1] + wh2[..., 0] * wh2[..., 1] - inter
     iou = inter / (union + eps)
 
-    centre_distance = tf.reduce_sum(tf.square(xy1 - xy2), axis=-1)
-    enclose_wh = tf.maximum(tf.maximum(max1, max2) - tf.minimum(min1, min2), 0.0)
-    enclose_diagonal = tf.reduce_sum(tf.square(enclose_wh), axis=-1)
-    v = (4.0 / math.pi**2) * tf.square(
-        tf.atan(wh2[..., 0] / (wh2[..., 1] + eps)) - tf.atan(wh1[..., 0] / (wh1[..., 1] + eps))
+    centre_distance = ops.sum(ops.square(xy1 - xy2), axis=-1)
+    enclose_wh = ops.maximum(ops.maximum(max1, max2) - ops.minimum(min1, min2), 0.0)
+    enclose_diagonal = ops.sum(ops.square(enclose_wh), axis=-1)
+    v = (4.0 / math.pi**2) * ops.square(
+        ops.arctan(wh2[..., 0] / (wh2[..., 1] + eps)) - ops.arctan(wh1[..., 0] / (wh1[..., 1] + eps))
     )
-    alpha = tf.stop_gradient(v / (1.0 - iou + v + eps))
+    alpha = ops.stop_gradient(v / (1.0 - iou + v + eps))
     return iou - centre_distance / (enclose_diagonal + eps) - alpha * v
 
 
-def box_iou_batched_tf(boxes1, boxes2):
-    """IoU of every pair of boxes within each batch item, as a TensorFlow graph.
+def box_iou_batched_ops(boxes1, boxes2):
+    """IoU of every pair of boxes within each batch item, in keras.ops.
 
     Args:
         boxes1: float tensor (B, P, 4), pixel center_xywh.
         boxes2: float tensor (B, T, 4), pixel center_xywh.
     Returns: (B, P, T); the union is floored at 1e-9, so empty boxes give 0.
     """
-    import tensorflow as tf
+    from keras import ops
 
     xy1, wh1 = boxes1[:, :, None, :2], boxes1[:, :, None, 2:]  # (B, P, 1, 2)
     xy2, wh2 = boxes2[:, None, :, :2], boxes2[:, None, :, 2:]  # (B, 1, T, 2)
     min1, max1 = xy1 - wh1 / 2, xy1 + wh1 / 2
     min2, max2 = xy2 - wh2 / 2, xy2 + wh2 / 2
-    wh = tf.maximum(tf.minimum(max1, max2) - tf.maximum(min1, min2), 0.0)
+    wh = ops.maximum(ops.minimum(max1, max2) - ops.maximum(min1, min2), 0.0)
     inter = wh[..., 0] * wh[..., 1]
     area1 = wh1[..., 0] * wh1[..., 1]
     area2 = wh2[..., 0] * wh2[..., 1]
-    return inter / tf.maximum(area1 + area2 - inter, 1e-9)
+    return inter / ops.maximum(area1 + area2 - inter, 1e-9)
 
 
-def shape_iou_tf(wh, anchors):
-    """`shape_iou` as a TensorFlow graph: boxes and anchors on the same centre.
+def shape_iou_ops(wh, anchors):
+    """`shape_iou` in keras.ops: boxes and anchors on the same centre.
 
     Args:
         wh: float tensor (..., 2), box widths and heights (pixels).
         anchors: float tensor (K, 2), anchor widths and heights (pixels).
     Returns: (..., K); 1e-9 is added to the union.
     """
-    import tensorflow as tf
+    from keras import ops
 
-    inter = tf.reduce_prod(tf.minimum(wh[..., None, :], anchors), axis=-1)
-    return inter / (tf.reduce_prod(wh, -1)[..., None] + tf.reduce_prod(anchors, -1) - inter + 1e-9)
+    inter = ops.prod(ops.minimum(wh[..., None, :], anchors), axis=-1)
+    return inter / (ops.prod(wh, -1)[..., None] + ops.prod(anchors, -1) - inter + 1e-9)

@@ -7,14 +7,14 @@ import tensorflow as tf
 from utils.boxes import (
     FORMATS,
     box_area,
-    box_ciou_tf,
+    box_ciou_ops,
     box_iou,
     box_iou_aligned,
-    box_iou_batched_tf,
+    box_iou_batched_ops,
     clip_boxes,
     convert_format,
     shape_iou,
-    shape_iou_tf,
+    shape_iou_ops,
 )
 
 # One box, 40 px wide and 20 px tall, on a 100 (h) x 200 (w) image, in every format.
@@ -80,20 +80,20 @@ def test_shape_iou_compares_widths_and_heights_on_one_centre():
     np.testing.assert_allclose(shape_iou(np.array([[10.0, 10.0]]), np.array([[10.0, 10.0], [20.0, 5.0]])), [[1, 1 / 3]])
 
 
-def test_shape_iou_tf_matches_numpy_with_batch_axes():
+def test_shape_iou_ops_matches_numpy_with_batch_axes():
     rng = np.random.default_rng(0)
     wh = rng.uniform(1, 100, (2, 5, 2))
     anchors = rng.uniform(1, 100, (6, 2))
-    got = shape_iou_tf(tf.constant(wh, tf.float32), tf.constant(anchors, tf.float32)).numpy()
+    got = shape_iou_ops(tf.constant(wh, tf.float32), tf.constant(anchors, tf.float32)).numpy()
     assert got.shape == (2, 5, 6)
     np.testing.assert_allclose(got, shape_iou(wh.reshape(-1, 2), anchors).reshape(2, 5, 6), rtol=1e-5)
 
 
-def test_box_iou_batched_tf_matches_box_iou_per_batch_item():
+def test_box_iou_batched_ops_matches_box_iou_per_batch_item():
     rng = np.random.default_rng(1)
     centre = rng.uniform(0, 60, (2, 7, 2))
     boxes = np.concatenate([centre, rng.uniform(1, 40, (2, 7, 2))], axis=-1)  # center_xywh
-    got = box_iou_batched_tf(tf.constant(boxes[:, :4], tf.float32), tf.constant(boxes[:, 4:], tf.float32)).numpy()
+    got = box_iou_batched_ops(tf.constant(boxes[:, :4], tf.float32), tf.constant(boxes[:, 4:], tf.float32)).numpy()
     assert got.shape == (2, 4, 3)
     for b in range(2):
         xyxy = convert_format(boxes[b], "center_xywh", "xyxy")
@@ -102,14 +102,14 @@ def test_box_iou_batched_tf_matches_box_iou_per_batch_item():
 
 def test_ciou_identical_boxes_is_one():
     boxes = tf.constant([[5.0, 5.0, 4.0, 2.0]])
-    np.testing.assert_allclose(box_ciou_tf(boxes, boxes).numpy(), [1.0], atol=1e-6)
+    np.testing.assert_allclose(box_ciou_ops(boxes, boxes).numpy(), [1.0], atol=1e-6)
 
 
 def test_ciou_shifted_boxes_same_shape():
     # xyxy [-1,-1,1,1] vs [0,-1,2,1]: IoU 2/6, centre distance^2 1, enclosing 3x2 -> c^2 13, v 0.
     a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
     b = tf.constant([[1.0, 0.0, 2.0, 2.0]])
-    np.testing.assert_allclose(box_ciou_tf(a, b).numpy(), [1 / 3 - 1 / 13], atol=1e-6)
+    np.testing.assert_allclose(box_ciou_ops(a, b).numpy(), [1 / 3 - 1 / 13], atol=1e-6)
 
 
 def test_ciou_aspect_ratio_term():
@@ -117,14 +117,14 @@ def test_ciou_aspect_ratio_term():
     a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
     b = tf.constant([[0.0, 0.0, 4.0, 2.0]])
     v = 4 / math.pi**2 * (math.atan(2) - math.atan(1)) ** 2
-    np.testing.assert_allclose(box_ciou_tf(a, b).numpy(), [0.5 - v / (0.5 + v) * v], atol=1e-6)
+    np.testing.assert_allclose(box_ciou_ops(a, b).numpy(), [0.5 - v / (0.5 + v) * v], atol=1e-6)
 
 
 def test_ciou_disjoint_boxes_is_negative():
     a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
     b = tf.constant([[10.0, 0.0, 2.0, 2.0]])
     # IoU 0, rho^2 = 100, enclosing 12x2 -> c^2 = 148.
-    np.testing.assert_allclose(box_ciou_tf(a, b).numpy(), [-100 / 148], atol=1e-6)
+    np.testing.assert_allclose(box_ciou_ops(a, b).numpy(), [-100 / 148], atol=1e-6)
 
 
 def test_numpy_users_do_not_import_tensorflow():

@@ -1,7 +1,8 @@
 """The YOLOv4 training loss: target assignment, CIoU box loss, objectness and class BCE.
 
-Everything runs in the TensorFlow graph from the raw heads and the padded ground truth, so the
-input pipeline only carries boxes, and the same code runs under any tf.distribute strategy.
+Everything is keras.ops from the raw heads and the padded ground truth, with static shapes: the
+input pipeline only carries boxes, and the same code runs in a TensorFlow graph (under XLA and any
+tf.distribute strategy) and on Keras' JAX and PyTorch backends.
 
 Ground truth (`gt`): float32 (N, T, 5), per image up to T boxes as pixel xyxy in the network
 input (after letterboxing and augmentation) followed by the class id; padding rows have class -1.
@@ -45,11 +46,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 from nets.decode import decode_head
 from nets.model_data import STRIDES
-from utils.boxes import box_ciou_tf, box_iou_batched_tf, shape_iou_tf
+from utils.boxes import box_ciou_ops, box_iou_batched_ops, shape_iou_ops
 
 # yolov5 / the bubbliiiing yolov4-tiny recipe weight the objectness of P5 by 0.4 and of P4 by 1.
 DEFAULT_BALANCE = (0.4, 1.0)
@@ -134,8 +136,8 @@ class YoloLoss:
     def _shape_iou(self, gt):
         """(N, T, K) shape IoU of each box with each anchor, and (N, T) which rows are boxes."""
         wh = gt[..., 2:4] - gt[..., 0:2]  # (N, T, 2)
-        valid = (gt[..., 4] >= 0) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
-        return shape_iou_tf(wh, tf.constant(self.anchors, tf.float32)), valid
+        valid = ops.logical_and(gt[..., 4] >= 0, ops.logical_and(wh[..., 0] > 0, wh[..., 1] > 0))
+        return shape_iou_ops(wh, ops.convert_to_tensor(self.anchors, "float32")), valid
 
     def assignment(self, gt):
         """Which (box, anchor) pairs are positives.
@@ -143,19 +145,43 @@ class YoloLoss:
         Args: gt (N, T, 5), pixel xyxy + class (class -1 = padding).
         Returns: bool (N, T, K) over all K anchors; anchors no head uses are never positives.
         """
-        gt = tf.cast(gt, tf.float32)
+        gt = ops.cast(gt, "float32")
         shape_iou, valid = self._shape_iou(gt)
         num_anchors = len(self.anchors)
-        used = [any(k in mask for mask in self.anchors_mask) for k in range(num_anchors)]
-        used = tf.constant(used)
+        used = ops.convert_to_tensor([any(k in mask for mask in self.anchors_mask) for k in range(num_anchors)])
         # The best anchor among the used ones: a box that fits an unused anchor best (yolov4-tiny's
         # anchor 0, 10x14) still trains the nearest one a head has, instead of nothing.
-        best = tf.argmax(tf.where(used, shape_iou, -1.0), axis=-1)
-        best = tf.one_hot(best, num_anchors, on_value=True, off_value=False)
-        return (best | ((shape_iou > self.anchor_iou_thresh) & used)) & valid[..., None]
+        best = ops.one_hot(ops.argmax(ops.where(used, shape_iou, -1.0), axis=-1), num_anchors) > 0.5
+        extra = ops.logical_and(shape_iou > self.anchor_iou_thresh, used)
+        return ops.logical_and(ops.logical_or(best, extra), valid[..., None])
+
+    def _cells(self, gt, stride: float, grid_hw):
+        """Each box's cells as (col, row), int32 (N, T, K), and how each ranks (a float added to the
+        fit, (N, T, K)): K = 1, its centre's cell; with neighbor_cells K = 3 (YOLOv5's assignment):
+        the centre's cell, the cell left or right of it, whichever is nearer the centre, and the one
+        above or below likewise. A neighbour outside the grid stays on the centre cell with the lowest
+        fit, so it never wins a slot; a neighbour ranks after every centre cell when boxes collide (its
+        fit lowered by 2)."""
+        grid_h, grid_w = grid_hw
+        cell_xy = (gt[..., 0:2] + gt[..., 2:4]) / 2 / stride  # (N, T, 2) in cells
+        cell = ops.cast(ops.floor(cell_xy), "int32")
+        col = ops.clip(cell[..., 0], 0, ops.cast(grid_w, "int32") - 1)
+        row = ops.clip(cell[..., 1], 0, ops.cast(grid_h, "int32") - 1)
+        if not self.neighbor_cells:
+            return col[..., None], row[..., None], ops.zeros_like(cell_xy[..., :1])
+        step = ops.where(cell_xy - ops.floor(cell_xy) < 0.5, -1, 1)  # (N, T, 2)
+        moved_col, moved_row = col + step[..., 0], row + step[..., 1]
+        inside_col = ops.logical_and(moved_col >= 0, moved_col < ops.cast(grid_w, "int32"))
+        inside_row = ops.logical_and(moved_row >= 0, moved_row < ops.cast(grid_h, "int32"))
+        cols = ops.stack([col, ops.where(inside_col, moved_col, col), col], axis=-1)
+        rows = ops.stack([row, row, ops.where(inside_row, moved_row, row)], axis=-1)
+        zero = ops.zeros_like(cell_xy[..., 0])
+        ranks = ops.stack([zero, ops.where(inside_col, -2.0, -3.0), ops.where(inside_row, -2.0, -3.0)], axis=-1)
+        return cols, rows, ranks
 
     def level_targets(self, gt, level: int, grid_hw):
-        """Dense targets of one head.
+        """Dense targets of one head, computed with static shapes (any backend, XLA): every (image,
+        box, anchor, cell) candidate is scored, and each (image, cell, anchor) slot takes its best.
 
         Args:
             gt: (N, T, 5) pixel xyxy + class.
@@ -166,61 +192,40 @@ class YoloLoss:
             positive: (N, H, W, A) float 1 where a box is assigned.
             classes: (N, H, W, A, C) smoothed one-hot class targets.
         """
-        gt = tf.cast(gt, tf.float32)
+        gt = ops.cast(gt, "float32")
         mask = self.anchors_mask[level]
-        stride = float(self.strides[level])
-        shape_iou, _ = self._shape_iou(gt)
-        assigned = tf.gather(self.assignment(gt), mask, axis=-1)  # (N, T, A)
-        where = tf.where(assigned)  # (P, 3): image, box, anchor-in-mask
-        picked = tf.gather_nd(gt, where[:, :2])  # (P, 5)
-        fit = tf.gather_nd(tf.gather(shape_iou, mask, axis=-1), where)  # (P,) shape IoU with its anchor
-        centre = (picked[:, 0:2] + picked[:, 2:4]) / 2
-        size = picked[:, 2:4] - picked[:, 0:2]
-        grid_h, grid_w = tf.cast(grid_hw[0], tf.int64), tf.cast(grid_hw[1], tf.int64)
-        cell_xy = centre / stride  # (P, 2) in cells
-        col = tf.clip_by_value(tf.cast(tf.floor(cell_xy[:, 0]), tf.int64), 0, grid_w - 1)
-        row = tf.clip_by_value(tf.cast(tf.floor(cell_xy[:, 1]), tf.int64), 0, grid_h - 1)
-        if self.neighbor_cells:
-            # YOLOv5's assignment: the cell left or right of the centre's, whichever is nearer the
-            # centre, and the one above or below likewise. Each positive becomes three rows (centre,
-            # sideways, vertical), stacked on a static axis rather than concatenated (XLA pads
-            # dynamic sizes, and concatenating two of them loses rows under --xla). A neighbour
-            # outside the grid stays on the centre cell with the lowest fit, so it never wins a slot;
-            # a neighbour ranks after every centre cell when boxes collide (its fit lowered by 2).
-            frac = cell_xy - tf.floor(cell_xy)
-            step = tf.where(frac < 0.5, tf.constant(-1, tf.int64), tf.constant(1, tf.int64))  # (P, 2)
-            moved = tf.stack([col, row], axis=1) + step
-            inside = (moved >= 0) & (moved < tf.stack([grid_w, grid_h])[None, :])  # (P, 2)
-            col = tf.reshape(tf.stack([col, tf.where(inside[:, 0], moved[:, 0], col), col], axis=1), [-1])
-            row = tf.reshape(tf.stack([row, row, tf.where(inside[:, 1], moved[:, 1], row)], axis=1), [-1])
-            sideways_fit = tf.where(inside[:, 0], fit - 2.0, fit - 3.0)
-            vertical_fit = tf.where(inside[:, 1], fit - 2.0, fit - 3.0)
-            fit = tf.reshape(tf.stack([fit, sideways_fit, vertical_fit], axis=1), [-1])
-
-            def thrice(values):  # (P, K) -> (3P, K), each row three times in a row
-                return tf.reshape(tf.tile(values[:, None, :], [1, 3, 1]), [-1, values.shape[-1]])
-
-            where, picked, centre, size = thrice(where), thrice(picked), thrice(centre), thrice(size)
-
-        # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie (where's
-        # order is image, box, anchor). Each positive gets a unique rank; a dense grid keeps the
-        # lowest rank per slot; the other boxes' updates are zeroed, so adding them all up gives
-        # the winner's values exactly, whatever order the scatter applies them in. (Sorts and
-        # scatters into dense grids only: XLA-compilable, unlike tf.unique.)
-        indices = tf.stack([where[:, 0], row, col, where[:, 2]], axis=1)  # (P, 4)
-        batch = tf.shape(gt, out_type=tf.int64)[0]
         num_anchors = len(mask)
-        dense_shape = tf.stack([batch, grid_h, grid_w, num_anchors])
-        rank = tf.argsort(tf.argsort(-fit, stable=True), stable=True)  # (P,) 0 = the best fit
-        best_rank = tf.tensor_scatter_nd_min(tf.fill(dense_shape, tf.shape(rank)[0]), indices, rank)
-        keep = tf.cast(tf.equal(rank, tf.gather_nd(best_rank, indices)), tf.float32)  # (P,)
+        shape_iou, _ = self._shape_iou(gt)
+        assigned = ops.take(self.assignment(gt), mask, axis=-1)  # (N, T, A)
+        cols, rows, ranks = self._cells(gt, float(self.strides[level]), grid_hw)  # (N, T, K)
+        # Candidates (N, T, A, K), flattened in that order (image, box, anchor, cell).
+        fit = ops.take(shape_iou, mask, axis=-1)[..., None] + ranks[:, :, None, :]
+        valid = ops.logical_and(assigned[..., None], ops.ones_like(ranks[:, :, None, :]) > 0)
+        score = ops.reshape(ops.where(valid, fit, -1e9), (-1,))
+        batch = ops.shape(gt)[0]
+        grid_h, grid_w = grid_hw
+        image = ops.arange(batch, dtype="int32")[:, None, None, None]
+        anchor = ops.arange(num_anchors, dtype="int32")[None, None, :, None]
+        slot = ((image * grid_h + rows[:, :, None, :]) * grid_w + cols[:, :, None, :]) * num_anchors + anchor
+        slot = ops.reshape(slot, (-1,))
+        slots = batch * grid_h * grid_w * num_anchors
+        # One box per (image, cell, anchor): the best-fitting one, the earlier on a tie. The winner of
+        # each slot is the candidate of highest score, then of lowest index (two segment maxima: exact,
+        # no sort, XLA-compilable); the others' values are zeroed, so summing a slot's candidates gives
+        # the winner's values exactly.
+        best = ops.take(ops.segment_max(score, slot, num_segments=slots), slot)
+        index = ops.cast(ops.arange(ops.shape(score)[0]), "float32")
+        first = ops.take(ops.segment_max(ops.where(score == best, -index, -1e9), slot, num_segments=slots), slot)
+        keep = ops.cast(ops.logical_and(ops.reshape(valid, (-1,)), -index == first), "float32")
 
-        one_hot = tf.one_hot(tf.cast(picked[:, 4], tf.int32), self.num_classes)
+        one_hot = ops.one_hot(ops.cast(gt[..., 4], "int32"), self.num_classes)
         one_hot = one_hot * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-        values = tf.concat([centre, size, tf.ones_like(centre[:, :1]), one_hot], axis=1)  # (P, 5 + C)
-        dense = tf.tensor_scatter_nd_add(
-            tf.zeros(tf.concat([dense_shape, [5 + self.num_classes]], 0), tf.float32), indices, values * keep[:, None]
-        )
+        centre, size = (gt[..., 0:2] + gt[..., 2:4]) / 2, gt[..., 2:4] - gt[..., 0:2]
+        values = ops.concatenate([centre, size, ops.ones_like(centre[..., :1]), one_hot], axis=-1)  # (N, T, 5 + C)
+        values = ops.broadcast_to(values[:, :, None, None, :], (*ops.shape(valid), 5 + self.num_classes))
+        values = ops.reshape(values, (-1, 5 + self.num_classes)) * keep[:, None]
+        dense = ops.segment_sum(values, slot, num_segments=slots)
+        dense = ops.reshape(dense, (batch, grid_h, grid_w, num_anchors, 5 + self.num_classes))
         return dense[..., :4], dense[..., 4], dense[..., 5:]
 
     def level_sums(self, outputs, gt):
@@ -235,51 +240,48 @@ class YoloLoss:
             "cls" (class BCE summed over positives and classes), "positives", "obj_cells" (cells
             not ignored); and the input area in pixels (a scalar).
         """
-        gt = tf.cast(gt, tf.float32)
+        gt = ops.cast(gt, "float32")
         gt_valid = gt[..., 4] >= 0  # (N, T)
-        gt_cxywh = tf.concat([(gt[..., 0:2] + gt[..., 2:4]) / 2, gt[..., 2:4] - gt[..., 0:2]], axis=-1)
-        first = tf.shape(outputs[0])
+        gt_cxywh = ops.concatenate([(gt[..., 0:2] + gt[..., 2:4]) / 2, gt[..., 2:4] - gt[..., 0:2]], axis=-1)
+        first = ops.shape(outputs[0])
         input_hw = (first[1] * self.strides[0], first[2] * self.strides[0])
-        input_area = tf.cast(input_hw[0] * input_hw[1], tf.float32)
+        input_area = ops.cast(input_hw[0] * input_hw[1], "float32")
         levels = []
         for level, raw in enumerate(outputs):
-            raw = tf.cast(raw, tf.float32)
-            shape = tf.shape(raw)
+            raw = ops.cast(raw, "float32")
+            shape = ops.shape(raw)
             num_anchors = len(self.anchors_mask[level])
-            raw = tf.reshape(raw, [shape[0], shape[1], shape[2], num_anchors, 5 + self.num_classes])
-            raw = tf.concat([raw[..., :2], tf.minimum(raw[..., 2:4], _MAX_LOG_WH), raw[..., 4:]], axis=-1)
+            raw = ops.reshape(raw, (shape[0], shape[1], shape[2], num_anchors, 5 + self.num_classes))
+            raw = ops.concatenate([raw[..., :2], ops.minimum(raw[..., 2:4], _MAX_LOG_WH), raw[..., 4:]], axis=-1)
             anchors = [self.anchors[i] for i in self.anchors_mask[level]]
             pred_boxes, obj_logit, cls_logits = decode_head(
-                tf.reshape(raw, shape), anchors, self.num_classes, input_hw, self.scale_x_y
+                ops.reshape(raw, shape), anchors, self.num_classes, input_hw, self.scale_x_y
             )
             true_boxes, positive, true_classes = self.level_targets(gt, level, (shape[1], shape[2]))
 
             # Box: 1 - CIoU, weighted up for small boxes (2 - relative area), as in yolov3/v4.
-            ciou = box_ciou_tf(pred_boxes, true_boxes)
+            ciou = box_ciou_ops(pred_boxes, true_boxes)
             small_box_scale = 2.0 - true_boxes[..., 2] * true_boxes[..., 3] / input_area
-            box = tf.reduce_sum(positive * small_box_scale * (1.0 - ciou), axis=[1, 2, 3])
+            box = ops.sum(positive * small_box_scale * (1.0 - ciou), axis=(1, 2, 3))
 
             # Objectness: cells without a target whose prediction already overlaps a ground-truth
             # box well are ignored rather than pushed to 0.
-            flat_pred = tf.reshape(tf.stop_gradient(pred_boxes), [shape[0], -1, 4])
-            iou = box_iou_batched_tf(flat_pred, gt_cxywh)  # (N, H*W*A, T)
-            iou = tf.where(gt_valid[:, None, :], iou, 0.0)
-            ignore = tf.reshape(tf.reduce_max(iou, axis=-1) > self.ignore_thresh, tf.shape(positive))
-            counted = positive + (1.0 - positive) * (1.0 - tf.cast(ignore, tf.float32))
+            flat_pred = ops.reshape(ops.stop_gradient(pred_boxes), (shape[0], -1, 4))
+            iou = box_iou_batched_ops(flat_pred, gt_cxywh)  # (N, H*W*A, T)
+            iou = ops.where(gt_valid[:, None, :], iou, 0.0)
+            ignore = ops.reshape(ops.max(iou, axis=-1, initial=0.0) > self.ignore_thresh, ops.shape(positive))
+            counted = positive + (1.0 - positive) * (1.0 - ops.cast(ignore, "float32"))
             obj_target = positive
             if self.obj_iou_target:  # YOLOv5's: how well the prediction fits, so scores rank boxes by fit
-                obj_target = positive * tf.clip_by_value(tf.stop_gradient(ciou), 0.0, 1.0)
-            obj_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=obj_target, logits=obj_logit)
-
-            cls_bce = tf.reduce_sum(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=true_classes, logits=cls_logits), axis=-1
-            )
+                obj_target = positive * ops.clip(ops.stop_gradient(ciou), 0.0, 1.0)
+            obj_bce = _sigmoid_bce(obj_target, obj_logit)
+            cls_bce = ops.sum(_sigmoid_bce(true_classes, cls_logits), axis=-1)
             levels.append({
                 "box": box,
-                "obj": tf.reduce_sum(counted * obj_bce, axis=[1, 2, 3]),
-                "cls": tf.reduce_sum(positive * cls_bce, axis=[1, 2, 3]),
-                "positives": tf.reduce_sum(positive, axis=[1, 2, 3]),
-                "obj_cells": tf.reduce_sum(counted, axis=[1, 2, 3]),
+                "obj": ops.sum(counted * obj_bce, axis=(1, 2, 3)),
+                "cls": ops.sum(positive * cls_bce, axis=(1, 2, 3)),
+                "positives": ops.sum(positive, axis=(1, 2, 3)),
+                "obj_cells": ops.sum(counted, axis=(1, 2, 3)),
             })  # fmt: skip
         return levels, input_area
 
@@ -317,22 +319,29 @@ class YoloLoss:
         if self.normalization == "sum":
             per_image, parts = self(outputs, gt)
             scale = 1.0 / float(global_batch)
-            return tf.reduce_sum(per_image) * scale, {k: tf.reduce_sum(v) * scale for k, v in parts.items()}
+            return ops.sum(per_image) * scale, {k: ops.sum(v) * scale for k, v in parts.items()}
         levels, input_area = self.level_sums(outputs, gt)
-        counts = tf.stack([tf.reduce_sum(sums[key]) for sums in levels for key in ("positives", "obj_cells")])
-        replica = tf.distribute.get_replica_context()  # None only in a strategy's cross-replica context
-        if replica is not None:
-            counts = replica.all_reduce("SUM", counts)
-        counts = tf.stop_gradient(counts)
-        counts = tf.maximum(tf.reshape(counts, (len(levels), 2)), 1.0)
+        counts = ops.stack([ops.sum(sums[key]) for sums in levels for key in ("positives", "obj_cells")])
+        if keras.backend.backend() == "tensorflow":  # a tf.distribute replica sums the counts of them all
+            import tensorflow as tf
+
+            replica = tf.distribute.get_replica_context()  # None only in a strategy's cross-replica context
+            if replica is not None:
+                counts = replica.all_reduce("SUM", counts)
+        counts = ops.stop_gradient(counts)
+        counts = ops.maximum(ops.reshape(counts, (len(levels), 2)), 1.0)
         obj_ratio = MEAN_OBJ_RATIO * input_area / MEAN_OBJ_REFERENCE_AREA
         cls_ratio = self.num_classes / MEAN_CLS_CLASSES
         parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
         for level, sums in enumerate(levels):
             positives, obj_cells = counts[level, 0], counts[level, 1]
-            parts["box"] += MEAN_BOX_RATIO * self.box_weight * tf.reduce_sum(sums["box"]) / positives
-            parts["obj"] += obj_ratio * self.balance[level] * self.obj_weight * tf.reduce_sum(sums["obj"]) / obj_cells
-            parts["cls"] += (
-                cls_ratio * self.cls_weight * tf.reduce_sum(sums["cls"]) / (positives * self.num_classes)
-            )
+            parts["box"] += MEAN_BOX_RATIO * self.box_weight * ops.sum(sums["box"]) / positives
+            parts["obj"] += obj_ratio * self.balance[level] * self.obj_weight * ops.sum(sums["obj"]) / obj_cells
+            parts["cls"] += cls_ratio * self.cls_weight * ops.sum(sums["cls"]) / (positives * self.num_classes)
         return parts["box"] + parts["obj"] + parts["cls"], parts
+
+
+def _sigmoid_bce(labels, logits):
+    """Binary cross-entropy of sigmoid(logits), elementwise, in the stable form TensorFlow's
+    sigmoid_cross_entropy_with_logits uses: max(x, 0) - x z + log(1 + exp(-|x|))."""
+    return ops.maximum(logits, 0.0) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
