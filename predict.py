@@ -17,14 +17,7 @@ quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up li
 
 from tqdm import tqdm  # noqa: E402
 
-from utils.cli import (  # noqa: E402
-    add_detector_arguments,
-    add_output_argument,
-    add_verbosity_arguments,
-    detector_kwargs,
-    run_script,
-    setup_logging,
-)
+from utils import cli  # noqa: E402
 from utils.errors import EXIT_PARTIAL  # noqa: E402
 from utils.inference.engine.results import RunStats  # noqa: E402
 from utils.inference.engine.sinks import JsonRecords, check_outputs, make_sinks  # noqa: E402
@@ -63,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(modes=modes),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_detector_arguments(parser)
+    cli.add_detector_arguments(parser)
     add = parser.add_argument
     add("--mode", choices=list(MODES), default="predict", help="what to run (default: predict; see below)")
     add("--source", nargs="*", default=[], help="images, folders; video: a file, camera index, URL or frames/%%05d.jpg")
-    add_output_argument(parser, "img_out", "output folder (default: img_out)")
+    cli.add_output_argument(parser, "img_out", "output folder (default: img_out)")
     add("--json", type=Path, default=None, help="also write every detection to this JSON file (see below)")
     add("--crop", action="store_true", help="predict/dir_predict: save each detection as an image")
     add("--count", action="store_true", help="print the number of detections per class")
@@ -78,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--track", action="store_true", help="video: keep an ID per object across frames (drawn, and in --json)")
     add("--runs", type=int, default=100, help="fps: timed runs (default 100)")
     add("--top", type=int, default=4, help="cam: explain this many of each image's best detections (default 4)")
-    add_verbosity_arguments(parser)
+    cli.add_verbosity_arguments(parser)
     return parser
 
 
@@ -87,14 +80,14 @@ def load_predictor(args):
     from utils.inference.engine.predictor import Predictor
 
     picture = PICTURES.get(args.mode, "boxes")
-    options = {"top": args.top, "track": args.track, "every": args.every, **detector_kwargs(args)}
+    options = {"top": args.top, "track": args.track, "every": args.every, **cli.detector_kwargs(args)}
     predictor = Predictor(args.weights, picture=picture, **options)
     print(f"{args.weights}: {predictor.describe(args.half)}")
     return predictor
 
 
 def run_fps(args, predictor):
-    progress = lambda runs: tqdm(runs, desc="fps", unit="run")  # noqa: E731
+    progress = lambda runs: tqdm(runs, desc="fps", unit="run", disable=args.quiet)  # noqa: E731
     timing = predictor.time(args.source[0] if args.source else None, args.runs, progress)
     print(timing.report())
     if args.json is not None:
@@ -106,7 +99,7 @@ def run_fps(args, predictor):
 def run(argv: list[str] | None = None) -> int:
     """predict.py's work; raises the project's errors (`run_script` turns them into exit codes)."""
     args = build_parser().parse_args(argv)
-    setup_logging(args)
+    cli.setup_logging(args)
     # The sources and outputs first: a bad folder or camera, or an --output that would overwrite
     # the inputs, should not wait for the model to load.
     images = args.mode not in ("video", "fps")
@@ -140,7 +133,7 @@ def run_source(args, predictor, source):
     most, total = (args.max_frames, source.delivered_count or 0) if video else (None, len(source))
     total = min(total, most) if most and total else (most or total)
     unit = "frame" if video else "img"
-    progress = tqdm(total=total or None, desc=args.mode, unit=unit, disable=not video and total < 2)
+    progress = tqdm(total=total or None, desc=args.mode, unit=unit, disable=args.quiet or (not video and total < 2))
 
     def on_result(result) -> None:
         if not result.ok:
@@ -158,7 +151,7 @@ def run_source(args, predictor, source):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script(run, argv)
+    return cli.run_script(run, argv)
 
 
 if __name__ == "__main__":
