@@ -56,6 +56,8 @@ INSERTION_POINTS = {
 DEFAULT_POINTS = ("feat1", "feat2", "p5_upsample")
 # The layer names of the default points.
 ATTENTION_POINTS = tuple(f"attention_{point}" for point in DEFAULT_POINTS)
+# The weighted fusion's layer (--fusion weighted), in place of darknet's route_34.
+FUSION_LAYER = "fusion_34"
 
 
 def default_points(attention: str) -> tuple[str, ...]:
@@ -181,7 +183,7 @@ class YoloV4Tiny(keras.Model):
         x = attend(x, "p5_upsample")
         # darknet's order: upsample, then layer 23; 26x26x128 + 26x26x256 -> 26x26x384 either way
         if check_fusion(fusion) == "weighted":
-            x = WeightedFusion(name="fusion_34")([x, feat1])
+            x = WeightedFusion(name=FUSION_LAYER)([x, feat1])
         else:
             x = layers.Concatenate(name="route_34")([x, feat1])
         x = darknet_conv(x, 256, 3, 35)  # 26x26x384 -> 26x26x256
