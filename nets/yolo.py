@@ -52,7 +52,7 @@ INSERTION_POINTS = {
     "p5_upsample": "the P5 upsample (cfg layer 33, before the route to feat1), 26x26x128",
     "head_p4": "the P4 head's input (cfg layer 35, before conv_36), 26x26x256",
 }
-# The paper's three points, where phi 1-4 go unless --attention-at says otherwise.
+# The three points of the card, where phi 1-4 go unless --attention-at says otherwise.
 DEFAULT_POINTS = ("feat1", "feat2", "p5_upsample")
 # The layer names of the default points.
 ATTENTION_POINTS = tuple(f"attention_{point}" for point in DEFAULT_POINTS)

@@ -103,3 +103,27 @@ def test_placed_identity_blocks_keep_the_map_on_the_demo_data(official):
         detections = detect_split(detector, split, log, progress=False)
         maps.append(evaluate_split(split, detections, names, log, {"weights": model.name}).result.map)
     assert abs(maps[0] - maps[1]) <= 0.005, maps
+
+
+@pytest.mark.slow
+def test_attention_mode_draws_placed_blocks_and_the_fusion(tmp_path):
+    """predict.py --mode attention on a saved model with self-attention at the P5 head's input and a
+    weighted fusion: one panel each, in network order (no darknet cfg needed)."""
+    import json
+
+    import predict
+    from nets.yolo import YoloV4Tiny
+    from utils.data.demo import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "data", splits={"val": 1}, image_size=64)
+    model = YoloV4Tiny(3, attention="sa", attention_at="head_p5", fusion="weighted", input_shape=(64, 64, 3))
+    model.save(tmp_path / "placed.keras")
+    image = next(data.rglob("*.jpg"))
+    argv = ["--weights", str(tmp_path / "placed.keras"), "--mode", "attention", "--source", str(image),
+            "--output", str(tmp_path / "out"), "--json", str(tmp_path / "a.json")]  # fmt: skip
+    assert predict.main(argv) == 0
+    assert list((tmp_path / "out").glob("*_attention.*"))
+    [record] = json.loads((tmp_path / "a.json").read_text())
+    panels = [(p["point"], p["block"]) for p in record["panels"]]
+    assert panels == [("attention_head_p5", "sa"), ("fusion_34", "fusion")]
+    assert record["panels"][0]["what"] == "attention received (gamma 0.000)"

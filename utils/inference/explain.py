@@ -3,7 +3,7 @@
 Both read the Keras model (TensorFlow backend) through sub-models that expose intermediate tensors
 by the public `layer.input` / `layer.output`; exported models (ONNX, TFLite) have no layers to read.
 
-    probe = AttentionProbe(model)           # phi 1-4; phi 0 raises NoAttentionError
+    probe = AttentionProbe(model)           # phi 1-5 or --fusion weighted; else NoAttentionError
     maps = probe(images)                    # one AttentionMap per insertion point, values (N, h, w)
     cam = GradCam(model)
     found = cam.explain(images, conf=0.5, nms_iou=0.3, top=4)   # per image, its best detections

@@ -790,7 +790,7 @@ def _infer_cfg(model, num_floats: int, weights_path) -> DarknetCfg:
 
 
 def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path | None = None) -> LoadReport:
-    """Load darknet YOLOv4-tiny weights into a YoloV4Tiny of any attention (phi 0-4), by cfg layer index.
+    """Load darknet YOLOv4-tiny weights into a YoloV4Tiny of any attention (phi 0-5, any points), by cfg layer index.
 
     Every darknet conv goes into the model layer `conv_i` (+ `bn_i`) of the same cfg index; attention
     layers have no darknet counterpart and keep their initialisation. When the weights' class count

@@ -111,6 +111,8 @@ def starts_as_identity(config: TrainConfig) -> bool:
     points builds its blocks as before."""
     from nets.yolo import default_points, parse_points
 
+    if config.attention in (None, "none"):
+        return False
     if config.weights and str(config.weights).lower().endswith(".weights"):
         return True
     return config.attention_at is not None and parse_points(config.attention_at) != default_points(config.attention)
