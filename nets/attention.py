@@ -359,8 +359,10 @@ class SelfAttention(layers.Layer):
         query = ops.reshape(self.query(x), flat)  # (N, P, C')
         key = ops.reshape(self.key(x), flat)
         value = ops.reshape(self.value(x), flat)
-        beta = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)  # (N, P, P)
-        attended = ops.reshape(ops.matmul(beta, value), (shape[0], shape[1], shape[2], -1))
+        # Scores and softmax in float32: unscaled dot products can overflow float16 (mixed precision).
+        scores = ops.matmul(ops.cast(query, "float32"), ops.transpose(ops.cast(key, "float32"), (0, 2, 1)))
+        beta = ops.softmax(scores, axis=-1)  # (N, P, P)
+        attended = ops.reshape(ops.matmul(ops.cast(beta, value.dtype), value), (shape[0], shape[1], shape[2], -1))
         return beta, attended
 
     def attention_weights(self, x) -> dict:

@@ -198,7 +198,7 @@ class YoloV4Tiny(keras.Model):
         self.attention = attention
         self.attention_at = points
         self.fusion = fusion
-        self.identity_init = bool(identity_init)
+        self.identity_init = bool(identity_init) and bool(points)  # without blocks it means nothing: not recorded
         self.anchors = anchors
         self.anchors_mask = anchors_mask
         self.image_shape = input_shape
