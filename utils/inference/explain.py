@@ -145,7 +145,8 @@ class AttentionProbe:
     def __call__(self, images: np.ndarray) -> list[AttentionMap]:
         """images: float32 (N, in_h, in_w, 3) in [0, 1]. Returns one AttentionMap per insertion point
         (network order), then the fusion's."""
-        features = list(self._inputs(np.asarray(images, np.float32), training=False))
+        outputs = self._inputs(np.asarray(images, np.float32), training=False)
+        features = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]  # one point: one tensor
         maps = []
         for layer, slots in zip(self.layers, self._slots, strict=True):
             x = [features.pop(0) for _ in range(slots)] if slots else features.pop(0)

@@ -99,6 +99,8 @@ def test_attention_probe_follows_the_points_and_draws_the_fusion():
     assert np.all((maps[2].values >= 0) & (maps[2].values <= 1))
     only_fusion = AttentionProbe(YoloV4Tiny(2, fusion="weighted"))(images)  # phi 0 with a fusion to draw
     assert [m.point for m in only_fusion] == ["fusion_34"]
+    [only_sa] = AttentionProbe(YoloV4Tiny(2, attention="sa"))(images)  # one point: the probe has one output
+    assert (only_sa.point, only_sa.values.shape, only_sa.feature_shape) == ("attention_feat2", (1, 2, 3), (2, 3, 512))
 
 
 def test_fusion_map_is_the_upsamples_energy_share():
