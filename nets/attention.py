@@ -340,7 +340,7 @@ class SelfAttention(layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        inner = max(1, channels // self.reduction)
+        inner = self.inner_channels = max(1, channels // self.reduction)
         self.query = layers.Conv2D(inner, 1, name="query")
         # No key bias: it adds query . bias to every key position alike, which the softmax ignores.
         self.key = layers.Conv2D(inner, 1, use_bias=False, name="key")
@@ -355,14 +355,17 @@ class SelfAttention(layers.Layer):
         """(beta (N, P, P): row i is how query position i spreads over the P key positions, the
         attended values (N, H, W, C'))."""
         shape = ops.shape(x)
-        flat = (shape[0], shape[1] * shape[2], -1)
+        # The channel count stays static: a conv on an unknown channel count is compiled apart by
+        # Keras (XLA), which ONNX export cannot convert.
+        inner = self.inner_channels
+        flat = (shape[0], shape[1] * shape[2], inner)
         query = ops.reshape(self.query(x), flat)  # (N, P, C')
         key = ops.reshape(self.key(x), flat)
         value = ops.reshape(self.value(x), flat)
         # Scores and softmax in float32: unscaled dot products can overflow float16 (mixed precision).
         scores = ops.matmul(ops.cast(query, "float32"), ops.transpose(ops.cast(key, "float32"), (0, 2, 1)))
         beta = ops.softmax(scores, axis=-1)  # (N, P, P)
-        attended = ops.reshape(ops.matmul(ops.cast(beta, value.dtype), value), (shape[0], shape[1], shape[2], -1))
+        attended = ops.reshape(ops.matmul(ops.cast(beta, value.dtype), value), (shape[0], shape[1], shape[2], inner))
         return beta, attended
 
     def attention_weights(self, x) -> dict:

@@ -127,3 +127,22 @@ def test_attention_mode_draws_placed_blocks_and_the_fusion(tmp_path):
     panels = [(p["point"], p["block"]) for p in record["panels"]]
     assert panels == [("attention_head_p5", "sa"), ("fusion_34", "fusion")]
     assert record["panels"][0]["what"] == "attention received (gamma 0.000)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, name", [("onnx", "m.onnx"), ("tflite", "m.tflite"), ("saved_model", "sm")])
+def test_placed_self_attention_and_the_fusion_export_and_compute_the_same(tmp_path, fmt, name):
+    from nets.yolo import YoloV4Tiny
+    from utils.interop.export import export_model
+    from utils.interop.loader import load_detector
+
+    model = YoloV4Tiny(3, attention="sa", attention_at="feat2,head_p4", fusion="weighted", class_names=list("abc"))
+    model.get_layer("attention_feat2").gamma.assign(0.5)  # past the identity start, so the blocks count
+    model.get_layer("attention_head_p4").gamma.assign(-0.4)
+    model.get_layer("fusion_34").fusion_weights.assign([0.3, 1.2])
+    image = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    export_model(model, fmt, tmp_path / name, input_hw=(64, 64))
+    detector = load_detector(tmp_path / name, input_shape=(64, 64))
+    for got, want in zip(detector.forward(image), model(image)):
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5 * np.abs(want).max())
