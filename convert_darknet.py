@@ -8,12 +8,16 @@ Darknet -> Keras (the default):
 Another class count than the cfg's (COCO's 80 to your 20 with --classes): the backbone and neck load,
 the two head convolutions start fresh.
 
-Darknet weights into an attention model (phi 1-4; attention layers keep their fresh initialisation):
+Darknet weights into an attention model (phi 1-5; the blocks start as the identity, so the model
+computes what darknet's does until it trains), at the default points or those --attention-at names,
+with --fusion weighted if wanted:
 
     python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
         --classes model_data/coco_classes.txt --phi 2 --out model_data/yolov4_tiny_cbam.keras
+    python convert_darknet.py --cfg yolov4-tiny.cfg --weights yolov4-tiny.weights \\
+        --phi 4 --attention-at stage2,head_p5,head_p4 --out model_data/yolov4_tiny_ca_heads.keras
 
-Keras -> darknet (phi 0 models only):
+Keras -> darknet (phi 0, --fusion concat models only):
 
     python convert_darknet.py --to-darknet --weights model_data/yolov4_tiny.keras \\
         --out-cfg yolov4-tiny-ours.cfg --out-weights yolov4-tiny-ours.weights
@@ -25,7 +29,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import add_output_argument, add_verbosity_arguments, quiet_tensorflow, run_script, setup_logging
+from utils.cli import (
+    add_output_argument,
+    add_structure_arguments,
+    add_verbosity_arguments,
+    quiet_tensorflow,
+    run_script,
+    setup_logging,
+)
 from utils.errors import YoloError
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
@@ -65,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(parser, "model_data/yolov4_tiny.keras", "darknet -> Keras: output .keras")
     attention = parser.add_mutually_exclusive_group()
     attention.add_argument(
-        "--phi", type=int, choices=range(5), help="attention by number: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 CA (default 0)"
+        "--phi", type=int, choices=range(6),
+        help="attention by number: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 CA, 5 self-attention (default 0)",
     )
-    attention.add_argument("--attention", help="attention by name: none, se, cbam, eca, ca")
+    attention.add_argument("--attention", help="attention by name: none, se, cbam, eca, ca, sa")
+    add_structure_arguments(parser)
     parser.add_argument(
         "--any-size",
         action="store_true",
@@ -95,7 +108,8 @@ def darknet_to_keras(args: argparse.Namespace) -> int:
     class_names = load_class_names(args.classes) if args.classes else None
     input_shape = (None, None, 3) if args.any_size else None
     model, report = model_from_darknet(
-        args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape, fresh_heads=True
+        args.cfg, args.weights, class_names, attention=attention, input_shape=input_shape, fresh_heads=True,
+        attention_at=args.attention_at, fusion=args.fusion,
     )
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@
   python export.py --weights logs/best.keras --format saved_model --include-nms --output saved_model/
   python export.py --weights logs/best.keras --format onnx --include-nms --dynamic --output model_nms.onnx
   python export.py --benchmark --weights logs/best.keras --data VOCdevkit/VOC2007 --output benchmark/
+  python export.py --weights run/best.keras --attention-module my_blocks.py --format onnx --output model.onnx
+      (a model trained with your own attention block: its module is imported first, as in predict.py)
 
 The artefact computes the raw heads at a fixed input size (float32 NHWC RGB in [0, 1],
 letterboxed); its class names, anchors, anchors_mask, scale_x_y and input size travel with it
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 from utils.cli import (
+    add_attention_module_argument,
     add_input_size_argument,
     add_output_argument,
     add_verbosity_arguments,
@@ -61,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fixed network input: SIZE or HEIGHTxWIDTH, multiples of 32 up to 4096 (default: the model's, else 416)",
     )
     parser.add_argument("--classes", type=Path, default=None, help="class names file (default: names in the model)")
+    add_attention_module_argument(parser)
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
         "--fp16", action="store_true", help="tflite: float16 weights (half the size); onnx: float16 weights and compute"
@@ -151,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
     from utils.interop.export import export_model
     from utils.interop.metadata import metadata_path
 
-    model = load_model(args.weights)
+    model = load_model(args.weights, attention_module=args.attention_module)
     class_names = load_class_names(args.classes) if args.classes is not None else None
     start = time.perf_counter()
     out = export_model(
@@ -219,7 +223,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from utils.interop.export import ExportError, check_export_options, export_model
 
     rows = _benchmark_rows(args.only)
-    model = load_model(args.weights)
+    model = load_model(args.weights, attention_module=args.attention_module)
     names = model.class_names
     detector_options = {
         "conf": EVAL_CONF_THRESHOLD,

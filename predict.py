@@ -29,7 +29,7 @@ MODES = {
     "video": "a video file, camera, stream or image sequence: a window (q or Esc quits), --save writes it",
     "fps": "times preprocess / model / postprocess on one image (a synthetic one without --source)",
     "heatmap": "the objectness map (max over anchors and heads) over each image",
-    "attention": "what the attention blocks do, a panel per insertion point (phi 1-4 models)",
+    "attention": "what the attention blocks do, a panel per insertion point (phi 1-5, --fusion weighted)",
     "cam": "Grad-CAM of each image's --top best detections, a panel each",
 }
 PICTURES = {"heatmap": "heatmap", "attention": "attention", "cam": "cam"}  # the other modes draw boxes

@@ -1,8 +1,9 @@
-"""Print a model's parameters and GFLOPs; `--all` compares the attention blocks (phi 0-4).
+"""Print a model's parameters and GFLOPs; `--all` compares the attention blocks (phi 0-5).
 
 Examples:
     python summary.py --phi 4                      # one model, layer by layer
     python summary.py --all --num-classes 80       # the phi table, with each block's cost per insertion point
+    python summary.py --phi 2 --attention-at stage2,head_p5,head_p4 --fusion weighted
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from nets.attention import PHI_TO_ATTENTION, resolve_attention  # noqa: E402
 from nets.model_data import DEFAULT_CLASSES_PATH, DEFAULT_INPUT_SHAPE, load_class_names  # noqa: E402
 from nets.stats import attention_costs, count_flops, count_params  # noqa: E402
 from nets.yolo import YoloV4Tiny  # noqa: E402
-from utils.cli import add_input_size_argument, add_verbosity_arguments, run_script, setup_logging  # noqa: E402
+from utils.cli import (  # noqa: E402
+    add_input_size_argument,
+    add_structure_arguments,
+    add_verbosity_arguments,
+    run_script,
+    setup_logging,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"attention by name, instead of --phi: {', '.join(PHI_TO_ATTENTION)}, or your own block as MODULE:CLASS "
         "(a module on the Python path or a .py file)",
     )
-    choice.add_argument("--all", action="store_true", help="table for phi 0-4 instead of one model")
+    choice.add_argument("--all", action="store_true", help="table for phi 0-5 instead of one model")
+    add_structure_arguments(parser)
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--classes", default=str(DEFAULT_CLASSES_PATH), help="class names file (default VOC, 20)")
     classes.add_argument("--num-classes", type=int, help="number of classes, instead of --classes (80 for COCO)")
@@ -59,7 +67,10 @@ def run(argv=None) -> int:
     print(f"YOLOv4-tiny, {num_classes} classes, GFLOPs at {height}x{width}; parameters include batch-norm statistics.")
     rows = []
     for name in names:
-        model = YoloV4Tiny(num_classes, attention=name, input_shape=(height, width, 3))
+        model = YoloV4Tiny(
+            num_classes, attention=name, input_shape=(height, width, 3), attention_at=args.attention_at,
+            fusion=args.fusion,
+        )
         if args.layers:
             model.summary()
         params, flops = count_params(model), count_flops(model, (height, width, 3))
@@ -76,10 +87,15 @@ def run(argv=None) -> int:
         print("\nPer insertion point (params / MFLOPs):")
         for phi, name, _, _, costs in rows:
             if costs:
-                cells = "  ".join(f"{c.point.removeprefix('attention_')} {'x'.join(map(str, c.input_shape))}: "
-                                  f"{c.params:,} / {c.flops / 1e6:.3f}" for c in costs)
-                print(f"{phi:>3}  {name:<5} {cells}")
+                print(f"{phi:>3}  {name:<5} {'  '.join(_cost_cell(c) for c in costs)}")
     return 0
+
+
+def _cost_cell(cost) -> str:
+    """"feat1 26x26x256: 4,368 / 0.470"; the fusion: "fusion_34 26x26x128+26x26x256: ..."."""
+    shapes = cost.input_shape if isinstance(cost.input_shape, list) else [cost.input_shape]
+    where = "+".join("x".join(map(str, shape)) for shape in shapes)
+    return f"{cost.point.removeprefix('attention_')} {where}: {cost.params:,} / {cost.flops / 1e6:.3f}"
 
 
 def main(argv=None) -> int:

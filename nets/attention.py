@@ -15,7 +15,18 @@ phi  name      block
 2    ``cbam``  Convolutional Block Attention Module (Woo et al., ECCV 2018)
 3    ``eca``   Efficient Channel Attention (Wang et al., CVPR 2020)
 4    ``ca``    Coordinate Attention (Hou et al., CVPR 2021)
+5    ``sa``    self-attention over positions (SAGAN, Zhang et al., ICML 2019;
+               non-local, Wang et al., CVPR 2018); by default at feat2 (13x13) only
 ===  ========  ===========================================================
+
+Identity start (``identity_init=True``, saved in each block's config; nets.yolo passes it when
+darknet weights load or blocks sit at points other than their default, see nets/yolo.py): the
+block's last gate layer starts at zero (kernel and bias) and its gate is 2 * sigmoid(z) in (0, 2)
+instead of sigmoid(z) in (0, 1), so every factor starts at exactly 1 and the block passes its
+input through unchanged; it learns from the first step (the zeroed layer's gradient is not zero).
+SE: fc2. CBAM: the shared MLP's second layer and the spatial conv. ECA: its 1-D conv (no bias).
+CA: conv_h and conv_w. Without the flag (the default, and every model saved before it existed)
+the blocks compute as the papers do. Self-attention always starts as the identity (gamma = 0).
 
 User blocks (no phi): ``--attention MODULE:CLASS`` (a module on the Python path, or a path to a
 ``.py`` file: ``--attention path/to/blocks.py:MyBlock``), or ``--attention NAME`` for a class that
@@ -27,7 +38,12 @@ contract a block must keep (checked once, before a model is built: `check_attent
 - it infers C in ``build(input_shape)``, since it sits where C is 128, 256 and 512;
 - ``get_config()`` returns every constructor argument, so ``from_config(get_config())`` rebuilds it;
 - optional: ``attention_weights(x) -> dict`` of the factors ``call`` multiplies x by, for
-  predict.py --mode attention: a "spatial" (N, H, W) or a "channel" (N, C) entry is drawn.
+  predict.py --mode attention: a "spatial" (N, H, W) or a "channel" (N, C) entry is drawn;
+- optional: an ``identity_init`` constructor argument (saved in ``get_config``): when the block
+  accepts it, a model that needs its blocks to start as the identity passes ``identity_init=True``
+  (see above); a block without it starts as it initialises itself;
+- optional: a class attribute ``default_points``, the insertion points (nets.yolo.INSERTION_POINTS)
+  used when ``--attention-at`` is not given (default: feat1, feat2, p5_upsample).
 
 ``nets/attention_template.py`` is a working block to copy. A saved model records its block's module
 (config "attention_module"); loading it never imports code: import the module first (predict.py
@@ -65,36 +81,56 @@ class UnregisteredBlockError(AttentionError):
     """A saved model's attention block is not registered: the message names the module to import."""
 
 
+def _gate(z, identity_init: bool):
+    """sigmoid(z), or 2 * sigmoid(z) for a block that starts as the identity (its z starts at 0)."""
+    return 2.0 * ops.sigmoid(z) if identity_init else ops.sigmoid(z)
+
+
+def _zero_or(default: str, identity_init: bool) -> str:
+    return "zeros" if identity_init else default
+
+
+def _identity_config(block) -> dict:
+    # Only when set: the configs of blocks saved before the flag existed stay as they were.
+    return {"identity_init": True} if block.identity_init else {}
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SEBlock(layers.Layer):
     """Squeeze-and-Excitation: GAP -> FC(C/r) -> ReLU -> FC(C) -> sigmoid, then scale the input.
 
     Args:
         reduction: the paper's r (16).
+        identity_init: start as the identity: fc2 starts at zero, the gate is 2 * sigmoid (module docstring).
     """
 
-    def __init__(self, reduction: int = 16, **kwargs):
+    def __init__(self, reduction: int = 16, identity_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         self.reduction = reduction
+        self.identity_init = bool(identity_init)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         self.squeeze = layers.Dense(max(1, channels // self.reduction), activation="relu", name="fc1")
-        self.excite = layers.Dense(channels, activation="sigmoid", name="fc2")
+        if self.identity_init:
+            self.excite = layers.Dense(channels, kernel_initializer="zeros", name="fc2")
+        else:
+            self.excite = layers.Dense(channels, activation="sigmoid", name="fc2")
         self.squeeze.build((None, channels))
         self.excite.build((None, max(1, channels // self.reduction)))
 
     def attention_weights(self, x) -> dict:
-        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)}."""
-        return {"channel": self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))}
+        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)} ((0, 2) with identity_init)."""
+        excite = self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))
+        return {"channel": 2.0 * ops.sigmoid(excite) if self.identity_init else excite}
 
     def call(self, x):
         return x * self.attention_weights(x)["channel"][:, None, None, :]
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction}
+        return {**super().get_config(), "reduction": self.reduction, **_identity_config(self)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -107,22 +143,27 @@ class CBAMBlock(layers.Layer):
     Args:
         reduction: the MLP's r (16 in the paper).
         kernel_size: the spatial conv's size (7 in the paper).
+        identity_init: start as the identity: mlp_fc2 and the spatial conv start at zero, both gates are
+            2 * sigmoid (module docstring).
     """
 
-    def __init__(self, reduction: int = 16, kernel_size: int = 7, **kwargs):
+    def __init__(self, reduction: int = 16, kernel_size: int = 7, identity_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         self.reduction = reduction
         self.kernel_size = kernel_size
+        self.identity_init = bool(identity_init)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         hidden = max(1, channels // self.reduction)
+        zero = self.identity_init
         self.mlp_hidden = layers.Dense(hidden, activation="relu", name="mlp_fc1")
-        self.mlp_out = layers.Dense(channels, name="mlp_fc2")
+        self.mlp_out = layers.Dense(channels, kernel_initializer=_zero_or("glorot_uniform", zero), name="mlp_fc2")
         self.spatial_conv = layers.Conv2D(
-            1, self.kernel_size, padding="same", activation="sigmoid", name="spatial_conv"
+            1, self.kernel_size, padding="same", activation=None if zero else "sigmoid",
+            kernel_initializer=_zero_or("glorot_uniform", zero), name="spatial_conv",
         )
         self.mlp_hidden.build((None, channels))
         self.mlp_out.build((None, hidden))
@@ -132,16 +173,18 @@ class CBAMBlock(layers.Layer):
         """(channel weights (N, C), x after the channel attention, spatial weights (N, H, W, 1))."""
         avg = self.mlp_out(self.mlp_hidden(ops.mean(x, axis=(1, 2))))
         mx = self.mlp_out(self.mlp_hidden(ops.max(x, axis=(1, 2))))
-        channel = ops.sigmoid(avg + mx)
+        channel = _gate(avg + mx, self.identity_init)
         x = x * channel[:, None, None, :]
         pooled = ops.concatenate(
             [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
         )
-        return channel, x, self.spatial_conv(pooled)
+        spatial = self.spatial_conv(pooled)
+        return channel, x, 2.0 * ops.sigmoid(spatial) if self.identity_init else spatial
 
     def attention_weights(self, x) -> dict:
         """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C), "spatial": (N, H, W)},
-        both in (0, 1); the spatial map is computed on x after the channel attention."""
+        both in (0, 1) ((0, 2) with identity_init); the spatial map is computed on x after the channel
+        attention."""
         channel, _, spatial = self._attend(x)
         return {"channel": channel, "spatial": spatial[..., 0]}
 
@@ -150,7 +193,10 @@ class CBAMBlock(layers.Layer):
         return x * spatial
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction, "kernel_size": self.kernel_size}
+        return {
+            **super().get_config(), "reduction": self.reduction, "kernel_size": self.kernel_size,
+            **_identity_config(self),
+        }
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -165,28 +211,33 @@ class ECABlock(layers.Layer):
 
     Args:
         gamma, b: the paper's constants for the adaptive kernel size (2 and 1).
+        identity_init: start as the identity: the conv starts at zero, the gate is 2 * sigmoid (module docstring).
     """
 
-    def __init__(self, gamma: float = 2, b: float = 1, **kwargs):
+    def __init__(self, gamma: float = 2, b: float = 1, identity_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.gamma = gamma
         self.b = b
+        self.identity_init = bool(identity_init)
 
     def build(self, input_shape):
         self.kernel_size = eca_kernel_size(input_shape[-1], self.gamma, self.b)
-        self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False, name="conv")
+        self.conv = layers.Conv1D(
+            1, self.kernel_size, padding="same", use_bias=False,
+            kernel_initializer=_zero_or("glorot_uniform", self.identity_init), name="conv",
+        )
         self.conv.build((None, input_shape[-1], 1))
 
     def attention_weights(self, x) -> dict:
-        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)}."""
+        """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)} ((0, 2) with identity_init)."""
         weights = ops.mean(x, axis=(1, 2))[:, :, None]  # (N, C, 1): channels are the 1-D axis
-        return {"channel": ops.sigmoid(self.conv(weights))[:, :, 0]}
+        return {"channel": _gate(self.conv(weights), self.identity_init)[:, :, 0]}
 
     def call(self, x):
         return x * self.attention_weights(x)["channel"][:, None, None, :]
 
     def get_config(self):
-        return {**super().get_config(), "gamma": self.gamma, "b": self.b}
+        return {**super().get_config(), "gamma": self.gamma, "b": self.b, **_identity_config(self)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -202,14 +253,17 @@ class CoordAttention(layers.Layer):
     Args:
         reduction: the paper's r (32).
         min_channels: the paper's floor on the hidden width (8).
+        identity_init: start as the identity: conv_h and conv_w start at zero, their gates are
+            2 * sigmoid (module docstring).
     """
 
-    def __init__(self, reduction: int = 32, min_channels: int = 8, **kwargs):
+    def __init__(self, reduction: int = 32, min_channels: int = 8, identity_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         self.reduction = reduction
         self.min_channels = min_channels
+        self.identity_init = bool(identity_init)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -217,8 +271,9 @@ class CoordAttention(layers.Layer):
         # The reference code gives this conv a bias, but the BN right after it cancels any bias.
         self.conv_shared = layers.Conv2D(hidden, 1, use_bias=False, name="conv1")
         self.bn = layers.BatchNormalization(name="bn1")
-        self.conv_h = layers.Conv2D(channels, 1, activation="sigmoid", name="conv_h")
-        self.conv_w = layers.Conv2D(channels, 1, activation="sigmoid", name="conv_w")
+        gate = {"activation": None, "kernel_initializer": "zeros"} if self.identity_init else {"activation": "sigmoid"}
+        self.conv_h = layers.Conv2D(channels, 1, name="conv_h", **gate)
+        self.conv_w = layers.Conv2D(channels, 1, name="conv_w", **gate)
         self.conv_shared.build((None, None, 1, channels))
         self.bn.build((None, None, 1, hidden))
         self.conv_h.build((None, None, 1, hidden))
@@ -235,11 +290,13 @@ class CoordAttention(layers.Layer):
         y_h, y_w = y[:, :height], y[:, height:]  # split in the order they were concatenated
         a_h = self.conv_h(y_h)  # (N, H, 1, C): one weight per row
         a_w = ops.transpose(self.conv_w(y_w), (0, 2, 1, 3))  # (N, 1, W, C): one per column
+        if self.identity_init:
+            a_h, a_w = 2.0 * ops.sigmoid(a_h), 2.0 * ops.sigmoid(a_w)
         return a_h, a_w
 
     def attention_weights(self, x, training=None) -> dict:
         """What the block multiplies `x` (N, H, W, C) by: {"height": (N, H, C), "width": (N, W, C)},
-        in (0, 1); pixel (i, j) of channel c is scaled by height[i, c] * width[j, c]."""
+        in (0, 1) ((0, 2) with identity_init); pixel (i, j) of channel c is scaled by height[i, c] * width[j, c]."""
         a_h, a_w = self._attend(x, training=training)
         return {"height": a_h[:, :, 0, :], "width": a_w[:, 0, :, :]}
 
@@ -248,7 +305,82 @@ class CoordAttention(layers.Layer):
         return x * a_h * a_w
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction, "min_channels": self.min_channels}
+        return {
+            **super().get_config(), "reduction": self.reduction, "min_channels": self.min_channels,
+            **_identity_config(self),
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SelfAttention(layers.Layer):
+    """Self-attention over the positions of a feature map: SAGAN's block (Zhang et al., "Self-Attention
+    Generative Adversarial Networks", ICML 2019), the embedded-Gaussian non-local block (Wang et al.,
+    "Non-local Neural Networks", CVPR 2018) with SAGAN's learned residual scale.
+
+    With x (N, H, W, C) and P = H * W positions, 1x1 convolutions give the query f(x), key g(x)
+    and value h(x), each of C' = max(1, C / reduction) channels (SAGAN: C / 8), with biases but the
+    key's (a key bias shifts every score of a query alike, which the softmax ignores);
+    beta = softmax over the key positions of f(x) g(x)^T, (N, P, P), unscaled as in SAGAN;
+    o = v(beta h(x)), a 1x1 conv back to C channels; out = x + gamma * o, gamma a learned scalar
+    that starts at 0, so the block starts as the identity whatever loads around it.
+    Every position attends to every other: the cost grows with P^2, so its default insertion point
+    is feat2 (13x13 at 416) alone. Parameters: 4 C C' + 2 C' + C + 1 (131,713 for C = 512).
+
+    Args:
+        reduction: C / C' (SAGAN's 8).
+    """
+
+    default_points = ("feat2",)
+
+    def __init__(self, reduction: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        inner = self.inner_channels = max(1, channels // self.reduction)
+        self.query = layers.Conv2D(inner, 1, name="query")
+        # No key bias: it adds query . bias to every key position alike, which the softmax ignores.
+        self.key = layers.Conv2D(inner, 1, use_bias=False, name="key")
+        self.value = layers.Conv2D(inner, 1, name="value")
+        self.out = layers.Conv2D(channels, 1, name="out")
+        for conv in (self.query, self.key, self.value):
+            conv.build((None, None, None, channels))
+        self.out.build((None, None, None, inner))
+        self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
+
+    def _attend(self, x):
+        """(beta (N, P, P): row i is how query position i spreads over the P key positions, the
+        attended values (N, H, W, C'))."""
+        shape = ops.shape(x)
+        # The channel count stays static: a conv on an unknown channel count is compiled apart by
+        # Keras (XLA), which ONNX export cannot convert.
+        inner = self.inner_channels
+        flat = (shape[0], shape[1] * shape[2], inner)
+        query = ops.reshape(self.query(x), flat)  # (N, P, C')
+        key = ops.reshape(self.key(x), flat)
+        value = ops.reshape(self.value(x), flat)
+        # Scores and softmax in float32: unscaled dot products can overflow float16 (mixed precision).
+        scores = ops.matmul(ops.cast(query, "float32"), ops.transpose(ops.cast(key, "float32"), (0, 2, 1)))
+        beta = ops.softmax(scores, axis=-1)  # (N, P, P)
+        attended = ops.reshape(ops.matmul(ops.cast(beta, value.dtype), value), (shape[0], shape[1], shape[2], inner))
+        return beta, attended
+
+    def attention_weights(self, x) -> dict:
+        """{"attention": beta (N, P, P) with P = H * W positions in row-major order, each row a
+        softmax over the key positions; "gamma": the residual scale}. Not a factor of x: the block
+        adds gamma * o to x (predict.py --mode attention draws the attention each position receives)."""
+        beta, _ = self._attend(x)
+        return {"attention": beta, "gamma": self.gamma}
+
+    def call(self, x):
+        _, attended = self._attend(x)
+        return x + ops.cast(self.gamma, x.dtype) * self.out(attended)
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction}
 
 
 # The registry. `None` means no block is inserted.
@@ -258,9 +390,10 @@ ATTENTION_BLOCKS: dict[str, type[layers.Layer] | None] = {
     "cbam": CBAMBlock,
     "eca": ECABlock,
     "ca": CoordAttention,
+    "sa": SelfAttention,
 }
 # phi N selects PHI_TO_ATTENTION[N].
-PHI_TO_ATTENTION = ("none", "se", "cbam", "eca", "ca")
+PHI_TO_ATTENTION = ("none", "se", "cbam", "eca", "ca", "sa")
 BUILTIN_NAMES = frozenset(ATTENTION_BLOCKS)
 # User blocks: registry key -> the module they come from (a dotted name or a .py file's path).
 ATTENTION_MODULES: dict[str, str] = {}
@@ -493,7 +626,19 @@ def resolve_attention(phi: int | None = None, attention: str | None = None) -> s
     return name or "none"
 
 
-def make_attention(attention: str, **kwargs) -> layers.Layer | None:
-    """A fresh block from the registry (kwargs go to its constructor), or None for `none`."""
-    block = ATTENTION_BLOCKS[resolve_attention(attention=attention)]
-    return None if block is None else block(**kwargs)
+def accepts_identity_init(attention: str) -> bool:
+    """Whether the block `attention` (a registry key) takes `identity_init` (module docstring)."""
+    cls = ATTENTION_BLOCKS.get(attention)
+    return cls is not None and "identity_init" in inspect.signature(cls.__init__).parameters
+
+
+def make_attention(attention: str, identity_init: bool = False, **kwargs) -> layers.Layer | None:
+    """A fresh block from the registry (kwargs go to its constructor), or None for `none`.
+    identity_init: make it start as the identity, where the block takes that argument."""
+    key = resolve_attention(attention=attention)
+    block = ATTENTION_BLOCKS[key]
+    if block is None:
+        return None
+    if identity_init and accepts_identity_init(key):
+        kwargs["identity_init"] = True
+    return block(**kwargs)

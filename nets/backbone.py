@@ -78,18 +78,25 @@ def csp_block(x, filters: int, index: int):
     return x, feat
 
 
-def cspdarknet53_tiny(inputs):
+def cspdarknet53_tiny(inputs, attend=None):
     """The backbone on a (N, H, W, 3) input in [0, 1].
+
+    attend: optional `attend(x, point) -> x`, called on the three CSP stages' outputs with the
+        points "stage1", "stage2", "stage3" (nets.yolo inserts attention blocks there).
 
     Returns:
         feat1: cfg layer 23, (N, H/16, W/16, 256) - 26x26x256 at 416.
         feat2: cfg layer 26, (N, H/32, W/32, 512) - 13x13x512 at 416.
     """
+    attend = attend or (lambda x, point: x)
     x = darknet_conv(inputs, 32, 3, 0, strides=2)  # 416 -> 208 x 208 x 32
     x = darknet_conv(x, 64, 3, 1, strides=2)  # -> 104 x 104 x 64
     x, _ = csp_block(x, 64, 2)  # -> 52 x 52 x 128
+    x = attend(x, "stage1")
     x, _ = csp_block(x, 128, 10)  # -> 26 x 26 x 256
+    x = attend(x, "stage2")
     x, feat1 = csp_block(x, 256, 18)  # -> 13 x 13 x 512; feat1 26 x 26 x 256
+    x = attend(x, "stage3")
     feat2 = darknet_conv(x, 512, 3, 26)  # 13 x 13 x 512
     return feat1, feat2
 

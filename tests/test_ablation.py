@@ -13,13 +13,17 @@ def test_train_options_pass_through_and_the_eval_period_defaults_to_every_epoch(
     args, train_args, given, config = ablation.parse(
         ["--demo", "--seeds", "2", "--epochs", "3", "--input-size", "64", "--batch-size", "4", "--output", "x"]
     )
-    assert (args.seeds, args.phis, args.jobs, str(args.output)) == (2, [0, 1, 2, 3, 4], 1, "x")
+    assert (args.seeds, args.phis, args.jobs, str(args.output)) == (2, [0, 1, 2, 3, 4, 5], 1, "x")
     assert train_args == ["--demo", "--epochs", "3", "--input-size", "64", "--batch-size", "4", "--eval-period", "1"]
     assert given == {"demo": True, "epochs": 3, "input_size": "64", "batch_size": 4, "eval_period": 1}
     assert (config.data, config.input_hw, config.epochs) == ("demo_data", (64, 64), 3)  # the demo preset, then ours
     assert ablation.budget(config) == "3 epochs"
     _, train_args, _, _ = ablation.parse(["--data", "d", "--eval-period", "5"])
     assert train_args == ["--data", "d", "--eval-period", "5"]
+    # Where the blocks go and the fusion are shared by every run of the study (phi 0's has no blocks).
+    _, train_args, given, config = ablation.parse(["--data", "d", "--attention-at", "head_p5", "--fusion", "weighted"])
+    assert train_args[:6] == ["--data", "d", "--attention-at", "head_p5", "--fusion", "weighted"]
+    assert (config.attention_at, config.fusion) == ("head_p5", "weighted")
 
 
 @pytest.mark.parametrize(

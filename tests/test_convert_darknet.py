@@ -76,6 +76,29 @@ def test_phi_loads_into_attention_model(darknet_files, tmp_path, capsys):
     assert not (tmp_path / "x.weights").exists()
 
 
+@pytest.mark.slow
+def test_blocks_at_chosen_points_start_as_the_identity_and_reload(darknet_files, tmp_path, capsys):
+    out = tmp_path / "placed.keras"
+    argv = ["--cfg", darknet_files["cfg"], "--weights", darknet_files["weights"], "--phi", "4",
+            "--attention-at", "head_p4,stage1", "--fusion", "weighted"]  # fmt: skip
+    assert convert_darknet.main([str(a) for a in [*argv, "--out", out]]) == 0
+    printed = capsys.readouterr().out
+    assert "Kept their fresh initialisation: attention_head_p4, attention_stage1, fusion_34" in printed
+    model = keras.saving.load_model(out)
+    assert model.attention_at == ("stage1", "head_p4") and model.fusion == "weighted" and model.identity_init
+    plain, _ = dk.model_from_darknet(darknet_files["cfg"], darknet_files["weights"])
+    image = np.random.default_rng(0).uniform(size=(1, 96, 128, 3)).astype(np.float32)
+    for got, want in zip(model(image), plain(image)):  # identity blocks; the fusion is 0.99995 x the concatenation
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-3 * float(np.abs(want).max()))
+    # A weighted fusion has no darknet form either.
+    argv = ["--to-darknet", "--weights", out, "--out-cfg", tmp_path / "x.cfg", "--out-weights", tmp_path / "x.weights"]
+    assert convert_darknet.main([str(a) for a in argv]) == 2
+    assert "cannot express" in capsys.readouterr().err
+    assert convert_darknet.main(["--cfg", str(darknet_files["cfg"]), "--weights", str(darknet_files["weights"]),
+                                 "--phi", "1", "--attention-at", "neck", "--out", str(tmp_path / "n.keras")]) == 2
+    assert "the points are stage1" in capsys.readouterr().err
+
+
 def test_truncated_weights_fail_cleanly(darknet_files, tmp_path, capsys):
     bad = tmp_path / "bad.weights"
     bad.write_bytes(darknet_files["weights"].read_bytes()[:-400])

@@ -119,3 +119,17 @@ def test_attention_mode_draws_the_user_blocks(trained, tmp_path):
     assert list(out.glob("*_attention.*"))
     [record] = json.loads((tmp_path / "a.json").read_text())
     assert len(record["panels"]) == 3
+
+
+def test_it_exports_in_a_fresh_process_given_its_module(trained):
+    user, run = trained
+    out = user / "exported"
+    argv = ["--weights", run / "last.keras", "--format", "saved_model", "--input-size", "64", "--output", out]
+    result = _script("export.py", *argv, "--attention-module", "blocks.py", cwd=user)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads((out / "assets" / "yolo_export.json").read_text())
+    assert metadata["attention"].endswith("blocks.py:ChannelGate")
+    assert metadata["attention_at"] == ["feat1", "feat2", "p5_upsample"] and metadata["fusion"] == "concat"
+    # Without it, the load names the module to import, as predict.py's does.
+    result = _script("export.py", *argv[:-1], user / "never", cwd=user)
+    assert result.returncode == 2 and "--attention-module" in result.stderr and not (user / "never").exists()

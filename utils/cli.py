@@ -53,6 +53,20 @@ DATA_HELP = (
     "them (VOC2007/, VOC2012/), a data.yaml (YOLO txt labels) or a folder holding one, or COCO "
     "instances_<split>.json (a file, or a folder with annotations/)"
 )
+# nets.yolo.INSERTION_POINTS, written out so that --help needs no TensorFlow (a test keeps them equal).
+ATTENTION_AT_HELP = (
+    "where the attention blocks go, comma-separated: stage1 (52x52x128 at 416, the first CSP stage's output), "
+    "stage2 (26x26x256, the second's), feat1 (26x26x256, the third stage's route to the neck), stage3 "
+    "(13x13x512, the third stage's output), feat2 (13x13x512, the backbone's output), head_p5 (13x13x512, the "
+    "P5 head's input), p5_upsample (26x26x128), head_p4 (26x26x256, the P4 head's input). Default: "
+    "feat1,feat2,p5_upsample (self-attention: feat2). Blocks at other points than the default start as the "
+    "identity (so do blocks under darknet --weights)"
+)
+FUSION_HELP = (
+    "how the neck joins the P5 upsample with feat1: concat (darknet's route) or weighted (BiFPN's fast "
+    "normalised fusion of 1x1 projections to the concatenation's 384 channels, +147,458 parameters; "
+    "nets/fusion.py)"
+)
 SETS_HELP = (
     "sets of --data, each SPLIT or WHERE:SPLIT: VOC image sets (2007:trainval 2012:trainval: VOCdevkit/VOC2007 "
     "and VOC2012), data.yaml entries (train, val), COCO splits (train2017)"
@@ -211,6 +225,24 @@ def add_data_arguments(
         parser.add_argument(flag, nargs="+", metavar="SET", default=None, help=help_text)
 
 
+def add_attention_module_argument(parser: argparse.ArgumentParser) -> None:
+    """`--attention-module MODULE`: imported before a .keras model with a user attention block loads."""
+    parser.add_argument(
+        "--attention-module",
+        default=None,
+        metavar="MODULE",
+        help="a .keras model trained with your own attention block: its module (a dotted name or a .py file), "
+        "imported before loading (loading never imports code itself)",
+    )
+
+
+def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--attention-at POINTS` and `--fusion concat|weighted`: where a new model's blocks go and how
+    its neck joins the P5 upsample with feat1 (nets.yolo.YoloV4Tiny's attention_at and fusion)."""
+    parser.add_argument("--attention-at", default=None, metavar="POINTS", help=ATTENTION_AT_HELP)
+    parser.add_argument("--fusion", choices=("concat", "weighted"), default="concat", help=FUSION_HELP)
+
+
 def add_detector_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -262,13 +294,7 @@ def add_detector_arguments(
     parser.add_argument(
         "--batch-size", type=_positive_int, default=batch_size, help=f"images per forward pass (default {batch_size})"
     )
-    parser.add_argument(
-        "--attention-module",
-        default=None,
-        metavar="MODULE",
-        help="a .keras model trained with your own attention block: its module (a dotted name or a .py file), "
-        "imported before loading (loading never imports code itself)",
-    )
+    add_attention_module_argument(parser)
     if half:
         parser.add_argument(
             "--half",

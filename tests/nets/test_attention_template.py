@@ -44,3 +44,13 @@ def test_summary_counts_a_user_block(capsys):
     out = capsys.readouterr().out
     # 3 points x one 7x7 conv from 2 channels to 1: 3 x (98 + 1) parameters
     assert "spatial_gate" in out and out.count("99 /") == 3
+
+
+def test_identity_init_starts_as_the_identity_and_models_pass_it():
+    from nets.yolo import YoloV4Tiny
+
+    x = sample()
+    np.testing.assert_array_equal(np.asarray(SpatialGate(identity_init=True)(x)), x)
+    check_config_round_trip(SpatialGate(identity_init=True), x)
+    model = YoloV4Tiny(2, attention="spatial_gate", attention_at="head_p4", identity_init=True)
+    assert model.get_layer("attention_head_p4").identity_init

@@ -237,3 +237,15 @@ def test_quiet_tensorflow_leaves_a_users_log_level_alone(tmp_path):
     result = _quiet_import(tmp_path, "0")  # the user wants TensorFlow's INFO lines
     assert result.stdout.split()[0] == "0"
     assert "cudart_stub" in result.stderr and "a line of its own" in result.stderr
+
+
+def test_attention_at_help_names_every_insertion_point_with_its_shape():
+    """utils/cli.py writes the points out (no TensorFlow for --help): they must stay nets.yolo's."""
+    from nets.yolo import DEFAULT_POINTS, INSERTION_POINTS
+    from utils.cli import ATTENTION_AT_HELP
+
+    named = re.findall(r"(\w+) \((\d+x\d+x\d+)", ATTENTION_AT_HELP)
+    assert [name for name, _ in named] == list(INSERTION_POINTS)
+    for name, shape in named:
+        assert shape in INSERTION_POINTS[name], name
+    assert f"Default: {','.join(DEFAULT_POINTS)}" in ATTENTION_AT_HELP

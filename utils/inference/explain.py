@@ -3,15 +3,16 @@
 Both read the Keras model (TensorFlow backend) through sub-models that expose intermediate tensors
 by the public `layer.input` / `layer.output`; exported models (ONNX, TFLite) have no layers to read.
 
-    probe = AttentionProbe(model)           # phi 1-4; phi 0 raises NoAttentionError
+    probe = AttentionProbe(model)           # phi 1-5 or --fusion weighted; else NoAttentionError
     maps = probe(images)                    # one AttentionMap per insertion point, values (N, h, w)
     cam = GradCam(model)
     found = cam.explain(images, conf=0.5, nms_iou=0.3, top=4)   # per image, its best detections
 
 `images` are float32 (N, in_h, in_w, 3) in [0, 1], letterboxed (`Detector.preprocess` / 255).
 
-Attention maps, one value per pixel of the feature map at each insertion point (feat1, feat2,
-the P5 upsample; `nets.yolo.ATTENTION_POINTS`), from the blocks' own `attention_weights(x)`:
+Attention maps, one value per pixel of the feature map at each of the model's insertion points
+(by default feat1, feat2 and the P5 upsample; `model.attention_layers`, nets.yolo.INSERTION_POINTS),
+from the blocks' own `attention_weights(x)`, then the weighted fusion's, if the model has one:
 
     CBAM    its spatial weight (computed after its channel attention), in (0, 1)
     CA      row weight x column weight, averaged over the channels: (1/C) a_h @ a_w^T, an (H, W)
@@ -19,6 +20,14 @@ the P5 upsample; `nets.yolo.ATTENTION_POINTS`), from the blocks' own `attention_
     SE/ECA  their channel weights w are the same at every pixel; what they do per pixel is keep a
             share of its activation energy, ||x * w||^2 / ||x||^2 (over the channels), in (0, 1):
             high where the channels the block keeps dominate, low where those it damps do.
+    (blocks built with identity_init gate with 2 * sigmoid: their weights lie in (0, 2), and the
+    energy kept by SE/ECA in (0, 4); 1 is "unchanged")
+    SA      self-attention: the attention each position receives, the mean over the query positions
+            of its softmax weight, times H * W: 1 where it gets a uniform share, more where many
+            positions look at it. It is added to x scaled by gamma (printed in the caption): at
+            gamma 0 the block does nothing yet, whatever the map shows.
+    fusion  --fusion weighted: the P5 upsample's share of the fused activation energy at each
+            pixel, ||t_up||^2 / (||t_up||^2 + ||t_feat1||^2), t the weighted projections, in [0, 1].
 
 Grad-CAM (Selvaraju et al., ICCV 2017) at the two head inputs (the inputs of conv_29 and conv_36,
 13x13x512 and 26x26x256 at 416). The target is the detection's score, sigmoid(objectness) x
@@ -38,9 +47,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nets.attention import CoordAttention
+from nets.attention import CoordAttention, SelfAttention
+from nets.fusion import WeightedFusion
 from nets.model_data import HEAD_CONV_INDICES
-from nets.yolo import ATTENTION_POINTS
+from nets.yolo import ATTENTION_POINTS, FUSION_LAYER
 from utils.errors import YoloError
 from utils.inference.postprocess import decode_outputs, non_max_suppression
 
@@ -57,8 +67,10 @@ class NoAttentionError(ExplainError):
 class AttentionMap:
     """One insertion point's map.
 
-    point: the block's layer name (`nets.yolo.ATTENTION_POINTS`). block: "se", "cbam", "eca", "ca".
-    what: what the values are, for a caption. feature_shape: (h, w, C) of the feature map.
+    point: the block's layer name ("attention_<point>", or "fusion_34"). block: "se", "cbam", "eca",
+    "ca", "sa", a user block's key, or "fusion".
+    what: what the values are, for a caption. feature_shape: (h, w, C) of the feature map (the
+    fusion: of its output).
     values: float32 (N, h, w), one value per feature-map pixel (see the module docstring).
     """
 
@@ -71,8 +83,19 @@ class AttentionMap:
 
 def block_map(layer: keras.layers.Layer, x) -> tuple[str, np.ndarray]:
     """(what, values float32 (N, H, W)): what attention block `layer` does at each pixel of its input
-    `x` (N, H, W, C), from its `attention_weights` (see the module docstring)."""
+    `x` (N, H, W, C) (the weighted fusion: its list of inputs), from its `attention_weights` (see the
+    module docstring)."""
+    if isinstance(layer, WeightedFusion):
+        weights = layer.attention_weights([np.asarray(t, np.float32) for t in x])
+        up, feat1 = (float(w) for w in np.asarray(weights["inputs"]))
+        return f"P5 upsample's energy share (weights {up:.2f}/{feat1:.2f})", np.asarray(weights["spatial"], np.float32)
     x = np.asarray(x, np.float32)
+    if isinstance(layer, SelfAttention):
+        weights = layer.attention_weights(x)
+        beta = np.asarray(weights["attention"], np.float32)  # (N, P, P): query rows, key columns
+        received = beta.mean(axis=1) * beta.shape[-1]  # (N, P): 1 = a uniform share
+        gamma = float(np.asarray(weights["gamma"]))
+        return f"attention received (gamma {gamma:.3f})", received.reshape(x.shape[:3]).astype(np.float32)
     if isinstance(layer, CoordAttention):
         weights = layer.attention_weights(x, training=False)
         a_h, a_w = np.asarray(weights["height"]), np.asarray(weights["width"])  # (N, H, C), (N, W, C)
@@ -97,27 +120,40 @@ def block_map(layer: keras.layers.Layer, x) -> tuple[str, np.ndarray]:
 
 
 class AttentionProbe:
-    """The attention maps of a YoloV4Tiny with attention (phi 1-4) at its three insertion points."""
+    """The attention maps of a YoloV4Tiny with attention (phi 1-5) at its insertion points, and of its
+    weighted fusion (--fusion weighted) if it has one."""
 
     def __init__(self, model):
         attention = getattr(model, "attention", "none")
-        if attention == "none":
+        names = [] if attention == "none" else list(getattr(model, "attention_layers", ATTENTION_POINTS))
+        if getattr(model, "fusion", "concat") == "weighted":
+            names.append(FUSION_LAYER)
+        if not names:
             raise NoAttentionError(
                 f"{model.name} has no attention blocks (phi 0): there is no attention to draw; "
-                "--mode attention needs a model trained with --phi 1-4 (--mode cam and heatmap work with any)"
+                "--mode attention needs a model trained with --phi 1-5 or --fusion weighted (--mode cam and "
+                "heatmap work with any)"
             )
         self.block = attention
-        self.layers = [model.get_layer(point) for point in ATTENTION_POINTS]
-        self._inputs = keras.Model(model.input, [layer.input for layer in self.layers])
+        self.layers = [model.get_layer(name) for name in names]
+        # One flat list of tensors: the fusion's two inputs take two places.
+        inputs = [layer.input if isinstance(layer.input, list) else [layer.input] for layer in self.layers]
+        self._slots = [len(x) if isinstance(layer.input, list) else 0 for layer, x in zip(self.layers, inputs)]
+        tensors = [t for x in inputs for t in x]
+        self._inputs = keras.Model(model.input, tensors)
 
     def __call__(self, images: np.ndarray) -> list[AttentionMap]:
-        """images: float32 (N, in_h, in_w, 3) in [0, 1]. Returns one AttentionMap per insertion point."""
-        features = self._inputs(np.asarray(images, np.float32), training=False)
+        """images: float32 (N, in_h, in_w, 3) in [0, 1]. Returns one AttentionMap per insertion point
+        (network order), then the fusion's."""
+        outputs = self._inputs(np.asarray(images, np.float32), training=False)
+        features = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]  # one point: one tensor
         maps = []
-        for layer, x in zip(self.layers, features, strict=True):
+        for layer, slots in zip(self.layers, self._slots, strict=True):
+            x = [features.pop(0) for _ in range(slots)] if slots else features.pop(0)
             what, values = block_map(layer, x)
-            shape = tuple(int(v) for v in x.shape[1:])
-            maps.append(AttentionMap(layer.name, self.block, what, shape, values))
+            out = layer.compute_output_shape([t.shape for t in x]) if slots else x.shape
+            block = "fusion" if slots else self.block
+            maps.append(AttentionMap(layer.name, block, what, tuple(int(v) for v in out[1:]), values))
         return maps
 
 

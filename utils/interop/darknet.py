@@ -790,7 +790,7 @@ def _infer_cfg(model, num_floats: int, weights_path) -> DarknetCfg:
 
 
 def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path | None = None) -> LoadReport:
-    """Load darknet YOLOv4-tiny weights into a YoloV4Tiny of any attention (phi 0-4), by cfg layer index.
+    """Load darknet YOLOv4-tiny weights into a YoloV4Tiny of any attention (phi 0-5, any points), by cfg layer index.
 
     Every darknet conv goes into the model layer `conv_i` (+ `bn_i`) of the same cfg index; attention
     layers have no darknet counterpart and keep their initialisation. When the weights' class count
@@ -873,6 +873,11 @@ def load_darknet_weights(model, weights_path: str | Path, cfg_path: str | Path |
         report.loaded.append(layer.name)
     covered = set(report.loaded)
     report.fresh = sorted(layer.name for layer in model.layers if layer.weights and layer.name not in covered)
+    if getattr(model, "attention_layers", None) and not model.identity_init:
+        report.notes.append(
+            "the attention blocks were not built to start as the identity (identity_init): the model does not "
+            "compute what darknet's does until they train"
+        )
     return report
 
 
@@ -882,6 +887,11 @@ def darknet_weights_from_model(model) -> tuple[DarknetCfg, np.ndarray]:
         raise DarknetError(
             f"{model.name} uses '{model.attention}' attention, which darknet's yolov4-tiny cfg cannot express; "
             "only attention 'none' (phi 0) models can be written to darknet"
+        )
+    if getattr(model, "fusion", "concat") != "concat":
+        raise DarknetError(
+            f"{model.name} fuses its neck with '{model.fusion}' fusion, which darknet's yolov4-tiny cfg cannot "
+            "express; only --fusion concat models can be written to darknet"
         )
     cfg = model_to_cfg(model)
     specs = conv_specs(cfg)
@@ -919,6 +929,8 @@ def model_from_darknet(
     attention: str = "none",
     input_shape: Sequence[int | None] | None = None,
     fresh_heads: bool = False,
+    attention_at: str | Sequence[str] | None = None,
+    fusion: str = "concat",
 ):
     """Build a YoloV4Tiny from a darknet cfg and load its weights.
 
@@ -933,6 +945,10 @@ def model_from_darknet(
         fresh_heads: with class names of another count than the cfg's (COCO's 80 to your 20), build
             the model for them: the backbone and neck load, the two head convolutions keep their
             fresh initialisation (the report says so). False: another count is an error.
+        attention_at: the blocks' insertion points (nets.yolo.INSERTION_POINTS); None: the block's default.
+            The blocks start as the identity (identity_init), so the model computes what darknet's
+            does until it trains.
+        fusion: "concat" (darknet's route) or "weighted" (nets.fusion; starts as 0.99995 x the concatenation).
 
     Returns:
         (model, LoadReport).
@@ -967,6 +983,9 @@ def model_from_darknet(
         input_shape=input_shape,
         class_names=class_names,
         scale_x_y=settings.scale_x_y,
+        attention_at=attention_at,
+        fusion=fusion,
+        identity_init=True,
     )
     report = load_darknet_weights(model, weights_path, cfg_path)
     return model, report

@@ -64,6 +64,8 @@ def export_metadata(
         "scale_x_y": float(model.scale_x_y),
         "strides": list(STRIDES),
         "attention": model.attention,
+        "attention_at": list(getattr(model, "attention_at", ())),
+        "fusion": getattr(model, "fusion", "concat"),
         "input_shape": [int(input_hw[0]), int(input_hw[1])],
         "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NHWC", "range": "RGB [0, 1], letterboxed"},
         "outputs": [

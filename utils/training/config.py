@@ -17,7 +17,7 @@ from nets.model_data import (
     MAX_INPUT_SIDE,
     parse_input_size,
 )
-from utils.cli import DATA_HELP, OUTPUT_ALIASES
+from utils.cli import ATTENTION_AT_HELP, DATA_HELP, FUSION_HELP, OUTPUT_ALIASES
 from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
@@ -37,11 +37,15 @@ def _opt(default, help_text: str, **extra):
 
 @dataclass
 class TrainConfig:
-    phi: int | None = _opt(None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention (default: 0)")
+    phi: int | None = _opt(
+        None, "attention: 0 none, 1 SE, 2 CBAM, 3 ECA, 4 Coordinate Attention, 5 self-attention (default: 0)"
+    )
     attention: str | None = _opt(
-        None, "attention by name instead of --phi: none, se, cbam, eca, ca, or your own block as MODULE:CLASS "
+        None, "attention by name instead of --phi: none, se, cbam, eca, ca, sa, or your own block as MODULE:CLASS "
         "(a module on the Python path or a .py file; docs/attention.md, 'Your own block')"
     )
+    attention_at: str | None = _opt(None, ATTENTION_AT_HELP)
+    fusion: str = _opt("concat", FUSION_HELP, choices=("concat", "weighted"))
     data: str | list[str] = _opt("VOCdevkit", DATA_HELP + "; repeat it to train on several (their sets concatenated)",
                                  action="append")
     train_sets: list[str] | None = _opt(
@@ -214,6 +218,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(str(err)) from None
     # A user block has no phi.
     values["phi"] = PHI_TO_ATTENTION.index(values["attention"]) if values["attention"] in PHI_TO_ATTENTION else None
+    if values["attention_at"] is not None:  # canonical: comma-separated, in network order
+        from nets.yolo import parse_points
+
+        try:
+            values["attention_at"] = ",".join(parse_points(values["attention_at"]))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if values["freeze_epochs"] is None:
         values["freeze_epochs"] = min(50, values["epochs"]) if values["weights"] else 0
     if values["lr"] is None:

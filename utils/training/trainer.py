@@ -109,6 +109,20 @@ def init_head_biases(model, input_hw: tuple[int, int], heads: Sequence[str] = HE
         layer.set_weights([kernel, bias.reshape(-1)])
 
 
+def starts_as_identity(config: TrainConfig) -> bool:
+    """Whether the run's attention blocks start as the identity (nets.attention, identity_init): when
+    darknet weights load around them (--weights *.weights), or when --attention-at puts them where
+    their block does not go by default. A run from scratch or from a .keras model at the default
+    points builds its blocks as before."""
+    from nets.yolo import default_points, parse_points
+
+    if config.attention in (None, "none"):
+        return False
+    if config.weights and str(config.weights).lower().endswith(".weights"):
+        return True
+    return config.attention_at is not None and parse_points(config.attention_at) != default_points(config.attention)
+
+
 def transfer_weights(source, target) -> tuple[list[str], list[str]]:
     """Copy weights layer by layer where names and shapes match; returns (loaded, skipped) names."""
     loaded, skipped = [], []
@@ -387,10 +401,15 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync
         self.is_chief = self._is_chief()
 
+        identity_init = starts_as_identity(c)
+
         def make_model():
             return YoloV4Tiny(
                 len(self.class_names),
                 attention=c.attention,
+                attention_at=c.attention_at,
+                fusion=c.fusion,
+                identity_init=identity_init,
                 anchors=anchors.tolist(),
                 input_shape=(*self.input_hw, 3),
                 class_names=self.class_names,
@@ -785,7 +804,12 @@ class Trainer:
 
     def model_identity(self) -> dict:
         """What a checkpoint must share with this run for --resume."""
-        return {"attention": self.config.attention, "classes": self.class_names, "input_hw": list(self.input_hw)}
+        return {
+            "attention": self.config.attention, "classes": self.class_names, "input_hw": list(self.input_hw),
+            # Only when set: a checkpoint written before they existed still resumes.
+            **({"attention_at": list(self.model.attention_at)} if not self.model.default_placement else {}),
+            **({"fusion": self.config.fusion} if self.config.fusion != "concat" else {}),
+        }
 
     def settings(self) -> dict:
         """The resolved settings of this run and what it found (settings.json)."""
@@ -798,6 +822,8 @@ class Trainer:
             "class_names": self.class_names,
             "anchors": self.model.anchors,
             "attention": self.model.attention,
+            "attention_at": list(self.model.attention_at),
+            "identity_init": self.model.identity_init,
             "num_replicas": self.replicas,
             "train_images": len(self.train_images),
             "val_images": len(self.val_images),

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from nets.attention import PHI_TO_ATTENTION, CBAMBlock, CoordAttention, SEBlock
+from nets.attention import PHI_TO_ATTENTION, CBAMBlock, CoordAttention, SEBlock, SelfAttention
+from nets.fusion import WeightedFusion
 from nets.yolo import YoloV4Tiny
 from utils.inference.explain import AttentionProbe, GradCam, NoAttentionError, block_map
 
@@ -74,7 +75,7 @@ def test_se_map_is_the_share_of_energy_its_channel_weights_keep():
 
 def test_attention_probe_maps_every_insertion_point_and_refuses_phi_0():
     images = np.random.default_rng(0).uniform(size=(2, 64, 96, 3)).astype(np.float32)
-    for name in PHI_TO_ATTENTION[1:]:
+    for name in PHI_TO_ATTENTION[1:5]:  # the gated blocks (self-attention: below)
         maps = AttentionProbe(YoloV4Tiny(2, attention=name))(images)
         assert [m.point for m in maps] == ["attention_feat1", "attention_feat2", "attention_p5_upsample"]
         assert [m.values.shape for m in maps] == [(2, 4, 6), (2, 2, 3), (2, 4, 6)]
@@ -82,6 +83,50 @@ def test_attention_probe_maps_every_insertion_point_and_refuses_phi_0():
         assert all(m.block == name and np.all((m.values > 0) & (m.values <= 1)) for m in maps)
     with pytest.raises(NoAttentionError, match="phi 0"):
         AttentionProbe(YoloV4Tiny(2))
+
+
+
+def test_attention_probe_follows_the_points_and_draws_the_fusion():
+    images = np.random.default_rng(0).uniform(size=(1, 64, 96, 3)).astype(np.float32)
+    model = YoloV4Tiny(2, attention="cbam", attention_at="stage2,head_p4", fusion="weighted", identity_init=True)
+    maps = AttentionProbe(model)(images)
+    assert [(m.point, m.block) for m in maps] == [
+        ("attention_stage2", "cbam"), ("attention_head_p4", "cbam"), ("fusion_34", "fusion"),
+    ]
+    assert [m.feature_shape for m in maps] == [(4, 6, 256), (4, 6, 256), (4, 6, 384)]
+    np.testing.assert_array_equal(maps[0].values, 1.0)  # identity_init: every factor 1 until it trains
+    assert maps[2].what.startswith("P5 upsample's energy share (weights 0.50/0.50)")
+    assert np.all((maps[2].values >= 0) & (maps[2].values <= 1))
+    only_fusion = AttentionProbe(YoloV4Tiny(2, fusion="weighted"))(images)  # phi 0 with a fusion to draw
+    assert [m.point for m in only_fusion] == ["fusion_34"]
+    [only_sa] = AttentionProbe(YoloV4Tiny(2, attention="sa"))(images)  # one point: the probe has one output
+    assert (only_sa.point, only_sa.values.shape, only_sa.feature_shape) == ("attention_feat2", (1, 2, 3), (2, 3, 512))
+
+
+def test_fusion_map_is_the_upsamples_energy_share():
+    up = np.zeros((1, 4, 6, 2), np.float32)
+    feat1 = np.zeros((1, 4, 6, 3), np.float32)
+    up[:, :, :3] = 1.0  # the left half's energy comes from the upsample
+    feat1[:, :, 3:] = 1.0  # the right half's from feat1
+    layer = WeightedFusion()
+    layer([up, feat1])
+    what, values = block_map(layer, [up, feat1])
+    np.testing.assert_allclose(values[0, :, :3], 1.0)
+    np.testing.assert_allclose(values[0, :, 3:], 0.0)
+
+
+def test_self_attention_map_is_the_attention_each_position_receives():
+    x = np.full((1, 3, 4, CHANNELS), 0.1, np.float32)
+    x[0, 1, 2] = 3.0  # one position stands out
+    layer = SelfAttention(reduction=1)
+    layer(x)
+    eye = np.eye(CHANNELS, dtype=np.float32)[None, None]
+    layer.query.kernel.assign(eye)
+    layer.key.kernel.assign(eye)  # scores = x_i . x_j: every query looks most at the bright position
+    what, values = block_map(layer, x)
+    assert what == "attention received (gamma 0.000)" and values.shape == (1, 3, 4)
+    np.testing.assert_allclose(values.mean(), 1.0, rtol=1e-5)  # shares of H * W positions, 1 on average
+    assert np.unravel_index(np.argmax(values[0]), (3, 4)) == (1, 2)
 
 
 HOT_CELL = (1, 2)  # P5 cell (row, column) of a 128x128 input: pixels rows 32-64, columns 64-96

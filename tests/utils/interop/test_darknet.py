@@ -275,6 +275,9 @@ def test_save_darknet_refuses_attention_models(tmp_path):
     model = YoloV4Tiny(2, attention="se")
     with pytest.raises(ValueError, match="attention"):
         dk.save_darknet(model, tmp_path / "x.cfg", tmp_path / "x.weights")
+    with pytest.raises(ValueError, match="--fusion concat"):
+        dk.save_darknet(YoloV4Tiny(2, fusion="weighted"), tmp_path / "x.cfg", tmp_path / "x.weights")
+    assert not (tmp_path / "x.weights").exists()
 
 
 # ---------------------------------------------------------------------------- attention, classes

@@ -18,7 +18,7 @@ from utils.training.config import (
     parse_input_size,
     resolve_config,
 )
-from utils.training.trainer import Trainer, backbone_layer_names, load_split
+from utils.training.trainer import Trainer, backbone_layer_names, load_split, starts_as_identity
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -90,6 +90,26 @@ def test_attention_by_phi_or_by_name():
         resolve_config(_parse(["--attention", "transformer"]))
 
 
+def test_attention_points_and_fusion_settings():
+    default = resolve_config(_parse(["--phi", "2"]))
+    assert default.attention_at is None and default.fusion == "concat"
+    placed = resolve_config(_parse(["--phi", "2", "--attention-at", "head_p4, stage1", "--fusion", "weighted"]))
+    assert placed.attention_at == "stage1,head_p4" and placed.fusion == "weighted"  # network order
+    assert placed.to_dict()["attention_at"] == "stage1,head_p4"  # what settings.json records
+    with pytest.raises(ValueError, match="unknown nowhere; the points are stage1"):
+        resolve_config(_parse(["--phi", "2", "--attention-at", "feat1,nowhere"]))
+    with pytest.raises(SystemExit):  # argparse's choices
+        _parse(["--fusion", "sum"])
+    # Identity start: under darknet weights, or away from the block's default points.
+    assert not starts_as_identity(default)
+    assert not starts_as_identity(resolve_config(_parse(["--phi", "2", "--weights", "x.keras"])))
+    assert starts_as_identity(resolve_config(_parse(["--phi", "2", "--weights", "yolov4-tiny.weights"])))
+    assert starts_as_identity(placed)
+    assert not starts_as_identity(resolve_config(_parse(["--phi", "2", "--attention-at", "p5_upsample,feat2,feat1"])))
+    assert not starts_as_identity(resolve_config(_parse(["--phi", "5", "--attention-at", "feat2"])))
+    assert starts_as_identity(resolve_config(_parse(["--phi", "5", "--attention-at", "feat1,feat2"])))
+
+
 def test_bad_settings_are_rejected():
     assert parse_input_size("320x416") == (320, 416)
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -144,6 +164,33 @@ def test_initial_weights_from_darknet_and_from_keras(tmp_path):
     other.setup()
     assert_same_layers(trainer.model, other.model, ("conv_0", "conv_29", "conv_36"))
     assert other.model.attention == "ca"
+
+
+@pytest.mark.slow
+def test_a_run_builds_its_blocks_where_told_and_records_them(tmp_path):
+    from utils.interop.darknet import conv_specs, random_darknet_weights, write_weights, yolov4_tiny_cfg
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4}, image_size=64)
+    darknet_file = tmp_path / "yolov4-tiny.weights"
+    write_weights(darknet_file, random_darknet_weights(conv_specs(yolov4_tiny_cfg(80)), seed=1))
+    config = TrainConfig(
+        data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0, phi=2,
+        attention_at="head_p5,stage2", fusion="weighted", weights=str(darknet_file), save_dir=str(tmp_path / "a"),
+    )
+    trainer = Trainer(config)
+    trainer.setup()
+    model = trainer.model
+    assert model.attention_layers == ["attention_stage2", "attention_head_p5"] and model.fusion == "weighted"
+    assert model.identity_init and model.get_layer("attention_stage2").identity_init
+    settings = trainer.settings()
+    assert settings["attention_at"] == ["stage2", "head_p5"] and settings["identity_init"] is True
+    assert settings["fusion"] == "weighted"
+    assert trainer.model_identity()["attention_at"] == ["stage2", "head_p5"]
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    block = model.get_layer("attention_stage2")
+    features = np.random.default_rng(0).normal(size=(1, 8, 8, 256)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(block(features)), features)  # identity at the start
+    assert [tuple(o.shape) for o in model(x)] == [(1, 2, 2, 24), (1, 4, 4, 24)]
 
 
 class Recorder:
