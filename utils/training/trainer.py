@@ -826,6 +826,8 @@ class Trainer:
             # Only when set: a checkpoint written before they existed still resumes.
             **({"attention_at": list(self.model.attention_at)} if not self.model.default_placement else {}),
             **({"fusion": self.config.fusion} if self.config.fusion != "concat" else {}),
+            # float16 adds the loss scale's variables; bfloat16 and float32 would swap silently.
+            **({"precision": self.config.precision} if self.config.precision != "float32" else {}),
         }
 
     def settings(self) -> dict:
