@@ -100,6 +100,8 @@ def test_attention_points_and_fusion_settings():
         resolve_config(_parse(["--phi", "2", "--attention-at", "feat1,nowhere"]))
     with pytest.raises(SystemExit):  # argparse's choices
         _parse(["--fusion", "sum"])
+    # phi 0 has no blocks to place: the points are dropped, with a warning.
+    assert resolve_config(_parse(["--phi", "0", "--attention-at", "feat1"])).attention_at is None
     # Identity start: under darknet weights, or away from the block's default points.
     assert not starts_as_identity(default)
     assert not starts_as_identity(resolve_config(_parse(["--phi", "2", "--weights", "x.keras"])))
