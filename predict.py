@@ -147,7 +147,8 @@ def run_source(args, predictor, source):
     finally:
         progress.close()
         if video:
-            print(stats.video_summary() + (f"; saved {sinks[0].path}" if args.save else ""))
+            saved = args.save and sinks[0].frames > 0  # the writer opens on the first frame
+            print(stats.video_summary() + (f"; saved {sinks[0].path}" if saved else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

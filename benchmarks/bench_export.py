@@ -25,6 +25,7 @@ same run are the figures that count. Goals: fastest fp32 <= 0.6x OpenCV, int8 <=
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -50,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from utils.cli import setup_logging
+
+    setup_logging(logging.WARNING)  # the library's warnings (an ONNX fallback, ...) on stderr
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

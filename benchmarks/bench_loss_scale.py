@@ -15,6 +15,7 @@ much larger a step the same learning rate takes here than in the recipe it came 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64, help="generated training images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from utils.cli import setup_logging
+
+    setup_logging(logging.WARNING)  # the library's warnings (an ONNX fallback, ...) on stderr
 
     import keras
     import tensorflow as tf

@@ -47,7 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from utils.training.config import PRECISIONS, resolve_precision  # noqa: E402
+# train.py's --precision choices (utils.training.config.PRECISIONS): a literal, as a worker imports utils only
+# from its --worker-tree, after parsing.
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -458,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from utils.data.demo import write_demo_dataset
+    from utils.training.config import resolve_precision
 
     gpus = len(tf.config.list_physical_devices("GPU"))
     device = f"{gpus} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"

@@ -9,6 +9,7 @@ Exit status 10 with a "no GPU" line when neither TensorFlow nor ONNX Runtime see
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed calls per figure (medians)")
     args = parser.parse_args(argv)
+    from utils.cli import setup_logging
+
+    setup_logging(logging.WARNING)  # the library's warnings (an ONNX fallback, ...) on stderr
     try:
         import tensorflow as tf
 

@@ -331,6 +331,7 @@ class SelfAttention(layers.Layer):
     """
 
     default_points = ("feat2",)
+    starts_as_identity = True  # gamma starts at 0: no identity_init needed (accepts_identity_init)
 
     def __init__(self, reduction: int = 8, **kwargs):
         super().__init__(**kwargs)
@@ -630,6 +631,13 @@ def accepts_identity_init(attention: str) -> bool:
     """Whether the block `attention` (a registry key) takes `identity_init` (module docstring)."""
     cls = ATTENTION_BLOCKS.get(attention)
     return cls is not None and "identity_init" in inspect.signature(cls.__init__).parameters
+
+
+def can_start_as_identity(attention: str) -> bool:
+    """Whether the block `attention` (a registry key) starts as the identity when asked to: it takes
+    `identity_init`, or always does (a class attribute `starts_as_identity`, as self-attention's)."""
+    cls = ATTENTION_BLOCKS.get(attention)
+    return cls is not None and (accepts_identity_init(attention) or getattr(cls, "starts_as_identity", False))
 
 
 def make_attention(attention: str, identity_init: bool = False, **kwargs) -> layers.Layer | None:

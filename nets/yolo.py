@@ -24,6 +24,7 @@ from nets.attention import (
     PACKAGE,
     AttentionError,
     attention_module,
+    can_start_as_identity,
     find_attention,
     make_attention,
     resolve_attention,
@@ -198,7 +199,8 @@ class YoloV4Tiny(keras.Model):
         self.attention = attention
         self.attention_at = points
         self.fusion = fusion
-        self.identity_init = bool(identity_init) and bool(points)  # without blocks it means nothing: not recorded
+        # Recorded only where it took effect: blocks that start as the identity when asked to.
+        self.identity_init = bool(identity_init) and bool(points) and can_start_as_identity(attention)
         self.anchors = anchors
         self.anchors_mask = anchors_mask
         self.image_shape = input_shape

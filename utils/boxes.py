@@ -26,16 +26,16 @@ kind. Relative formats need ``image_shape=(height, width)``.
 
 Every IoU of the project is here
 --------------------------------
-=====================  ==========  ================================================  =====================
-function               backend     inputs -> output                                  used by
-=====================  ==========  ================================================  =====================
-``box_iou``            NumPy       (N, 4), (M, 4) xyxy -> (N, M)                     demo data, tests
-``box_iou_aligned``    NumPy       (..., 4), (..., 4) xyxy -> (...)                  mAP matching
-``shape_iou``          NumPy       (N, 2), (K, 2) width, height -> (N, K)            anchor k-means
-``box_ciou_ops``        keras.ops   (..., 4), (..., 4) center_xywh -> (...)           the box loss
-``box_iou_batched_ops`` keras.ops   (B, P, 4), (B, T, 4) center_xywh -> (B, P, T)     the loss's ignore mask
-``shape_iou_ops``       keras.ops   (..., 2), (K, 2) width, height -> (..., K)        the loss's assignment
-=====================  ==========  ================================================  =====================
+=======================  =========  =============================================  ======================
+function                 backend    inputs -> output                               used by
+=======================  =========  =============================================  ======================
+``box_iou``              NumPy      (N, 4), (M, 4) xyxy -> (N, M)                  demo data, tests
+``box_iou_aligned``      NumPy      (..., 4), (..., 4) xyxy -> (...)               mAP matching
+``shape_iou``            NumPy      (N, 2), (K, 2) width, height -> (N, K)         anchor k-means
+``box_ciou_ops``         keras.ops  (..., 4), (..., 4) center_xywh -> (...)        the box loss
+``box_iou_batched_ops``  keras.ops  (B, P, 4), (B, T, 4) center_xywh -> (B, P, T)  the loss's ignore mask
+``shape_iou_ops``        keras.ops  (..., 2), (K, 2) width, height -> (..., K)     the loss's assignment
+=======================  =========  =============================================  ======================
 
 A name ending in ``_ops`` takes and returns tensors of the Keras backend (TensorFlow, JAX or
 PyTorch) and runs inside a traced graph; Keras is imported inside those functions only, so NumPy

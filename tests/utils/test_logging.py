@@ -34,7 +34,8 @@ EMBEDDING_PROGRAM = textwrap.dedent(
     from utils.data.check import check_data, read_roles
     from utils.data.demo import write_demo_dataset
     from utils.data.sources import open_data
-    from utils.interop import export, loader
+    from utils.inference.engine import loader
+    from utils.interop import export
     from utils.training.config import TrainConfig
     from utils.training.trainer import class_names_for, load_split
 

@@ -9,29 +9,29 @@ core module (as predict.py does before the model loads) imports no TensorFlow:
 
 from __future__ import annotations
 
-__all__ = [
-    "ImageFolder",
-    "JsonRecords",
-    "Predictor",
-    "Result",
-    "RunStats",
-    "Sink",
-    "VideoFile",
-    "Window",
-    "load_detector",
-    "load_model",
-    "make_sinks",
-    "open_source",
-]
+# Each public name and the module that defines it: a name is imported with its own module only, so
+# `from utils.inference import JsonRecords` imports no TensorFlow; Predictor and the loaders do.
+_ENGINE = "utils.inference.engine"
+_HOMES = {
+    "ImageFolder": f"{_ENGINE}.sinks",
+    "JsonRecords": f"{_ENGINE}.sinks",
+    "Sink": f"{_ENGINE}.sinks",
+    "VideoFile": f"{_ENGINE}.sinks",
+    "Window": f"{_ENGINE}.sinks",
+    "make_sinks": f"{_ENGINE}.sinks",
+    "Result": f"{_ENGINE}.results",
+    "RunStats": f"{_ENGINE}.results",
+    "Predictor": f"{_ENGINE}.predictor",
+    "load_detector": f"{_ENGINE}.loader",
+    "load_model": f"{_ENGINE}.loader",
+    "open_source": "utils.inference.video",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    if name not in __all__:
+    if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from utils.inference import video
-    from utils.inference.engine import loader, predictor, results, sinks
+    import importlib
 
-    for module in (predictor, results, sinks, loader, video):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")  # listed in __all__ but defined nowhere
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -147,7 +147,12 @@ def read_checkpoint(
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
         if meta["model"] != identity:
-            raise CheckpointError(f"{path}: checkpoint is for {meta['model']}, this run is {identity}")
+            saved = meta["model"]
+            differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+            what = ", ".join(
+                f"{key} {saved.get(key, 'default')!r} there, {identity.get(key, 'default')!r} here" for key in differ
+            )
+            raise CheckpointError(f"{path}: the checkpoint is for another run: {what}")
         model_vars, optimizer_vars = model.weights, optimizer.variables
         if sum(k.startswith("model_") for k in data.files) != len(model_vars) or sum(
             k.startswith("optimizer_") for k in data.files

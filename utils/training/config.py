@@ -7,6 +7,7 @@ train.py builds its command line from `TrainConfig`; the trainer writes the reso
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from utils.cli import ATTENTION_AT_HELP, DATA_HELP, FUSION_HELP, OUTPUT_ALIASES
 from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
+
+logger = logging.getLogger("yolov4_tiny.training")
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
@@ -218,6 +221,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(str(err)) from None
     # A user block has no phi.
     values["phi"] = PHI_TO_ATTENTION.index(values["attention"]) if values["attention"] in PHI_TO_ATTENTION else None
+    if values["attention_at"] is not None and values["attention"] == "none":
+        # Not an error: ablation.py passes its --attention-at to every run, phi 0's too.
+        logger.warning(f"--attention-at {values['attention_at']} is ignored: phi 0 (--attention none) has no blocks")
+        values["attention_at"] = None
     if values["attention_at"] is not None:  # canonical: comma-separated, in network order
         from nets.yolo import parse_points
 

@@ -111,16 +111,33 @@ def init_head_biases(model, input_hw: tuple[int, int], heads: Sequence[str] = HE
 
 def starts_as_identity(config: TrainConfig) -> bool:
     """Whether the run's attention blocks start as the identity (nets.attention, identity_init): when
-    darknet weights load around them (--weights *.weights), or when --attention-at puts them where
-    their block does not go by default. A run from scratch or from a .keras model at the default
-    points builds its blocks as before."""
+    darknet weights load around them (--weights *.weights), when --weights is a .keras model whose
+    blocks were built so (convert_darknet.py's, or a run started so: its gates' weights only mean
+    what they meant there in the same form), or when --attention-at puts them where their block
+    does not go by default. A run from scratch or from another .keras model at the default points
+    builds its blocks as before."""
     from nets.yolo import default_points, parse_points
 
     if config.attention in (None, "none"):
         return False
-    if config.weights and str(config.weights).lower().endswith(".weights"):
+    weights = str(config.weights or "").lower()
+    if weights.endswith(".weights") or (weights.endswith(".keras") and _built_as_identity(config.weights)):
         return True
     return config.attention_at is not None and parse_points(config.attention_at) != default_points(config.attention)
+
+
+def _built_as_identity(path) -> bool:
+    """Whether the .keras model at `path` was built with identity_init (its saved config, read without
+    building it); False when the file cannot say (loading it later names the problem)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return bool(isinstance(config, dict) and (config.get("config") or {}).get("identity_init", False))
 
 
 def transfer_weights(source, target) -> tuple[list[str], list[str]]:
@@ -809,6 +826,8 @@ class Trainer:
             # Only when set: a checkpoint written before they existed still resumes.
             **({"attention_at": list(self.model.attention_at)} if not self.model.default_placement else {}),
             **({"fusion": self.config.fusion} if self.config.fusion != "concat" else {}),
+            # float16 adds the loss scale's variables; bfloat16 and float32 would swap silently.
+            **({"precision": self.config.precision} if self.config.precision != "float32" else {}),
         }
 
     def settings(self) -> dict:

@@ -136,6 +136,7 @@ def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrup
     (runs["phi1_seed1"].folder / "checkpoint.npz").unlink()
     scripts = FakeScripts()
     caplog.set_level(logging.INFO, logger="yolov4_tiny")
+    caplog.clear()  # the first study's lines too, where an earlier test left the logger at INFO
     outcomes = run_study(plan, runner=scripts, gpus=[])
     messages = [r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.training"]
     assert "4 runs (2 blocks x 2 seeds)" in messages[0] and "1 done, 1 evaluate, 1 resume, 1 start" in messages[0]

@@ -100,6 +100,8 @@ def test_attention_points_and_fusion_settings():
         resolve_config(_parse(["--phi", "2", "--attention-at", "feat1,nowhere"]))
     with pytest.raises(SystemExit):  # argparse's choices
         _parse(["--fusion", "sum"])
+    # phi 0 has no blocks to place: the points are dropped, with a warning.
+    assert resolve_config(_parse(["--phi", "0", "--attention-at", "feat1"])).attention_at is None
     # Identity start: under darknet weights, or away from the block's default points.
     assert not starts_as_identity(default)
     assert not starts_as_identity(resolve_config(_parse(["--phi", "2", "--weights", "x.keras"])))
@@ -191,6 +193,27 @@ def test_a_run_builds_its_blocks_where_told_and_records_them(tmp_path):
     features = np.random.default_rng(0).normal(size=(1, 8, 8, 256)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(block(features)), features)  # identity at the start
     assert [tuple(o.shape) for o in model(x)] == [(1, 2, 2, 24), (1, 4, 4, 24)]
+
+
+def test_fine_tuning_a_model_built_as_the_identity_starts_from_what_it_computes(tmp_path):
+    """convert_darknet.py saves blocks built as the identity (2 sigmoid gates at zero); a run with it as
+    --weights must build its blocks so too, or the copied gates would halve every activation."""
+    from nets.yolo import YoloV4Tiny
+
+    data = write_demo_dataset(tmp_path / "data", splits={"train": 4}, image_size=64)
+    source = YoloV4Tiny(3, attention="se", identity_init=True, input_shape=(64, 64, 3))
+    path = tmp_path / "converted.keras"
+    source.save(path)
+    config = TrainConfig(
+        data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0, phi=1,
+        weights=str(path), save_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    assert starts_as_identity(resolve_config(config))
+    trainer = Trainer(config)
+    trainer.setup()
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
+    for ours, theirs in zip(trainer.model(x), source(x), strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)
 
 
 class Recorder:

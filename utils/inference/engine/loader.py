@@ -31,6 +31,7 @@ import keras
 from nets.attention import AttentionError, import_attention_module
 from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
+from utils.defaults import MAX_DETECTIONS
 from utils.errors import YoloError
 from utils.inference.detector import Detector
 from utils.inference.precision import with_half_precision
@@ -253,7 +254,7 @@ def _exported_detector(path, forward, meta, backend, classes_path, input_shape, 
     if getattr(forward, "has_nms", False):
         nms_forward = forward.detect
         most = int(meta["max_detections"])
-        if kwargs.get("max_detections", 100) > most:
+        if kwargs.get("max_detections", MAX_DETECTIONS) > most:
             raise ModelLoadError(
                 f"{path}: exported with NMS keeping {most} detections per image, cannot give "
                 f"--max-detections {kwargs['max_detections']}; re-export with export.py --max-detections"
@@ -282,7 +283,7 @@ def describe_runtime(detector: Detector, half: bool = False) -> str:
     """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32".
 
     half: whether half precision was asked for; on a machine without fast float16 / bfloat16 the
-    text says it was ignored (`load_model` stayed float32).
+    model stayed float32 (`load_model`'s warning says why) and so does the text.
     """
     import tensorflow as tf
 
@@ -295,4 +296,4 @@ def describe_runtime(detector: Detector, half: bool = False) -> str:
     if not half:
         return f"{where}, float32"
     policy = mixed_precision_policy()
-    return f"{where}, {policy}" if policy else f"{where}, float32 (--half ignored: no fast float16/bfloat16 here)"
+    return f"{where}, {policy or 'float32'}"  # without fast half precision, load_model's warning says why

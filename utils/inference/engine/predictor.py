@@ -15,7 +15,7 @@ file, a camera index ("0"), a stream URL (rtsp://, http://, ...) or an image seq
 image gives a `Result` with an `error`, and the rest go on.
 
 Pictures (`Result.picture`): "boxes", the detections drawn (default); "heatmap", the objectness
-map; "attention", what the attention blocks do (phi 1-4); "cam", Grad-CAM of the best detections
+map; "attention", what the attention blocks do (phi 1-5, --fusion weighted); "cam", Grad-CAM of the best detections
 (utils/inference/explain.py). Attention and cam read the Keras model's layers, so they load the
 Keras model whatever the backend would be.
 """
@@ -89,8 +89,8 @@ class Predictor:
         load_kwargs: `load_detector`'s options (conf, nms_iou, input_shape, backend, half, ...).
 
     Raises ModelLoadError for weights that are not a model of ours, ExplainError when the
-    picture cannot be made with this model (attention of a phi 0 model, cam of an exported one),
-    before any image is read.
+    picture cannot be made with this model (attention of a model without blocks or weighted
+    fusion, cam of an exported one), before any image is read.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class Predictor:
         elif detector is None:
             detector = load_detector(weights, **load_kwargs)
         self.detector = detector
-        self._explainer = _explainer(detector, picture)  # attention of a phi 0 model: refused here
+        self._explainer = _explainer(detector, picture)  # attention of a model with nothing to draw: refused here
 
     def describe(self, half: bool = False) -> str:
         """What runs: "2 classes, input (416, 416), ONNX Runtime on CPU, float32" (half: whether

@@ -255,6 +255,8 @@ def make_sinks(
     in `folder`, named by `video_output_name`, at the rate the source delivers), then the records
     (`json_path`), then a live window (video only, `window_title`, where a display exists)."""
     video = isinstance(source, VideoSource)
+    if video and save_video and folder is None:
+        raise ValueError("make_sinks: save_video needs the folder to write the video in")
     sinks: list[Sink] = []
     if video and save_video:
         sinks.append(VideoFile(Path(folder) / video_output_name(source), source.delivered_fps))
