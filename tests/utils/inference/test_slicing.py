@@ -3,10 +3,14 @@ boxes back to the image, the merge across seams, and small objects found that th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.planted_helpers import ColourDetector, planted_image
+from utils.inference import Predictor
 from utils.inference.detector import Detections
 from utils.inference.slicing import (
     AUGMENT_VIEWS,
@@ -175,3 +179,18 @@ def test_the_wrapper_is_the_detector_otherwise():
         _ = sliced.detect_batch
     with pytest.raises(ValueError, match="list of images"):
         sliced.detect(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_predictor_runs_the_sliced_detector_and_refuses_other_pictures(street, tmp_path):
+    path = tmp_path / "street.png"
+    Image.fromarray(street).save(path)
+    predictor = Predictor(detector=MultiPassDetector(ColourDetector(), slice=400))
+    [result] = predictor.predict(path)
+    detections = json.loads(json.dumps(result.record()))["detections"]
+    assert sorted(d["class_name"] for d in detections) == ["blue"] + ["red"] * 5
+    corner = [d["box"] for d in detections if d["box"][0] > 1400]  # the small square at (1500, 1100)
+    np.testing.assert_allclose(corner, [[1500, 1100, 1528, 1128]], atol=2.0)
+    with pytest.raises(SlicingError, match="heatmap"):
+        Predictor(detector=MultiPassDetector(ColourDetector(), slice=400), picture="heatmap")
+    with pytest.raises(SlicingError, match="cam"):
+        Predictor("missing.keras", picture="cam", augment=True)  # refused before loading anything
