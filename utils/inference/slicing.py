@@ -184,18 +184,20 @@ def _covered_by_larger(boxes: np.ndarray, class_ids: np.ndarray, candidates: np.
 
 
 def per_class_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy per-class NMS over pixel xyxy (N, 4): indices kept, best score first."""
-    order = np.argsort(-scores, kind="stable")
+    """Greedy per-class NMS over pixel xyxy (N, 4): indices kept, best score first. A box goes when
+    it overlaps a better kept box of its class by IoU > `iou` (as the detector's own NMS)."""
     keep = []
-    suppressed = np.zeros(len(scores), bool)
-    overlaps = box_iou(boxes[order], boxes[order])
-    same = class_ids[order][:, None] == class_ids[order][None, :]
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(order[i])
-        suppressed |= same[i] & (overlaps[i] > iou)
-    return np.array(keep, np.int64)
+    for class_id in np.unique(class_ids):
+        members = np.flatnonzero(class_ids == class_id)
+        members = members[np.argsort(-scores[members], kind="stable")]
+        overlaps = box_iou(boxes[members], boxes[members])  # one class at a time: (n, n), not (N, N)
+        suppressed = np.zeros(len(members), bool)
+        for i in range(len(members)):
+            if not suppressed[i]:
+                keep.append(members[i])
+                suppressed |= overlaps[i] > iou
+    keep = np.array(keep, np.int64)
+    return keep[np.argsort(-scores[keep], kind="stable")]
 
 
 def merge_detections(
@@ -243,8 +245,10 @@ class MultiPassDetector:
         self.augment = bool(augment)
 
     def __getattr__(self, name: str):
-        if name == "detect_batch" or name.startswith("__"):
+        if name == "detect_batch":
             raise AttributeError(f"{type(self).__name__} detects whole images (detect), not letterboxed batches")
+        if name.startswith("__") or "detector" not in self.__dict__:  # copy, pickle: no forwarding
+            raise AttributeError(name)
         return getattr(self.__dict__["detector"], name)
 
     def describe(self) -> str:
