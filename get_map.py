@@ -19,7 +19,9 @@ Two sources of detections:
 Objects marked difficult are neither positives nor errors. Boxes are continuous pixel
 coordinates (utils.boxes), no VOC "+1". --classes defaults to the model's own names with
 --weights, else the data's names (data.yaml, COCO), else VOC's 20; --max-detections is also
-COCO's maxDets. A .keras --weights runs on ONNX Runtime on a CPU (exported once and cached, as
+COCO's maxDets. --slice SIDE (tiles of the image besides the full pass) and --augment (test-time
+augmentation) run the detector as predict.py does with them, so their gain shows in the mAP; they
+are written into results.json. A .keras --weights runs on ONNX Runtime on a CPU (exported once and cached, as
 predict.py does; --backend keras: TensorFlow).
 
 Written to --output: results.json, results.txt, pr_curves/<class>.png, ap_per_class.png,
@@ -136,6 +138,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     if detector is not None:
         detections = detect_split(detector, split, log, batch_size=args.batch_size, progress=progress)
         source = {"weights": str(args.weights)}
+        if args.slice is not None:
+            source.update(slice=args.slice, overlap=args.overlap)
+        if args.augment:
+            source["augment"] = True
     else:
         classes_source = args.classes or DEFAULT_CLASSES_PATH
         detections = read_coco_detections(args.detections, split, class_names, log, classes_source)

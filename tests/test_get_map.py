@@ -227,6 +227,27 @@ def test_weights_end_to_end_and_detections_round_trip(voc, weights, tmp_path):
 
 
 @pytest.mark.slow
+def test_slice_and_augment_report_a_map_and_are_recorded(voc, weights, tmp_path, capsys):
+    root, classes = voc
+    out = tmp_path / "out"
+    argv = ["--weights", str(weights), "--input-size", "64", "--backend", "keras", "--data", str(root)]
+    code = get_map.main([*argv, "--slice", "32", "--augment", "--no-plots", "--out", str(out)])
+    assert code == 0
+    assert "mAP" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["mAP"] <= 1.0 and results["images_evaluated"] == 5
+    assert (results["slice"], results["overlap"], results["augment"]) == (32, 0.2, True)
+    assert sum(c["det"] for c in results["per_class"].values()) > 0  # an untrained model at --conf 0.001
+
+
+def test_slice_options_are_parsed():
+    args = get_map.parse_args(["--weights", "w.keras", "--slice", "640", "--overlap", "0.3", "--augment"])
+    assert (args.slice, args.overlap, args.augment) == (640, 0.3, True)
+    args = get_map.parse_args(["--weights", "w.keras"])
+    assert (args.slice, args.augment) == (None, False)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [416, 608])
 def test_a_model_trained_at_256_evaluates_at_416_and_608(voc, tmp_path, monkeypatch, capsys, size):
     """train.py saves its model with a fixed input (here 256); --input-size evaluates it at another."""

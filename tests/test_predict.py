@@ -411,6 +411,32 @@ def test_help_and_a_run_print_no_tensorflow_startup_lines(weights, wide, tmp_pat
     assert (tmp_path / "out" / "0.png").is_file()
 
 
+# ---------------------------------------------------------------------------------------- slice, augment
+@pytest.mark.slow
+def test_slice_and_augment_run_every_view_and_write_boxes_in_the_image(weights, images, tmp_path, capsys):
+    out, records = tmp_path / "out", tmp_path / "dets.json"
+    source = ["--source", str(images / "rgb.jpg"), "--output", str(out), "--json", str(records)]
+    assert run(["--slice", "32", "--overlap", "0.25", "--augment", "--backend", "keras", *source], weights) == 0
+    assert "per image: the image and 32-pixel tiles (overlap 0.25), each 3 ways" in capsys.readouterr().out
+    [record] = json.loads(records.read_text())
+    assert (record["width"], record["height"]) == (90, 60)
+    for det in record["detections"]:
+        x0, y0, x1, y1 = det["box"]
+        assert 0 <= x0 <= x1 <= 90 and 0 <= y0 <= y1 <= 60
+
+
+def test_slice_options_are_checked_before_the_model_loads(images, tmp_path, capsys):
+    source = ["--source", str(images / "rgb.jpg"), "--output", str(tmp_path / "out")]
+    missing = tmp_path / "never.keras"
+    assert run(["--mode", "heatmap", "--slice", "64", *source], missing) == 2
+    assert "slice and augment apply to the boxes pictures" in capsys.readouterr().err
+    assert run(["--slice", "16", *source], missing) == 2
+    assert "tiles of at least 32 pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["--overlap", "1", *source], missing)
+    assert "must be in [0, 1)" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------- attention, cam
 def test_attention_mode_refuses_a_model_without_attention(weights, images, tmp_path, capsys):
     argv = ["--mode", "attention", "--source", str(images / "rgb.jpg"), "--output", str(tmp_path)]

@@ -5,7 +5,8 @@
 * `add_output_argument`: `--output DIR`, the one name of the output folder flag; the names older
   versions used (`--out`, `--save-dir`, `--output-dir`) still work and are hidden from --help.
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
-  classes, conf, nms-iou, max-detections, input-size, batch-size, half), each with its help once,
+  classes, conf, nms-iou, max-detections, input-size, batch-size, half, and slice, overlap,
+  augment: `add_pass_arguments`), each with its help once,
   and the keyword arguments of `utils.inference.engine.loader.load_detector` they make.
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU, SLICE_OVERLAP
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.inference.engine.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
@@ -295,12 +296,39 @@ def add_detector_arguments(
         "--batch-size", type=_positive_int, default=batch_size, help=f"images per forward pass (default {batch_size})"
     )
     add_attention_module_argument(parser)
+    add_pass_arguments(parser)
     if half:
         parser.add_argument(
             "--half",
             action="store_true",
             help="mixed precision where the hardware makes it faster (float16 on a GPU, bfloat16 on AMX CPUs)",
         )
+
+
+def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--slice SIDE`, `--overlap FRACTION`, `--augment`: sliced inference and test-time
+    augmentation, for small objects (utils/inference/slicing.py)."""
+    parser.add_argument(
+        "--slice",
+        type=_positive_int,
+        default=None,
+        metavar="SIDE",
+        help="sliced inference: also run the model on overlapping SIDE x SIDE tiles of each image (pixels of "
+        "the image, at least 32), each at the model's input size, and merge their boxes with the full "
+        "image's; finds objects too small for the full pass. Costs a pass per tile (default: off)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_overlap,
+        default=SLICE_OVERLAP,
+        help=f"--slice: fraction of a tile shared with each neighbour, in [0, 1) (default {SLICE_OVERLAP})",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="test-time augmentation: each image (and tile) also flipped at 0.83x and at 0.67x of its size in "
+        "the input, boxes merged by per-class NMS; 3 passes",
+    )
 
 
 def detector_kwargs(args: argparse.Namespace) -> dict:
@@ -316,6 +344,9 @@ def detector_kwargs(args: argparse.Namespace) -> dict:
         "half": getattr(args, "half", False),
         "cfg_path": getattr(args, "cfg", None),
         "attention_module": args.attention_module,
+        "slice": getattr(args, "slice", None),
+        "overlap": getattr(args, "overlap", SLICE_OVERLAP),
+        "augment": getattr(args, "augment", False),
     }
 
 
@@ -323,6 +354,13 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _overlap(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 

@@ -39,6 +39,18 @@ def test_detection_defaults_are_the_same_in_the_options_and_the_library():
     assert f"(default {defaults.CONF_THRESHOLD})" in parser.format_help()
 
 
+def test_slice_overlap_default_is_the_same_in_the_options_and_the_library():
+    from utils.inference.engine.loader import load_detector
+    from utils.inference.slicing import MultiPassDetector, image_views, tile_windows
+
+    parser = argparse.ArgumentParser()
+    add_detector_arguments(parser)
+    for args in (parser.parse_args(["--weights", "w"]), get_map.parse_args(["--weights", "w"])):
+        assert args.overlap is defaults.SLICE_OVERLAP
+    for function in (load_detector, MultiPassDetector.__init__, image_views, tile_windows):
+        assert _default(function, "overlap") is defaults.SLICE_OVERLAP
+
+
 def test_evaluation_defaults_are_the_same_in_get_map_the_trainer_and_the_metrics():
     args = get_map.parse_args(["--detections", "d.json"])
     assert args.conf is defaults.EVAL_CONF_THRESHOLD and TrainConfig().eval_conf is defaults.EVAL_CONF_THRESHOLD

@@ -1,5 +1,6 @@
 """Inference: the core (detector.py, letterbox.py, postprocess.py, folding.py, precision.py,
-drawing.py, explain.py, tracking.py, video.py) and the engine over it (engine/).
+drawing.py, explain.py, tracking.py, video.py, slicing.py: tiles and test-time augmentation) and the
+engine over it (engine/).
 
 The engine's public names are importable from here, imported on first use, so that importing a
 core module (as predict.py does before the model loads) imports no TensorFlow:

@@ -31,10 +31,11 @@ import keras
 from nets.attention import AttentionError, import_attention_module
 from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
-from utils.defaults import MAX_DETECTIONS
+from utils.defaults import MAX_DETECTIONS, SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detector
 from utils.inference.precision import with_half_precision
+from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
 from utils.interop.backends import BACKENDS, infer_backend, load_backend
 
 AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
@@ -103,8 +104,11 @@ def load_detector(
     backend: str | None = None,
     threads: int | None = None,
     attention_module: str | None = None,
+    slice: int | None = None,
+    overlap: float = SLICE_OVERLAP,
+    augment: bool = False,
     **kwargs,
-) -> Detector:
+) -> Detector | MultiPassDetector:
     """A `Detector` over a `.keras` model of ours, darknet weights (with `cfg_path`), or a model
     exported by export.py: an .onnx file (ONNX Runtime), a .tflite file (LiteRT) or a SavedModel
     directory.
@@ -125,11 +129,26 @@ def load_detector(
         "keras": always TensorFlow.
     threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
+    slice, overlap, augment: sliced inference over tiles of `slice` pixels sharing `overlap`, and
+        test-time augmentation: the detector is then wrapped in a
+        `utils.inference.slicing.MultiPassDetector` (its `detect` merges the passes; every other
+        attribute is the wrapped detector's).
     kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
     Returns the detector, with `backend` set to the runtime that runs it ("keras", "onnx",
     "tflite", "saved_model"); for a cached ONNX export, `onnx_path` is that file.
-    Raises ModelLoadError when the file is missing or not one of our models.
+    Raises ModelLoadError when the file is missing or not one of our models, SlicingError for a
+    tile under 32 pixels or an overlap outside [0, 1) (before loading).
     """
+    check_pass_options(slice, overlap)
+    detector = _load_single_pass(path, classes_path, input_shape, half, cfg_path, backend, threads, attention_module,
+                                 **kwargs)  # fmt: skip
+    return with_passes(detector, slice, overlap, augment)
+
+
+def _load_single_pass(
+    path, classes_path, input_shape, half, cfg_path, backend, threads, attention_module, **kwargs
+) -> Detector:
+    """`load_detector` without slicing and augmentation."""
     _import_attention(attention_module)
     if cfg_path is not None:
         from utils.interop.darknet import DarknetError, model_from_darknet

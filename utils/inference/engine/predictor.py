@@ -40,6 +40,7 @@ from utils.inference.engine.loader import describe_runtime, load_detector
 from utils.inference.engine.results import Result, RunStats
 from utils.inference.engine.sinks import Sink
 from utils.inference.explain import AttentionProbe, ExplainError, GradCam
+from utils.inference.slicing import MultiPassDetector, SlicingError
 from utils.inference.tracking import ByteTracker
 from utils.inference.video import Source, VideoSource, open_source
 
@@ -81,23 +82,25 @@ class Predictor:
     Args:
         weights: a .keras model, darknet .weights (with cfg_path=), or a model exported by
             export.py; loaded by `load_detector` (attention and cam: the Keras model, on TensorFlow).
-        detector: a ready `Detector` instead of weights.
+        detector: a ready `Detector` (or `MultiPassDetector`) instead of weights.
         picture: what `Result.picture` shows: "boxes" (default), "heatmap", "attention", "cam".
         top: cam: the detections explained per image (the best ones).
         track: video: keep an ID per object across frames ("boxes" pictures; "track_id" in records).
         every: video files and sequences: detect on every N-th frame.
-        load_kwargs: `load_detector`'s options (conf, nms_iou, input_shape, backend, half, ...).
+        load_kwargs: `load_detector`'s options (conf, nms_iou, input_shape, backend, half, slice,
+            overlap, augment, ...).
 
     Raises ModelLoadError for weights that are not a model of ours, ExplainError when the
     picture cannot be made with this model (attention of a model without blocks or weighted
-    fusion, cam of an exported one), before any image is read.
+    fusion, cam of an exported one), SlicingError for slice or augment with another picture than
+    "boxes", before any image is read.
     """
 
     def __init__(
         self,
         weights: str | Path | None = None,
         *,
-        detector: Detector | None = None,
+        detector: Detector | MultiPassDetector | None = None,
         picture: str = "boxes",
         top: int = 4,
         track: bool = False,
@@ -109,6 +112,13 @@ class Predictor:
         if (weights is None) == (detector is None):
             raise ValueError("give weights or a detector (one of them)")
         self.picture, self.top, self.track, self.every = picture, max(1, int(top)), track, every
+        passes = (
+            load_kwargs.get("slice") is not None
+            or load_kwargs.get("augment")
+            or isinstance(detector, MultiPassDetector)
+        )
+        if passes and picture != "boxes":
+            raise SlicingError(f"slice and augment apply to the boxes pictures; the {picture} pictures are of one pass")
         if detector is None and picture in EXPLAINED:
             detector = _load_keras_detector(weights, picture=picture, **load_kwargs)
         elif detector is None:
@@ -122,6 +132,8 @@ class Predictor:
         detector = self.detector
         runtime = describe_runtime(detector, half and self.picture not in EXPLAINED)
         text = f"{detector.num_classes} classes, input {detector.input_shape}, {runtime}"
+        if isinstance(detector, MultiPassDetector):
+            text += f"; per image: {detector.describe()}"
         if getattr(detector, "onnx_path", None) is not None:
             text += f"\n  its ONNX export, cached: {detector.onnx_path} (--backend keras: TensorFlow instead)"
         return text
@@ -189,13 +201,14 @@ class Predictor:
     def _detect(self, images: list[np.ndarray], metas: list[dict]) -> list[Result]:
         """Results of a batch of uint8 RGB images; `metas`: each result's other fields."""
         detector = self.detector
-        batch, infos = detector.preprocess(images)
         names = detector.class_names
         results = [Result(class_names=names, image=image, **meta) for image, meta in zip(images, metas, strict=True)]
-        if self.picture == "boxes":
-            for result, dets in zip(results, detector.detect_batch(batch, infos), strict=True):
+        if self.picture == "boxes":  # detect: a MultiPassDetector's own (tiles, augmentation), else one batch
+            for result, dets in zip(results, detector.detect(images), strict=True):
                 result.detections = dets
-        elif self.picture == "heatmap":
+            return results
+        batch, infos = detector.preprocess(images)
+        if self.picture == "heatmap":
             pictures.heatmap_pictures(detector, batch, infos, results)
         elif self.picture == "attention":
             pictures.attention_pictures(self._explainer, batch, infos, detector.input_shape, results)
