@@ -1,8 +1,7 @@
-"""Run a trained YOLOv4-tiny on images, folders, videos, cameras and streams: `python predict.py --help`.
+"""Run a trained YOLOv4-tiny on images, folders, videos, cameras and streams (see --help).
 
-A thin driver over `utils.inference.Predictor` (utils/inference/engine/predictor.py): it parses the
-options, checks the sources and outputs before the model loads, and prints what the run did.
-"""
+A thin driver over `utils.inference.Predictor`: it parses the options, checks the sources and outputs
+before the model loads, and prints what the run did."""
 
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ MODES = {
     "attention": "what the attention blocks do, a panel per insertion point (phi 1-5, --fusion weighted)",
     "cam": "Grad-CAM of each image's --top best detections, a panel each",
 }
-PICTURES = {"heatmap": "heatmap", "attention": "attention", "cam": "cam"}  # the other modes draw boxes
 EPILOG = """modes:
 {modes}
   attention and cam read the Keras model's layers: a .keras model, or darknet .weights with --cfg.
@@ -51,11 +49,8 @@ WINDOW_TITLE = "predict.py (q to quit)"
 def build_parser() -> argparse.ArgumentParser:
     modes = "\n".join(f"  {name:<12} {text}" for name, text in MODES.items())
     parser = argparse.ArgumentParser(
-        prog="predict.py",
-        description=__doc__.split("\n")[0],
-        epilog=EPILOG.format(modes=modes),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        prog="predict.py", description=__doc__.split("\n")[0], epilog=EPILOG.format(modes=modes),
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     cli.add_detector_arguments(parser)
     add = parser.add_argument
     add("--mode", choices=list(MODES), default="predict", help="what to run (default: predict; see below)")
@@ -79,7 +74,7 @@ def load_predictor(args):
     """The Predictor of the run (imports TensorFlow: seconds); prints what runs the model."""
     from utils.inference.engine.predictor import Predictor
 
-    picture = PICTURES.get(args.mode, "boxes")
+    picture = args.mode if args.mode in ("heatmap", "attention", "cam") else "boxes"
     options = {"top": args.top, "track": args.track, "every": args.every, **cli.detector_kwargs(args)}
     predictor = Predictor(args.weights, picture=picture, **options)
     print(f"{args.weights}: {predictor.describe(args.half)}")
