@@ -82,7 +82,8 @@ class UnregisteredBlockError(AttentionError):
 
 
 def _gate(z, identity_init: bool):
-    """sigmoid(z), or 2 * sigmoid(z) for a block that starts as the identity (its z starts at 0)."""
+    """sigmoid(z), or 2 * sigmoid(z) for a block that starts as the identity (its z starts at 0): every
+    block's gate, after a gate layer without activation."""
     return 2.0 * ops.sigmoid(z) if identity_init else ops.sigmoid(z)
 
 
@@ -114,17 +115,15 @@ class SEBlock(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         self.squeeze = layers.Dense(max(1, channels // self.reduction), activation="relu", name="fc1")
-        if self.identity_init:
-            self.excite = layers.Dense(channels, kernel_initializer="zeros", name="fc2")
-        else:
-            self.excite = layers.Dense(channels, activation="sigmoid", name="fc2")
+        init = _zero_or("glorot_uniform", self.identity_init)
+        self.excite = layers.Dense(channels, kernel_initializer=init, name="fc2")
         self.squeeze.build((None, channels))
         self.excite.build((None, max(1, channels // self.reduction)))
 
     def attention_weights(self, x) -> dict:
         """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C) in (0, 1)} ((0, 2) with identity_init)."""
         excite = self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))
-        return {"channel": 2.0 * ops.sigmoid(excite) if self.identity_init else excite}
+        return {"channel": _gate(excite, self.identity_init)}
 
     def call(self, x):
         return x * self.attention_weights(x)["channel"][:, None, None, :]
@@ -162,8 +161,8 @@ class CBAMBlock(layers.Layer):
         self.mlp_hidden = layers.Dense(hidden, activation="relu", name="mlp_fc1")
         self.mlp_out = layers.Dense(channels, kernel_initializer=_zero_or("glorot_uniform", zero), name="mlp_fc2")
         self.spatial_conv = layers.Conv2D(
-            1, self.kernel_size, padding="same", activation=None if zero else "sigmoid",
-            kernel_initializer=_zero_or("glorot_uniform", zero), name="spatial_conv",
+            1, self.kernel_size, padding="same", kernel_initializer=_zero_or("glorot_uniform", zero),
+            name="spatial_conv",
         )
         self.mlp_hidden.build((None, channels))
         self.mlp_out.build((None, hidden))
@@ -179,7 +178,7 @@ class CBAMBlock(layers.Layer):
             [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
         )
         spatial = self.spatial_conv(pooled)
-        return channel, x, 2.0 * ops.sigmoid(spatial) if self.identity_init else spatial
+        return channel, x, _gate(spatial, self.identity_init)
 
     def attention_weights(self, x) -> dict:
         """What the block multiplies `x` (N, H, W, C) by: {"channel": (N, C), "spatial": (N, H, W)},
@@ -271,9 +270,9 @@ class CoordAttention(layers.Layer):
         # The reference code gives this conv a bias, but the BN right after it cancels any bias.
         self.conv_shared = layers.Conv2D(hidden, 1, use_bias=False, name="conv1")
         self.bn = layers.BatchNormalization(name="bn1")
-        gate = {"activation": None, "kernel_initializer": "zeros"} if self.identity_init else {"activation": "sigmoid"}
-        self.conv_h = layers.Conv2D(channels, 1, name="conv_h", **gate)
-        self.conv_w = layers.Conv2D(channels, 1, name="conv_w", **gate)
+        init = _zero_or("glorot_uniform", self.identity_init)
+        self.conv_h = layers.Conv2D(channels, 1, kernel_initializer=init, name="conv_h")
+        self.conv_w = layers.Conv2D(channels, 1, kernel_initializer=init, name="conv_w")
         self.conv_shared.build((None, None, 1, channels))
         self.bn.build((None, None, 1, hidden))
         self.conv_h.build((None, None, 1, hidden))
@@ -288,10 +287,8 @@ class CoordAttention(layers.Layer):
         y = self.bn(self.conv_shared(y), training=training)
         y = y * ops.relu6(y + 3.0) / 6.0  # h-swish
         y_h, y_w = y[:, :height], y[:, height:]  # split in the order they were concatenated
-        a_h = self.conv_h(y_h)  # (N, H, 1, C): one weight per row
-        a_w = ops.transpose(self.conv_w(y_w), (0, 2, 1, 3))  # (N, 1, W, C): one per column
-        if self.identity_init:
-            a_h, a_w = 2.0 * ops.sigmoid(a_h), 2.0 * ops.sigmoid(a_w)
+        a_h = _gate(self.conv_h(y_h), self.identity_init)  # (N, H, 1, C): one weight per row
+        a_w = ops.transpose(_gate(self.conv_w(y_w), self.identity_init), (0, 2, 1, 3))  # (N, 1, W, C): per column
         return a_h, a_w
 
     def attention_weights(self, x, training=None) -> dict:

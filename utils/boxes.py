@@ -148,14 +148,21 @@ def box_iou_aligned(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """
     boxes1 = np.asarray(boxes1, dtype=np.float64)
     boxes2 = np.asarray(boxes2, dtype=np.float64)
+    inter = box_intersection_aligned(boxes1, boxes2)
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def box_intersection_aligned(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Element-wise intersection area of pixel xyxy boxes (..., 4), broadcast as `box_iou_aligned`'s."""
+    boxes1 = np.asarray(boxes1, dtype=np.float64)
+    boxes2 = np.asarray(boxes2, dtype=np.float64)
     _check(boxes1, "xyxy")
     _check(boxes2, "xyxy")
     top_left = np.maximum(boxes1[..., :2], boxes2[..., :2])
     bottom_right = np.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = np.clip(bottom_right - top_left, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(boxes1) + box_area(boxes2) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return wh[..., 0] * wh[..., 1]
 
 
 def clip_boxes(boxes: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:

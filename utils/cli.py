@@ -63,6 +63,7 @@ ATTENTION_AT_HELP = (
     "feat1,feat2,p5_upsample (self-attention: feat2). Blocks at other points than the default start as the "
     "identity (so do blocks under darknet --weights)"
 )
+FUSIONS = ("concat", "weighted")  # nets.fusion.FUSIONS, written out likewise
 FUSION_HELP = (
     "how the neck joins the P5 upsample with feat1: concat (darknet's route) or weighted (BiFPN's fast "
     "normalised fusion of 1x1 projections to the concatenation's 384 channels, +147,458 parameters; "
@@ -241,7 +242,7 @@ def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
     """`--attention-at POINTS` and `--fusion concat|weighted`: where a new model's blocks go and how
     its neck joins the P5 upsample with feat1 (nets.yolo.YoloV4Tiny's attention_at and fusion)."""
     parser.add_argument("--attention-at", default=None, metavar="POINTS", help=ATTENTION_AT_HELP)
-    parser.add_argument("--fusion", choices=("concat", "weighted"), default="concat", help=FUSION_HELP)
+    parser.add_argument("--fusion", choices=FUSIONS, default="concat", help=FUSION_HELP)
 
 
 def add_detector_arguments(

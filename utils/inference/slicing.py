@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from utils.boxes import box_area, box_iou, clip_boxes
+from utils.boxes import box_area, box_intersection_aligned, box_iou, clip_boxes
 from utils.defaults import SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detections
@@ -174,8 +174,7 @@ def _covered_by_larger(boxes: np.ndarray, class_ids: np.ndarray, candidates: np.
     if not candidates.any():
         return out
     areas = box_area(boxes.astype(np.float64))
-    iou = box_iou(boxes[candidates], boxes)  # intersection from IoU: I = IoU * (A + B) / (1 + IoU)
-    inter = iou * (areas[candidates][:, None] + areas[None, :]) / (1.0 + iou)
+    inter = box_intersection_aligned(boxes[candidates][:, None, :], boxes[None, :, :])
     cover = np.divide(inter, areas[candidates][:, None], out=np.zeros_like(inter), where=areas[candidates][:, None] > 0)
     larger = areas[None, :] > areas[candidates][:, None]
     same = class_ids[None, :] == class_ids[candidates][:, None]

@@ -11,6 +11,7 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from nets.fusion import FUSIONS
 from nets.model_data import (
     DEFAULT_ANCHORS_PATH,
     DEFAULT_CLASSES_PATH,
@@ -48,7 +49,7 @@ class TrainConfig:
         "(a module on the Python path or a .py file; docs/attention.md, 'Your own block')"
     )
     attention_at: str | None = _opt(None, ATTENTION_AT_HELP)
-    fusion: str = _opt("concat", FUSION_HELP, choices=("concat", "weighted"))
+    fusion: str = _opt("concat", FUSION_HELP, choices=FUSIONS)
     data: str | list[str] = _opt("VOCdevkit", DATA_HELP + "; repeat it to train on several (their sets concatenated)",
                                  action="append")
     train_sets: list[str] | None = _opt(

@@ -302,6 +302,7 @@ class Trainer:
         self._lr_schedule = None
         self._detector = None  # evaluate()'s, on the live model
         self._broadcast = None  # _from_chief's tf.function
+        self._float32_model = None  # save_model's float32 copy of a mixed-precision eval_model
 
     # ------------------------------------------------------------------ the lifecycle
     def run(self) -> dict:
@@ -775,10 +776,14 @@ class Trainer:
         """The evaluated model (eval_model) as a .keras for inference (plain batch norm), written atomically;
         float32 whatever --precision trained it in, so it runs at full speed on any machine (--half there)."""
         model = self.eval_model
-        if self.config.precision != "float32":
+        if self.config.precision != "float32":  # built once, its weights refreshed at each save
             from utils.inference.precision import to_mixed_precision
 
-            model = to_mixed_precision(model, "float32")
+            if self._float32_model is None:
+                self._float32_model = to_mixed_precision(model, "float32")
+            else:
+                self._float32_model.set_weights(model.get_weights())
+            model = self._float32_model
         save_model(model, path)
 
     def save_checkpoint(self, path: str | Path, epochs_done: int) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,9 +145,13 @@ class Predictor:
         the files that could not be read come first. A video source is closed when the stream
         ends or is closed."""
         source = open_source(source, kind=kind, every=self.every)
+        with source if isinstance(source, VideoSource) else nullcontext():
+            yield from self._results(source)
+
+    def _results(self, source: list[Path] | VideoSource) -> Iterator[Result]:
+        """`stream`'s results from a source `open_source` made (a video is closed by the caller)."""
         if isinstance(source, VideoSource):
-            with source:
-                yield from self._frames(source)
+            yield from self._frames(source)
             return
         for chunk in image_batches(source, self.detector.batch_size):
             for path, err in chunk.failures:
@@ -186,7 +190,7 @@ class Predictor:
                 stack.enter_context(source)
             for sink in sinks:
                 stack.enter_context(sink)
-            for result in self.stream(source, "images" if isinstance(source, list) else kind):
+            for result in self._results(source):
                 if result.frame is not None and result.ok:
                     self._draw_fps(result, stats)
                 keep_going = [sink.write(result) is not False for sink in sinks]
