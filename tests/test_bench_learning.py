@@ -50,7 +50,7 @@ def test_ours_alone_end_to_end(tmp_path, capsys):
     [row] = cell["rows"]
     assert (cell["budget"], cell["seed"]) == (0.5, 3) and row["model"] == "ours phi 0" and row["epochs"] >= 1
     assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
-    assert cell["data_sets"]["test"]["images"] == 3 and cell["data"].endswith("data_photos_s3")
+    assert cell["data_sets"]["test"]["images"] == 3 and cell["data"].endswith("data_objects_s3")
     assert [c["epoch"] for c in row["curve"]] == list(range(1, row["epochs"] + 1))  # evaluated every epoch
     assert (out / "results.md").read_text().count("| ours phi 0 |") == 2  # the cell's table and the medians
     assert (out / "b0.5_s3" / "phi0" / "map" / "results.json").is_file()
