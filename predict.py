@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def inform(args, line: str) -> None:
+    """A status line on stdout (what runs the model, what was written), left out with -q; what the
+    user asked for (--count lines, fps timings) and errors print whatever the verbosity."""
+    if not args.quiet:
+        print(line)
+
+
 def load_predictor(args):
     """The Predictor of the run (imports TensorFlow: seconds); prints what runs the model."""
     from utils.inference.engine.predictor import Predictor
@@ -77,7 +84,7 @@ def load_predictor(args):
     picture = args.mode if args.mode in ("heatmap", "attention", "cam") else "boxes"
     options = {"top": args.top, "track": args.track, "every": args.every, **cli.detector_kwargs(args)}
     predictor = Predictor(args.weights, picture=picture, **options)
-    print(f"{args.weights}: {predictor.describe(args.half)}")
+    inform(args, f"{args.weights}: {predictor.describe(args.half)}")
     return predictor
 
 
@@ -110,9 +117,9 @@ def run(argv: list[str] | None = None) -> int:
         predictor = load_predictor(args)
         stats = run_fps(args, predictor) if args.mode == "fps" else run_source(args, predictor, source)
     if args.json is not None:
-        print(f"{'attention map ranges' if args.mode == 'attention' else 'detections'} written to {args.json}")
+        inform(args, f"{'attention map ranges' if args.mode == 'attention' else 'detections'} written to {args.json}")
     if images:
-        print(f"{stats.processed} images written to {args.output}")
+        inform(args, f"{stats.processed} images written to {args.output}")
     if stats.failed:
         print(f"error: {stats.failed} of {len(paths)} images failed (named above)", file=sys.stderr)
         return EXIT_PARTIAL
@@ -143,7 +150,7 @@ def run_source(args, predictor, source):
         progress.close()
         if video:
             saved = args.save and sinks[0].frames > 0  # the writer opens on the first frame
-            print(stats.video_summary() + (f"; saved {sinks[0].path}" if saved else ""))
+            inform(args, stats.video_summary() + (f"; saved {sinks[0].path}" if saved else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

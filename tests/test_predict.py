@@ -641,6 +641,21 @@ def test_an_output_folder_that_holds_inputs_is_refused_before_the_model_loads(we
     assert (photos / "rgb.jpg").read_bytes() == originals["rgb.jpg"]
 
 
+def test_quiet_prints_what_was_asked_for_and_no_status_lines(weights, images, tmp_path, capsys):
+    """-q: the --count lines the user asked for stay, the runtime and "written to" lines go."""
+
+    def argv(out):
+        return ["--source", str(images / "rgb.jpg"), "--output", str(out), "--count", "--json", str(out / "d.json")]
+
+    assert run([*argv(tmp_path / "quiet"), "-q"], weights) == 0
+    quiet = capsys.readouterr()
+    [line] = quiet.out.splitlines()
+    assert line.startswith(f"{images / 'rgb.jpg'}: ") and line.endswith(" cat") and quiet.err == ""
+    assert run(argv(tmp_path / "loud"), weights) == 0
+    printed = capsys.readouterr().out
+    assert "TensorFlow on" in printed and "1 images written to" in printed and "detections written to" in printed
+
+
 def test_inputs_of_one_name_get_an_output_each_and_the_count_is_what_is_on_disk(weights, images, tmp_path, capsys):
     """a/x.jpg and b/x.jpg, x.png and x.gif (saved as .png) wrote one file each pair while the
     run reported all four written (issue 22)."""

@@ -1,3 +1,4 @@
+import pytest
 
 from utils.data.demo import DEMO_CLASSES, write_demo_dataset
 from utils.data.voc import parse_voc_xml, read_image_set
@@ -76,19 +77,19 @@ def test_clutter_preset(tmp_path):
     assert MIN_OBJECT_SIDE == 8 and np.isfinite(sides).all()
 
 
-def test_photos_preset(tmp_path):
+@pytest.mark.parametrize("preset", ["photos", "objects"])
+def test_photos_preset(tmp_path, preset):
     """The ten classes on scikit-image's photographs: deterministic by seed, boxes inside the image,
     1-6 objects of up to 0.6 of the shorter side."""
     import numpy as np
-    import pytest
     from PIL import Image
 
     pytest.importorskip("skimage", reason="the photos preset needs scikit-image (requirements-dev.txt)")
     from utils.data.demo import CLUTTER_CLASSES, PHOTO_FILES, load_photos
 
     splits = {"train": 8, "test": 2}
-    a = write_demo_dataset(tmp_path / "a", splits=splits, preset="photos", seed=3)
-    b = write_demo_dataset(tmp_path / "b", splits=splits, preset="photos", seed=3)
+    a = write_demo_dataset(tmp_path / "a", splits=splits, preset=preset, seed=3)
+    b = write_demo_dataset(tmp_path / "b", splits=splits, preset=preset, seed=3)
     assert (a / "classes.txt").read_text().split() == list(CLUTTER_CLASSES)
     photos = load_photos()
     assert len(photos) == len(PHOTO_FILES) >= 15
@@ -108,8 +109,26 @@ def test_photos_preset(tmp_path):
     assert max(counts) <= 6 and min(counts) >= 1 and max(sides) > 100
 
 
-def test_unknown_preset(tmp_path):
-    import pytest
+def test_objects_preset_colours_each_class():
+    """"objects": every class's surface takes its own hue (what makes the set learnable in minutes),
+    whatever it covers; the hues of different classes are far apart."""
+    import cv2
+    import numpy as np
 
+    pytest.importorskip("skimage", reason="the objects preset needs scikit-image (requirements-dev.txt)")
+    from utils.data.demo import CLUTTER_CLASSES, OBJECT_HUES, load_photos, objects_style
+
+    style = objects_style(load_photos())
+    rng = np.random.default_rng(0)
+    for name, hue in zip(CLUTTER_CLASSES, OBJECT_HUES, strict=True):
+        for under in (np.zeros(3), np.full(3, 255.0)):
+            surface = np.clip(style.surface(rng, (24, 24), under, name), 0, 255).astype(np.uint8)
+            mean = cv2.cvtColor(surface.mean(axis=(0, 1)).round().astype(np.uint8)[None, None], cv2.COLOR_BGR2HSV)
+            distance = abs(int(mean[0, 0, 0]) - hue)
+            assert min(distance, 180 - distance) <= 8, (name, hue, mean)
+    assert min(b - a for a, b in zip(OBJECT_HUES, OBJECT_HUES[1:])) >= 15
+
+
+def test_unknown_preset(tmp_path):
     with pytest.raises(ValueError, match="clutter"):
         write_demo_dataset(tmp_path, splits={"train": 1}, preset="paintings")
