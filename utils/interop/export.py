@@ -460,6 +460,7 @@ def export_openvino(model, out: str | Path, input_hw: tuple[int, int]) -> Path:
         # The frontend orders the outputs by name (p4 first); the contract is coarse first.
         ordered = ov.Model([converted.output(name).get_node() for name in OUTPUT_NAMES], converted.get_parameters())
         ordered.set_friendly_name("yolov4_tiny")
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{PARTIAL_MARK}"))
     try:
         ov.save_model(ordered, str(staging / "model.xml"), compress_to_fp16=False)

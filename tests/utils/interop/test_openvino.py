@@ -174,6 +174,23 @@ def test_predict_and_get_map_take_the_ir(xml_path, keras_file, demo_root, tmp_pa
     assert "mAP" in json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
+def test_benchmark_row(openvino, keras_file, demo_root, tmp_path):
+    """export.py --benchmark --only openvino:fp32: exported, evaluated (the Keras model's mAP),
+    timed, its size counting the .bin."""
+    import csv
+
+    import export
+
+    argv = ["--benchmark", "--weights", str(keras_file), "--data", str(demo_root), "--input-size", "128"]
+    assert export.main([*argv, "--runs", "2", "--only", "openvino:fp32,openvino:fp16", "--output", str(tmp_path)]) == 0
+    keras_row, row, refused = csv.DictReader((tmp_path / "benchmark.csv").open())
+    assert (row["format"], row["precision"], row["note"]) == ("openvino", "fp32", "")
+    assert row["map50"] == keras_row["map50"] and float(row["ms_per_img"]) > 0
+    assert float(row["size_mb"]) > 10  # the .bin's fp32 weights (about 6 M parameters), not the .xml alone
+    assert refused["note"].startswith("refused: --fp16 is not supported with --format openvino")
+
+
 @pytest.mark.parametrize(
     ("precision", "nms", "dynamic", "match"),
     [
@@ -207,6 +224,13 @@ def test_missing_openvino_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert export.main(argv) == 2
     err = capsys.readouterr().err
     assert "OpenVINO is not installed" in err and "pip install openvino" in err and "Traceback" not in err
+    # An IR given to predict.py / get_map.py: the same error, not a ModelLoadError about the file.
+    xml = tmp_path / "model.xml"
+    xml.write_text("<net/>")
+    metadata = {"num_classes": 3, "anchors": [[10.0, 14.0]] * 6, "anchors_mask": [[3, 4, 5], [1, 2, 3]]}
+    metadata_path(xml).write_text(json.dumps({**metadata, "scale_x_y": 1.05, "input_shape": list(INPUT_HW)}))
+    with pytest.raises(MissingRuntimeError, match="pip install openvino"):
+        load_detector(xml)
 
 
 def test_openvino_is_listed_everywhere():
