@@ -1,4 +1,4 @@
-"""Export a trained .keras YoloV4Tiny to SavedModel, TFLite (fp32 / fp16 / int8) or ONNX.
+"""Export a trained .keras YoloV4Tiny to SavedModel, TFLite (fp32 / fp16 / int8), ONNX or OpenVINO IR.
 
   python export.py --weights logs/best.keras --format onnx --output model.onnx
   python export.py --weights logs/best.keras --format tflite --output model.tflite
@@ -6,20 +6,23 @@
   python export.py --weights logs/best.keras --format tflite --int8 --calib-data VOCdevkit --output model_int8.tflite
   python export.py --weights logs/best.keras --format saved_model --include-nms --output saved_model/
   python export.py --weights logs/best.keras --format onnx --include-nms --dynamic --output model_nms.onnx
+  python export.py --weights logs/best.keras --format openvino --output model.xml  (+ model.bin; pip install openvino)
   python export.py --benchmark --weights logs/best.keras --data VOCdevkit/VOC2007 --output benchmark/
   python export.py --weights run/best.keras --attention-module my_blocks.py --format onnx --output model.onnx
       (a model trained with your own attention block: its module is imported first, as in predict.py)
 
 The artefact computes the raw heads at a fixed input size (float32 NHWC RGB in [0, 1],
 letterboxed); its class names, anchors, anchors_mask, scale_x_y and input size travel with it
-(model.onnx.json / model.tflite.json next to the file, saved_model/assets/yolo_export.json).
-predict.py and get_map.py take it as --weights: the detector picks ONNX Runtime, TFLite or
-TensorFlow from the path and decodes it with the same code as the Keras model.
+(model.onnx.json / model.tflite.json / model.xml.json next to the file,
+saved_model/assets/yolo_export.json). predict.py and get_map.py take it as --weights: the
+detector picks ONNX Runtime, TFLite, OpenVINO or TensorFlow from the path and decodes it with the
+same code as the Keras model.
 
 Supported: saved_model (fp32, --include-nms adds a "detect" signature with boxes/scores/classes,
 --dynamic), tflite (fp32, --fp16, --int8 calibrated on ImageSets/Main/train.txt images of
 --calib-data, --include-nms), onnx (fp32, --fp16, --int8 calibrated the same way, --include-nms,
---dynamic). --include-nms on onnx/tflite:
+--dynamic), openvino (fp32 only: an IR model.xml + model.bin, run by OpenVINO on the CPU;
+OpenVINO is optional, pip install openvino). --include-nms on onnx/tflite:
 inputs images, score_threshold, iou_threshold; outputs p5, p4 (raw) and boxes (N, K, 4) xyxy in
 input pixels, scores, classes, valid. Other combinations stop with an error saying what is supported.
 """
@@ -44,7 +47,8 @@ from utils.defaults import CONF_THRESHOLD, EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, MA
 
 quiet_tensorflow()  # before anything imports TensorFlow (its start-up lines)
 
-FORMATS = ("saved_model", "tflite", "onnx")
+# utils.interop.export.FORMATS, written out so that --help needs no TensorFlow.
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_output_argument(
         parser,
         None,
-        "where to write (required): a directory for saved_model, a .tflite or .onnx file; "
+        "where to write (required): a directory for saved_model, a .tflite or .onnx file, an .xml file for "
+        "openvino (its weights go to the .bin of the same name); "
         "--benchmark: the folder for benchmark.csv and benchmark.md",
     )
     add_input_size_argument(
@@ -145,6 +150,10 @@ def run(argv: list[str] | None = None) -> int:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     # Cheap checks first: a wrong combination fails before the model is loaded.
     check_export_options(args.format, precision, args.include_nms, args.dynamic)
+    if args.format == "openvino":
+        from utils.interop.backends import import_openvino
+
+        import_openvino()  # not installed: said before the model is loaded
     if args.int8 and args.calib_data is None:
         raise ExportError("--int8 needs --calib-data (a VOCdevkit whose train.txt images calibrate it)")
     if args.calib_data is not None and not args.calib_data.exists():
@@ -183,11 +192,15 @@ BENCHMARK_ROWS = [
     *[(fmt, precision, False) for fmt in FORMATS for precision in ("fp32", "fp16", "int8")],
     *[(fmt, precision, True) for fmt in ("tflite", "onnx") for precision in ("fp32", "fp16", "int8")],
 ]
+# What --benchmark names each export (saved_model: a directory).
+BENCHMARK_SUFFIXES = {"saved_model": "", "tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 BENCHMARK_COLUMNS = ("format", "precision", "nms_inside", "size_mb", "map50", "ms_per_img", "ratio_to_keras", "note")
 
 
 def _size_mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        files.append(path.with_suffix(".bin"))  # an OpenVINO IR's weights
     return sum(p.stat().st_size for p in files) / 1e6
 
 
@@ -247,7 +260,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                     path = Path(args.weights)
                 else:
                     check_export_options(fmt, precision, nms)
-                    suffix = {"saved_model": "", "tflite": ".tflite", "onnx": ".onnx"}[fmt]
+                    suffix = BENCHMARK_SUFFIXES[fmt]
                     path = Path(tmp) / f"{fmt}_{precision}{'_nms' if nms else ''}{suffix}"
                     print(f"exporting {fmt} {precision}{' with NMS' if nms else ''} ...", flush=True)
                     export_model(

@@ -47,7 +47,7 @@ from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU, SLICE_OVERLA
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.inference.engine.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
-BACKENDS = ("auto", "keras", "saved_model", "onnx", "tflite")
+BACKENDS = ("auto", "keras", "saved_model", "onnx", "tflite", "openvino")
 OUTPUT_ALIASES = ("--out", "--save-dir", "--output-dir")
 DATA_HELP = (
     "the data, by what it holds: a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a VOCdevkit of "
@@ -262,7 +262,7 @@ def add_detector_arguments(
         type=Path,
         required=weights_required,
         help=f"a .keras model saved by train.py{darknet_help}, or a model exported by export.py "
-        "(.onnx, .tflite, SavedModel folder)",
+        "(.onnx, .tflite, SavedModel folder, OpenVINO .xml)",
     )
     if darknet:
         parser.add_argument(
@@ -273,9 +273,9 @@ def add_detector_arguments(
         choices=BACKENDS,
         default="auto",
         help="runtime for --weights. auto (default): from the path (.keras, .onnx, .tflite, a SavedModel "
-        "folder), and a .keras model runs on ONNX Runtime on a CPU (exported once, cached in $YOLO_CACHE_DIR, "
-        "else ~/.cache/yolov4-tiny/onnx; TensorFlow when that fails, with a note), on TensorFlow on a GPU or "
-        "with --half. keras: always TensorFlow",
+        "folder, an OpenVINO .xml, which needs pip install openvino), and a .keras model runs on ONNX Runtime "
+        "on a CPU (exported once, cached in $YOLO_CACHE_DIR, else ~/.cache/yolov4-tiny/onnx; TensorFlow when "
+        "that fails, with a note), on TensorFlow on a GPU or with --half. keras: always TensorFlow",
     )
     parser.add_argument(
         "--classes", type=Path, default=None, help="class names, one a line (default: the names saved in the model)"

@@ -2,8 +2,8 @@
 
 A raw forward maps float32 [0, 1] NHWC images (letterboxed) to the raw YOLO heads, coarse first,
 NHWC (see utils.inference.detector), so the Detector decodes and runs NMS on them with the same code as
-for the Keras model. This module has ONNX Runtime, TFLite (LiteRT) and SavedModel, which run the
-models written by export.py (utils/interop/export.py); `load_detector` picks one from the path
+for the Keras model. This module has ONNX Runtime, TFLite (LiteRT), SavedModel and OpenVINO, which
+run the models written by export.py (utils/interop/export.py); `load_detector` picks one from the path
 (`infer_backend`), and the decoding facts (classes, anchors, input size) come from the artefact's
 metadata. ONNX and TFLite models exported with --include-nms also have `detect(images, conf, iou)`
 (`has_nms`), their own NMS outputs, which the Detector then uses instead of its decoding and NMS.
@@ -19,6 +19,12 @@ Speed levers used by the exported-model backends (figures: benchmarks/bench_expo
   the converter. It runs one image per invoke (XNNPACK prefers static shapes).
 * SavedModel: the loaded signature is TensorFlow-traceable, so the Detector fuses it with its
   decoding and NMS into one graph.
+* OpenVINO: the IR compiled for the CPU device with inference_num_threads = those cores, the
+  latency performance hint, and float32 inference precision (on CPUs with bf16 or fp16
+  arithmetic OpenVINO would otherwise compute in those, and an fp32 export would no longer give
+  the Keras model's detections). It is compiled for a static input shape (OpenVINO's advice for
+  speed), once per batch size met (the exported IR takes any batch). OpenVINO is optional
+  (`pip install openvino`); `import_openvino` says so when it is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.defaults import CONF_THRESHOLD, NMS_IOU
+from utils.errors import YoloError
 from utils.interop.metadata import (
     INPUT_NAME,
     NMS_INPUTS,
@@ -38,7 +45,7 @@ from utils.interop.metadata import (
     read_metadata,
 )
 
-BACKENDS = ("keras", "saved_model", "onnx", "tflite")
+BACKENDS = ("keras", "saved_model", "onnx", "tflite", "openvino")
 # ONNX Runtime (1.29 and later, on Linux) starts its telemetry when it is imported, and writes a
 # device id and an event store under ~/.cache/Microsoft/DeveloperTools/.onnxruntime even where
 # nothing is sent. Only this variable, set before that first import, keeps it from writing them;
@@ -56,16 +63,37 @@ def import_onnxruntime():
     return onnxruntime
 
 
+class MissingRuntimeError(YoloError, ImportError):
+    """An optional runtime that is not installed; the message says how to install it."""
+
+
+def import_openvino():
+    """The `openvino` module; MissingRuntimeError saying `pip install openvino` when it is not
+    installed (it is optional: requirements-dev.txt has it, requirements.txt does not).
+
+    Note: importing openvino starts OpenVINO's usage telemetry (openvino-telemetry) unless the
+    user opted out (`opt_in_out --opt_out`) or a CI is detected; there is no variable to set
+    before the import, as there is for ONNX Runtime."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise MissingRuntimeError(
+            f"OpenVINO is not installed ({err}): pip install openvino (optional; the openvino export "
+            "format and backend need it)"
+        ) from None
+    return openvino
+
+
 def infer_backend(path: str | Path) -> str:
     """The backend for a weights path: .keras -> keras, .onnx -> onnx, .tflite -> tflite,
-    a directory holding saved_model.pb -> saved_model. Anything else -> keras (whose loader
-    then says what is wrong with the file)."""
+    .xml (an OpenVINO IR) -> openvino, a directory holding saved_model.pb -> saved_model.
+    Anything else -> keras (whose loader then says what is wrong with the file)."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "saved_model"
         raise ValueError(f"{path}: a directory without saved_model.pb (not a SavedModel)")
-    return {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "keras")
+    return {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}.get(path.suffix.lower(), "keras")
 
 
 class OnnxRuntimeForward:
@@ -179,24 +207,100 @@ class SavedModelForward:
         return [outputs[name] for name in OUTPUT_NAMES]
 
 
+class OpenVINOForward:
+    """OpenVINO raw forward on the CPU device, float32 (see the module docstring).
+
+    threads: inference threads (default: the usable cores). The IR is compiled for batch 1 when
+    loaded (so a model OpenVINO cannot compile fails here) and for any other batch size the
+    first time one comes.
+    """
+
+    graph_forward = False
+    has_nms = False  # export.py writes OpenVINO IRs without NMS
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        ov = import_openvino()
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        self.path = Path(path)
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+        except RuntimeError as err:  # not an IR, or its .bin missing or not its own
+            raise ValueError(f"{path}: OpenVINO cannot read it ({_openvino_message(err)})") from None
+        names = {name for output in self.model.outputs for name in output.get_names()}
+        inputs = self.model.inputs
+        if not set(OUTPUT_NAMES) <= names or len(inputs) != 1 or INPUT_NAME not in inputs[0].get_names():
+            found = sorted(n for i in inputs for n in i.get_names())
+            raise ValueError(
+                f"{path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found inputs {found}, "
+                f"outputs {sorted(names)}"
+            )
+        self.output_channels = {}
+        for name in OUTPUT_NAMES:
+            channels = self.model.output(name).get_partial_shape()[-1]
+            self.output_channels[name] = channels.get_length() if channels.is_static else None
+        self.config = {
+            props.inference_num_threads: threads or default_threads(),
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            hints.inference_precision: ov.Type.f32,
+        }
+        self.compiled = {}  # batch size -> (compiled model, its infer request)
+        self._compiled_for(1)
+
+    def _compiled_for(self, batch: int):
+        """The compiled model and infer request for `batch` images, compiled now if new."""
+        if batch not in self.compiled:
+            shape = self.model.input(INPUT_NAME).get_partial_shape()
+            try:
+                if shape[0].is_dynamic or shape[0].get_length() != batch:
+                    self.model.reshape({INPUT_NAME: [batch, *shape[1:]]})
+                compiled = self.core.compile_model(self.model, "CPU", self.config)
+            except RuntimeError as err:
+                message = _openvino_message(err)
+                raise ValueError(f"{self.path}: OpenVINO cannot compile it for the CPU ({message})") from None
+            self.compiled[batch] = compiled, compiled.create_infer_request()
+        return self.compiled[batch]
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        compiled, request = self._compiled_for(len(images))
+        outputs = request.infer({INPUT_NAME: images})
+        return [np.asarray(outputs[compiled.output(name)], np.float32) for name in OUTPUT_NAMES]
+
+
+def _openvino_message(err: Exception) -> str:
+    """What an OpenVINO error says, without the C++ source locations it lists first
+    ("Exception from src/...:84:", "Check '...' failed at src/...:887:")."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    said = [line for line in lines if line and not line.startswith(("Exception from ", "Check '"))]
+    return said[-1] if said else type(err).__name__
+
+
 def load_backend(path: str | Path, backend: str | None = None, threads: int | None = None) -> tuple[object, dict]:
     """The raw forward and the export metadata of an exported model.
 
-    backend: "onnx", "tflite" or "saved_model"; None: from the path (`infer_backend`).
+    backend: "onnx", "tflite", "saved_model" or "openvino"; None: from the path (`infer_backend`).
     Raises ValueError / FileNotFoundError naming the file; MetadataError (a ValueError) when the
-    metadata is unusable or does not describe the model's heads.
+    metadata is unusable or does not describe the model's heads; MissingRuntimeError for
+    "openvino" when OpenVINO is not installed.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     backend = backend or infer_backend(path)
     if backend not in BACKENDS or backend == "keras":
-        raise ValueError(f"{path}: load_backend takes an exported model (onnx, tflite, saved_model), not {backend!r}")
+        raise ValueError(
+            f"{path}: load_backend takes an exported model (onnx, tflite, saved_model, openvino), not {backend!r}"
+        )
     metadata = read_metadata(path)
     if backend == "onnx":
         forward = OnnxRuntimeForward(path, threads)
     elif backend == "tflite":
         forward = TFLiteForward(path, threads)
+    elif backend == "openvino":
+        forward = OpenVINOForward(path, threads)
     else:
         forward = SavedModelForward(path)
     # The metadata must describe these heads: a class count that is not the model's would only

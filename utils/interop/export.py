@@ -1,4 +1,4 @@
-"""Export a YoloV4Tiny to SavedModel, TFLite (fp32, fp16, int8) or ONNX, with what decoding needs.
+"""Export a YoloV4Tiny to SavedModel, TFLite (fp32, fp16, int8), ONNX or OpenVINO IR, with what decoding needs.
 
 Every artefact computes the model's *raw forward* at a fixed input size (the contract of
 `utils.inference.detector.Detector`):
@@ -14,8 +14,9 @@ input size, precision, ...) so the detector decodes it exactly as it decodes the
     TFLite:      <file>.tflite.json next to the file
     ONNX:        <file>.onnx.json next to the file, and the same JSON in the model's
                  metadata_props (key "yolo_export"), so the .onnx alone is enough
+    OpenVINO:    <file>.xml.json next to <file>.xml (the IR's graph; its weights are <file>.bin)
 
-All three trace `utils.inference.detector.frozen_forward` (the Detector's forward: conv weights as graph
+All four trace `utils.inference.detector.frozen_forward` (the Detector's forward: conv weights as graph
 constants, batch-norms folded), so an export computes what the Keras Detector computes.
 
 Routes (chosen because they work on Keras 3 and cannot write a silently broken model):
@@ -27,6 +28,13 @@ Routes (chosen because they work on Keras 3 and cannot write a silently broken m
                 READ_VARIABLE ops and writes a model that fails or outputs NaN.
     ONNX:       `tf2onnx.convert.from_function` on a tf.function with a fixed input signature
                 (`tf2onnx.convert.from_keras` fails on Keras 3).
+    OpenVINO:   the SavedModel above (written to a temporary folder) read by OpenVINO's TensorFlow
+                frontend (`openvino.Core.read_model`), its outputs put in our order (p5, p4), and
+                `openvino.save_model` with fp32 weights (compress_to_fp16=False; its default halves
+                them). Keras' `model.export(format="openvino")` works on the TensorFlow backend but
+                traces `model.call` (not the folded forward) and names the input "image" and the
+                outputs "Identity:0", ...; `openvino.convert_model` goes through the same frontend
+                but sends OpenVINO's usage telemetry, which reading the SavedModel does not.
 
 Supported combinations (anything else raises `ExportError` saying what is supported):
 
@@ -34,6 +42,7 @@ Supported combinations (anything else raises `ExportError` saying what is suppor
     saved_model   yes    no       no                              yes: signature "detect"  yes
     tflite        yes    yes      yes (full-integer, float I/O)   yes (builtin NMS op)     no
     onnx          yes    yes      yes (ORT static, QDQ)           yes (NonMaxSuppression)  yes
+    openvino      yes    no       no                              no                       no
 
 ONNX and TFLite with --include-nms: inputs `images`, float32 scalars `score_threshold` and
 `iou_threshold`; outputs the raw heads `p5`, `p4` as above plus `boxes` (N, K, 4) pixel xyxy in
@@ -80,12 +89,24 @@ from utils.interop.metadata import (
     write_metadata,
 )
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
 # What each format supports besides fp32.
-SUPPORTED_PRECISIONS = {"saved_model": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "onnx": ("fp32", "fp16", "int8")}
-SUPPORTS_NMS = {"saved_model": True, "tflite": True, "onnx": True}
-SUPPORTS_DYNAMIC = {"saved_model": True, "tflite": False, "onnx": True}
+SUPPORTED_PRECISIONS = {
+    "saved_model": ("fp32",),
+    "tflite": ("fp32", "fp16", "int8"),
+    "onnx": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32",),
+}
+SUPPORTS_NMS = {"saved_model": True, "tflite": True, "onnx": True, "openvino": False}
+SUPPORTS_DYNAMIC = {"saved_model": True, "tflite": False, "onnx": True, "openvino": False}
+# Why a format runs one static input shape (the --dynamic error says it).
+STATIC_REASON = {
+    "tflite": "its interpreter runs one static shape, which XNNPACK needs",
+    "openvino": "the backend compiles the IR for the exported size",
+}
+# The file an exported model is written as (saved_model: a directory).
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
 ONNX_OPSET = 17
 # What a SavedModel directory is made of: all an export replaces in an earlier export's folder.
@@ -113,12 +134,16 @@ def check_export_options(fmt: str, precision: str = "fp32", include_nms: bool = 
             f"implemented for {', '.join(where)} (use --format tflite {options[precision]})"
         )
     if include_nms and not SUPPORTS_NMS[fmt]:
-        raise ExportError(f"--include-nms is not supported with --format {fmt}")
+        where = [f for f in FORMATS if SUPPORTS_NMS[f]]
+        raise ExportError(
+            f"--include-nms is not supported with --format {fmt} (the detector decodes and NMS's its raw "
+            f"heads); it is supported with {', '.join(where)}"
+        )
     if dynamic and not SUPPORTS_DYNAMIC[fmt]:
         where = [f for f in FORMATS if SUPPORTS_DYNAMIC[f]]
         raise ExportError(
-            f"--dynamic is not supported with --format {fmt} (its interpreter runs one static shape, "
-            f"which XNNPACK needs); it is supported with {', '.join(where)}"
+            f"--dynamic is not supported with --format {fmt} ({STATIC_REASON[fmt]}); "
+            f"it is supported with {', '.join(where)}"
         )
 
 
@@ -414,6 +439,38 @@ def export_onnx(
     return out
 
 
+def export_openvino(model, out: str | Path, input_hw: tuple[int, int]) -> Path:
+    """Write an OpenVINO IR: `out` (a .xml file, the graph) and the .bin of the same name (fp32
+    weights), input "images" (any batch, `input_hw`), outputs "p5", "p4" in that order.
+
+    The raw forward is written as a SavedModel in a temporary folder and read by OpenVINO's
+    TensorFlow frontend (see the module docstring). Both files are written beside `out` under
+    temporary names first, so a failure leaves no half-written model at `out`.
+    Raises MissingRuntimeError when OpenVINO is not installed.
+    """
+    from utils.interop.backends import import_openvino
+
+    ov = import_openvino()
+    out = Path(out)
+    raw_forward, _ = _raw_forward_fn(model, input_hw)
+    with tempfile.TemporaryDirectory(prefix="yolo_openvino_") as tmp:
+        saved = Path(tmp) / "saved_model"
+        _write_archive(model, saved, {"serving_default": raw_forward})
+        converted = ov.Core().read_model(str(saved))
+        # The frontend orders the outputs by name (p4 first); the contract is coarse first.
+        ordered = ov.Model([converted.output(name).get_node() for name in OUTPUT_NAMES], converted.get_parameters())
+        ordered.set_friendly_name("yolov4_tiny")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{PARTIAL_MARK}"))
+    try:
+        ov.save_model(ordered, str(staging / "model.xml"), compress_to_fp16=False)
+        os.replace(staging / "model.bin", out.with_suffix(".bin"))
+        os.replace(staging / "model.xml", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
 def _quantize_onnx(model_proto, calibration: np.ndarray):
     """ONNX Runtime static quantisation of an fp32 model (QDQ; per-channel int8 weights, uint8
     activations with ranges from `calibration`, uint8 letterboxed images)."""
@@ -477,7 +534,8 @@ def export_model(
 
     Args:
         model: the Keras model.
-        fmt: "saved_model" (a directory), "tflite" or "onnx" (a file).
+        fmt: "saved_model" (a directory), "tflite", "onnx" (a file) or "openvino" (a .xml file and
+            the .bin of the same name).
         out: where to write it.
         input_hw: fixed network input (height, width), any multiple of 32 (a model built for another
             size is exported with its weights at this one); the model's own, else 416x416.
@@ -503,9 +561,9 @@ def export_model(
     hw = resolve_input_hw(model, input_hw)
     model = model.at_input_size(None if dynamic else hw)  # a model built for another size: its weights
     out = Path(out)
-    expected_suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt)
+    expected_suffix = SUFFIXES.get(fmt)
     if expected_suffix and out.suffix.lower() != expected_suffix:
-        raise ExportError(f"--output {out}: a {fmt} model file must end with {expected_suffix}")
+        raise ExportError(f"--output {out}: --format {fmt} writes a file that must end with {expected_suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = export_metadata(model, fmt, hw, precision, include_nms, class_names, max_detections)
 
@@ -517,6 +575,10 @@ def export_model(
             output["shape"][1:3] = [None, None]
     if fmt == "saved_model":
         return export_saved_model(model, out, hw, metadata, include_nms, max_detections, dynamic=dynamic)
+    if fmt == "openvino":
+        export_openvino(model, out, hw)
+        write_metadata(metadata_path(out), metadata)
+        return out
     calibration_paths = None
     if precision == "int8":
         calibration_paths = calibration_image_paths(calib_data, calib_split, num_calibration)

@@ -8,6 +8,7 @@ Shared by the exporter (utils/interop/export.py), which writes it, and the backe
     TFLite:      <file>.tflite.json next to the file
     ONNX:        <file>.onnx.json next to the file, and the same JSON in the model's
                  metadata_props (key "yolo_export"), so the .onnx alone is enough
+    OpenVINO:    <file>.xml.json next to the IR's .xml
 
 `read_metadata` checks what it reads (`check_metadata`): class count and names, anchors (finite,
 positive), masks (indices into the anchors), scale_x_y, input size and head widths must agree, or

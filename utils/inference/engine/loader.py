@@ -11,7 +11,7 @@ NMS, folding) and never on this module, so imports go one way. The files it read
                              on a GPU (or with backend="keras", or half=True) by the
                              Detector's own TF graph
     darknet .weights + .cfg  converted into our Keras model (utils/interop/darknet.py)
-    .onnx / .tflite / SavedModel directory
+    .onnx / .tflite / SavedModel directory / OpenVINO .xml
                              exported by export.py, run by utils/interop/backends.py
 
     detector = load_detector("logs/best.keras", conf=0.5)
@@ -110,8 +110,8 @@ def load_detector(
     **kwargs,
 ) -> Detector | MultiPassDetector:
     """A `Detector` over a `.keras` model of ours, darknet weights (with `cfg_path`), or a model
-    exported by export.py: an .onnx file (ONNX Runtime), a .tflite file (LiteRT) or a SavedModel
-    directory.
+    exported by export.py: an .onnx file (ONNX Runtime), a .tflite file (LiteRT), a SavedModel
+    directory or an OpenVINO IR .xml file (OpenVINO, optional: `pip install openvino`).
 
     classes_path: class names, one per line; overrides the names saved in the model.
     input_shape: network input (height, width); default the model's own size, else 416x416.
@@ -121,13 +121,13 @@ def load_detector(
         TensorFlow).
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
-    backend: "auto" (or None), "keras", "onnx", "tflite" or "saved_model". "auto": from the path
+    backend: "auto" (or None), "keras", "onnx", "tflite", "saved_model" or "openvino". "auto": from the path
         (utils.interop.backends.infer_backend), and a `.keras` model runs on ONNX Runtime when
         `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
         ONNX export is made once and cached (utils/interop/cache.py). When that export or
         ONNX Runtime fails, a warning (the `yolov4_tiny.inference` logger) says why and TensorFlow runs it.
         "keras": always TensorFlow.
-    threads: CPU threads of the ONNX Runtime / TFLite backends (default: the usable cores).
+    threads: CPU threads of the ONNX Runtime / TFLite / OpenVINO backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
     slice, overlap, augment: sliced inference over tiles of `slice` pixels sharing `overlap`, and
         test-time augmentation: the detector is then wrapped in a
@@ -135,9 +135,10 @@ def load_detector(
         attribute is the wrapped detector's).
     kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
     Returns the detector, with `backend` set to the runtime that runs it ("keras", "onnx",
-    "tflite", "saved_model"); for a cached ONNX export, `onnx_path` is that file.
+    "tflite", "saved_model", "openvino"); for a cached ONNX export, `onnx_path` is that file.
     Raises ModelLoadError when the file is missing or not one of our models, SlicingError for a
-    tile under 32 pixels or an overlap outside [0, 1) (before loading).
+    tile under 32 pixels or an overlap outside [0, 1) (before loading), MissingRuntimeError
+    for an OpenVINO IR when OpenVINO is not installed.
     """
     check_pass_options(slice, overlap)
     detector = _load_single_pass(path, classes_path, input_shape, half, cfg_path, backend, threads, attention_module,
@@ -295,7 +296,15 @@ def _exported_detector(path, forward, meta, backend, classes_path, input_shape, 
     return detector
 
 
-RUNTIMES = {"keras": "TensorFlow", "saved_model": "TensorFlow", "onnx": "ONNX Runtime", "tflite": "LiteRT"}
+RUNTIMES = {
+    "keras": "TensorFlow",
+    "saved_model": "TensorFlow",
+    "onnx": "ONNX Runtime",
+    "tflite": "LiteRT",
+    "openvino": "OpenVINO",
+}
+# The runtimes that run on the CPU whatever TensorFlow sees.
+CPU_BACKENDS = ("onnx", "tflite", "openvino")
 
 
 def describe_runtime(detector: Detector, half: bool = False) -> str:
@@ -310,7 +319,7 @@ def describe_runtime(detector: Detector, half: bool = False) -> str:
 
     backend = getattr(detector, "backend", "keras")
     gpus = tf.config.list_physical_devices("GPU")
-    device = "CPU" if backend in ("onnx", "tflite") or not gpus else f"GPU ({len(gpus)})"
+    device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({len(gpus)})"
     where = f"{RUNTIMES.get(backend, backend)} on {device}"
     if not half:
         return f"{where}, float32"
