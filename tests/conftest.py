@@ -1,5 +1,5 @@
-"""Shared test set-up: quiet TensorFlow, make the project importable from any directory, and keep
-the ONNX exports of .keras models out of the user's cache."""
+"""Shared test set-up: quiet TensorFlow, make the project importable from any directory, keep
+the ONNX exports of .keras models out of the user's cache, and keep OpenVINO from phoning home."""
 
 import os
 import sys
@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Importing OpenVINO (tests/utils/interop/test_openvino.py) sends Intel's usage telemetry and writes
+# ~/intel/ unless a CI is detected; CI=true is its only switch that needs no file in the home folder.
+os.environ.setdefault("CI", "true")
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
