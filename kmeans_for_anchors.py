@@ -33,9 +33,9 @@ from utils.cli import (  # noqa: E402
     run_script,
     setup_logging,
 )
-from utils.data.anchors import box_sizes, iou_kmeans  # noqa: E402
+from utils.data.anchors import AnchorError, box_sizes, iou_kmeans  # noqa: E402
 from utils.data.annotations import read_annotation_lines  # noqa: E402
-from utils.data.sources import open_data, resolve_class_names  # noqa: E402
+from utils.data.sources import open_data, resolve_class_names, untrainable_reason  # noqa: E402
 
 
 def plot(wh: np.ndarray, anchors: np.ndarray, assignment: np.ndarray, path: Path, mean_iou: float) -> None:
@@ -79,6 +79,7 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args)
     input_hw = args.input_size
+    reasons = []  # why a --data set gave no box (a class list that does not match it, ...)
     if args.data is not None:
         images = []
         for path in args.data:  # several: their training sets together, as train.py takes them
@@ -86,9 +87,15 @@ def run(argv: list[str] | None = None) -> int:
             names = resolve_class_names(args.classes, source)
             split = source.read(args.train_sets or source.default_sets("train"), names)
             images += [image.without_difficult() for image in split.images]
+            reason = untrainable_reason(split)
+            if reason:
+                reasons.append(f"{path}: {reason}")
     else:
         images = read_annotation_lines(args.annotations)
     wh = box_sizes(images, input_hw)
+    if len(wh) < args.num_anchors and reasons:
+        said = "; ".join(reasons)
+        raise AnchorError(f"{len(wh)} boxes for {args.num_anchors} anchors; {said} (--classes: the data's class list)")
     anchors, mean_iou = iou_kmeans(wh, args.num_anchors, seed=args.seed)
     rounded = np.maximum(np.round(anchors), 1).astype(int)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -35,3 +35,15 @@ def test_script_writes_anchors_plot_and_reports_mean_iou(tmp_path, capsys):
     default = float(out.split("yolo_anchors.txt: ")[1].split()[0])
     assert ours > 0.8 and ours > default
     assert kmeans_for_anchors.main(["--annotations", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_a_class_list_that_does_not_match_the_data_is_named(tmp_path, capsys):
+    """A VOC folder of other classes than the list (VOC's 20 by default) gave "need at least 6
+    boxes for 6 anchors, got 0"; the error now names the classes found and the way out."""
+    root = write_demo_dataset(tmp_path / "voc", splits={"train": 6}, image_size=96, seed=0)
+    argv = ["--data", str(root), "--train-sets", "train", "--output", str(tmp_path / "a.txt")]
+    assert kmeans_for_anchors.main([*argv, "--plot", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert "0 boxes for 6 anchors" in err and "'circle'" in err and "--classes" in err
+    argv += ["--classes", str(root / "classes.txt"), "-k", "3", "--plot", str(tmp_path / "a.png")]
+    assert kmeans_for_anchors.main(argv) == 0 and load_anchors(tmp_path / "a.txt").shape == (3, 2)
