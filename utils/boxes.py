@@ -21,8 +21,8 @@ name                 values                                      used by
 ``rel_center_xywh``  as ``center_xywh`` divided likewise         training targets
 ===================  ==========================================  ===========================
 
-`convert_format` accepts NumPy arrays or TensorFlow tensors of shape (..., 4) and returns the same
-kind. Relative formats need ``image_shape=(height, width)``.
+`convert_format` accepts NumPy arrays, TensorFlow tensors or tensors of the Keras backend (JAX,
+PyTorch) of shape (..., 4) and returns the same kind. Relative formats need ``image_shape=(height, width)``.
 
 Every IoU of the project is here
 --------------------------------
@@ -52,11 +52,17 @@ FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "rel_xyxy", "rel_center_xywh")
 
 
 def _stack(parts: list, like: Any):
+    """`parts` stacked on a new last axis, as the kind of `like`: NumPy, a TensorFlow tensor (in a
+    tf.data or tf.function graph too, whatever the Keras backend), or a tensor of the Keras backend."""
     if isinstance(like, np.ndarray):
         return np.stack(parts, axis=-1)
-    import tensorflow as tf
+    if type(like).__module__.startswith("tensorflow"):
+        import tensorflow as tf
 
-    return tf.stack(parts, axis=-1)
+        return tf.stack(parts, axis=-1)
+    from keras import ops
+
+    return ops.stack(parts, axis=-1)
 
 
 def _check(boxes, fmt: str) -> None:

@@ -11,7 +11,8 @@ core module (as predict.py does before the model loads) imports no TensorFlow:
 from __future__ import annotations
 
 # Each public name and the module that defines it: a name is imported with its own module only, so
-# `from utils.inference import JsonRecords` imports no TensorFlow; Predictor and the loaders do.
+# `from utils.inference import JsonRecords` imports no TensorFlow; Predictor and the loaders do on
+# the TensorFlow backend of Keras (on another, KERAS_BACKEND=jax, detection imports none).
 _ENGINE = "utils.inference.engine"
 _HOMES = {
     "ImageFolder": f"{_ENGINE}.sinks",

@@ -25,6 +25,14 @@ run as their own compiled graph. To add a backend, build its raw forward and cal
 `Detector(forward, num_classes=..., anchors=..., ...)`, or hand a Keras model (e.g. one converted
 from darknet cfg + weights by utils/interop/darknet.py) to `Detector.from_model`.
 
+On the other Keras backends (KERAS_BACKEND=jax, ...; `keras.backend.backend()`), no TensorFlow
+is imported: a Keras model runs through its own compiled predict function (`predict_on_batch`,
+jitted by JAX), the heads are decoded by the same keras.ops code (jitted too on JAX), and the
+per-class NMS runs on the host in NumPy (`non_max_suppression_host`, the same results as the
+TensorFlow NMS); every forward, `graph_forward` or not, then gets a float32 NumPy array and may
+return arrays of any kind. What needs TensorFlow there (half precision, the attention and Grad-CAM
+pictures, exporting) raises `TensorFlowRequired`, naming it.
+
 Speed choices, each measured by benchmarks/bench_inference.py --variants on CPU: the Keras path
 runs an inference-only copy of the graph with the convolution weights as graph constants and the
 batch-norms folded into them (`frozen_forward`, utils/inference/folding.py; faster than calling
@@ -38,16 +46,35 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, check_input_hw
 from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
-from utils.inference.folding import frozen_forward
+from utils.errors import YoloError
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
-from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first
+from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first, non_max_suppression_host
 
 RawForward = Callable[[object], Sequence]
+
+
+class TensorFlowRequired(YoloError, ValueError):
+    """Something only the TensorFlow backend of Keras does, asked for on another one
+    (KERAS_BACKEND=jax, ...); the message names it."""
+
+
+def on_tensorflow() -> bool:
+    """Whether Keras runs on TensorFlow (the default; KERAS_BACKEND picks another)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def require_tensorflow(what: str) -> None:
+    """Raise `TensorFlowRequired` naming `what` unless Keras runs on TensorFlow."""
+    if not on_tensorflow():
+        raise TensorFlowRequired(
+            f"{what} needs TensorFlow, but Keras runs on {keras.backend.backend()} here "
+            f"(KERAS_BACKEND={keras.backend.backend()}); run with KERAS_BACKEND=tensorflow"
+        )
 
 
 def _to_unit_float(images_u8) -> np.ndarray:
@@ -100,9 +127,11 @@ class Detector:
         conf: score threshold. nms_iou: per-class NMS IoU threshold.
         max_detections: most detections kept per image.
         batch_size: images per graph call in `detect`.
-        graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph).
+        graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph);
+            on the other Keras backends every forward is called with NumPy (module docstring).
         jit_compile: compile the graph with XLA (see benchmarks/bench_inference.py for whether
             that helps on your machine; off by default, it is slower on CPU for this model).
+            On JAX the forward and the decoding are XLA-compiled whatever it says.
         nms_forward: for a model with decoding and NMS inside (export.py --include-nms), its
             (float32 [0, 1] images, conf, nms_iou) -> boxes (N, K, 4) pixel xyxy in the network
             input, scores (N, K), classes (N, K), valid (N,), as `non_max_suppression` returns them;
@@ -158,6 +187,8 @@ class Detector:
             a model built for another size runs at this one with its weights (`at_input_size`).
         freeze: run an inference-only copy of the graph, convolution weights as constants and
             batch-norms folded into them (`frozen_forward`); False calls the Keras model itself.
+            TensorFlow only: on the other Keras backends the model runs through its compiled
+            `predict_on_batch` whatever `freeze` says.
         kwargs: the other `Detector` arguments (conf, nms_iou, max_detections, batch_size, ...).
         """
         fixed = tuple(model.image_shape[:2])
@@ -166,7 +197,11 @@ class Detector:
         else:
             input_shape = check_input_hw(input_shape)
             model = model.at_input_size(input_shape)
-        if freeze:
+        if not on_tensorflow():
+            forward = model.predict_on_batch  # jitted by the backend (JAX), NumPy heads
+        elif freeze:
+            from utils.inference.folding import frozen_forward
+
             forward = frozen_forward(model)
         else:
 
@@ -188,6 +223,16 @@ class Detector:
         return detector
 
     def _build_functions(self) -> None:
+        if on_tensorflow():
+            self._build_graph_functions()
+        else:
+            self._build_host_functions()
+
+    def _build_graph_functions(self) -> None:
+        """TensorFlow: the pipeline as one tf.function (a graph forward), or the forward then a
+        compiled decode + NMS."""
+        import tensorflow as tf
+
         in_h, in_w = self.input_shape
         image_spec = tf.TensorSpec([None, in_h, in_w, 3], tf.uint8)
         scalar = tf.TensorSpec([], tf.float32)
@@ -228,6 +273,38 @@ class Detector:
 
             self._raw_fn = raw_numpy
             self._pipeline_fn = lambda images_u8, conf, iou: self._postprocess_fn(raw_numpy(images_u8), conf, iou)
+        self._set_nms_forward()
+
+    def _build_host_functions(self) -> None:
+        """Another Keras backend (no TensorFlow): the forward on a float32 NumPy batch, the heads
+        decoded by keras.ops (jitted on JAX), the NMS on the host in NumPy."""
+        decode_args = (self.anchors, self.anchors_mask, self.num_classes, self.input_shape, self.scale_x_y)
+        max_det = self.max_detections
+
+        def decode(raw_heads):
+            return decode_outputs(raw_heads, *decode_args)
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            decode = jax.jit(decode)  # one compiled call per head shapes, as the tf.function is
+
+        def raw_numpy(images_u8):
+            heads = self.forward(_to_unit_float(images_u8))
+            return [keras.ops.convert_to_numpy(h).astype(np.float32, copy=False) for h in heads]
+
+        def postprocess(raw_heads, conf, iou):
+            boxes, scores = (keras.ops.convert_to_numpy(t) for t in decode([np.asarray(h) for h in raw_heads]))
+            return non_max_suppression_host(boxes, scores, conf, iou, max_det)
+
+        self._raw_fn = raw_numpy
+        self._postprocess_fn = postprocess
+        self._pipeline_fn = lambda images_u8, conf, iou: postprocess(raw_numpy(images_u8), conf, iou)
+        self._set_nms_forward()
+
+    def _set_nms_forward(self) -> None:
+        """With `nms_forward` (decoding and NMS inside the model), `detect` runs it."""
+        max_det = self.max_detections
         if self.nms_forward is not None:
 
             def nms_in_model(images_u8, conf, iou):

@@ -1,7 +1,11 @@
-"""From raw YOLO heads to final detections: decode, score, per-class NMS (TensorFlow ops).
+"""From raw YOLO heads to final detections: decode, score, per-class NMS.
 
-Everything here is graph-friendly: `Detector` traces it, together with the model, into one
-compiled `tf.function`. Boxes stay in the network input here (pixel xyxy of the letterboxed
+`decode_outputs` is keras.ops, so it runs on every Keras backend: on TensorFlow `Detector` traces
+it, together with the model and the NMS, into one compiled `tf.function`; on JAX it is jitted.
+The NMS comes twice, with the same results: TensorFlow ops (`non_max_suppression`,
+`non_max_suppression_best_first`, `non_max_suppression_class_offset`: graph-friendly, TensorFlow
+imported when they are called) and NumPy on the host (`non_max_suppression_host`: the other Keras
+backends, no TensorFlow). Boxes stay in the network input here (pixel xyxy of the letterboxed
 image); `utils.inference.letterbox.unletterbox_boxes` maps them back to the original image.
 
 Scores follow darknet: score = sigmoid(objectness) * sigmoid(class logit), one score per
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from nets.decode import decode_head
 from utils.boxes import convert_format
@@ -26,8 +30,9 @@ def decode_outputs(
     num_classes: int,
     input_hw: tuple[int, int],
     scale_x_y: float,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Decode every head and flatten the cells.
+):
+    """Decode every head and flatten the cells (keras.ops: tensors of the Keras backend, inside a
+    tf.function or a jax.jit too).
 
     Args:
         raw_heads: per head (coarse first, as the model outputs them), raw
@@ -46,22 +51,16 @@ def decode_outputs(
     all_boxes, all_scores = [], []
     for raw, mask in zip(raw_heads, anchors_mask, strict=True):
         boxes, objectness, class_logits = decode_head(raw, anchors[list(mask)], num_classes, input_hw, scale_x_y)
-        batch = tf.shape(boxes)[0]
-        all_boxes.append(tf.reshape(boxes, [batch, -1, 4]))
-        scores = tf.sigmoid(objectness)[..., None] * tf.sigmoid(class_logits)
-        all_scores.append(tf.reshape(scores, [batch, -1, num_classes]))
-    boxes = convert_format(tf.concat(all_boxes, axis=1), "center_xywh", "xyxy")
-    return boxes, tf.concat(all_scores, axis=1)
+        batch = ops.shape(boxes)[0]
+        all_boxes.append(ops.reshape(boxes, (batch, -1, 4)))
+        scores = ops.sigmoid(objectness)[..., None] * ops.sigmoid(class_logits)
+        all_scores.append(ops.reshape(scores, (batch, -1, num_classes)))
+    boxes = convert_format(ops.concatenate(all_boxes, axis=1), "center_xywh", "xyxy")
+    return boxes, ops.concatenate(all_scores, axis=1)
 
 
-def non_max_suppression(
-    boxes: tf.Tensor,
-    scores: tf.Tensor,
-    score_threshold: float | tf.Tensor,
-    iou_threshold: float | tf.Tensor,
-    max_detections: int,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Per-class NMS, padded to a fixed size.
+def non_max_suppression(boxes, scores, score_threshold, iou_threshold, max_detections: int) -> tuple:
+    """Per-class NMS, padded to a fixed size (TensorFlow ops).
 
     Args:
         boxes: (N, B, 4) float32 pixel xyxy.
@@ -74,6 +73,8 @@ def non_max_suppression(
         boxes: (N, K, 4) float32 pixel xyxy; scores: (N, K) float32, best first;
         class_ids: (N, K) int32; num_valid: (N,) int32, the first num_valid rows are real.
     """
+    import tensorflow as tf
+
     yxyx = convert_format(boxes, "xyxy", "yxyx")
     # Boxes are shared by all classes (q = 1); clip_boxes=False because they are pixels, not [0, 1].
     nms_boxes, nms_scores, nms_classes, num_valid = tf.image.combined_non_max_suppression(
@@ -91,13 +92,8 @@ def non_max_suppression(
 
 
 def non_max_suppression_best_first(
-    boxes: tf.Tensor,
-    scores: tf.Tensor,
-    score_threshold: float | tf.Tensor,
-    iou_threshold: float | tf.Tensor,
-    max_detections: int,
-    num_candidates: int | None = None,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    boxes, scores, score_threshold, iou_threshold, max_detections: int, num_candidates: int | None = None
+) -> tuple:
     """`non_max_suppression` (same arguments, same results), faster when many (box, class) pairs
     pass the score threshold: the detector's NMS.
 
@@ -113,6 +109,8 @@ def non_max_suppression_best_first(
     cheap then, and the best-T selection is not).
     Ties in score keep the lower (box, class) index first in both, as the NMS kernel does.
     """
+    import tensorflow as tf
+
     num_classes = scores.shape[-1]
     flat = tf.reshape(scores, [tf.shape(scores)[0], -1])  # (N, B*C), index = box * C + class
     score_threshold = tf.cast(score_threshold, tf.float32)
@@ -134,6 +132,89 @@ def non_max_suppression_best_first(
     return tf.cond(tf.reduce_max(above) <= num_candidates, all_pairs, best_pairs)
 
 
+def non_max_suppression_host(
+    boxes, scores, score_threshold: float, iou_threshold: float, max_detections: int, num_candidates: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`non_max_suppression` (same arguments, same results, NumPy arrays) in NumPy on the host: the
+    detector's NMS on the Keras backends other than TensorFlow, which import no TensorFlow.
+
+    Per image, the (box, class) pairs scoring above `score_threshold`, best first, ties in score
+    by the lower (box, class) index box * C + class; going down them, a pair is kept unless its
+    box overlaps a box kept for its class by IoU > `iou_threshold`; the first K (=
+    max_detections) kept are the result. A pair is decided by the better pairs of its own class
+    only, so this keeps what a per-class NMS followed by the overall best K keeps (TensorFlow's
+    combined NMS); IoUs are float32, computed as its kernel computes them. As in
+    `non_max_suppression_best_first`, the pairs gone down are the best T (= num_candidates,
+    default 4K) first, and all pairs only when those keep fewer than K.
+
+    TensorFlow's kernel leaves the order of pairs with equal scores unspecified (a heap and an
+    unstable sort); with exact ties, it may list tied detections in another order, and of tied
+    boxes of one class overlapping each other keep another.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    batch, _, num_classes = scores.shape
+    most = int(max_detections)
+    window = int(num_candidates or 4 * most)
+    threshold, iou_threshold = np.float32(score_threshold), np.float32(iou_threshold)
+    out_boxes = np.zeros((batch, most, 4), np.float32)
+    out_scores = np.zeros((batch, most), np.float32)
+    out_classes = np.zeros((batch, most), np.int32)
+    num_valid = np.zeros((batch,), np.int32)
+    for i in range(batch):
+        flat = scores[i].reshape(-1)  # index = box * C + class
+        above = np.flatnonzero(flat > threshold)
+        if len(above) > window:  # the best T first, then all pairs when they keep fewer than K
+            kth = np.partition(flat[above], len(above) - window)[len(above) - window]
+            kept = _greedy_nms(boxes[i], _best_first(flat, above[flat[above] >= kth])[:window], num_classes,
+                               iou_threshold, most)  # fmt: skip
+            if len(kept) < most:
+                kept = _greedy_nms(boxes[i], _best_first(flat, above), num_classes, iou_threshold, most)
+        else:
+            kept = _greedy_nms(boxes[i], _best_first(flat, above), num_classes, iou_threshold, most)
+        n = len(kept)
+        num_valid[i] = n
+        out_boxes[i, :n] = boxes[i][kept // num_classes]
+        out_scores[i, :n] = flat[kept]
+        out_classes[i, :n] = kept % num_classes
+    return out_boxes, out_scores, out_classes, num_valid
+
+
+def _best_first(flat: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """`pairs` (indices into `flat`, ascending) sorted by score, best first, ties by lower index."""
+    return pairs[np.argsort(-flat[pairs], kind="stable")]
+
+
+def _greedy_nms(boxes: np.ndarray, pairs: np.ndarray, num_classes: int, iou_threshold, limit: int) -> np.ndarray:
+    """Of `pairs` (box * C + class, best first), those greedy per-class NMS keeps, the first `limit`."""
+    box_index, class_index = np.divmod(pairs, num_classes)
+    b = boxes[box_index]
+    x_min, x_max = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
+    y_min, y_max = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])
+    area = (y_max - y_min) * (x_max - x_min)
+    alive = np.ones(len(pairs), dtype=bool)
+    kept: list[int] = []
+    start = 0
+    while len(kept) < limit:
+        rest = np.flatnonzero(alive[start:])
+        if rest.size == 0:
+            break
+        j = start + int(rest[0])
+        kept.append(j)
+        start = j + 1
+        later = start + np.flatnonzero(alive[start:] & (class_index[start:] == class_index[j]))
+        if later.size:
+            # IoU(candidate, kept) in float32 as TensorFlow's kernel computes it; 0 for an empty box.
+            inter = np.maximum(np.minimum(y_max[later], y_max[j]) - np.maximum(y_min[later], y_min[j]), 0) * (
+                np.maximum(np.minimum(x_max[later], x_max[j]) - np.maximum(x_min[later], x_min[j]), 0)
+            )
+            empty = (area[later] <= 0) | (area[j] <= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                iou = np.where(empty, np.float32(0), inter / (area[later] + area[j] - inter))
+            alive[later[iou > iou_threshold]] = False
+    return pairs[np.asarray(kept, dtype=np.int64)]
+
+
 def objectness_map(raw_heads: Sequence, anchors_mask: Sequence[Sequence[int]], num_classes: int) -> list[np.ndarray]:
     """Per head, sigmoid(objectness) maximised over its anchors.
 
@@ -150,13 +231,7 @@ def objectness_map(raw_heads: Sequence, anchors_mask: Sequence[Sequence[int]], n
     return maps
 
 
-def non_max_suppression_class_offset(
-    boxes: tf.Tensor,
-    scores: tf.Tensor,
-    score_threshold: float | tf.Tensor,
-    iou_threshold: float | tf.Tensor,
-    max_detections: int,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def non_max_suppression_class_offset(boxes, scores, score_threshold, iou_threshold, max_detections: int) -> tuple:
     """`non_max_suppression` (same arguments, same results) built from the single-class NMS op
     only, for graphs whose runtime has no combined NMS (TFLite's builtin NON_MAX_SUPPRESSION_V5).
 
@@ -167,6 +242,8 @@ def non_max_suppression_class_offset(
     rounding only). The output boxes are gathered from the unshifted ones. The batch size must be
     static (TFLite exports use 1).
     """
+    import tensorflow as tf
+
     batch = boxes.shape[0]
     if batch is None:
         raise ValueError("non_max_suppression_class_offset needs a static batch size")

@@ -549,9 +549,13 @@ def export_model(
         dynamic: ONNX, SavedModel: any batch, height and width (multiples of 32); `input_hw`
             is then only the default size written in the metadata.
 
-    Raises ExportError for an unsupported combination or unusable calibration data.
+    Raises ExportError for an unsupported combination or unusable calibration data,
+    TensorFlowRequired when Keras runs on another backend (every route goes through TensorFlow).
     """
+    from utils.inference.detector import require_tensorflow
+
     check_export_options(fmt, precision, include_nms, dynamic)
+    require_tensorflow("exporting a model (export.py)")
     if precision == "int8" and calib_data is None:
         raise ExportError("--int8 needs --calib-data (a VOCdevkit whose ImageSets/Main/train.txt images calibrate it)")
     if precision != "int8" and calib_data is not None:

@@ -11,6 +11,7 @@ from utils.inference.postprocess import (
     non_max_suppression,
     non_max_suppression_best_first,
     non_max_suppression_class_offset,
+    non_max_suppression_host,
     objectness_map,
 )
 
@@ -123,3 +124,77 @@ def test_best_first_nms_equals_combined_nms_on_every_branch():
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
         assert int(want[3][0]) > 10, name
+
+
+def _random_pairs(rng, images, boxes, classes, ties=False):
+    """Crowded random pixel xyxy boxes (a few empty ones among them) and squared-uniform scores.
+    With ties: every odd class scores as class 0, box by box, and the first boxes are one box
+    stacked, scoring 0.95 in every class."""
+    xy = rng.uniform(-20, 300, (images, boxes, 2))
+    b = np.concatenate([xy, xy + rng.uniform(0, 90, (images, boxes, 2))], -1).astype(np.float32)
+    b[:, ::17, 2] = b[:, ::17, 0]  # zero width: IoU 0 with everything, as in the kernel
+    s = (rng.uniform(0, 1, (images, boxes, classes)) ** 2).astype(np.float32)
+    if ties:
+        s[:, :, 1::2] = s[:, :, :1]
+        stack = int(rng.integers(2, 12))
+        b[:, :stack] = b[:, :1]
+        s[:, :stack] = 0.95
+    return b, s
+
+
+def test_host_nms_equals_the_tensorflow_nms():
+    """The NumPy NMS of the other Keras backends gives what the detector's TensorFlow NMS gives,
+    exactly (boxes, scores, classes, counts, order), on crowded random boxes of 1 to 80 classes,
+    for thresholds from mAP's to predict's, with max_detections cutting, through the best-T window
+    and past it (few kept among the best pairs)."""
+    rng = np.random.default_rng(11)
+    cases = [  # classes, conf, iou, max_detections, num_candidates
+        (1, 0.25, 0.3, 20, None),
+        (7, 0.5, 0.3, 100, None),
+        (30, 0.001, 0.5, 100, None),
+        (80, 0.0, 0.5, 50, None),
+        (3, 0.25, 0.9, 100, 60),  # 60 best pairs cannot keep 100: all pairs
+        (20, 0.25, 0.3, 5, 12),  # the best 12 decide
+        (4, 0.999, 0.5, 10, None),  # nothing above the threshold
+    ]
+    for classes, conf, iou, k, t in cases:
+        boxes, scores = _random_pairs(rng, 3, int(rng.integers(50, 500)), classes)
+        want = non_max_suppression_best_first(tf.constant(boxes), tf.constant(scores), conf, iou, k, t)
+        got = non_max_suppression_host(boxes, scores, conf, iou, k, t)
+        for name, g, w in zip(("boxes", "scores", "classes", "valid"), got, want, strict=True):
+            assert g.dtype == np.asarray(w).dtype, name
+            np.testing.assert_array_equal(g, np.asarray(w), err_msg=f"{name}, case {classes, conf, iou, k, t}")
+    assert int(want[3].numpy().max()) == 0
+
+
+def _sorted_rows(out, i):
+    """Image i's valid detections in one order whatever the order of equal scores."""
+    b, s, c, n = (np.asarray(t)[i] for t in out)
+    b, s, c = b[: int(n)], s[: int(n)], c[: int(n)]
+    order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], c, -s))
+    return b[order], s[order], c[order]
+
+
+def test_host_nms_keeps_what_the_tensorflow_nms_keeps_with_tied_scores():
+    """Tied scores (a box scoring the same in several classes; a stack of one box tied in every
+    class) keep the same detections as TensorFlow's NMS; the host lists ties by the lower
+    (box, class) index, where TensorFlow's kernel leaves their order unspecified."""
+    rng = np.random.default_rng(12)
+    for classes in (2, 9, 40):
+        boxes, scores = _random_pairs(rng, 2, int(rng.integers(50, 300)), classes, ties=True)
+        for conf, iou in ((0.0, 0.5), (0.25, 0.3), (0.5, 0.7)):
+            want = non_max_suppression_best_first(tf.constant(boxes), tf.constant(scores), conf, iou, 20000)
+            got = non_max_suppression_host(boxes, scores, conf, iou, 20000)
+            np.testing.assert_array_equal(got[3], want[3])
+            assert int(got[3].max()) < 20000  # no cut through a group of ties
+            for i in range(2):
+                for g, w in zip(_sorted_rows(got, i), _sorted_rows(want, i), strict=True):
+                    np.testing.assert_array_equal(g, w)
+    # The order of ties: the lower box * C + class first.
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    scores = np.array([[[0.0, 0.7, 0.9], [0.7, 0.7, 0.0], [0.9, 0.0, 0.7]]], np.float32)
+    b, s, c, n = non_max_suppression_host(boxes, scores, 0.5, 0.5, 10)
+    assert int(n[0]) == 6
+    np.testing.assert_array_equal(c[0, :6], [2, 0, 1, 0, 1, 2])
+    np.testing.assert_array_equal(b[0, :6, 0], [0, 40, 0, 20, 20, 40])
+    np.testing.assert_allclose(s[0, :6], [0.9, 0.9, 0.7, 0.7, 0.7, 0.7])

@@ -33,7 +33,7 @@ from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.defaults import MAX_DETECTIONS, SLICE_OVERLAP
 from utils.errors import YoloError
-from utils.inference.detector import Detector
+from utils.inference.detector import Detector, on_tensorflow
 from utils.inference.precision import with_half_precision
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
 from utils.interop.backends import BACKENDS, infer_backend, load_backend
@@ -182,13 +182,14 @@ def _load_single_pass(
 
 
 def onnx_runtime_preferred() -> bool:
-    """Whether `.keras` models run on ONNX Runtime by default: ONNX Runtime and the exporter
+    """Whether `.keras` models run on ONNX Runtime by default: Keras runs on TensorFlow (the
+    export needs it; other Keras backends run the model themselves), ONNX Runtime and the exporter
     (tf2onnx, onnx) are installed and TensorFlow sees no GPU (GPUs keep TensorFlow).
 
     On CPUs ONNX Runtime ran the same network faster than the TensorFlow graph
     (benchmarks/bench_inference.py prints both, and docs/benchmarks.md the figures).
     """
-    if any(importlib.util.find_spec(name) is None for name in ("onnxruntime", "tf2onnx", "onnx")):
+    if not on_tensorflow() or any(importlib.util.find_spec(n) is None for n in ("onnxruntime", "tf2onnx", "onnx")):
         return False
     import tensorflow as tf
 
@@ -256,6 +257,8 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
         forward, meta = load_backend(path, backend, threads)
     except (ValueError, OSError) as err:
         raise ModelLoadError(str(err)) from None
+    except ImportError as err:  # its runtime is not installed (a SavedModel without TensorFlow)
+        raise ModelLoadError(f"{path}: the {backend} backend needs {err.name or 'a module'} ({err})") from None
     return _exported_detector(path, forward, meta, backend, classes_path, input_shape, **kwargs)
 
 
@@ -308,19 +311,25 @@ CPU_BACKENDS = ("onnx", "tflite", "openvino")
 
 
 def describe_runtime(detector: Detector, half: bool = False) -> str:
-    """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32".
+    """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32"; a Keras
+    model on another Keras backend than TensorFlow: "Keras (jax) on CPU, float32".
 
     half: whether half precision was asked for; on a machine without fast float16 / bfloat16 the
     model stayed float32 (`load_model`'s warning says why) and so does the text.
     """
-    import tensorflow as tf
-
     from utils.inference.precision import mixed_precision_policy
 
     backend = getattr(detector, "backend", "keras")
-    gpus = tf.config.list_physical_devices("GPU")
-    device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({len(gpus)})"
-    where = f"{RUNTIMES.get(backend, backend)} on {device}"
+    runtime = RUNTIMES.get(backend, backend)
+    if on_tensorflow():
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    else:  # the Keras backend's devices ("cpu:0", "gpu:0", ...)
+        gpus = sum(not name.startswith("cpu") for name in keras.distribution.list_devices())
+        runtime = f"Keras ({keras.backend.backend()})" if backend == "keras" else runtime
+    device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({gpus})"
+    where = f"{runtime} on {device}"
     if not half:
         return f"{where}, float32"
     policy = mixed_precision_policy()

@@ -7,15 +7,18 @@ images set) and fills in each result's picture and what its record holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from utils.inference.detector import Detections, Detector
 from utils.inference.drawing import class_colors, draw_detections, heatmap_overlay, normalize_map, panel_grid
 from utils.inference.engine.results import Result
-from utils.inference.explain import AttentionMap, AttentionProbe, ExplainedDetection, GradCam
 from utils.inference.letterbox import LetterboxInfo, unletterbox_boxes
 from utils.inference.postprocess import objectness_map
+
+if TYPE_CHECKING:  # explain.py imports TensorFlow, which other Keras backends run without
+    from utils.inference.explain import AttentionMap, AttentionProbe, ExplainedDetection, GradCam
 
 
 def _unit_floats(batch: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ image gives a `Result` with an `error`, and the rest go on.
 Pictures (`Result.picture`): "boxes", the detections drawn (default); "heatmap", the objectness
 map; "attention", what the attention blocks do (phi 1-5, --fusion weighted); "cam", Grad-CAM of the best detections
 (utils/inference/explain.py). Attention and cam read the Keras model's layers, so they load the
-Keras model whatever the backend would be.
+Keras model whatever the backend would be, and need TensorFlow as the Keras backend (on another,
+such as KERAS_BACKEND=jax, they raise TensorFlowRequired; the boxes and heatmap pictures run there).
 """
 
 from __future__ import annotations
@@ -28,21 +29,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from utils.data.images import image_batches, load_image
-from utils.inference.detector import Detections, Detector
+from utils.inference.detector import Detections, Detector, require_tensorflow
 from utils.inference.drawing import draw_text
 from utils.inference.engine import pictures
 from utils.inference.engine.loader import describe_runtime, load_detector
 from utils.inference.engine.results import Result, RunStats
 from utils.inference.engine.sinks import Sink
-from utils.inference.explain import AttentionProbe, ExplainError, GradCam
 from utils.inference.slicing import MultiPassDetector, SlicingError
 from utils.inference.tracking import ByteTracker
 from utils.inference.video import Source, VideoSource, open_source
+
+if TYPE_CHECKING:  # explain.py imports TensorFlow: imported when the attention or cam pictures are asked for
+    from utils.inference.explain import AttentionProbe, GradCam
 
 logger = logging.getLogger("yolov4_tiny.inference")
 
@@ -92,7 +96,8 @@ class Predictor:
 
     Raises ModelLoadError for weights that are not a model of ours, ExplainError when the
     picture cannot be made with this model (attention of a model without blocks or weighted
-    fusion, cam of an exported one), SlicingError for slice or augment with another picture than
+    fusion, cam of an exported one), TensorFlowRequired for attention and cam on another Keras
+    backend than TensorFlow, SlicingError for slice or augment with another picture than
     "boxes", before any image is read.
     """
 
@@ -111,6 +116,8 @@ class Predictor:
             raise ValueError(f"unknown picture {picture!r}; choose one of {', '.join(PICTURES)}")
         if (weights is None) == (detector is None):
             raise ValueError("give weights or a detector (one of them)")
+        if picture in EXPLAINED:
+            require_tensorflow(f"the {picture} pictures (predict.py --mode {picture})")
         self.picture, self.top, self.track, self.every = picture, max(1, int(top)), track, every
         passes = (
             load_kwargs.get("slice") is not None
@@ -295,6 +302,8 @@ def _count(result: Result, stats: RunStats, source) -> None:
 def _load_keras_detector(weights: str | Path, *, picture: str, **load_kwargs) -> Detector:
     """The detector of the attention and cam pictures: always over the Keras model (they read its
     layers), whatever backend the path would pick; half precision does not apply (float32)."""
+    from utils.inference.explain import ExplainError
+
     backend = load_kwargs.pop("backend", None)
     if backend not in (None, "auto", "keras"):
         raise ExplainError(
@@ -314,6 +323,8 @@ def _explainer(detector: Detector, picture: str) -> AttentionProbe | GradCam | N
     """What makes the attention or cam pictures, from the detector's Keras model."""
     if picture not in EXPLAINED:
         return None
+    from utils.inference.explain import AttentionProbe, ExplainError, GradCam
+
     model = getattr(detector, "model", None)
     if model is None:
         raise ExplainError(f"the {picture} pictures read the Keras model's layers; this detector has no Keras model")
