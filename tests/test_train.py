@@ -369,10 +369,12 @@ def test_mixed_precision_trains_on_the_cpu_and_saves_float32(one_good_one_corrup
 
 
 def test_precision_auto_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    import tensorflow as tf
+
     import utils.inference.precision as precision
 
     assert resolve_precision("float32") == "float32" and resolve_precision("auto", mixed_precision=True) == "float16"
-    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # precision imports it when called
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: True)
     assert resolve_precision("auto") == "bfloat16"
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: False)
