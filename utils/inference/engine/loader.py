@@ -118,7 +118,7 @@ def load_detector(
         Exported models run at the size they were exported at, or any multiple of 32 when
         exported with --dynamic.
     half: mixed precision (see `load_model`); .keras and darknet models only (they then run on
-        TensorFlow).
+        TensorFlow; TensorFlowRequired on another Keras backend).
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
     backend: "auto" (or None), "keras", "onnx", "tflite", "saved_model" or "openvino". "auto": from the path
@@ -126,7 +126,8 @@ def load_detector(
         `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
         ONNX export is made once and cached (utils/interop/cache.py). When that export or
         ONNX Runtime fails, a warning (the `yolov4_tiny.inference` logger) says why and TensorFlow runs it.
-        "keras": always TensorFlow.
+        "keras": always TensorFlow. On another Keras backend (KERAS_BACKEND=jax) a `.keras` model
+        runs on that backend, TensorFlow not imported (see utils/inference/detector.py).
     threads: CPU threads of the ONNX Runtime / TFLite / OpenVINO backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
     slice, overlap, augment: sliced inference over tiles of `slice` pixels sharing `overlap`, and
