@@ -36,3 +36,18 @@ def make_detecting_model(images: np.ndarray, seed: int = 0) -> YoloV4Tiny:
                     bias[column] -= float(np.percentile((values - values.mean()) * factor, 99))
         layer.set_weights([kernel, bias])
     return model
+
+
+def detecting_keras_detector(images: list[np.ndarray]):
+    """(a Detector over `make_detecting_model`, the float32 letterboxed inputs it was made to detect
+    on): `images` (uint8 HWC) letterboxed by the detector's own code, then the random heads rescaled
+    to detect on them. The export tests' reference model."""
+    from utils.inference.detector import Detector
+
+    probe = Detector(
+        lambda x: x, num_classes=3, anchors=np.ones((6, 2)), anchors_mask=((3, 4, 5), (1, 2, 3)), scale_x_y=1.0,
+        input_shape=INPUT_HW, graph_forward=False,
+    )  # fmt: skip
+    batch, _ = probe.preprocess(images)
+    inputs = batch.astype(np.float32) / 255.0
+    return Detector.from_model(make_detecting_model(inputs), input_shape=INPUT_HW, conf=CONF), inputs

@@ -653,7 +653,7 @@ def test_quiet_prints_what_was_asked_for_and_no_status_lines(weights, images, tm
     assert line.startswith(f"{images / 'rgb.jpg'}: ") and line.endswith(" cat") and quiet.err == ""
     assert run(argv(tmp_path / "loud"), weights) == 0
     printed = capsys.readouterr().out
-    assert "TensorFlow on" in printed and "1 images written to" in printed and "detections written to" in printed
+    assert f"{weights}: " in printed and "1 images written to" in printed and "detections written to" in printed
 
 
 def test_inputs_of_one_name_get_an_output_each_and_the_count_is_what_is_on_disk(weights, images, tmp_path, capsys):

@@ -594,18 +594,23 @@ def export_model(
         )
     else:
         metadata["batch_size"] = 1  # the TFLite graph has a static batch of 1 (one image per invoke)
-        with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
-            saved = Path(tmp) / "saved_model"
-            if include_nms:
-                # One signature: the raw heads plus the NMS outputs, with TFLite's builtin
-                # single-class NMS (postprocess.non_max_suppression_class_offset).
-                from utils.inference.postprocess import non_max_suppression_class_offset
-
-                raw_forward, spec = _raw_forward_fn(model, hw, batch_size=1)
-                detect = _detect_fn(model, raw_forward, spec, hw, max_detections, non_max_suppression_class_offset)
-                _write_archive(model, saved, {"serving_default": detect})
-            else:
-                export_saved_model(model, saved, hw, metadata, batch_size=1)
-            export_tflite(saved, out, precision, calibration_paths, hw, with_nms_inputs=include_nms)
+        _export_tflite_from_model(model, out, hw, metadata, precision, calibration_paths, include_nms, max_detections)
     write_metadata(metadata_path(out), metadata)
     return out
+
+
+def _export_tflite_from_model(model, out, hw, metadata, precision, calibration_paths, include_nms, max_detections):
+    """export_model's TFLite route: a temporary SavedModel of batch 1, then `export_tflite`."""
+    with tempfile.TemporaryDirectory(prefix="yolo_export_") as tmp:
+        saved = Path(tmp) / "saved_model"
+        if include_nms:
+            # One signature: the raw heads plus the NMS outputs, with TFLite's builtin
+            # single-class NMS (postprocess.non_max_suppression_class_offset).
+            from utils.inference.postprocess import non_max_suppression_class_offset
+
+            raw_forward, spec = _raw_forward_fn(model, hw, batch_size=1)
+            detect = _detect_fn(model, raw_forward, spec, hw, max_detections, non_max_suppression_class_offset)
+            _write_archive(model, saved, {"serving_default": detect})
+        else:
+            export_saved_model(model, saved, hw, metadata, batch_size=1)
+        export_tflite(saved, out, precision, calibration_paths, hw, with_nms_inputs=include_nms)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
+from tests.export_helpers import CONF, INPUT_HW, detecting_keras_detector
 from utils.boxes import box_iou
 from utils.data.demo import write_demo_dataset
 from utils.data.images import load_image
@@ -36,15 +36,7 @@ def demo_images(demo_root):
 
 @pytest.fixture(scope="module")
 def keras_detector(demo_images):
-    # Letterbox with the detector's own code, then make the random heads detect on these inputs.
-    probe = Detector(
-        lambda x: x, num_classes=3, anchors=np.ones((6, 2)), anchors_mask=((3, 4, 5), (1, 2, 3)), scale_x_y=1.0,
-        input_shape=INPUT_HW, graph_forward=False,
-    )
-    batch, _ = probe.preprocess(demo_images[1])
-    inputs = batch.astype(np.float32) / 255.0
-    model = make_detecting_model(inputs)
-    return Detector.from_model(model, input_shape=INPUT_HW, conf=CONF), inputs
+    return detecting_keras_detector(demo_images[1])
 
 
 @pytest.fixture(scope="module")

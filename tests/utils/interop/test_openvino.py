@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export_helpers import CONF, INPUT_HW, make_detecting_model
+from tests.export_helpers import CONF, INPUT_HW, detecting_keras_detector
 from utils.data.demo import DEMO_CLASSES, write_demo_dataset
 from utils.data.images import load_image
 from utils.data.voc import find_image, read_image_set
-from utils.inference.detector import Detector
 from utils.inference.engine.loader import RUNTIMES, ModelLoadError, describe_runtime, load_detector
 from utils.interop.backends import BACKENDS, MissingRuntimeError, import_openvino, infer_backend, load_backend
 from utils.interop.export import FORMATS, ExportError, check_export_options
@@ -34,15 +33,7 @@ def demo_images(demo_root):
 
 @pytest.fixture(scope="module")
 def keras_detector(demo_images):
-    # As test_export.py: letterbox with the detector's own code, then make the random heads detect.
-    probe = Detector(
-        lambda x: x, num_classes=3, anchors=np.ones((6, 2)), anchors_mask=((3, 4, 5), (1, 2, 3)), scale_x_y=1.0,
-        input_shape=INPUT_HW, graph_forward=False,
-    )  # fmt: skip
-    batch, _ = probe.preprocess(demo_images[1])
-    inputs = batch.astype(np.float32) / 255.0
-    model = make_detecting_model(inputs)
-    return Detector.from_model(model, input_shape=INPUT_HW, conf=CONF), inputs
+    return detecting_keras_detector(demo_images[1])
 
 
 @pytest.fixture(scope="module")

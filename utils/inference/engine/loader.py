@@ -36,7 +36,7 @@ from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
 from utils.inference.precision import with_half_precision
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
-from utils.interop.backends import BACKENDS, infer_backend, load_backend
+from utils.interop.backends import BACKENDS, MissingRuntimeError, infer_backend, load_backend
 
 AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
 logger = logging.getLogger("yolov4_tiny.inference")
@@ -258,6 +258,8 @@ def _load_exported(path, backend, threads, classes_path, input_shape, **kwargs) 
         forward, meta = load_backend(path, backend, threads)
     except (ValueError, OSError) as err:
         raise ModelLoadError(str(err)) from None
+    except MissingRuntimeError:  # an optional runtime (OpenVINO): its message says how to install it
+        raise
     except ImportError as err:  # its runtime is not installed (a SavedModel without TensorFlow)
         raise ModelLoadError(f"{path}: the {backend} backend needs {err.name or 'a module'} ({err})") from None
     return _exported_detector(path, forward, meta, backend, classes_path, input_shape, **kwargs)
