@@ -529,6 +529,14 @@ def _photo_crop(rng: np.random.Generator, photo: np.ndarray, hw: tuple[int, int]
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
+def _photo_detail(rng: np.random.Generator, photos: list[np.ndarray], hw: tuple[int, int], contrast) -> tuple:
+    """A crop of a random photograph of `photos` resized to `hw` (float32 BGR), and its detail: its
+    grey levels about their mean, the contrast damped by a factor drawn from `contrast` ((h, w, 1))."""
+    texture = _photo_crop(rng, photos[int(rng.integers(len(photos)))], hw)
+    grey = texture.mean(axis=2, keepdims=True)
+    return texture, (grey - grey.mean()) * rng.uniform(*contrast)
+
+
 def photos_style(photos: list[np.ndarray]) -> SceneStyle:
     """The "photos" preset's style over `photos` (load_photos()): photograph backgrounds and surfaces."""
 
@@ -539,9 +547,7 @@ def photos_style(photos: list[np.ndarray]) -> SceneStyle:
         return np.clip(image * rng.uniform(0.8, 1.2, 3).astype(np.float32) + rng.uniform(-20, 20), 0, 255)
 
     def surface(rng: np.random.Generator, hw: tuple[int, int], under: np.ndarray, name: str) -> np.ndarray:
-        texture = _photo_crop(rng, photos[int(rng.integers(len(photos)))], hw)
-        grey = texture.mean(axis=2, keepdims=True)
-        grey = (grey - grey.mean()) * rng.uniform(0.3, 0.8)  # the photograph's detail, its contrast damped
+        texture, grey = _photo_detail(rng, photos, hw, (0.3, 0.8))
         for _ in range(8):  # a tint that stands apart from what the object covers
             tint = rng.uniform(0, 255, 3)
             if np.linalg.norm(tint - under) > 80:
@@ -562,9 +568,7 @@ def objects_style(photos: list[np.ndarray]) -> SceneStyle:
     base = photos_style(photos)
 
     def surface(rng: np.random.Generator, hw: tuple[int, int], under: np.ndarray, name: str) -> np.ndarray:
-        texture = _photo_crop(rng, photos[int(rng.integers(len(photos)))], hw)
-        grey = texture.mean(axis=2, keepdims=True)
-        grey = (grey - grey.mean()) * rng.uniform(0.2, 0.6)
+        texture, grey = _photo_detail(rng, photos, hw, (0.2, 0.6))
         hue = (OBJECT_HUES[CLUTTER_CLASSES.index(name)] + rng.uniform(-4, 4)) % 180
         hsv = np.array([[[hue, rng.uniform(130, 255), rng.uniform(110, 240)]]]).round().astype(np.uint8)
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)

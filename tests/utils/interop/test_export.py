@@ -6,11 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.export_helpers import CONF, INPUT_HW, detecting_keras_detector
+from tests.export_helpers import CONF, INPUT_HW
 from utils.boxes import box_iou
-from utils.data.demo import write_demo_dataset
-from utils.data.images import load_image
-from utils.data.voc import find_image, parse_voc_xml, read_image_set
+from utils.data.voc import parse_voc_xml
 from utils.evaluation.metrics import GroundTruth, evaluate_detections
 from utils.inference.detector import Detector
 from utils.inference.engine.loader import ModelLoadError, load_detector
@@ -21,34 +19,6 @@ from utils.interop.export import (
     export_model,
 )
 from utils.interop.metadata import metadata_path, read_metadata
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("voc"), splits={"train": 12, "test": 10}, image_size=160)
-
-
-@pytest.fixture(scope="module")
-def demo_images(demo_root):
-    ids = read_image_set(demo_root, "test")
-    return ids, [load_image(find_image(demo_root, i)) for i in ids]
-
-
-@pytest.fixture(scope="module")
-def keras_detector(demo_images):
-    return detecting_keras_detector(demo_images[1])
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("exported")
-
-
-@pytest.fixture(scope="module")
-def keras_file(keras_detector, out_dir):
-    path = out_dir / "model.keras"
-    keras_detector[0].model.save(path)
-    return path
 
 
 def _export(keras_file, out_dir, name, *flags):

@@ -10,42 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export_helpers import CONF, INPUT_HW, detecting_keras_detector
-from utils.data.demo import DEMO_CLASSES, write_demo_dataset
-from utils.data.images import load_image
+from tests.export_helpers import CONF, INPUT_HW
+from utils.data.demo import DEMO_CLASSES
 from utils.data.voc import find_image, read_image_set
 from utils.inference.engine.loader import RUNTIMES, ModelLoadError, describe_runtime, load_detector
 from utils.interop.backends import BACKENDS, MissingRuntimeError, import_openvino, infer_backend, load_backend
 from utils.interop.export import FORMATS, ExportError, check_export_options
 from utils.interop.metadata import OUTPUT_NAMES, metadata_path, read_metadata
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("voc"), splits={"train": 4, "test": 6}, image_size=160)
-
-
-@pytest.fixture(scope="module")
-def demo_images(demo_root):
-    ids = read_image_set(demo_root, "test")
-    return ids, [load_image(find_image(demo_root, i)) for i in ids]
-
-
-@pytest.fixture(scope="module")
-def keras_detector(demo_images):
-    return detecting_keras_detector(demo_images[1])
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("exported")
-
-
-@pytest.fixture(scope="module")
-def keras_file(keras_detector, out_dir):
-    path = out_dir / "model.keras"
-    keras_detector[0].model.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
