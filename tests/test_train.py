@@ -23,7 +23,7 @@ from nets.yolo import YoloV4Tiny
 from tests.conftest import ROOT
 from utils.data.demo import write_demo_dataset
 from utils.training.callbacks import Callback, read_results
-from utils.training.config import ConfigError, add_arguments, config_from_args, resolve_precision
+from utils.training.config import ConfigError, add_arguments, config_from_args, resolve_config, resolve_precision
 from utils.training.lr_schedule import LRSchedule
 from utils.training.trainer import Trainer
 
@@ -43,7 +43,8 @@ def _argv(data, save_dir, *extra):
         "--phi", "3", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
         "--epochs", str(EPOCHS), "--freeze-epochs", str(FREEZE_EPOCHS), "--batch-size", str(BATCH),
         "--freeze-batch-size", str(FREEZE_BATCH), "--save-dir", str(save_dir), "--eval-period", "2",
-        "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", "--lr-decay", "step", *extra,
+        "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", "--lr-decay", "step",
+        "--jitter", "0.2", "--scale-min", "0.5", "--scale-max", "1.5", *extra,
     ]  # fmt: skip
 
 
@@ -60,6 +61,8 @@ class Watch(Callback):
         self.events.append(("start", trainer.start_epoch))
         self.first_batch = trainer.first_batch(16)
         self.class_names = trainer.class_names
+        data = trainer.train_data
+        self.placement = (data.jitter, data.scale_range, data.mosaic_scale_range)
 
     def on_epoch_end(self, trainer, epoch, logs):
         self.events.append(("epoch", epoch, dict(logs), int(trainer.optimizer.iterations)))
@@ -106,6 +109,7 @@ def test_a_run_writes_everything(run_dir):
     assert list((run_dir / "tensorboard").iterdir())
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["freeze_epochs"] == 1 and settings["optimizer"] == "sgd" and settings["lr"] == 0.01
+    assert (settings["jitter"], settings["scale_min"], settings["scale_max"]) == (0.2, 0.5, 1.5)
     assert settings["class_names"] == ["circle", "square", "triangle"] and settings["attention"] == "eca"
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == EPOCHS and history["map_epochs"] == [2, 3]
@@ -113,6 +117,29 @@ def test_a_run_writes_everything(run_dir):
     model = keras.saving.load_model(run_dir / "best.keras")
     assert isinstance(model, YoloV4Tiny) and model.class_names == ["circle", "square", "triangle"]
     assert model.image_shape == (64, 64, 3)
+
+
+def test_the_placement_flags_reach_the_training_data(runs):
+    """--jitter, --scale-min and --scale-max shape every non-mosaic sample (and --jitter the mosaic
+    tiles, whose scale stays the data set's own)."""
+    jitter, scale_range, mosaic_scale_range = runs[2].placement
+    assert (jitter, scale_range) == (0.2, (0.5, 1.5)) and mosaic_scale_range == (0.4, 1.0)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--jitter", "1"], "--jitter must be in"),
+        (["--scale-min", "0"], "--scale-min and --scale-max"),
+        (["--scale-min", "1.5", "--scale-max", "1"], "--scale-min and --scale-max"),
+    ],
+)
+def test_bad_placement_flags_are_refused_naming_the_flag(data, tmp_path, flags, message):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(_argv(data, tmp_path / "run", *flags)))
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(config)
 
 
 def test_results_csv_has_the_epochs_losses_and_maps(runs):

@@ -93,6 +93,12 @@ class TrainConfig:
     mosaic: float = _opt(0.5, "probability of a mosaic sample")
     mixup: float = _opt(0.5, "probability of mixup on a mosaic sample")
     mosaic_ratio: float = _opt(0.7, "mosaic and mixup only in this first fraction of the epochs")
+    jitter: float = _opt(
+        0.3, "aspect-ratio jitter of every placed image, mosaic tiles too: its aspect is multiplied by "
+        "U(1-j, 1+j) / U(1-j, 1+j) (0: shapes kept)"
+    )
+    scale_min: float = _opt(0.25, "a non-mosaic sample's longer side becomes U(--scale-min, --scale-max) times the input's")
+    scale_max: float = _opt(2.0, "see --scale-min (above 1: the image is cropped)")
     label_smoothing: float = _opt(0.0, "class label smoothing")
     ignore_thresh: float = _opt(0.5, "objectness of cells overlapping a ground truth above this IoU is ignored")
     anchor_iou_thresh: float = _opt(
@@ -256,6 +262,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     for name in ("mosaic", "mixup", "mosaic_ratio", "label_smoothing"):
         if not 0.0 <= getattr(resolved, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1]")
+    if not 0.0 <= resolved.jitter < 1.0:
+        raise ConfigError(f"--jitter must be in [0, 1), got {resolved.jitter}")
+    if not 0.0 < resolved.scale_min <= resolved.scale_max:
+        raise ConfigError(
+            f"--scale-min and --scale-max must satisfy 0 < min <= max, got {resolved.scale_min}, {resolved.scale_max}"
+        )
     if resolved.patience is not None and resolved.patience < 0:
         raise ConfigError(f"--patience must be >= 0 (0: never stop early), got {resolved.patience}")
     if resolved.time is not None and not resolved.time > 0:

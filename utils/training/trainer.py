@@ -411,7 +411,10 @@ class Trainer:
             raise TrainingDataError(f"{c.train_annotations or c.data}: no training images found")
         self.input_hw = c.input_hw
         common = dict(input_shape=self.input_hw, max_boxes=c.max_boxes, seed=c.seed)
-        self.train_data = YoloDataset(self.train_images, mosaic_prob=c.mosaic, mixup_prob=c.mixup, **common)
+        self.train_data = YoloDataset(
+            self.train_images, mosaic_prob=c.mosaic, mixup_prob=c.mixup, jitter=c.jitter,
+            scale_range=(c.scale_min, c.scale_max), **common,
+        )  # fmt: skip
         val_images = [image.without_difficult() for image in self.val_images]  # the val loss: as training
         self.val_data = YoloDataset(val_images, train=False, **common) if self.val_images else None
 
