@@ -97,7 +97,9 @@ class TrainConfig:
         0.3, "aspect-ratio jitter of every placed image, mosaic tiles too: its aspect is multiplied by "
         "U(1-j, 1+j) / U(1-j, 1+j) (0: shapes kept)"
     )
-    scale_min: float = _opt(0.25, "a non-mosaic sample's longer side becomes U(--scale-min, --scale-max) times the input's")
+    scale_min: float = _opt(
+        0.25, "a non-mosaic sample's longer side becomes U(--scale-min, --scale-max) times the input's"
+    )
     scale_max: float = _opt(2.0, "see --scale-min (above 1: the image is cropped)")
     label_smoothing: float = _opt(0.0, "class label smoothing")
     ignore_thresh: float = _opt(0.5, "objectness of cells overlapping a ground truth above this IoU is ignored")
