@@ -23,7 +23,14 @@ from nets.yolo import YoloV4Tiny
 from tests.conftest import ROOT
 from utils.data.demo import write_demo_dataset
 from utils.training.callbacks import Callback, read_results
-from utils.training.config import ConfigError, add_arguments, config_from_args, resolve_config, resolve_precision
+from utils.training.config import (
+    ConfigError,
+    TrainConfig,
+    add_arguments,
+    config_from_args,
+    resolve_config,
+    resolve_precision,
+)
 from utils.training.lr_schedule import LRSchedule
 from utils.training.trainer import Trainer
 
@@ -124,6 +131,14 @@ def test_the_placement_flags_reach_the_training_data(runs):
     tiles, whose scale stays the data set's own)."""
     jitter, scale_range, mosaic_scale_range = runs[2].placement
     assert (jitter, scale_range) == (0.2, (0.5, 1.5)) and mosaic_scale_range == (0.4, 1.0)
+
+
+def test_the_augmentation_defaults_are_the_measured_ones():
+    """No mixup, no aspect jitter, scale 0.5-1.5: measured tighter boxes than bubbliiiing's 0.5, 0.3
+    and 0.25-2 (AP@[.5:.95] 0.366 against 0.309 at 30 minutes on the objects set, docs/recipe.md)."""
+    config = TrainConfig()
+    assert (config.mixup, config.jitter, config.scale_min, config.scale_max) == (0.0, 0.0, 0.5, 1.5)
+    assert (config.mosaic, config.mosaic_ratio) == (0.5, 0.7)
 
 
 @pytest.mark.parametrize(
