@@ -159,6 +159,9 @@ class YoloDataset:
         mosaic_prob, mixup_prob: per-sample probabilities (mixup applies to mosaic samples).
         jitter, scale_range, mosaic_scale_range, flip_prob, hsv_gains: augmentation strengths.
         seed: the seed of every random draw.
+
+    The defaults are train.py's (lighter than bubbliiiing's mixup 0.5, jitter 0.3 and scale
+    0.25-2, which loosened the boxes in short runs: docs/recipe.md).
     """
 
     def __init__(
@@ -168,9 +171,9 @@ class YoloDataset:
         train: bool = True,
         max_boxes: int = 100,
         mosaic_prob: float = 0.5,
-        mixup_prob: float = 0.5,
-        jitter: float = 0.3,
-        scale_range: tuple[float, float] = (0.25, 2.0),
+        mixup_prob: float = 0.0,
+        jitter: float = 0.0,
+        scale_range: tuple[float, float] = (0.5, 1.5),
         mosaic_scale_range: tuple[float, float] = (0.4, 1.0),
         flip_prob: float = 0.5,
         hsv_gains: tuple[float, float, float] = (0.1, 0.7, 0.4),
