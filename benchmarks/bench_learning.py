@@ -5,6 +5,8 @@
     python benchmarks/bench_learning.py --budgets 1 --seeds 0 --train-images 60 --val-images 20 --test-images 40
     python benchmarks/bench_learning.py --skip-ultralytics       # ours only
     python benchmarks/bench_learning.py --preset clutter         # the hard set
+    python benchmarks/bench_learning.py --budgets 30 --seeds 0 --phis 4 --skip-ultralytics --jobs 2 \
+        --variant mixup="--mixup 0.5"                            # the defaults against a variant
 
 For each budget and seed, every model trains from random weights for the same wall-clock budget on
 the same generated data, and is then scored by get_map.py, our one evaluator, on the same test
@@ -22,6 +24,9 @@ seed draws its own set (OUTPUT/data_<preset>_s<seed>), or --data gives one.
     ours      train.py --phi P --input-size S --seed N --time MINUTES, its defaults otherwise
               (--ours-args adds flags); train.py plans its epochs and LR schedule to end on the
               budget. Scored: best.keras (the best val mAP@0.5 of the evaluated epochs).
+              --variant NAME=FLAGS (repeatable) also trains each phi with FLAGS, a row "ours phi P
+              NAME" beside the defaults' row, in the same run: how recipes are compared
+              (docs/recipe.md).
     peers     ultralytics' yolov8n.yaml and yolo26n.yaml (random weights, pretrained=False), their
               defaults otherwise (optimizer auto, batch 16), time=budget (ultralytics re-plans its
               epochs and LR schedule to end at the budget), imgsz S, device cpu, amp off, plots
@@ -208,11 +213,25 @@ def data_summary(records_by_set: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- ours
-def ours_argv(args, phi: int, data: Path, save_dir: Path, seed: int) -> list[str]:
-    """train.py's arguments for phi (without the budget)."""
+def ours_argv(args, phi: int, data: Path, save_dir: Path, seed: int, flags: str = "") -> list[str]:
+    """train.py's arguments for phi (without the budget): --ours-args, then a variant's `flags`."""
     argv = ["--phi", str(phi), "--data", str(data), "--classes", str(data / "classes.txt")]
     argv += ["--input-size", str(args.input_size), "--seed", str(seed), "--output", str(save_dir)]
-    return argv + shlex.split(args.ours_args)
+    return argv + shlex.split(args.ours_args) + shlex.split(flags)
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """--variant NAME=FLAGS as (NAME, FLAGS); NAME names its row and its folder."""
+    name, sep, flags = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not flags.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=FLAGS (NAME of letters, digits, '.', '_' or '-'; FLAGS train.py's), got {text!r}"
+        )
+    try:
+        shlex.split(flags)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    return name, flags
 
 
 def ours_curve(save_dir: Path) -> list[dict]:
@@ -227,11 +246,15 @@ def ours_curve(save_dir: Path) -> list[dict]:
     return curve
 
 
-def train_ours(args, phi: int, data: Path, out: Path, budget: float, seed: int, cores) -> dict:
-    label = f"ours phi {phi} ({budget:g} min, seed {seed})"
-    save_dir = out / f"phi{phi}"
+def train_ours(args, phi: int, variant, data: Path, out: Path, budget: float, seed: int, cores) -> dict:
+    """One of our runs: phi with the defaults (`variant` None) or with a --variant (NAME, FLAGS)."""
+    name, flags = variant or (None, "")
+    model = f"ours phi {phi}" + (f" {name}" if name else "")
+    label = f"{model} ({budget:g} min, seed {seed})"
+    save_dir = out / (f"phi{phi}-{name}" if name else f"phi{phi}")
     budget_args = ["--epochs", str(args.ours_epochs)] if args.ours_epochs else ["--time", f"{budget:g}"]
-    command = [sys.executable, str(ROOT / "train.py"), *ours_argv(args, phi, data, save_dir, seed), *budget_args]
+    argv = ours_argv(args, phi, data, save_dir, seed, flags)
+    command = [sys.executable, str(ROOT / "train.py"), *argv, *budget_args]
     print(f"{label}: training ({' '.join(budget_args)}) ...", flush=True)
     code, wall = run_logged(command, save_dir / "train.log", label, OURS_PROGRESS, cores=cores)
     if code != 0:
@@ -243,7 +266,8 @@ def train_ours(args, phi: int, data: Path, out: Path, budget: float, seed: int, 
     source = ["--weights", str(weights), "--input-size", str(args.input_size)]
     scores = score(source, data, save_dir / "map", label, cores)
     return {
-        "model": f"ours phi {phi}",
+        "model": model,
+        "flags": flags,
         "epochs": len(history["loss"]),
         "train_wall_s": wall,
         "budget_by": budget_args[0],
@@ -501,6 +525,11 @@ def parse_args(argv):
     parser.add_argument("--ultralytics-arg", action="append", metavar="KEY=VALUE", help="another ultralytics setting")
     parser.add_argument("--ours-args", default="", metavar="FLAGS", help='more train.py flags, e.g. "--optimizer adam"')
     parser.add_argument(
+        "--variant", action="append", type=parse_variant, default=[], metavar="NAME=FLAGS",
+        help='also train each phi with these train.py flags, as a row "ours phi P NAME" beside the defaults\' '
+        '(repeatable), e.g. --variant mixup="--mixup 0.5"',
+    )  # fmt: skip
+    parser.add_argument(
         "--ours-epochs", type=int, default=None, help="epochs for ours instead of the budget (quick checks only)"
     )  # fmt: skip
     args = parser.parse_args(argv)
@@ -508,6 +537,9 @@ def parse_args(argv):
         parser.error(f"--input-size must be a multiple of 32, got {args.input_size}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    names = [name for name, _ in args.variant]
+    if len(set(names)) < len(names):
+        parser.error(f"--variant names must differ, got {', '.join(names)}")
     return args
 
 
@@ -533,7 +565,9 @@ def run_cell(args, python, budget: float, seed: int, out: Path, slots: queue.Que
     class_names = load_class_names(data / "classes.txt")
     records = read_sets(data, class_names, ["train", "val", "test"])
     cell_dir = out / f"b{budget:g}_s{seed}"
-    tasks = [("peer", peer) for peer in ([] if python is None else args.peers)] + [("ours", phi) for phi in args.phis]
+    variants = [None, *args.variant]
+    tasks = [("peer", peer) for peer in ([] if python is None else args.peers)]
+    tasks += [("ours", (phi, variant)) for phi in args.phis for variant in variants]
 
     def run(task):
         cores = slots.get()
@@ -541,7 +575,7 @@ def run_cell(args, python, budget: float, seed: int, out: Path, slots: queue.Que
             kind, which = task
             if kind == "peer":
                 return train_peer(args, python, which, data, class_names, records, cell_dir, budget, seed, cores)
-            return train_ours(args, which, data, cell_dir, budget, seed, cores)
+            return train_ours(args, *which, data, cell_dir, budget, seed, cores)
         finally:
             slots.put(cores)
 
@@ -581,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
         "ours_budget": f"train.py --epochs {args.ours_epochs}" if args.ours_epochs else "train.py --time",
         "ours_args": args.ours_args,
+        "variants": "; ".join(f"{name}: {flags}" for name, flags in args.variant) or "none",
         "eval": "get_map.py --split test --coco: conf 0.001, NMS IoU 0.5 per class, 100 detections per image",
         "ultralytics": versions,
     }

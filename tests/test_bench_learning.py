@@ -29,6 +29,20 @@ def test_a_python_without_ultralytics_is_skipped_too(tmp_path, capsys):
     assert code == 0 and "cannot run ultralytics" in printed and "No module named" in printed
 
 
+@pytest.mark.parametrize("variant", ["--mixup 0", "name=", "bad name=--mixup 0", 'q=--ours-args "unclosed'])
+def test_a_variant_is_name_equals_flags(variant, capsys):
+    with pytest.raises(SystemExit):
+        bench_learning.parse_args(["--variant", variant])
+    err = capsys.readouterr().err
+    assert "NAME=FLAGS" in err or "No closing quotation" in err
+
+
+def test_variant_names_must_differ(capsys):
+    with pytest.raises(SystemExit):
+        bench_learning.parse_args(["--variant", "a=--mixup 0", "--variant", "a=--mosaic 0"])
+    assert "--variant names must differ" in capsys.readouterr().err
+
+
 def test_input_size_must_be_a_multiple_of_32():
     with pytest.raises(SystemExit):
         bench_learning.main(["--input-size", "100", "--skip-ultralytics"])
@@ -41,13 +55,18 @@ def test_ours_alone_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--skip-ultralytics", "--phis", "0", "--budgets", "0.5", "--seeds", "3", "--input-size", "64"]
     argv += ["--output", str(out), "--train-images", "16", "--val-images", "2", "--test-images", "3"]
-    argv += ["--ours-args", "--batch-size 4 --eval-period 1"]
+    argv += ["--ours-args", "--batch-size 4 --eval-period 1", "--variant", "nomosaic=--mosaic 0"]
     assert bench_learning.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| ours phi 0 |" in printed and "### 0.5 min, seed 3" in printed
+    assert "| ours phi 0 |" in printed and "| ours phi 0 nomosaic |" in printed and "### 0.5 min, seed 3" in printed
     results = json.loads((out / "results.json").read_text())
     [cell] = results["cells"]
-    [row] = cell["rows"]
+    row, variant = cell["rows"]
+    # A variant trains with --ours-args and its own flags, in a folder of its own.
+    assert variant["model"] == "ours phi 0 nomosaic" and variant["flags"] == "--mosaic 0"
+    settings = json.loads((out / "b0.5_s3" / "phi0-nomosaic" / "settings.json").read_text())
+    assert settings["mosaic"] == 0.0 and settings["batch_size"] == 4
+    assert json.loads((out / "b0.5_s3" / "phi0" / "settings.json").read_text())["mosaic"] == 0.5
     assert (cell["budget"], cell["seed"]) == (0.5, 3) and row["model"] == "ours phi 0" and row["epochs"] >= 1
     assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
     assert cell["data_sets"]["test"]["images"] == 3 and cell["data"].endswith("data_objects_s3")
