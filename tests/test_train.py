@@ -51,7 +51,7 @@ def _argv(data, save_dir, *extra):
         "--epochs", str(EPOCHS), "--freeze-epochs", str(FREEZE_EPOCHS), "--batch-size", str(BATCH),
         "--freeze-batch-size", str(FREEZE_BATCH), "--save-dir", str(save_dir), "--eval-period", "2",
         "--save-period", "1", "--mosaic", "0.5", "--mixup", "0.5", "--seed", "1", "--lr-decay", "step",
-        "--jitter", "0.2", "--scale-min", "0.5", "--scale-max", "1.5", *extra,
+        "--jitter", "0.2", "--scale-min", "0.6", "--scale-max", "1.4", *extra,
     ]  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def test_a_run_writes_everything(run_dir):
     assert list((run_dir / "tensorboard").iterdir())
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["freeze_epochs"] == 1 and settings["optimizer"] == "sgd" and settings["lr"] == 0.01
-    assert (settings["jitter"], settings["scale_min"], settings["scale_max"]) == (0.2, 0.5, 1.5)
+    assert (settings["jitter"], settings["scale_min"], settings["scale_max"]) == (0.2, 0.6, 1.4)
     assert settings["class_names"] == ["circle", "square", "triangle"] and settings["attention"] == "eca"
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == EPOCHS and history["map_epochs"] == [2, 3]
@@ -127,10 +127,10 @@ def test_a_run_writes_everything(run_dir):
 
 
 def test_the_placement_flags_reach_the_training_data(runs):
-    """--jitter, --scale-min and --scale-max shape every non-mosaic sample (and --jitter the mosaic
-    tiles, whose scale stays the data set's own)."""
+    """--jitter, --scale-min and --scale-max (none of them the defaults here) shape every non-mosaic
+    sample (and --jitter the mosaic tiles, whose scale stays the data set's own)."""
     jitter, scale_range, mosaic_scale_range = runs[2].placement
-    assert (jitter, scale_range) == (0.2, (0.5, 1.5)) and mosaic_scale_range == (0.4, 1.0)
+    assert (jitter, scale_range) == (0.2, (0.6, 1.4)) and mosaic_scale_range == (0.4, 1.0)
 
 
 def test_the_augmentation_defaults_are_the_measured_ones():

@@ -98,8 +98,8 @@ class TrainConfig:
         "U(1-j, 1+j) / U(1-j, 1+j) (0: shapes kept; bubbliiiing's recipe: 0.3)"
     )
     scale_min: float = _opt(
-        0.5, "a non-mosaic sample's longer side becomes U(--scale-min, --scale-max) times the input's "
-        "(bubbliiiing's recipe: 0.25-2)"
+        0.5, "a non-mosaic sample's (and a mixup partner's) longer side becomes U(--scale-min, --scale-max) "
+        "times the input's (bubbliiiing's recipe: 0.25-2)"
     )
     scale_max: float = _opt(1.5, "see --scale-min (above 1: the image is cropped)")
     label_smoothing: float = _opt(0.0, "class label smoothing")
