@@ -11,7 +11,10 @@ Two settings, for two uses:
 * evaluation (get_map.py, the trainer's val mAP): every box above EVAL_CONF_THRESHOLD is scored
   (mAP integrates over the whole precision-recall curve), NMS at EVAL_NMS_IOU; a detection
   matches a ground truth at IoU >= MATCH_IOU, and precision, recall and F1 are read at
-  PR_SCORE_THRESHOLD.
+  PR_SCORE_THRESHOLD;
+* training augmentation (train.py's flags, `utils.data.dataset.YoloDataset`): MOSAIC_PROB,
+  MIXUP_PROB, JITTER and SCALE_RANGE, lighter than bubbliiiing's recipe (mixup 0.5, jitter 0.3,
+  scale 0.25-2), which loosened the boxes in short runs (docs/recipe.md).
 
 The input size is a fact of the model: nets.model_data.DEFAULT_INPUT_SHAPE.
 
@@ -29,3 +32,8 @@ EVAL_CONF_THRESHOLD = 0.001  # mAP: score (nearly) every box, so the curve reach
 EVAL_NMS_IOU = 0.5  # mAP: NMS IoU of the scored detections
 MATCH_IOU = 0.5  # a detection counts as a hit at IoU >= this (VOC's mAP@0.5)
 PR_SCORE_THRESHOLD = 0.5  # where precision, recall, F1, TP and FP are read off the curve
+
+MOSAIC_PROB = 0.5  # probability of a mosaic sample
+MIXUP_PROB = 0.0  # probability of mixup on a mosaic sample
+JITTER = 0.0  # aspect-ratio jitter of a placed image (0: shapes kept)
+SCALE_RANGE = (0.5, 1.5)  # a non-mosaic sample's longer side, as a fraction of the input's

@@ -66,3 +66,15 @@ def test_evaluation_defaults_are_the_same_in_get_map_the_trainer_and_the_metrics
     fields = EvaluationResult.__dataclass_fields__
     assert fields["iou_threshold"].default is defaults.MATCH_IOU
     assert fields["score_threshold"].default is defaults.PR_SCORE_THRESHOLD
+
+
+def test_augmentation_defaults_are_the_same_in_train_py_and_the_data_set():
+    from utils.data.dataset import YoloDataset
+
+    config = TrainConfig()
+    shared = {"mosaic_prob": defaults.MOSAIC_PROB, "mixup_prob": defaults.MIXUP_PROB, "jitter": defaults.JITTER}
+    for name, value in shared.items():
+        assert _default(YoloDataset.__init__, name) is value
+    assert _default(YoloDataset.__init__, "scale_range") is defaults.SCALE_RANGE
+    assert (config.mosaic, config.mixup, config.jitter) == tuple(shared.values())
+    assert (config.scale_min, config.scale_max) == defaults.SCALE_RANGE

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from utils.data.annotations import AnnotatedImage
 from utils.data.images import ImageLoadError, load_image
+from utils.defaults import JITTER, MIXUP_PROB, MOSAIC_PROB, SCALE_RANGE
 from utils.inference.letterbox import LETTERBOX_FILL, letterbox, letterbox_boxes
 
 logger = logging.getLogger("yolov4_tiny.data")
@@ -160,8 +161,7 @@ class YoloDataset:
         jitter, scale_range, mosaic_scale_range, flip_prob, hsv_gains: augmentation strengths.
         seed: the seed of every random draw.
 
-    The defaults are train.py's (lighter than bubbliiiing's mixup 0.5, jitter 0.3 and scale
-    0.25-2, which loosened the boxes in short runs: docs/recipe.md).
+    The defaults are train.py's (utils/defaults.py).
     """
 
     def __init__(
@@ -170,10 +170,10 @@ class YoloDataset:
         input_shape: tuple[int, int],
         train: bool = True,
         max_boxes: int = 100,
-        mosaic_prob: float = 0.5,
-        mixup_prob: float = 0.0,
-        jitter: float = 0.0,
-        scale_range: tuple[float, float] = (0.5, 1.5),
+        mosaic_prob: float = MOSAIC_PROB,
+        mixup_prob: float = MIXUP_PROB,
+        jitter: float = JITTER,
+        scale_range: tuple[float, float] = SCALE_RANGE,
         mosaic_scale_range: tuple[float, float] = (0.4, 1.0),
         flip_prob: float = 0.5,
         hsv_gains: tuple[float, float, float] = (0.1, 0.7, 0.4),

@@ -20,7 +20,7 @@ from nets.model_data import (
     parse_input_size,
 )
 from utils.cli import ATTENTION_AT_HELP, DATA_HELP, FUSION_HELP, OUTPUT_ALIASES
-from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU
+from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, JITTER, MIXUP_PROB, MOSAIC_PROB, SCALE_RANGE
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
@@ -90,18 +90,18 @@ class TrainConfig:
         None, "coupled: L2 added to the gradient before the momentum; decoupled: AdamW-style "
         "(default: sgd coupled, adam decoupled)", choices=("coupled", "decoupled"),
     )
-    mosaic: float = _opt(0.5, "probability of a mosaic sample")
-    mixup: float = _opt(0.0, "probability of mixup on a mosaic sample (0.5 in bubbliiiing's recipe)")
+    mosaic: float = _opt(MOSAIC_PROB, "probability of a mosaic sample")
+    mixup: float = _opt(MIXUP_PROB, "probability of mixup on a mosaic sample (0.5 in bubbliiiing's recipe)")
     mosaic_ratio: float = _opt(0.7, "mosaic and mixup only in this first fraction of the epochs")
     jitter: float = _opt(
-        0.0, "aspect-ratio jitter of every placed image, mosaic tiles too: its aspect is multiplied by "
+        JITTER, "aspect-ratio jitter of every placed image, mosaic tiles too: its aspect is multiplied by "
         "U(1-j, 1+j) / U(1-j, 1+j) (0: shapes kept; bubbliiiing's recipe: 0.3)"
     )
     scale_min: float = _opt(
-        0.5, "a non-mosaic sample's (and a mixup partner's) longer side becomes U(--scale-min, --scale-max) "
+        SCALE_RANGE[0], "a non-mosaic sample's (and a mixup partner's) longer side becomes U(--scale-min, --scale-max) "
         "times the input's (bubbliiiing's recipe: 0.25-2)"
     )
-    scale_max: float = _opt(1.5, "see --scale-min (above 1: the image is cropped)")
+    scale_max: float = _opt(SCALE_RANGE[1], "see --scale-min (above 1: the image is cropped)")
     label_smoothing: float = _opt(0.0, "class label smoothing")
     ignore_thresh: float = _opt(0.5, "objectness of cells overlapping a ground truth above this IoU is ignored")
     anchor_iou_thresh: float = _opt(
