@@ -9,6 +9,7 @@ import json
 import pytest
 
 from benchmarks import bench_learning
+from utils.defaults import MOSAIC_PROB
 
 
 def test_without_ultralytics_it_says_how_to_get_it_and_exits_0(tmp_path, capsys):
@@ -66,7 +67,7 @@ def test_ours_alone_end_to_end(tmp_path, capsys):
     assert variant["model"] == "ours phi 0 nomosaic" and variant["flags"] == "--mosaic 0"
     settings = json.loads((out / "b0.5_s3" / "phi0-nomosaic" / "settings.json").read_text())
     assert settings["mosaic"] == 0.0 and settings["batch_size"] == 4
-    assert json.loads((out / "b0.5_s3" / "phi0" / "settings.json").read_text())["mosaic"] == 0.5
+    assert json.loads((out / "b0.5_s3" / "phi0" / "settings.json").read_text())["mosaic"] == MOSAIC_PROB
     assert (cell["budget"], cell["seed"]) == (0.5, 3) and row["model"] == "ours phi 0" and row["epochs"] >= 1
     assert 0.0 <= row["map50"] <= 1.0 and 0.0 <= row["ap"] <= 1.0
     assert cell["data_sets"]["test"]["images"] == 3 and cell["data"].endswith("data_objects_s3")

@@ -13,8 +13,9 @@ Two settings, for two uses:
   matches a ground truth at IoU >= MATCH_IOU, and precision, recall and F1 are read at
   PR_SCORE_THRESHOLD;
 * training augmentation (train.py's flags, `utils.data.dataset.YoloDataset`): MOSAIC_PROB,
-  MIXUP_PROB, JITTER and SCALE_RANGE, lighter than bubbliiiing's recipe (mixup 0.5, jitter 0.3,
-  scale 0.25-2), which loosened the boxes in short runs (docs/recipe.md).
+  MIXUP_PROB, JITTER and SCALE_RANGE: every sample a mosaic (bubbliiiing: half), and lighter
+  than his recipe (mixup 0.5, jitter 0.3, scale 0.25-2), which loosened the boxes in short runs
+  (docs/recipe.md).
 
 The input size is a fact of the model: nets.model_data.DEFAULT_INPUT_SHAPE.
 
@@ -33,7 +34,7 @@ EVAL_NMS_IOU = 0.5  # mAP: NMS IoU of the scored detections
 MATCH_IOU = 0.5  # a detection counts as a hit at IoU >= this (VOC's mAP@0.5)
 PR_SCORE_THRESHOLD = 0.5  # where precision, recall, F1, TP and FP are read off the curve
 
-MOSAIC_PROB = 0.5  # probability of a mosaic sample
+MOSAIC_PROB = 1.0  # probability of a mosaic sample (in the first --mosaic-ratio of the epochs)
 MIXUP_PROB = 0.0  # probability of mixup on a mosaic sample
 JITTER = 0.0  # aspect-ratio jitter of a placed image (0: shapes kept)
 SCALE_RANGE = (0.5, 1.5)  # a non-mosaic sample's longer side, as a fraction of the input's
