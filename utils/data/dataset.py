@@ -222,11 +222,14 @@ class YoloDataset:
             image, boxes, rng, self.input_shape, self.jitter, scale_range, self.flip_prob, anchor=anchor
         )
 
-    def _mosaic(self, indices, rng):
+    def _mosaic(self, indices, rng, on_corrupt):
+        """Four images around a random cut point. A corrupt tile is passed to `on_corrupt` and its
+        quadrant left grey, without objects; only when every tile is corrupt is the sample lost
+        (CorruptImageError)."""
         h, w = self.input_shape
         cut_x, cut_y = int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7))
         canvas = np.full((h, w, 3), GREY, np.uint8)
-        all_boxes = []
+        all_boxes, corrupt = [np.zeros((0, 5), np.float32)], 0
         regions = {  # corner of the image placed at the cut point -> the quadrant it fills
             "br": (0, 0, cut_x, cut_y),
             "bl": (cut_x, 0, w, cut_y),
@@ -234,7 +237,14 @@ class YoloDataset:
             "tl": (cut_x, cut_y, w, h),
         }
         for index, (corner, (x0, y0, x1, y1)) in zip(indices, regions.items(), strict=True):
-            placed, boxes = self._placed(int(index), rng, self.mosaic_scale_range, anchor=(cut_x, cut_y, corner))
+            try:
+                placed, boxes = self._placed(int(index), rng, self.mosaic_scale_range, anchor=(cut_x, cut_y, corner))
+            except CorruptImageError as err:
+                on_corrupt(err)
+                corrupt += 1
+                if corrupt == len(regions):
+                    raise
+                continue
             canvas[y0:y1, x0:x1] = placed[y0:y1, x0:x1]
             boxes = boxes.copy()
             boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], x0, x1)
@@ -249,17 +259,22 @@ class YoloDataset:
         """
         h, w = self.input_shape
         try:
-            return (*self._sample(plan_row), True)
+            return (*self._sample(plan_row, self._record_corrupt), True)
         except CorruptImageError as err:
-            with self._lock:
-                first_time = err.index not in self._corrupt
-                self._corrupt.add(err.index)
-            if first_time:
-                logger.warning(f"{err}; skipped")
+            self._record_corrupt(err)
             return np.zeros((h, w, 3), np.uint8), np.full((self.max_boxes, 5), -1, np.float32), False
 
-    def _sample(self, plan_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """load_sample's image and gt; raises CorruptImageError."""
+    def _record_corrupt(self, err: CorruptImageError) -> None:
+        """Leave the image out of the next epochs' plans; warn the first time."""
+        with self._lock:
+            first_time = err.index not in self._corrupt
+            self._corrupt.add(err.index)
+        if first_time:
+            logger.warning(f"{err}; skipped")
+
+    def _sample(self, plan_row: np.ndarray, on_corrupt) -> tuple[np.ndarray, np.ndarray]:
+        """load_sample's image and gt; a corrupt mosaic tile goes to `on_corrupt`, any other
+        corrupt image raises CorruptImageError."""
         idx = [int(i) for i in plan_row[:4]]
         use_mosaic, use_mixup, partner = bool(plan_row[4]), bool(plan_row[5]), int(plan_row[6])
         rng = np.random.default_rng(int(plan_row[7]))
@@ -271,7 +286,7 @@ class YoloDataset:
             boxes = _keep_valid(boxes, w, h)
         else:
             if use_mosaic:
-                image, boxes = self._mosaic(idx, rng)
+                image, boxes = self._mosaic(idx, rng, on_corrupt)
                 if use_mixup:
                     other, other_boxes = self._placed(partner, rng, self.scale_range)
                     image = ((image.astype(np.uint16) + other) // 2).astype(np.uint8)
@@ -294,7 +309,7 @@ class YoloDataset:
             if len(images) == count:
                 break
             try:
-                image, gt = self._sample(row)
+                image, gt = self._sample(row, on_corrupt=lambda err: None)
             except CorruptImageError:
                 continue
             images.append(image)

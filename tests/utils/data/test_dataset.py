@@ -79,6 +79,26 @@ def test_corrupt_image_is_skipped_counted_and_warned(images, tmp_path, caplog):
     assert len(items) - 1 not in ds.epoch_plan(1)[:, 0]
 
 
+def test_a_corrupt_mosaic_tile_costs_its_quadrant_not_the_sample(images, tmp_path, caplog):
+    """Every training sample is a mosaic by default: one unreadable file among the four leaves its
+    quadrant grey, and the other three images' objects train; the file is named once and left out
+    of the next epochs."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    items = list(images) + [AnnotatedImage(str(broken), np.zeros((0, 4), np.float32), np.zeros(0, np.int32))]
+    ds = YoloDataset(items, SIZE, mosaic_prob=1.0, seed=0)
+    row = ds.epoch_plan(0)[0].copy()
+    row[:4] = [0, len(items) - 1, 1, 2]  # the corrupt file as the second tile
+    with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
+        image, gt, ok = ds.load_sample(row)
+    assert ok and image.shape == (64, 64, 3)
+    assert (gt[:, 4] >= 0).sum() > 0  # the other tiles' objects
+    assert ds.corrupt_images == [str(broken)]
+    assert ["broken.jpg" in r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.data"] == [True]
+    row[:4] = len(items) - 1  # every tile corrupt: only then is the sample lost
+    assert not ds.load_sample(row)[2]
+
+
 def test_training_reads_images_as_inference_does(tmp_path):
     """One loader: transparency on white and EXIF orientation reach the network as they reach the detector."""
     from PIL import Image
