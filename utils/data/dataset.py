@@ -229,7 +229,7 @@ class YoloDataset:
         h, w = self.input_shape
         cut_x, cut_y = int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7))
         canvas = np.full((h, w, 3), GREY, np.uint8)
-        all_boxes, corrupt = [np.zeros((0, 5), np.float32)], 0
+        all_boxes, corrupt = [], 0
         regions = {  # corner of the image placed at the cut point -> the quadrant it fills
             "br": (0, 0, cut_x, cut_y),
             "bl": (cut_x, 0, w, cut_y),
