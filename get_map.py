@@ -22,7 +22,9 @@ coordinates (utils.boxes), no VOC "+1". --classes defaults to the model's own na
 COCO's maxDets. --slice SIDE (tiles of the image besides the full pass) and --augment (test-time
 augmentation) run the detector as predict.py does with them, so their gain shows in the mAP; they
 are written into results.json. A .keras --weights runs on ONNX Runtime on a CPU (exported once and cached, as
-predict.py does; --backend keras: TensorFlow).
+predict.py does; --backend keras: TensorFlow), in float32 (--precision auto: as predict.py runs it,
+bfloat16 on a CPU with AMX or AVX512-BF16; --precision bfloat16 on any CPU, emulated and slow
+there, measures what bfloat16 costs in mAP).
 
 Written to --output: results.json, results.txt, pr_curves/<class>.png, ap_per_class.png,
 counts_per_class.png (and detections.json with --weights, reusable with --detections).
@@ -79,8 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "class index, bbox = pixel [x, y, w, h], score",
     )
     add_detector_arguments(
-        parser, conf=EVAL_CONF_THRESHOLD, nms_iou=EVAL_NMS_IOU, weights_required=False, darknet=False, half=False
-    )
+        parser, conf=EVAL_CONF_THRESHOLD, nms_iou=EVAL_NMS_IOU, weights_required=False, darknet=False, half=False,
+        precision="float32",
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, default=Path("VOCdevkit"), help=DATA_HELP)
     parser.add_argument(
         "--split",
@@ -120,9 +123,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     log = EvaluationLog()  # each problem is logged as found (a warning, on stderr)
     detector = None
     if args.weights is not None:
-        from utils.inference.engine.loader import load_detector
+        from utils.inference.engine.loader import describe_runtime, load_detector
 
         detector = load_detector(args.weights, **detector_kwargs(args))
+        logger.info(f"{args.weights}: {describe_runtime(detector)}")
     try:
         source = open_data(args.data)
     except YoloError as err:
@@ -137,7 +141,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     if detector is not None:
         detections = detect_split(detector, split, log, batch_size=args.batch_size, progress=progress)
-        source = {"weights": str(args.weights)}
+        source = {"weights": str(args.weights), "precision": detector.precision}
         if args.slice is not None:
             source.update(slice=args.slice, overlap=args.overlap)
         if args.augment:

@@ -84,7 +84,7 @@ def load_predictor(args):
     picture = args.mode if args.mode in ("heatmap", "attention", "cam") else "boxes"
     options = {"top": args.top, "track": args.track, "every": args.every, **cli.detector_kwargs(args)}
     predictor = Predictor(args.weights, picture=picture, **options)
-    inform(args, f"{args.weights}: {predictor.describe(args.half)}")
+    inform(args, f"{args.weights}: {predictor.describe()}")
     return predictor
 
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-# train.py's --precision choices (utils.training.config.PRECISIONS): a literal, as a worker imports utils only
+# train.py's --precision choices (utils.defaults.PRECISIONS): a literal, as a worker imports utils only
 # from its --worker-tree, after parsing.
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 

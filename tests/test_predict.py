@@ -159,17 +159,17 @@ def test_max_detections(weights, wide, tmp_path):
 
 @pytest.mark.slow
 def test_half_is_ignored_with_a_warning_where_it_would_be_slower(weights, wide, tmp_path, capsys):
-    from utils.inference.precision import mixed_precision_policy
+    from utils.inference.precision import half_precision
 
     argv = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path), "--half"]
     assert predict.main([*argv, "--input-size", "64,96", "--json", str(tmp_path / "d.json")]) == 0
     out, err = capsys.readouterr()
     device_line = [line for line in out.splitlines() if "input (64, 96)" in line][0]
-    policy = mixed_precision_policy()
-    if policy is None:  # no GPU, no AMX / AVX512-BF16: said once, as a warning
+    faster = half_precision()
+    if faster == "float32":  # no GPU, no AMX / AVX512-BF16: said once, as a warning
         assert device_line.endswith("float32") and err.count("no fast float16/bfloat16") == 1
     else:
-        assert device_line.endswith(policy)
+        assert device_line.endswith(faster)
     assert _counts(tmp_path / "d.json")[0] > 0
 
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU, SLICE_OVERLAP
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU, PRECISIONS, SLICE_OVERLAP
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.inference.engine.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
@@ -254,8 +254,9 @@ def add_detector_arguments(
     weights_required: bool = True,
     darknet: bool = True,
     half: bool = True,
+    precision: str = "auto",
 ) -> None:
-    """The options of a detector, with the defaults the script wants."""
+    """The options of a detector, with the defaults the script wants (`precision`: --precision's)."""
     darknet_help = ", darknet .weights (with --cfg)" if darknet else ""
     parser.add_argument(
         "--weights",
@@ -275,7 +276,8 @@ def add_detector_arguments(
         help="runtime for --weights. auto (default): from the path (.keras, .onnx, .tflite, a SavedModel "
         "folder, an OpenVINO .xml, which needs pip install openvino), and a .keras model runs on ONNX Runtime "
         "on a CPU (exported once, cached in $YOLO_CACHE_DIR, else ~/.cache/yolov4-tiny/onnx; TensorFlow when "
-        "that fails, with a note), on TensorFlow on a GPU or with --half. keras: always TensorFlow",
+        "that fails, with a note), on TensorFlow on a GPU or in mixed precision (--precision). keras: always "
+        "TensorFlow",
     )
     parser.add_argument(
         "--classes", type=Path, default=None, help="class names, one a line (default: the names saved in the model)"
@@ -298,6 +300,14 @@ def add_detector_arguments(
     )
     add_attention_module_argument(parser)
     add_pass_arguments(parser)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=precision,
+        help="compute precision of a .keras model. auto: bfloat16 on a CPU with AMX or AVX512-BF16 (about twice "
+        "as fast there, on TensorFlow), float32 elsewhere; bfloat16 / float16 elsewhere are emulated and slower, "
+        f"for measuring their accuracy (default: {precision})",
+    )
     if half:
         parser.add_argument(
             "--half",
@@ -343,6 +353,7 @@ def detector_kwargs(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "backend": args.backend,
         "half": getattr(args, "half", False),
+        "precision": args.precision,
         "cfg_path": getattr(args, "cfg", None),
         "attention_module": args.attention_module,
         "slice": getattr(args, "slice", None),

@@ -1,11 +1,24 @@
-"""Half precision for inference: which mixed-precision policy is faster here, and a copy of a
-model built under it (the heads stay float32, see nets/yolo.py).
+"""The precision of inference: which one is fastest here, and a copy of a model built under a
+mixed-precision policy (the heads stay float32, see nets/yolo.py).
 
-mixed_float16 on a GPU; mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster for this
-model, measured by benchmarks/bench_inference.py); elsewhere float16 and bfloat16 convolutions are
-emulated and slower than float32, so `--half` warns (the `yolov4_tiny.inference` logger) and keeps
-float32. TensorFlow only: on the other Keras backends `with_half_precision` raises
-`TensorFlowRequired`.
+`--precision` (predict.py, get_map.py, `load_detector(precision=)`), resolved by
+`resolve_inference_precision`:
+
+    auto      bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16: about 2x faster for
+              this model, benchmarks/bench_inference.py; its accuracy cost on the learning
+              benchmark's test split is in docs/benchmarks.md), run by TensorFlow; float32
+              elsewhere (on a CPU: ONNX Runtime, see utils/inference/engine/loader.py), GPUs
+              included (float16 there is --half's, not measured as a default)
+    float32   float32
+    bfloat16, float16
+              that mixed precision whatever the machine; where it is emulated (bfloat16 or float16
+              on a CPU without AMX / AVX512-BF16) it is slower than float32 and a warning says so:
+              there it is for measuring what the precision costs in accuracy, not for speed
+
+`--half` asks for the half precision the hardware makes faster (`mixed_precision_policy`):
+float16 on a GPU, bfloat16 on AMX / AVX512-BF16 CPUs; elsewhere it warns (the
+`yolov4_tiny.inference` logger) and keeps float32. Mixed precision is TensorFlow's only: on the
+other Keras backends asking for it raises `TensorFlowRequired`.
 """
 
 from __future__ import annotations
@@ -16,23 +29,69 @@ from pathlib import Path
 import keras
 
 from nets.yolo import YoloV4Tiny
-from utils.inference.detector import require_tensorflow
+from utils.defaults import PRECISIONS
+from utils.errors import YoloError
+from utils.inference.detector import on_tensorflow, require_tensorflow
 
 logger = logging.getLogger("yolov4_tiny.inference")
 
 
-def with_half_precision(model):
-    """`model` under `mixed_precision_policy()`; on a CPU without fast bfloat16, warn and keep float32.
+MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
-    Raises TensorFlowRequired on the other Keras backends (half precision was measured on
-    TensorFlow only).
+
+class PrecisionError(YoloError, ValueError):
+    """A precision that does not exist, or contradicts --half."""
+
+
+def resolve_inference_precision(precision: str = "auto", half: bool = False) -> str:
+    """"float32", "bfloat16" or "float16": `precision` (see the module docstring) made concrete for
+    this machine, or with `half` the half precision that is faster here (float32 where none is, with
+    a warning).
+
+    Raises PrecisionError for an unknown precision, or `half` with a precision other than auto.
     """
-    require_tensorflow("half precision (--half)")
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if half:
+        if precision != "auto":
+            raise PrecisionError(f"--half picks the precision itself; it contradicts --precision {precision}")
+        require_tensorflow("half precision (--half)")
+        precision = half_precision()
+        if precision == "float32":
+            logger.warning(
+                "half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32"
+            )
+        return precision
+    if precision != "auto":
+        return precision
+    if not on_tensorflow():
+        return "float32"
+    return "bfloat16" if cpu_has_fast_bfloat16() and not gpu_visible() else "float32"
+
+
+def half_precision() -> str:
+    """The half precision that is faster than float32 here, as --precision names it: "float16" on a
+    GPU, "bfloat16" on a CPU with AMX / AVX512-BF16; "float32" where none is."""
     policy = mixed_precision_policy()
-    if policy is None:
-        logger.warning("half precision: this CPU has no fast float16/bfloat16 (AMX or AVX512-BF16); running float32")
+    return next((name for name, mixed in MIXED_POLICIES.items() if mixed == policy), "float32")
+
+
+def with_precision(model, precision: str):
+    """`model` in `precision` (resolved: "float32", "bfloat16" or "float16"): itself for float32,
+    else a copy under that mixed-precision policy (`to_mixed_precision`). Warns where the precision
+    is emulated (slower than float32).
+
+    Raises TensorFlowRequired for mixed precision on the other Keras backends.
+    """
+    if precision == "float32":
         return model
-    return to_mixed_precision(model, policy)
+    require_tensorflow(f"{precision} inference (--precision {precision})")
+    if mixed_precision_policy() is None:
+        logger.warning(
+            f"{precision}: emulated on this CPU (no AMX or AVX512-BF16), so slower than float32; its detections "
+            "are what the precision gives (for measuring its accuracy)"
+        )
+    return to_mixed_precision(model, MIXED_POLICIES[precision])
 
 
 def cpu_has_fast_bfloat16() -> bool:
@@ -44,17 +103,25 @@ def cpu_has_fast_bfloat16() -> bool:
     return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
+def gpu_visible() -> bool:
+    """Whether the Keras backend sees a GPU (TensorFlow's physical devices, else Keras' device list)."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return any(not name.startswith("cpu") for name in keras.distribution.list_devices())
+
+
 def mixed_precision_policy() -> str | None:
     """The mixed-precision policy that is faster than float32 here, or None.
 
-    mixed_float16 on a GPU; mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x faster for
-    this model, see benchmarks/bench_inference.py); None on other CPUs, where float16 and
-    bfloat16 convolutions are emulated and slower than float32.
+    On a GPU mixed_float16 on TensorFlow (with loss scaling in training), mixed_bfloat16 on JAX
+    (which trains without loss scaling); mixed_bfloat16 on a CPU with AMX / AVX512-BF16 (about 2x
+    faster for this model, see benchmarks/bench_inference.py); None on other CPUs, where float16
+    and bfloat16 convolutions are emulated and slower than float32.
     """
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
+    if gpu_visible():
+        return "mixed_float16" if on_tensorflow() else "mixed_bfloat16"
     return "mixed_bfloat16" if cpu_has_fast_bfloat16() else None
 
 

@@ -20,14 +20,13 @@ from nets.model_data import (
     parse_input_size,
 )
 from utils.cli import ATTENTION_AT_HELP, DATA_HELP, FUSION_HELP, OUTPUT_ALIASES
-from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, JITTER, MIXUP_PROB, MOSAIC_PROB, SCALE_RANGE
+from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, JITTER, MIXUP_PROB, MOSAIC_PROB, PRECISIONS, SCALE_RANGE
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
 logger = logging.getLogger("yolov4_tiny.training")
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
-PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 DEMO_DATA_DIR = Path("demo_data")
 
 
@@ -289,7 +288,6 @@ def resolve_precision(precision: str, mixed_precision: bool = False) -> str:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
-    from utils.inference.precision import mixed_precision_policy
+    from utils.inference.precision import half_precision
 
-    policy = mixed_precision_policy()
-    return {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(policy, "float32")
+    return half_precision()

@@ -174,16 +174,16 @@ def test_a_cached_file_that_will_not_open_is_exported_again(small_model, on_a_cp
     assert detector.backend == "keras" and not broken.exists()
 
 
-def test_backend_keras_half_and_gpus_keep_tensorflow(small_model, monkeypatch, own_cache, caplog):
+def test_backend_keras_mixed_precision_and_gpus_keep_tensorflow(small_model, monkeypatch, own_cache, caplog):
     calls = counting_exporter(monkeypatch)
     real_preference = loader.onnx_runtime_preferred
     monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)
     with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
         assert load_detector(small_model, input_shape=(64, 64), backend="keras").backend == "keras"
-        assert load_detector(small_model, input_shape=(64, 64), half=True).backend == "keras"
+        assert load_detector(small_model, input_shape=(64, 64), precision="bfloat16").backend == "keras"
         monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: False)  # e.g. a GPU is visible
         assert load_detector(small_model, input_shape=(64, 64)).backend == "keras"
-    # (half=True may warn of its own: the CPU may have no fast bfloat16)
+    # (bfloat16 may warn of its own: the CPU may compute it emulated)
     fallbacks = [r for r in caplog.records if "running it with TensorFlow instead" in r.getMessage()]
     assert fallbacks == [] and calls == [] and not own_cache.exists()
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])

@@ -8,8 +8,8 @@ NMS, folding) and never on this module, so imports go one way. The files it read
 
     .keras                   our Keras model (`load_model`); on a CPU run by ONNX Runtime on its
                              ONNX export (made once, kept in utils/interop/cache.py's folder),
-                             on a GPU (or with backend="keras", or half=True) by the
-                             Detector's own TF graph
+                             on a GPU (or with backend="keras", or in mixed precision:
+                             bfloat16 by default on AMX CPUs) by the Detector's own TF graph
     darknet .weights + .cfg  converted into our Keras model (utils/interop/darknet.py)
     .onnx / .tflite / SavedModel directory / OpenVINO .xml
                              exported by export.py, run by utils/interop/backends.py
@@ -34,7 +34,7 @@ from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.defaults import MAX_DETECTIONS, SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
-from utils.inference.precision import with_half_precision
+from utils.inference.precision import PrecisionError, resolve_inference_precision, with_precision
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
 from utils.interop.backends import BACKENDS, MissingRuntimeError, infer_backend, load_backend
 
@@ -46,11 +46,12 @@ class ModelLoadError(YoloError, ValueError):
     """A weights file that is not a model of ours; the message names the file."""
 
 
-def load_model(path: str | Path, half: bool = False, attention_module: str | None = None) -> YoloV4Tiny:
+def load_model(path: str | Path, precision: str = "float32", attention_module: str | None = None) -> YoloV4Tiny:
     """Load a saved `nets.yolo.YoloV4Tiny` from a `.keras` file.
 
-    half: rebuild it under `mixed_precision_policy()` (mixed_float16 on a GPU, mixed_bfloat16 on a
-        CPU with AMX / AVX512-BF16); on other CPUs warn and stay float32.
+    precision: "float32", or "bfloat16" / "float16" to rebuild it under that mixed-precision policy
+        (utils.inference.precision.with_precision; resolve "auto" and --half first with
+        `resolve_inference_precision`).
     attention_module: the module (dotted name or .py path) of a user attention block, imported
         first; loading itself imports nothing (safe mode).
 
@@ -73,7 +74,7 @@ def load_model(path: str | Path, half: bool = False, attention_module: str | Non
         raise ModelLoadError(f"{path}: cannot load as a YoloV4Tiny model ({type(err).__name__}: {err})") from None
     if not isinstance(model, YoloV4Tiny):
         raise ModelLoadError(f"{path}: a Keras {type(model).__name__}, not a YoloV4Tiny model of ours")
-    return with_half_precision(model) if half else model
+    return with_precision(model, precision)
 
 
 def _import_attention(attention_module: str | None) -> None:
@@ -100,6 +101,7 @@ def load_detector(
     classes_path: str | Path | None = None,
     input_shape: Sequence[int] | None = None,
     half: bool = False,
+    precision: str = "auto",
     cfg_path: str | Path | None = None,
     backend: str | None = None,
     threads: int | None = None,
@@ -117,13 +119,18 @@ def load_detector(
     input_shape: network input (height, width); default the model's own size, else 416x416.
         Exported models run at the size they were exported at, or any multiple of 32 when
         exported with --dynamic.
-    half: mixed precision (see `load_model`); .keras and darknet models only (they then run on
-        TensorFlow; TensorFlowRequired on another Keras backend).
+    precision: "auto" (bfloat16 on a CPU with AMX or AVX512-BF16, else float32), "float32",
+        "bfloat16" or "float16" (utils/inference/precision.py); half: the half precision that is
+        faster here (float16 on a GPU, bfloat16 on AMX CPUs, else float32 with a warning). Mixed
+        precision applies to .keras and darknet models (they then run on TensorFlow;
+        TensorFlowRequired on another Keras backend); an exported model runs in the precision it
+        was exported in (export.py --fp16), and asking another of it is a ModelLoadError.
+        `detector.precision` says which one runs.
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
     backend: "auto" (or None), "keras", "onnx", "tflite", "saved_model" or "openvino". "auto": from the path
         (utils.interop.backends.infer_backend), and a `.keras` model runs on ONNX Runtime when
-        `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow; not with `half`): its
+        `onnx_runtime_preferred()` (a CPU, no GPU visible to TensorFlow) in float32: its
         ONNX export is made once and cached (utils/interop/cache.py). When that export or
         ONNX Runtime fails, a warning (the `yolov4_tiny.inference` logger) says why and TensorFlow runs it.
         "keras": always TensorFlow. On another Keras backend (KERAS_BACKEND=jax) a `.keras` model
@@ -142,17 +149,30 @@ def load_detector(
     for an OpenVINO IR when OpenVINO is not installed.
     """
     check_pass_options(slice, overlap)
-    detector = _load_single_pass(path, classes_path, input_shape, half, cfg_path, backend, threads, attention_module,
-                                 **kwargs)  # fmt: skip
+    detector = _load_single_pass(path, classes_path, input_shape, (precision, half), cfg_path, backend, threads,
+                                 attention_module, **kwargs)  # fmt: skip
     return with_passes(detector, slice, overlap, augment)
 
 
 def _load_single_pass(
-    path, classes_path, input_shape, half, cfg_path, backend, threads, attention_module, **kwargs
+    path, classes_path, input_shape, asked, cfg_path, backend, threads, attention_module, **kwargs
 ) -> Detector:
-    """`load_detector` without slicing and augmentation."""
+    """`load_detector` without slicing and augmentation; `asked`: its (precision, half)."""
     _import_attention(attention_module)
+    detector = _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend, threads, **kwargs)
+    detector.precision = getattr(detector, "precision", "float32")
+    return detector
+
+
+def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend, threads, **kwargs) -> Detector:
+    def resolved() -> str:  # for the models we build: .keras and darknet
+        try:
+            return resolve_inference_precision(*asked)
+        except PrecisionError as err:
+            raise ModelLoadError(f"{path}: {err}") from None
+
     if cfg_path is not None:
+        precision = resolved()
         from utils.interop.darknet import DarknetError, model_from_darknet
 
         names = load_class_names(classes_path) if classes_path is not None else None
@@ -162,8 +182,8 @@ def _load_single_pass(
             model, _ = model_from_darknet(cfg_path, path, class_names=names, input_shape=size)
         except (OSError, DarknetError) as err:
             raise ModelLoadError(str(err)) from None
-        detector = Detector.from_model(with_half_precision(model) if half else model, input_shape=input_shape, **kwargs)
-        detector.backend = "keras"
+        detector = Detector.from_model(with_precision(model, precision), input_shape=input_shape, **kwargs)
+        detector.backend, detector.precision = "keras", precision
         return detector
     if backend not in (None, AUTO, *BACKENDS):
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join((AUTO, *BACKENDS))}")
@@ -174,11 +194,17 @@ def _load_single_pass(
         raise ModelLoadError(str(err)) from None
     logger.debug(f"{path}: backend {backend}" + (" (from the path)" if auto else ""))
     if backend == "keras":
-        if auto and not half and onnx_runtime_preferred():
+        precision = resolved()
+        if auto and precision == "float32" and onnx_runtime_preferred():
             return _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs)
-        return _keras_detector(load_model(path, half=half), path, classes_path, input_shape, **kwargs)
-    if half:
-        raise ModelLoadError(f"{path}: --half applies to .keras models; export with --fp16 instead")
+        detector = _keras_detector(load_model(path, precision), path, classes_path, input_shape, **kwargs)
+        detector.precision = precision
+        return detector
+    if asked != ("auto", False):
+        raise ModelLoadError(
+            f"{path}: --half and --precision apply to .keras models; an exported model runs in the precision it "
+            "was exported in (export.py --fp16)"
+        )
     return _load_exported(path, backend, threads, classes_path, input_shape, **kwargs)
 
 
@@ -299,6 +325,7 @@ def _exported_detector(path, forward, meta, backend, classes_path, input_shape, 
     )
     detector.backend = backend
     detector.metadata = meta
+    detector.precision = EXPORTED_PRECISIONS.get(meta.get("precision"), "float32")
     return detector
 
 
@@ -309,19 +336,16 @@ RUNTIMES = {
     "tflite": "LiteRT",
     "openvino": "OpenVINO",
 }
+# An export's precision (export.py's metadata) as describe_runtime names it.
+EXPORTED_PRECISIONS = {"fp32": "float32", "fp16": "float16 weights", "int8": "int8"}
 # The runtimes that run on the CPU whatever TensorFlow sees.
 CPU_BACKENDS = ("onnx", "tflite", "openvino")
 
 
-def describe_runtime(detector: Detector, half: bool = False) -> str:
+def describe_runtime(detector: Detector) -> str:
     """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32"; a Keras
-    model on another Keras backend than TensorFlow: "Keras (jax) on CPU, float32".
-
-    half: whether half precision was asked for; on a machine without fast float16 / bfloat16 the
-    model stayed float32 (`load_model`'s warning says why) and so does the text.
-    """
-    from utils.inference.precision import mixed_precision_policy
-
+    model on another Keras backend than TensorFlow: "Keras (jax) on CPU, float32". The precision
+    is the one that runs (`detector.precision`): where --half found no faster half precision, float32."""
     backend = getattr(detector, "backend", "keras")
     runtime = RUNTIMES.get(backend, backend)
     if on_tensorflow():
@@ -332,8 +356,4 @@ def describe_runtime(detector: Detector, half: bool = False) -> str:
         gpus = sum(not name.startswith("cpu") for name in keras.distribution.list_devices())
         runtime = f"Keras ({keras.backend.backend()})" if backend == "keras" else runtime
     device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({gpus})"
-    where = f"{runtime} on {device}"
-    if not half:
-        return f"{where}, float32"
-    policy = mixed_precision_policy()
-    return f"{where}, {policy or 'float32'}"  # without fast half precision, load_model's warning says why
+    return f"{runtime} on {device}, {getattr(detector, 'precision', 'float32')}"

@@ -91,8 +91,8 @@ class Predictor:
         top: cam: the detections explained per image (the best ones).
         track: video: keep an ID per object across frames ("boxes" pictures; "track_id" in records).
         every: video files and sequences: detect on every N-th frame.
-        load_kwargs: `load_detector`'s options (conf, nms_iou, input_shape, backend, half, slice,
-            overlap, augment, ...).
+        load_kwargs: `load_detector`'s options (conf, nms_iou, input_shape, backend, precision, half,
+            slice, overlap, augment, ...).
 
     Raises ModelLoadError for weights that are not a model of ours, ExplainError when the
     picture cannot be made with this model (attention of a model without blocks or weighted
@@ -133,11 +133,11 @@ class Predictor:
         self.detector = detector
         self._explainer = _explainer(detector, picture)  # attention of a model with nothing to draw: refused here
 
-    def describe(self, half: bool = False) -> str:
-        """What runs: "2 classes, input (416, 416), ONNX Runtime on CPU, float32" (half: whether
-        half precision was asked for), and on a second line the cached ONNX export it runs, if any."""
+    def describe(self) -> str:
+        """What runs: "2 classes, input (416, 416), ONNX Runtime on CPU, float32", and on a second
+        line the cached ONNX export it runs, if any."""
         detector = self.detector
-        runtime = describe_runtime(detector, half and self.picture not in EXPLAINED)
+        runtime = describe_runtime(detector)
         text = f"{detector.num_classes} classes, input {detector.input_shape}, {runtime}"
         if isinstance(detector, MultiPassDetector):
             text += f"; per image: {detector.describe()}"
@@ -301,7 +301,7 @@ def _count(result: Result, stats: RunStats, source) -> None:
 
 def _load_keras_detector(weights: str | Path, *, picture: str, **load_kwargs) -> Detector:
     """The detector of the attention and cam pictures: always over the Keras model (they read its
-    layers), whatever backend the path would pick; half precision does not apply (float32)."""
+    layers), whatever backend the path would pick, in float32 (mixed precision does not apply)."""
     from utils.inference.explain import ExplainError
 
     backend = load_kwargs.pop("backend", None)
@@ -314,9 +314,10 @@ def _load_keras_detector(weights: str | Path, *, picture: str, **load_kwargs) ->
             f"the {picture} pictures read the Keras model's layers: give a .keras model (or darknet .weights "
             f"with their cfg), not {weights}"
         )
-    if load_kwargs.pop("half", False):
-        logger.warning("half precision is ignored by the %s pictures (float32)", picture)
-    return load_detector(weights, backend="keras", half=False, **load_kwargs)
+    precision = load_kwargs.pop("precision", "auto")
+    if load_kwargs.pop("half", False) or precision not in ("auto", "float32"):
+        logger.warning("the %s pictures run in float32; --half and --precision do not apply", picture)
+    return load_detector(weights, backend="keras", precision="float32", **load_kwargs)
 
 
 def _explainer(detector: Detector, picture: str) -> AttentionProbe | GradCam | None:
