@@ -9,6 +9,11 @@ project needs neither. bench_learning.py calls it three ways, each writing one J
                                          --project DIR --result R.json
     python ultralytics_worker.py predict --weights best.pt --images list.txt --imgsz 256 --result R.json
     python ultralytics_worker.py steps   --model yolov8n.yaml --imgsz 256 --batch 16 --steps 6 --result R.json
+    python ultralytics_worker.py serve   --weights best.pt --imgsz 256 --conf 0.5 --iou 0.3 --result R.json
+
+`serve` times ultralytics' predict, image file to final boxes, on request, for
+benchmarks/bench_end_to_end.py: the model is loaded and warmed up once, and the benchmark alternates
+its rounds with ours (see `serve`).
 
 `steps` times the bare training step (forward, ultralytics' loss, backward, SGD update) on one
 synthetic batch held in memory, for benchmarks/bench_train.py's side-by-side step time.
@@ -188,6 +193,40 @@ def steps(args) -> dict:
     return {"seconds": times, "threads": torch.get_num_threads()}
 
 
+READY, TIMES = "@@ready ", "@@times "
+
+
+def serve(args) -> dict:
+    """Time `YOLO.predict`, image file to final boxes, one image a call, as a user's script runs it.
+
+    Loads --weights (a trained .pt, or a model yaml: random weights), predicts --warmup-image once,
+    then prints one line `@@ready {"threads": N}`. Each line read from standard input is a JSON list
+    of image paths; each is predicted alone (reading the file, letterbox, forward, NMS or the
+    NMS-free head's top-k, boxes scaled to the image and brought to NumPy) and timed, and one line
+    `@@times {"ms": [...], "boxes": [...]}` answers. Ends at the end of its input. Other lines
+    ultralytics may print are not prefixed so, and the reader skips them."""
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(args.weights))
+    settings = dict(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det, device="cpu", verbose=False)
+
+    def boxes_of(path: str) -> int:
+        result = model.predict(path, **settings)[0]
+        return len(result.boxes.xyxy.numpy())
+
+    boxes_of(str(args.warmup_image))
+    print(READY + json.dumps({"threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        ms, boxes = [], []
+        for path in json.loads(line):
+            started = time.perf_counter()
+            boxes.append(boxes_of(path))
+            ms.append((time.perf_counter() - started) * 1e3)
+        print(TIMES + json.dumps({"ms": ms, "boxes": boxes}), flush=True)
+    return {"threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,10 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--result", type=Path, required=True)
+    p = sub.add_parser("serve")
+    p.add_argument("--weights", type=Path, required=True, help="a .pt, or a model yaml (random weights)")
+    p.add_argument("--warmup-image", type=Path, required=True)
+    p.add_argument("--imgsz", type=int, required=True)
+    p.add_argument("--conf", type=float, required=True)
+    p.add_argument("--iou", type=float, required=True)
+    p.add_argument("--max-det", type=int, default=100)
+    p.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
 
     refuse_network()
-    result = {"check": check, "train": train, "predict": predict, "steps": steps}[args.command](args)
+    commands = {"check": check, "train": train, "predict": predict, "steps": steps, "serve": serve}
+    result = commands[args.command](args)
     if args.command == "predict":
         payload = {"detections": result, "network_attempts": list(NETWORK_ATTEMPTS)}
     else:
