@@ -23,14 +23,15 @@ samples are dropped; later epochs leave it out.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 from utils.data.annotations import AnnotatedImage
 from utils.data.images import ImageLoadError, load_image
@@ -42,6 +43,43 @@ logger = logging.getLogger("yolov4_tiny.data")
 GREY = LETTERBOX_FILL
 MIN_BOX_SIDE = 2.0  # boxes narrower or lower than this (pixels) after augmentation are dropped
 _PLAN_COLUMNS = 8  # idx0..idx3, mosaic, mixup, mixup partner, sample seed
+
+
+def default_loaders() -> int:
+    """Parallel sample loaders: two per usable core. A loader waits on file reads and the GIL part of
+    the time (measured with benchmarks/bench_train.py at 128: pipeline overhead 2% with two per
+    core, 16% with one)."""
+    return 2 * usable_cores()
+
+
+def _threaded_batches(load_sample, plan: np.ndarray, batch_size: int, parallel: int, drop_remainder: bool):
+    """Batches of `load_sample(row)` over the rows of `plan`, in order, samples whose `ok` is False
+    left out; at most `parallel` loads run at once, and at most two batches' worth are queued."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    window = max(parallel, 2 * batch_size)
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="yolo-loader")
+    pending = deque()
+    rows = iter(plan)
+    try:
+        for row in itertools.islice(rows, window):
+            pending.append(pool.submit(load_sample, row))
+        images, gts = [], []
+        while pending:
+            image, gt, ok = pending.popleft().result()
+            for row in itertools.islice(rows, 1):
+                pending.append(pool.submit(load_sample, row))
+            if not ok:
+                continue
+            images.append(image)
+            gts.append(gt)
+            if len(images) == batch_size:
+                yield np.stack(images), np.stack(gts)
+                images, gts = [], []
+        if images and not drop_remainder:
+            yield np.stack(images), np.stack(gts)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def usable_cores() -> int:
@@ -139,18 +177,18 @@ class CorruptImageError(Exception):
         self.index = index
 
 
-@tf.autograph.experimental.do_not_convert
 def _is_ok(image, gt, ok):
     return ok
 
 
-@tf.autograph.experimental.do_not_convert
 def _drop_ok(image, gt, ok):
     return image, gt
 
 
 class YoloDataset:
-    """Builds tf.data pipelines over a list of annotated images.
+    """The training and validation samples of a list of annotated images, batched: as a tf.data
+    pipeline (`dataset`, TensorFlow) or as NumPy arrays loaded by a pool of threads (`batches`, the
+    other Keras backends). Both draw the same samples from the same plan, in the same order.
 
     Args:
         images: the annotation lines (utils.data.annotations.AnnotatedImage); boxes pixel xyxy.
@@ -353,14 +391,16 @@ class YoloDataset:
         global_batch: int | None = None,
         pipeline_id: int = 0,
         num_pipelines: int = 1,
-    ) -> tf.data.Dataset:
-        """Batched (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)) for one epoch.
+    ):
+        """Batched (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)) for one epoch, a tf.data.Dataset.
 
         For tf.distribute (`distribute_datasets_from_function`): `batch_size` is the per-replica
         batch, `global_batch` the sum over all replicas, and this input pipeline (one per worker)
         keeps exactly the per-replica batches its replicas consume, so global step k sees the
         same images as a one-process run with batch `global_batch`.
         """
+        import tensorflow as tf
+
         shuffle = self.train if shuffle is None else shuffle
         plan = self.epoch_plan(epoch, shuffle=shuffle, mosaic=mosaic)
         global_batch = batch_size if global_batch is None else int(global_batch)
@@ -380,12 +420,11 @@ class YoloDataset:
             ok.set_shape(())
             return image, gt, ok
 
-        # Two loaders per core: a loader waits on file reads and the GIL part of the time (measured
-        # with benchmarks/bench_train.py at 128: pipeline overhead 2% with two per core, 16% with one).
-        parallel = 2 * usable_cores() if num_parallel_calls is None else num_parallel_calls
+        parallel = default_loaders() if num_parallel_calls is None else num_parallel_calls
         ds = tf.data.Dataset.from_tensor_slices(plan)
         ds = ds.map(load, num_parallel_calls=parallel, deterministic=deterministic)
-        ds = ds.filter(_is_ok).map(_drop_ok)
+        unconverted = tf.autograph.experimental.do_not_convert
+        ds = ds.filter(unconverted(_is_ok)).map(unconverted(_drop_ok))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         options = tf.data.Options()
         options.deterministic = deterministic
@@ -394,6 +433,28 @@ class YoloDataset:
         # benchmarks/bench_train.py --epoch-end); the loaders are counted above instead.
         options.autotune.enabled = False
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def batches(
+        self,
+        batch_size: int,
+        epoch: int = 0,
+        mosaic: bool = True,
+        shuffle: bool | None = None,
+        drop_remainder: bool = True,
+        num_parallel_calls: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`dataset(...)`'s batches as NumPy arrays, without TensorFlow: the same plan, the same
+        samples in the same order (a corrupt sample left out, as there), loaded by
+        `num_parallel_calls` threads (default: two per usable core; OpenCV and the image decoders
+        release the GIL) a batch or two ahead. One process, one pipeline (no tf.distribute split).
+
+        Stop iterating whenever: closing the generator (or dropping it) cancels the loads not
+        started and waits for none of the others.
+        """
+        shuffle = self.train if shuffle is None else shuffle
+        plan = self.epoch_plan(epoch, shuffle=shuffle, mosaic=mosaic)
+        parallel = default_loaders() if num_parallel_calls is None else int(num_parallel_calls)
+        return _threaded_batches(self.load_sample, plan, batch_size, parallel, drop_remainder)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(1, (len(self.images) - len(self._corrupt)) // batch_size)

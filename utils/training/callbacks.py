@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -35,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from utils.training.checkpoint import CHECKPOINT_NAME, atomic_write
+
+logger = logging.getLogger("yolov4_tiny.training")
 
 RESULTS_NAME = "results.csv"
 # results.csv's columns, and the epoch's logs each is read from (see Trainer.run); empty where absent.
@@ -207,11 +210,16 @@ class TensorBoard(Callback):
         self.writer = None
 
     def on_train_start(self, trainer) -> None:
-        import tensorflow as tf
-
+        try:
+            import tensorflow as tf
+        except ImportError:  # another Keras backend, without TensorFlow: results.csv and the plots say it all
+            logger.info("note: no TensorBoard logs (they are written with TensorFlow, which is not installed)")
+            return
         self.writer = tf.summary.create_file_writer(str(trainer.save_dir / "tensorboard"))
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        if self.writer is None:
+            return
         import tensorflow as tf
 
         with self.writer.as_default(step=epoch + 1):

@@ -12,10 +12,12 @@ second form is the same average, and leaves a weight that did not move (a frozen
 as it was.
 
 The average lives in a second model of the same architecture (`ema_model`), so it is evaluated
-and saved like any model. `update()` runs inside the train step's tf.function, in replica context
-under a tf.distribute strategy: each replica averages its own copy of the weights into its own copy
-of the average (the replicas' weights are equal after the all-reduced step), so no value crosses
-devices.
+and saved like any model. `update()` is keras.ops: it runs inside the train step, whatever the
+backend. On TensorFlow that is a tf.function, in replica context under a tf.distribute strategy:
+each replica averages its own copy of the weights into its own copy of the average (the replicas'
+weights are equal after the all-reduced step), so no value crosses devices. On JAX it runs in the
+jitted step's keras.StatelessScope (utils/training/steps_jax.py), which holds every variable's
+value, the average's and its update count included.
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ class ModelEMA:
         self.updates.assign(0)
 
     def update(self) -> None:
-        """One update; call inside a tf.function (the assignments are graph ops, one per weight)."""
-        import tensorflow as tf
+        """One update, inside the train step (a tf.function, or JAX's stateless scope)."""
+        from keras import ops
 
         self.updates.assign_add(1)
-        n = tf.cast(self.updates, tf.float32)
-        keep = self.decay * (1.0 - tf.exp(-n / self.tau))
+        n = ops.cast(self.updates, "float32")
+        keep = self.decay * (1.0 - ops.exp(-n / self.tau))
         for average, weight in self.pairs:
             average.assign_sub((1.0 - keep) * (average - weight))
 

@@ -1,7 +1,9 @@
 """The training loop behind train.py: one process, MirroredStrategy or MultiWorkerMirroredStrategy.
 
 A custom loop on tf.distribute (not `model.fit`) so that freezing, per-phase batch sizes, the
-per-step learning rate, exact resume and the NaN stop stay simple and explicit. `Trainer.run` is
+per-step learning rate, exact resume and the NaN stop stay simple and explicit. On Keras' JAX
+backend (KERAS_BACKEND=jax, no TensorFlow needed) the same loop runs on one device, with the steps
+of utils/training/jax_steps.py and the NumPy batches of `YoloDataset.batches`. `Trainer.run` is
 the lifecycle, each step public:
 
     setup()                   strategy, data, model, initial weights, optimizer; resume state
@@ -30,6 +32,7 @@ results.csv, history.json, loss.png, map.png, tensorboard/.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -270,6 +273,32 @@ def take_batches(dataset, count: int):
         del iterator
 
 
+class SingleDevice:
+    """What the trainer uses of a tf.distribute strategy, on the Keras backends other than TensorFlow:
+    one device, no replicas."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def check_backend(config: TrainConfig) -> None:
+    """Raise ConfigError for what trains on TensorFlow only: --strategy (tf.distribute), float16
+    (its loss scaling) and any Keras backend but TensorFlow and JAX."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if backend != "jax":
+        raise ConfigError(f"training runs on Keras' TensorFlow and JAX backends, not on {backend} (KERAS_BACKEND)")
+    if config.strategy != "none":
+        raise ConfigError(f"--strategy {config.strategy} is tf.distribute's: train on TensorFlow for it")
+    if config.precision == "float16":
+        raise ConfigError("--precision float16 (loss scaling) trains on TensorFlow only; on JAX use bfloat16")
+
+
 class Trainer:
     """Runs one training from a TrainConfig (see train.py for the command line).
 
@@ -402,6 +431,7 @@ class Trainer:
         from utils.data.dataset import YoloDataset
 
         c = self.config
+        check_backend(c)
         keras.utils.set_random_seed(c.seed)
         keras.mixed_precision.set_global_policy(POLICIES[c.precision])
         self.class_names = class_names_for(c)
@@ -840,9 +870,11 @@ class Trainer:
 
     def settings(self) -> dict:
         """The resolved settings of this run and what it found (settings.json)."""
-        import keras
-        import tensorflow as tf
+        import importlib
 
+        import keras
+
+        backend = keras.backend.backend()
         return {
             **self.config.to_dict(),
             "resolved_input_hw": list(self.input_hw),
@@ -855,12 +887,17 @@ class Trainer:
             "train_images": len(self.train_images),
             "val_images": len(self.val_images),
             "best_criterion": "val mAP@0.5" if self.config.eval_period and self.val_images else "val loss",
-            "tensorflow": tf.__version__,
             "keras": keras.__version__,
+            "keras_backend": backend,
+            backend: importlib.import_module(backend).__version__,
         }
 
     # ------------------------------------------------------------------ set-up details
     def _strategy(self):
+        from utils.inference.detector import on_tensorflow
+
+        if not on_tensorflow():
+            return SingleDevice()
         import tensorflow as tf
 
         kind = self.config.strategy
@@ -980,12 +1017,16 @@ class Trainer:
         return LRSchedule(max_lr, min_lr, total, c.lr_decay, warmup_epochs=warmup, flat_epochs=flat)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
+        from utils.inference.detector import on_tensorflow
+
+        workers = self.config.workers
+        if not on_tensorflow():  # one device: NumPy batches, loaded by threads
+            return data.batches(batch_size, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers)
         import tensorflow as tf
 
         if batch_size % self.replicas:
             raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
         per_replica = batch_size // self.replicas
-        workers = self.config.workers
 
         def dataset_fn(context: tf.distribute.InputContext):
             return data.dataset(
@@ -1003,8 +1044,21 @@ class Trainer:
     def _make_steps(self, batch_size: int):
         """(train_step, val_step) tf.functions over distributed batches: the train step for the
         current trainable set and a global batch of `batch_size` (with the EMA update), the val step
-        of eval_model for `val_batch()`."""
+        of eval_model for `val_batch()`. On JAX, utils/training/jax_steps.py's jitted functions."""
         import keras
+
+        from utils.inference.detector import on_tensorflow
+
+        if not on_tensorflow():
+            from utils.training.jax_steps import make_jax_steps
+
+            if self.config.xla and self._steps is None:
+                logger.info("note: --xla is what JAX always does (every step is XLA-compiled)")
+            compute_dtype = keras.mixed_precision.Policy(POLICIES[self.config.precision]).compute_dtype
+            return make_jax_steps(
+                self.model, self.loss_fn, self.optimizer, self.ema, batch_size, self.eval_model, self.val_batch(),
+                compute_dtype,
+            )  # fmt: skip
         import tensorflow as tf
 
         model, loss_fn, optimizer, strategy, ema = self.model, self.loss_fn, self.optimizer, self.strategy, self.ema

@@ -1,0 +1,192 @@
+"""Training on the JAX backend of Keras, without TensorFlow (utils/training/jax_steps.py).
+
+A subprocess with KERAS_BACKEND=jax, in which `import tensorflow` fails as where it is not
+installed, trains a tiny shapes set from the same initial weights as this (TensorFlow) process: a
+frozen-backbone epoch with its own batch size, then an unfrozen one, the weight average, the val
+loss and mAP, every file. Its weights, average, batch-norm statistics and optimizer slots equal
+TensorFlow's to float32's rounding; a run resumed from the folder a kill after epoch 1 leaves ends
+bit for bit where the uninterrupted JAX run ends; its best.keras loads and detects under either
+backend. `YoloDataset.batches` (the NumPy pipeline JAX trains on) gives tf.data's batches exactly.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from nets.yolo import YoloV4Tiny
+from tests.test_jax_backend import NO_TENSORFLOW
+from utils.data.dataset import YoloDataset
+from utils.data.demo import write_demo_dataset
+from utils.data.sources import open_data
+from utils.training.trainer import take_batches
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _argv(data, init, save_dir, *extra):
+    return [
+        "--phi", "4", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
+        "--weights", str(init), "--epochs", "2", "--freeze-epochs", "1", "--batch-size", "4",
+        "--freeze-batch-size", "2", "--eval-period", "1", "--save-period", "0", "--seed", "3",
+        "--mosaic", "0.5", "--save-dir", str(save_dir), *extra,
+    ]  # fmt: skip
+
+
+# The same training, in the JAX subprocess (argv: the output folder, then the JSON of _argv's lists
+# for full/ and after_one/): the full run, with a copy of its folder right after epoch 1 (what a kill
+# then leaves), and that copy resumed.
+JAX_TRAIN = (
+    NO_TENSORFLOW
+    + """
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import train
+from utils.training.callbacks import Callback
+from utils.training.config import add_arguments, config_from_args
+from utils.training.trainer import Trainer
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+out = Path(sys.argv[1])
+full_argv, resume_argv = json.loads(sys.argv[2])
+
+
+class CopyAfterFirstEpoch(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == 0:
+            shutil.copytree(trainer.save_dir, out / "after_one")
+
+
+parser = argparse.ArgumentParser()
+add_arguments(parser)
+Trainer(config_from_args(parser.parse_args(full_argv)), callbacks=[CopyAfterFirstEpoch()]).run()
+assert train.main(resume_argv) == 0
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), splits={"train": 8, "val": 4}, image_size=64, seed=2)
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    """Initial weights with batch-norm statistics away from 0 and 1, so that their updates show."""
+    from tests.layer_checks import randomise_batch_norms
+
+    keras.utils.set_random_seed(5)
+    model = YoloV4Tiny(3, attention="ca", input_shape=(64, 64, 3))
+    randomise_batch_norms(model, seed=5)
+    path = tmp_path_factory.mktemp("init") / "init.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tensorflow_run(data, init, tmp_path_factory):
+    import train
+
+    save_dir = tmp_path_factory.mktemp("tensorflow") / "run"
+    assert train.main(_argv(data, init, save_dir)) == 0
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def jax_runs(data, init, tmp_path_factory):
+    """The JAX subprocess's folder (full/ and after_one/, resumed), after it ran."""
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax): training on JAX is not checked")
+    out = tmp_path_factory.mktemp("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    runs = json.dumps([_argv(data, init, out / "full"), _argv(data, init, out / "after_one", "--resume")])
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_TRAIN, str(out), runs],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return out, done.stderr
+
+
+def _checkpoint(folder):
+    with np.load(folder / "checkpoint.npz") as checkpoint:
+        arrays = {k: checkpoint[k] for k in checkpoint.files if k != "meta"}
+        return arrays, json.loads(str(checkpoint["meta"]))
+
+
+def test_jax_trains_as_tensorflow_does(tensorflow_run, jax_runs, init):
+    """Weights, average, batch-norm statistics and optimizer slots after the frozen and the unfrozen
+    epoch: TensorFlow's to float32's rounding. Training moved them (the frozen backbone did not
+    move in its epoch, which the two agree on)."""
+    got, got_meta = _checkpoint(jax_runs[0] / "full")
+    want, want_meta = _checkpoint(tensorflow_run)
+    assert sorted(got) == sorted(want)
+    assert got_meta["epochs_done"] == want_meta["epochs_done"] == 2
+    assert got_meta["state"]["ema_updates"] == want_meta["state"]["ema_updates"] == 4 + 2  # steps: 8/2, then 8/4
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-5, err_msg=key)
+    start = keras.saving.load_model(init).get_weights()
+    assert any(not np.allclose(start[i], want[f"model_{i}"]) for i in range(len(start)))
+    assert got_meta["history"]["loss"] == pytest.approx(want_meta["history"]["loss"], rel=1e-3)
+    assert got_meta["history"]["map_epochs"] == [1, 2]
+
+
+def test_a_resumed_jax_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(jax_runs):
+    out, _ = jax_runs
+    got, got_meta = _checkpoint(out / "after_one")
+    want, want_meta = _checkpoint(out / "full")
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert got_meta == want_meta
+
+
+def test_a_jax_run_writes_its_files_and_says_what_it_cannot(jax_runs):
+    out, stderr = jax_runs
+    folder = out / "full"
+    for name in ("settings.json", "last.keras", "best.keras", "results.csv", "history.json", "loss.png", "map.png"):
+        assert (folder / name).is_file(), name
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["keras_backend"] == "jax" and "jax" in settings and "tensorflow" not in settings
+    assert "no TensorBoard logs" in stderr and not (folder / "tensorboard").exists()
+
+
+def test_best_keras_trained_on_jax_detects_on_tensorflow(jax_runs, data):
+    from utils.data.images import load_image
+    from utils.inference.engine.loader import load_detector
+
+    detector = load_detector(jax_runs[0] / "full" / "best.keras", backend="keras", conf=0.001)
+    [found] = detector.detect([load_image(next((data / "JPEGImages").glob("*.jpg")))])
+    assert len(found) > 0  # a working model of ours (the scores of a 2-epoch model are low, not absent)
+
+
+def test_numpy_batches_are_the_tf_data_batches(data):
+    """The pipeline of the other backends: the same plan, samples and order as tf.data's, a corrupt
+    image left out by both; stopping early cancels the rest."""
+    items = open_data(data).read(["train"], ["circle", "square", "triangle"]).images
+    broken = items[3].path
+    Path(broken).with_suffix(".bak").write_bytes(Path(broken).read_bytes())
+    Path(broken).write_bytes(b"not an image")
+    try:
+        # Two data sets: the corrupt image found in epoch 0 is left out of each one's later plans.
+        numpy_side, tf_side = (YoloDataset(items, (64, 64), mosaic_prob=0.5, seed=4) for _ in range(2))
+        for epoch in (0, 1):
+            got = list(numpy_side.batches(3, epoch=epoch, num_parallel_calls=3))
+            want = list(tf_side.dataset(3, epoch=epoch, num_parallel_calls=3).as_numpy_iterator())
+            assert len(got) == len(want) > 0
+            for (got_images, got_gt), (want_images, want_gt) in zip(got, want, strict=True):
+                np.testing.assert_array_equal(got_images, want_images)
+                np.testing.assert_array_equal(got_gt, want_gt)
+        assert numpy_side.corrupt_images == tf_side.corrupt_images == [broken]
+        assert len(list(take_batches(numpy_side.batches(2, epoch=2), 1))) == 1
+    finally:
+        Path(broken).write_bytes(Path(broken).with_suffix(".bak").read_bytes())

@@ -1,0 +1,87 @@
+"""The train and val steps on Keras' JAX backend, each one jitted function (XLA), without TensorFlow.
+
+The TensorFlow steps (utils/training/trainer.py, `Trainer._make_steps`) are tf.functions over a
+tf.distribute strategy. Here the same step is written once in the stateless form Keras documents for
+custom JAX loops:
+
+    train_step(batch)
+        values of every variable it touches (the model's trainable and non-trainable ones, the
+        optimizer's, the weight average's and its update count)
+        -> jit: grad of the loss (model.stateless_call, utils.training.loss.YoloLoss.batch_loss) with
+           respect to the trainable values; then the optimizer's update and the weight average's,
+           run in a keras.StatelessScope that holds every value (so the optimizer, its weight decay
+           and ModelEMA.update are the very code TensorFlow runs)
+        -> the new values assigned back to the variables (on JAX an assignment replaces a reference)
+
+    val_step(batch)
+        the evaluated model (the weight average with --ema) in inference mode, and the loss
+
+The variables are read at each call, so what the trainer does between steps (the learning rate it
+sets, a checkpoint it loads) is what the next step uses. The trainable set is the one at the time the
+steps are made: the trainer makes them again when the phase (frozen backbone or not) changes, and
+the optimizer updates the trainable subset only (`optimizer.apply` with those variables; the frozen
+ones keep their values and slots, as on TensorFlow).
+
+One device: no data parallelism here yet (`--strategy` is TensorFlow's).
+"""
+
+from __future__ import annotations
+
+
+def make_jax_steps(model, loss_fn, optimizer, ema, batch_size: int, eval_model, val_batch: int, compute_dtype: str):
+    """(train_step, val_step) for the current trainable set, each taking a batch (uint8 images
+    (B, H, W, 3), float32 gt (B, T, 5), NumPy) and returning (loss, {"box", "obj", "cls"}) as
+    scalars divided by the batch size (`batch_size` for training, `val_batch` for validation)."""
+    import jax
+    import keras
+    from keras import ops
+
+    trainable = list(model.trainable_variables)
+    non_trainable = list(model.non_trainable_variables)
+    state = [*trainable, *non_trainable, *optimizer.variables]
+    if ema is not None:
+        state += [*ema.weights, ema.updates]
+    if len({id(variable) for variable in state}) != len(state):
+        raise RuntimeError("a variable is shared between the model, the optimizer and the weight average")
+    sizes = (len(trainable), len(non_trainable))
+
+    def loss_of(trainable_values, non_trainable_values, images, gt):
+        x = ops.cast(images, compute_dtype) / 255.0
+        outputs, non_trainable_values = model.stateless_call(trainable_values, non_trainable_values, x, training=True)
+        loss, parts = loss_fn.batch_loss(outputs, gt, batch_size)
+        return loss, (parts, non_trainable_values)
+
+    gradient = jax.value_and_grad(loss_of, has_aux=True)
+
+    @jax.jit
+    def train(values, images, gt):
+        trainable_values = values[: sizes[0]]
+        non_trainable_values = values[sizes[0] : sum(sizes)]
+        (loss, (parts, non_trainable_values)), grads = gradient(trainable_values, non_trainable_values, images, gt)
+        current = [*trainable_values, *non_trainable_values, *values[sum(sizes) :]]
+        with keras.StatelessScope(state_mapping=list(zip(state, current, strict=True))) as scope:
+            optimizer.apply(grads, trainable)
+            if ema is not None:
+                ema.update()
+        return loss, parts, [scope.get_current_value(variable) for variable in state]
+
+    def train_step(batch):
+        images, gt = batch
+        loss, parts, values = train([variable.value for variable in state], images, gt)
+        for variable, value in zip(state, values, strict=True):
+            variable.assign(value)
+        return loss, parts
+
+    @jax.jit
+    def validate(trainable_values, non_trainable_values, images, gt):
+        x = ops.cast(images, compute_dtype) / 255.0
+        outputs, _ = eval_model.stateless_call(trainable_values, non_trainable_values, x, training=False)
+        return loss_fn.batch_loss(outputs, gt, val_batch)
+
+    def val_step(batch):
+        images, gt = batch
+        trainable_values = [variable.value for variable in eval_model.trainable_variables]
+        non_trainable_values = [variable.value for variable in eval_model.non_trainable_variables]
+        return validate(trainable_values, non_trainable_values, images, gt)
+
+    return train_step, val_step
