@@ -39,9 +39,10 @@ def _argv(data, init, save_dir, *extra):
     ]  # fmt: skip
 
 
-# The same training, in the JAX subprocess (argv: the output folder, then the JSON of _argv's lists
-# for full/ and after_one/): the full run, with a copy of its folder right after epoch 1 (what a kill
-# then leaves), and that copy resumed.
+# The same training, in the JAX subprocess with two CPU devices (argv: the output folder, then the
+# JSON of _argv's lists for full/, after_one/ and mirrored/): the full run on one device, with a copy
+# of its folder right after epoch 1 (what a kill then leaves), that copy resumed, and the full run
+# again split over the two devices (--strategy mirrored).
 JAX_TRAIN = (
     NO_TENSORFLOW
     + """
@@ -58,7 +59,8 @@ from utils.training.trainer import Trainer
 
 assert keras.backend.backend() == "jax", keras.backend.backend()
 out = Path(sys.argv[1])
-full_argv, resume_argv = json.loads(sys.argv[2])
+full_argv, resume_argv, mirrored_argv = json.loads(sys.argv[2])
+assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
 
 
 class CopyAfterFirstEpoch(Callback):
@@ -71,6 +73,7 @@ parser = argparse.ArgumentParser()
 add_arguments(parser)
 Trainer(config_from_args(parser.parse_args(full_argv)), callbacks=[CopyAfterFirstEpoch()]).run()
 assert train.main(resume_argv) == 0
+assert train.main(mirrored_argv) == 0
 """
 )
 
@@ -107,8 +110,10 @@ def jax_runs(data, init, tmp_path_factory):
     """The JAX subprocess's folder (full/ and after_one/, resumed), after it ran."""
     pytest.importorskip("jax", reason="JAX is not installed (pip install jax): training on JAX is not checked")
     out = tmp_path_factory.mktemp("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    runs = json.dumps([_argv(data, init, out / "full"), _argv(data, init, out / "after_one", "--resume")])
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
+    runs = [_argv(data, init, out / "full"), _argv(data, init, out / "after_one", "--resume")]
+    runs = json.dumps([*runs, _argv(data, init, out / "mirrored", "--strategy", "mirrored")])
     done = subprocess.run(
         [sys.executable, "-c", JAX_TRAIN, str(out), runs],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
@@ -148,6 +153,20 @@ def test_a_resumed_jax_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(jax
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert got_meta == want_meta
+
+
+def test_jax_data_parallel_over_two_devices_trains_as_one_device_does(jax_runs):
+    """--strategy mirrored on JAX: each batch split over two CPU devices, the variables replicated;
+    the same training as on one device (global-batch loss and batch-norm statistics), to float32
+    rounding."""
+    out, _ = jax_runs
+    got, got_meta = _checkpoint(out / "mirrored")
+    want, want_meta = _checkpoint(out / "full")
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-5, err_msg=key)
+    assert got_meta["history"]["loss"] == pytest.approx(want_meta["history"]["loss"], rel=1e-4)
+    assert json.loads((out / "mirrored" / "settings.json").read_text())["num_replicas"] == 2
 
 
 def test_a_jax_run_writes_its_files_and_says_what_it_cannot(jax_runs):

@@ -140,7 +140,10 @@ class TrainConfig:
     mixed_precision: bool = _opt(False, "the same as --precision float16 (the older flag)")
     xla: bool = _opt(False, "XLA-compile the forward and backward pass")
     demo: bool = _opt(False, "train on the built-in shapes demo (generated under demo_data/ if absent)")
-    strategy: str = _opt("none", "mirrored: all local GPUs; multi-worker: from TF_CONFIG", choices=STRATEGIES)
+    strategy: str = _opt(
+        "none", "mirrored: all local GPUs (on JAX: every local device); multi-worker: from TF_CONFIG (TensorFlow)",
+        choices=STRATEGIES,
+    )
     resume: bool = _opt(False, "continue the run in --save-dir from its checkpoint")
     exist_ok: bool = _opt(
         False, "start a new run in an --output that holds one: that run's files are removed first (other files "

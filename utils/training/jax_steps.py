@@ -22,19 +22,49 @@ steps are made: the trainer makes them again when the phase (frozen backbone or 
 the optimizer updates the trainable subset only (`optimizer.apply` with those variables; the frozen
 ones keep their values and slots, as on TensorFlow).
 
-One device: no data parallelism here yet (`--strategy` is TensorFlow's).
+`--strategy mirrored` (`DataParallel`): keras.distribution's data parallelism over the local
+devices. The variables are made in its scope, so they are replicated on every device; each batch is
+split over the devices along its first axis (`keras.distribution.distribute_tensor`), and XLA's
+partitioner runs the step's global computation on the shards: the gradients of the global batch's
+loss are all-reduced, and batch norm computes its statistics over the global batch, as TensorFlow's
+synchronised batch norm does. Several hosts (JAX's multi-process runtime) are not written yet.
 """
 
 from __future__ import annotations
 
 
-def make_jax_steps(model, loss_fn, optimizer, ema, batch_size: int, eval_model, val_batch: int, compute_dtype: str):
+class DataParallel:
+    """What the trainer uses of a strategy, for --strategy mirrored on JAX: keras.distribution's
+    DataParallel over every local device (GPUs, else the CPU devices)."""
+
+    def __init__(self):
+        import keras
+
+        devices = keras.distribution.list_devices()
+        self.distribution = keras.distribution.DataParallel(devices=devices)
+        self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        """Variables made here are replicated on every device."""
+        return self.distribution.scope()
+
+
+def make_jax_steps(
+    model, loss_fn, optimizer, ema, batch_size: int, eval_model, val_batch: int, compute_dtype: str,
+    distribution=None,
+):  # fmt: skip
     """(train_step, val_step) for the current trainable set, each taking a batch (uint8 images
     (B, H, W, 3), float32 gt (B, T, 5), NumPy) and returning (loss, {"box", "obj", "cls"}) as
-    scalars divided by the batch size (`batch_size` for training, `val_batch` for validation)."""
+    scalars divided by the batch size (`batch_size` for training, `val_batch` for validation).
+    `distribution`: a keras.distribution.Distribution to split each batch over its devices."""
     import jax
     import keras
     from keras import ops
+
+    def place(batch):
+        if distribution is None:
+            return batch
+        return tuple(keras.distribution.distribute_tensor(x, distribution.get_data_layout(x.shape)) for x in batch)
 
     trainable = list(model.trainable_variables)
     non_trainable = list(model.non_trainable_variables)
@@ -66,7 +96,7 @@ def make_jax_steps(model, loss_fn, optimizer, ema, batch_size: int, eval_model, 
         return loss, parts, [scope.get_current_value(variable) for variable in state]
 
     def train_step(batch):
-        images, gt = batch
+        images, gt = place(batch)
         loss, parts, values = train([variable.value for variable in state], images, gt)
         for variable, value in zip(state, values, strict=True):
             variable.assign(value)
@@ -79,7 +109,7 @@ def make_jax_steps(model, loss_fn, optimizer, ema, batch_size: int, eval_model, 
         return loss_fn.batch_loss(outputs, gt, val_batch)
 
     def val_step(batch):
-        images, gt = batch
+        images, gt = place(batch)
         trainable_values = [variable.value for variable in eval_model.trainable_variables]
         non_trainable_values = [variable.value for variable in eval_model.non_trainable_variables]
         return validate(trainable_values, non_trainable_values, images, gt)

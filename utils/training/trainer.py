@@ -45,6 +45,7 @@ from utils.data.annotations import AnnotatedImage, read_annotation_lines
 from utils.data.sources import untrainable_reason
 from utils.defaults import MAX_DETECTIONS
 from utils.errors import YoloError
+from utils.inference.detector import on_tensorflow
 from utils.training.budget import TimeBudget
 from utils.training.callbacks import Callback, default_callbacks
 from utils.training.checkpoint import (
@@ -278,14 +279,15 @@ class SingleDevice:
     one device, no replicas."""
 
     num_replicas_in_sync = 1
+    distribution = None
 
     def scope(self):
         return contextlib.nullcontext()
 
 
 def check_backend(config: TrainConfig) -> None:
-    """Raise ConfigError for what trains on TensorFlow only: --strategy (tf.distribute), float16
-    (its loss scaling) and any Keras backend but TensorFlow and JAX."""
+    """Raise ConfigError for what trains on TensorFlow only: --strategy multi-worker (several hosts),
+    float16 (its loss scaling) and any Keras backend but TensorFlow and JAX."""
     import keras
 
     backend = keras.backend.backend()
@@ -293,8 +295,11 @@ def check_backend(config: TrainConfig) -> None:
         return
     if backend != "jax":
         raise ConfigError(f"training runs on Keras' TensorFlow and JAX backends, not on {backend} (KERAS_BACKEND)")
-    if config.strategy != "none":
-        raise ConfigError(f"--strategy {config.strategy} is tf.distribute's: train on TensorFlow for it")
+    if config.strategy == "multi-worker":
+        raise ConfigError(
+            "--strategy multi-worker (several hosts) trains on TensorFlow only; on JAX, --strategy mirrored "
+            "trains on the devices of one host"
+        )
     if config.precision == "float16":
         raise ConfigError("--precision float16 (loss scaling) trains on TensorFlow only; on JAX use bfloat16")
 
@@ -484,8 +489,10 @@ class Trainer:
         self.loss_fn = self._make_loss()
         self.backbone_names = backbone_layer_names()
         self.bn_layers = batch_norm_layers(self.model)  # nested ones too (Coordinate Attention's)
-        if self.replicas > 1:
-            for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
+        if self.replicas > 1 and on_tensorflow():
+            # Batch statistics over the global batch, as one process computes them (on JAX the
+            # partitioned step computes them so: utils/training/jax_steps.py).
+            for layer in self.bn_layers:
                 layer.synchronized = True
 
         self.ema = None
@@ -894,10 +901,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up details
     def _strategy(self):
-        from utils.inference.detector import on_tensorflow
-
         if not on_tensorflow():
-            return SingleDevice()
+            from utils.training.jax_steps import DataParallel
+
+            return DataParallel() if self.config.strategy == "mirrored" else SingleDevice()
         import tensorflow as tf
 
         kind = self.config.strategy
@@ -1017,15 +1024,13 @@ class Trainer:
         return LRSchedule(max_lr, min_lr, total, c.lr_decay, warmup_epochs=warmup, flat_epochs=flat)
 
     def _distributed(self, data, batch_size: int, epoch: int, mosaic: bool):
-        from utils.inference.detector import on_tensorflow
-
         workers = self.config.workers
-        if not on_tensorflow():  # one device: NumPy batches, loaded by threads
+        if batch_size % self.replicas:
+            raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
+        if not on_tensorflow():  # NumPy batches, loaded by threads (the steps split them over the devices)
             return data.batches(batch_size, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers)
         import tensorflow as tf
 
-        if batch_size % self.replicas:
-            raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
         per_replica = batch_size // self.replicas
 
         def dataset_fn(context: tf.distribute.InputContext):
@@ -1047,8 +1052,6 @@ class Trainer:
         of eval_model for `val_batch()`. On JAX, utils/training/jax_steps.py's jitted functions."""
         import keras
 
-        from utils.inference.detector import on_tensorflow
-
         if not on_tensorflow():
             from utils.training.jax_steps import make_jax_steps
 
@@ -1057,7 +1060,7 @@ class Trainer:
             compute_dtype = keras.mixed_precision.Policy(POLICIES[self.config.precision]).compute_dtype
             return make_jax_steps(
                 self.model, self.loss_fn, self.optimizer, self.ema, batch_size, self.eval_model, self.val_batch(),
-                compute_dtype,
+                compute_dtype, distribution=self.strategy.distribution,
             )  # fmt: skip
         import tensorflow as tf
 
