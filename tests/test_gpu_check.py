@@ -1,5 +1,7 @@
-"""benchmarks/gpu_check.sh on a machine without a GPU: one clear "no GPU" line, exit status 0."""
+"""benchmarks/gpu_check.sh on a machine without a GPU: one clear "no GPU" line, exit status 0; its
+JAX part (gpu_check_jax.py) says so too, and runs on the CPU when allowed, without TensorFlow."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -37,3 +39,31 @@ def test_gpu_check_python_part_says_no_gpu():
     )
     assert done.returncode == 10, done.stderr
     assert "no GPU: TensorFlow sees no GPU" in done.stdout
+
+
+def _jax_check(*args):
+    from tests.test_jax_backend import NO_TENSORFLOW
+
+    pytest.importorskip("jax", reason="JAX is not installed")
+    script = NO_TENSORFLOW + "import runpy\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
+    return subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "benchmarks" / "gpu_check_jax.py"), *args],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(_has_gpu(), reason="a GPU is present")
+def test_gpu_check_jax_says_no_gpu():
+    done = _jax_check()
+    assert done.returncode == 10, done.stderr[-3000:]
+    assert "no GPU: JAX" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_jax_measures_the_cpu_when_allowed_without_tensorflow():
+    done = _jax_check("--allow-cpu", "--size", "64", "--runs", "1", "--batch-size", "2", "--steps", "1", "--no-demo")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    for line in ("predict JAX float32 batch  1", "predict JAX bfloat16 batch 32", "train JAX float32 batch 2",
+                 "train JAX bfloat16 batch 2, with the input pipeline"):  # fmt: skip
+        assert line in done.stdout, done.stdout
