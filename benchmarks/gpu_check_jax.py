@@ -28,19 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-NO_GPU = 10
-
-
-def median_rate(fn, images: int, runs: int, warmup: int = 2) -> float:
-    """Images per second, median over `runs` calls of `fn` (each handling `images` images)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return images / float(np.median(times))
+from benchmarks.gpu_check import NO_GPU, median_rate  # noqa: E402
 
 
 def predict_figures(size: int, runs: int) -> None:
