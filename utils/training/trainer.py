@@ -489,10 +489,8 @@ class Trainer:
         self.loss_fn = self._make_loss()
         self.backbone_names = backbone_layer_names()
         self.bn_layers = batch_norm_layers(self.model)  # nested ones too (Coordinate Attention's)
-        if self.replicas > 1 and on_tensorflow():
-            # Batch statistics over the global batch, as one process computes them (on JAX the
-            # partitioned step computes them so: utils/training/jax_steps.py).
-            for layer in self.bn_layers:
+        if self.replicas > 1 and on_tensorflow():  # (JAX's partitioned step computes global statistics itself)
+            for layer in self.bn_layers:  # batch statistics over the global batch, as one process computes them
                 layer.synchronized = True
 
         self.ema = None

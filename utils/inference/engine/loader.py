@@ -124,7 +124,8 @@ def load_detector(
         faster here (float16 on a GPU, bfloat16 on AMX CPUs, else float32 with a warning). Mixed
         precision applies to .keras and darknet models (they then run on TensorFlow;
         TensorFlowRequired on another Keras backend); an exported model runs in the precision it
-        was exported in (export.py --fp16), and asking another of it is a ModelLoadError.
+        was exported in (export.py --fp16): "auto" and "float32" leave it so, half or another
+        precision is a ModelLoadError.
         `detector.precision` says which one runs.
     cfg_path: with a darknet `.weights` file, its cfg; converted into our model by
         utils/interop/darknet.py (classes, anchors and scale_x_y from the cfg).
@@ -200,10 +201,11 @@ def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend
         detector = _keras_detector(load_model(path, precision), path, classes_path, input_shape, **kwargs)
         detector.precision = precision
         return detector
-    if asked != ("auto", False):
+    precision, half = asked
+    if half or precision not in ("auto", "float32"):
         raise ModelLoadError(
-            f"{path}: --half and --precision apply to .keras models; an exported model runs in the precision it "
-            "was exported in (export.py --fp16)"
+            f"{path}: --half and --precision {precision} apply to .keras models; an exported model runs in the "
+            "precision it was exported in (export.py --fp16)"
         )
     return _load_exported(path, backend, threads, classes_path, input_shape, **kwargs)
 
