@@ -1,8 +1,8 @@
-"""The ultralytics side (YOLOv8n, YOLO26n) of benchmarks/bench_learning.py, run by the Python of a
-separate ultralytics venv.
+"""The ultralytics side (YOLOv8n, YOLO26n) of the benchmarks (bench_learning.py, bench_train.py,
+bench_end_to_end.py), run by the Python of a separate ultralytics venv.
 
 Not a project module: it imports only ultralytics (and torch through it), never the project, so the
-project needs neither. bench_learning.py calls it three ways, each writing one JSON file:
+project needs neither. The benchmarks call it so, each command writing one JSON file:
 
     python ultralytics_worker.py check   --result R.json
     python ultralytics_worker.py train   --model yolov8n.yaml --data data.yaml --imgsz 256 --minutes 15 \
