@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from benchmarks.gpu_check import NO_GPU, median_rate  # noqa: E402
 
 
-def predict_figures(size: int, runs: int) -> None:
+def predict_figures(size: int, runs: int, precisions: list[str]) -> None:
     from nets.yolo import YoloV4Tiny
     from utils.inference.detector import Detector
     from utils.inference.precision import to_mixed_precision
@@ -39,7 +39,9 @@ def predict_figures(size: int, runs: int) -> None:
     model = YoloV4Tiny(80, attention="ca", input_shape=(None, None, 3))
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(32)]
-    for name, net in (("float32", model), ("bfloat16", to_mixed_precision(model, "mixed_bfloat16"))):
+    nets = {"float32": lambda: model, "bfloat16": lambda: to_mixed_precision(model, "mixed_bfloat16")}
+    for name in precisions:
+        net = nets[name]()
         for batch in (1, 32):
             detector = Detector.from_model(net, input_shape=(size, size), batch_size=batch, conf=0.25)
             rate = median_rate(lambda d=detector, x=frames[:batch]: d.detect(x), batch, runs)
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed calls per predict figure (medians)")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per figure")
+    parser.add_argument("--precisions", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
+                        help="of the predict and training figures")  # fmt: skip
     parser.add_argument("--no-demo", action="store_true", help="skip training the demo")
     parser.add_argument("--allow-cpu", action="store_true", help="measure the CPU when JAX sees no GPU")
     args = parser.parse_args(argv)
@@ -110,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no GPU: JAX {jax.__version__} sees {[d.platform for d in jax.devices()]}; nothing to measure")
         return NO_GPU
     print(f"JAX {jax.__version__}, Keras {keras.__version__}: {jax.devices()}")
-    predict_figures(args.size, args.runs)
+    predict_figures(args.size, args.runs, args.precisions)
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in ("float32", "bfloat16"):
+        for precision in args.precisions:
             training_figures(args.size, args.batch_size, args.steps, precision, Path(tmp) / precision)
         if not args.no_demo:
             demo_figures(Path(tmp))

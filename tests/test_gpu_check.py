@@ -62,8 +62,11 @@ def test_gpu_check_jax_says_no_gpu():
 
 @pytest.mark.slow
 def test_gpu_check_jax_measures_the_cpu_when_allowed_without_tensorflow():
-    done = _jax_check("--allow-cpu", "--size", "64", "--runs", "1", "--batch-size", "2", "--steps", "1", "--no-demo")
+    # bfloat16 only: float32 on JAX is what tests/test_jax_backend.py and test_jax_training.py run.
+    argv = ["--allow-cpu", "--size", "64", "--runs", "1", "--batch-size", "2", "--steps", "1", "--no-demo"]
+    done = _jax_check(*argv, "--precisions", "bfloat16")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    for line in ("predict JAX float32 batch  1", "predict JAX bfloat16 batch 32", "train JAX float32 batch 2",
-                 "train JAX bfloat16 batch 2, with the input pipeline"):  # fmt: skip
+    expected = ["predict JAX bfloat16 batch  1", "predict JAX bfloat16 batch 32"]
+    expected += ["train JAX bfloat16 batch 2, 64x64, bare step", "train JAX bfloat16 batch 2, with the input pipeline"]
+    for line in expected:
         assert line in done.stdout, done.stdout
