@@ -58,6 +58,7 @@ from benchmarks.bench_learning import (  # noqa: E402
     ultralytics_env,
     ultralytics_python,
 )
+from benchmarks.common import onnx_cache_in  # noqa: E402
 from utils.cli import add_verbosity_arguments, setup_logging  # noqa: E402
 from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
@@ -139,7 +140,6 @@ def image_paths(args, work: Path) -> list[Path]:
 def our_detector(args, work: Path):
     """predict.py's default path on --weights (a random-weight phi-4 model when none is given)."""
     from utils.inference.engine.loader import load_detector
-    from utils.interop.cache import CACHE_ENV
 
     weights = args.weights
     if weights is None:
@@ -147,11 +147,11 @@ def our_detector(args, work: Path):
 
         weights = work / "random.keras"
         YoloV4Tiny(80, attention="ca", input_shape=(args.imgsz, args.imgsz, 3)).save(weights)
-    os.environ[CACHE_ENV] = str(work / "onnx_cache")  # the export lands here, not in the user's cache
-    return load_detector(
-        weights, input_shape=(args.imgsz, args.imgsz), conf=args.conf, nms_iou=args.iou,
-        max_detections=args.max_det,
-    )  # fmt: skip
+    with onnx_cache_in(work / "onnx_cache"):  # the export lands here, not in the user's cache
+        return load_detector(
+            weights, input_shape=(args.imgsz, args.imgsz), conf=args.conf, nms_iou=args.iou,
+            max_detections=args.max_det,
+        )  # fmt: skip
 
 
 def time_ours(detector, paths: list[str]) -> tuple[list[float], list[int]]:

@@ -28,7 +28,6 @@ unfolded Keras graph, XLA, and mixed_bfloat16 of the TensorFlow path, to show wh
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import statistics
@@ -44,7 +43,15 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import OFFICIAL_CFG, darknet_pair, median_ms, opencv_heads, relative_difference, timed  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    OFFICIAL_CFG,
+    darknet_pair,
+    median_ms,
+    onnx_cache_in,
+    opencv_heads,
+    relative_difference,
+    timed,
+)
 from utils.cli import add_verbosity_arguments, setup_logging  # noqa: E402
 from utils.defaults import CONF_THRESHOLD, NMS_IOU  # noqa: E402
 from utils.inference.detector import Detector  # noqa: E402
@@ -52,7 +59,6 @@ from utils.inference.engine.loader import load_detector  # noqa: E402
 from utils.inference.letterbox import unletterbox_boxes  # noqa: E402
 from utils.inference.postprocess import decode_outputs, non_max_suppression  # noqa: E402
 from utils.inference.precision import to_mixed_precision  # noqa: E402
-from utils.interop.cache import CACHE_ENV  # noqa: E402
 
 RUNTIMES = {"keras": "TensorFlow", "onnx": "ONNX Runtime"}
 
@@ -81,7 +87,7 @@ def main(argv=None) -> None:
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
 
     # The same network and weights in our model and in OpenCV DNN.
-    with tempfile.TemporaryDirectory() as tmp, _cache_in(Path(tmp) / "onnx_cache"):
+    with tempfile.TemporaryDirectory() as tmp, onnx_cache_in(Path(tmp) / "onnx_cache"):
         cfg = args.cfg if args.cfg.is_file() else None
         if cfg is None:
             print(f"{args.cfg} not found: using the cfg utils/interop/darknet.py writes")
@@ -179,21 +185,6 @@ def main(argv=None) -> None:
         gpu_throughput(model, size, rng)
     else:
         print("\nno GPU visible to TensorFlow: GPU figures skipped")
-
-
-@contextlib.contextmanager
-def _cache_in(folder: Path):
-    """utils/interop/cache.py's folder set to `folder` inside the block (the benchmark's random
-    model never lands in the user's cache)."""
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(CACHE_ENV, None)
-        else:
-            os.environ[CACHE_ENV] = previous
 
 
 def letterbox_in_graph(detector: Detector):

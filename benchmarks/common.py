@@ -8,6 +8,8 @@ utils/interop/darknet.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from pathlib import Path
@@ -79,3 +81,20 @@ def timed(fn) -> float:
 
 def median_ms(seconds) -> float:
     return 1000.0 * statistics.median(seconds)
+
+
+@contextlib.contextmanager
+def onnx_cache_in(folder: Path):
+    """utils/interop/cache.py's folder set to `folder` inside the block (a benchmark's ONNX exports
+    never land in the user's cache)."""
+    from utils.interop.cache import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous

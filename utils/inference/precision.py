@@ -64,9 +64,8 @@ def resolve_inference_precision(precision: str = "auto", half: bool = False) -> 
         return precision
     if precision != "auto":
         return precision
-    if not on_tensorflow():
-        return "float32"
-    return "bfloat16" if cpu_has_fast_bfloat16() and not gpu_visible() else "float32"
+    # bfloat16 where it is --half's choice: a CPU with AMX / AVX512-BF16 (a GPU's float16 is not measured as a default).
+    return "bfloat16" if on_tensorflow() and half_precision() == "bfloat16" else "float32"
 
 
 def half_precision() -> str:
