@@ -2,6 +2,8 @@
 schedule and budget, score every run on the test split, and tell which differences are real.
 
     python ablation.py --demo --seeds 2 --epochs 14 --output ablation_demo
+    python ablation.py --demo --epochs 14 --output ablation_demo --variant weighted="--phi 0 --fusion weighted" \
+        --variant mine="--attention my_blocks.py:MyBlock"
     python ablation.py --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights \\
         --epochs 100 --batch-size 32 --seeds 3 --jobs 4 --output ablation_voc
 
@@ -9,10 +11,11 @@ Every option of train.py (python train.py --help) passes through to every run, e
 study sets per run (--phi, --attention, --seed, --output, --resume, --exist-ok); --eval-period is 1 unless
 given, so the learning curves have a val mAP per epoch. Each run is `train.py ... --phi P --seed S
 --output OUTPUT/runs/phiP_seedS`, then `get_map.py --coco` on the data's test split (--split)
-with its best.keras: mAP@0.5 (VOC all-point) and mAP@.5:.95 (COCO).
+with its best.keras: mAP@0.5 (VOC all-point) and mAP@.5:.95 (COCO). --variant NAME=FLAGS adds a row
+trained with FLAGS instead of --phi P (a user block, a placement, the weighted fusion), in runs/NAME_seedS.
 
 Written to --output: table.md / table.csv / table.json (params, GFLOPs, CPU and GPU latency,
-mAP@0.5 and mAP@.5:.95 as mean ± 95% CI over seeds, and the difference to phi 0 paired by seed
+mAP@0.5 and mAP@.5:.95 as mean ± 95% CI over seeds, and the difference to phi 0 (row phi0) paired by seed
 with its CI and verdict: better, worse, or no detectable difference), map_vs_latency.png,
 learning_curves.png, and runs/ with every run's folder. Run the same command again to continue
 an interrupted study: finished runs are skipped, a stopped training resumes from its checkpoint.
@@ -25,6 +28,8 @@ one at a time. Exit codes: 0 every run finished, 1 some did not (named; the tabl
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,7 +38,14 @@ from utils.cli import quiet_tensorflow
 quiet_tensorflow()  # first: before anything imports TensorFlow (its start-up lines)
 
 from nets.attention import PHI_TO_ATTENTION  # noqa: E402
-from utils.cli import add_output_argument, add_verbosity_arguments, run_script, setup_logging  # noqa: E402
+from utils.cli import (  # noqa: E402
+    add_output_argument,
+    add_verbosity_arguments,
+    parse_variant,
+    run_script,
+    setup_logging,
+)
+from utils.errors import YoloError  # noqa: E402
 from utils.evaluation.study import StudyError  # noqa: E402
 from utils.training.ablation import (  # noqa: E402
     StudyPlan,
@@ -42,7 +54,7 @@ from utils.training.ablation import (  # noqa: E402
     time_budget_field,
     train_supports_time,
 )
-from utils.training.config import add_arguments, config_from_args  # noqa: E402
+from utils.training.config import add_arguments, config_from_args, resolve_config  # noqa: E402
 
 # train.py options the study sets itself, and what to use instead.
 SET_PER_RUN = {
@@ -53,6 +65,16 @@ SET_PER_RUN = {
     "exist_ok": "nothing: a run that starts again replaces what its earlier start left",
     "train_annotations": "--data (the runs are evaluated on its test split)",
     "val_annotations": "--data (the runs are evaluated on its test split)",
+}
+# What a --variant may set beyond the shared options: the block and how it is placed, not the data
+# it is scored on nor what the study sets per run.
+NOT_IN_VARIANT = {
+    **{k: v for k, v in SET_PER_RUN.items() if k not in ("phi", "attention")},
+    "save_dir": "nothing: a variant's runs are in --output/runs/NAME_seedS",
+    "data": "--data for the whole study",
+    "train_sets": "--train-sets for the whole study",
+    "val_sets": "--val-sets for the whole study",
+    "classes": "--classes for the whole study",
 }
 
 
@@ -79,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(len(PHI_TO_ATTENTION)),
         metavar="PHI",
         help=f"the blocks to compare ({blocks}); phi 0 is the baseline of the differences (default: all)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="NAME=FLAGS",
+        help='one more row, trained with train.py FLAGS instead of --phi P (repeatable), e.g. '
+        'weighted="--phi 0 --fusion weighted" or mine="--attention my_blocks.py:MyBlock"',
     )
     parser.add_argument("--seeds", type=_count, default=3, help="seeds per block, 0 to N-1 (default 3)")
     parser.add_argument(
@@ -114,7 +145,32 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], dict, 
         train_args = [*train_args, "--eval-period", "1"]
         given["eval_period"] = 1
     config = config_from_args(argparse.Namespace(**given))
+    variant_parser = argparse.ArgumentParser(prog="--variant", allow_abbrev=False, exit_on_error=False)
+    add_arguments(variant_parser)
+    for name, flags in args.variant:
+        check_variant(variant_parser, given, name, flags)
     return args, train_args, given, config
+
+
+def check_variant(train_parser: argparse.ArgumentParser, shared: dict, name: str, flags: str) -> None:
+    """StudyError when --variant NAME=FLAGS cannot be a row: a name taken by a phi row or another
+    variant, a flag the study sets, or FLAGS that train.py refuses (an unknown block, say)."""
+    if re.fullmatch(r"phi\d+", name):
+        raise StudyError(f"--variant {name}: names phiN are the blocks' rows; choose another name")
+    try:
+        parsed, unknown = train_parser.parse_known_args(shlex.split(flags))
+    except argparse.ArgumentError as err:
+        raise StudyError(f"--variant {name}: {err}") from None
+    if unknown:
+        raise StudyError(f"--variant {name}: {' '.join(unknown)} not train.py options (python train.py --help)")
+    own = {k: v for k, v in vars(parsed).items() if v is not None}
+    for key, instead in NOT_IN_VARIANT.items():
+        if key in own:
+            raise StudyError(f"--variant {name}: --{key.replace('_', '-')} is not a variant's; use {instead}")
+    try:  # an unknown block or a user block that breaks the contract, before any run starts
+        resolve_config(config_from_args(argparse.Namespace(**{**shared, **own})))
+    except YoloError as err:
+        raise StudyError(f"--variant {name}: {err}") from None
 
 
 def budget(config) -> str:
@@ -136,6 +192,9 @@ def run(argv: list[str] | None = None) -> int:
         train.ensure_demo_data()  # once, before runs that could write it side by side
     if isinstance(config.data, list):
         raise StudyError("the study scores one data set's test split: give one --data")
+    names = [name for name, _ in args.variant]
+    if len(set(names)) < len(names):
+        raise StudyError(f"--variant names must differ, got {', '.join(names)}")
     plan = StudyPlan(
         output=Path(args.output),
         phis=sorted(set(args.phis)),
@@ -147,6 +206,7 @@ def run(argv: list[str] | None = None) -> int:
         input_hw=config.input_hw,
         latency_rounds=args.latency_runs,
         budget=budget(config),
+        variants=list(args.variant),
     )
     outcomes = run_study(plan, jobs=args.jobs)
     summary = summarize_study(plan, outcomes)

@@ -220,20 +220,6 @@ def ours_argv(args, phi: int, data: Path, save_dir: Path, seed: int, flags: str 
     return argv + shlex.split(args.ours_args) + shlex.split(flags)
 
 
-def parse_variant(text: str) -> tuple[str, str]:
-    """--variant NAME=FLAGS as (NAME, FLAGS); NAME names its row and its folder."""
-    name, sep, flags = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not flags.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=FLAGS (NAME of letters, digits, '.', '_' or '-'; FLAGS train.py's), got {text!r}"
-        )
-    try:
-        shlex.split(flags)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
-    return name, flags
-
-
 def ours_curve(save_dir: Path) -> list[dict]:
     """(epoch, minutes of training so far, val mAP@0.5) of each evaluated epoch, from results.csv."""
     from utils.training.callbacks import read_results
@@ -498,6 +484,8 @@ def cpu_flags() -> str:
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv):
+    from utils.cli import parse_variant
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=[15.0, 45.0], metavar="MINUTES",
                         help="training time per model, one run per budget (15 45)")  # fmt: skip

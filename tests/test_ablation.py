@@ -45,6 +45,21 @@ def test_options_the_study_sets_per_run_are_refused(argv, message):
         ablation.parse(["--demo", *argv])
 
 
+def test_a_variant_is_checked_before_any_run():
+    args, *_ = ablation.parse(["--demo", "--variant", "weighted=--phi 0 --fusion weighted"])
+    assert args.variant == [("weighted", "--phi 0 --fusion weighted")]
+    for variant, message in [
+        ("phi2=--fusion weighted", "names phiN"),
+        ("x=--seed 3", "--seed is not a variant's"),
+        ("x=--data elsewhere", "--data for the whole study"),
+        ("x=--attention nowhere_module:Block", "variant x"),
+        ("x=--no-such-flag", "--no-such-flag not train.py options"),
+        ("x=--epochs many", "invalid int value"),
+    ]:
+        with pytest.raises(StudyError, match=message):
+            ablation.parse(["--demo", "--variant", variant])
+
+
 def test_several_data_sets_are_refused(tmp_path, capsys):
     argv = ["--data", "a", "--data", "b", "--epochs", "1", "--output", str(tmp_path / "study")]
     assert ablation.main(argv) == 2
@@ -79,11 +94,11 @@ def test_a_tiny_real_study_runs_then_a_rerun_skips_it(tmp_path, monkeypatch, cap
     assert 0 <= marker["map50"] <= 1 and 0 <= marker["map50_95"] <= 1 and marker["images_evaluated"] == 4
     table = json.loads((out / "table.json").read_text())
     [row] = table["rows"]
-    assert row["phi"] == 3 and row["params"] > 5_000_000 and row["latency_ms"]["cpu"] > 0
+    assert row["key"] == "phi3" and row["params"] > 5_000_000 and row["latency_ms"]["cpu"] > 0
     for name in ("table.md", "table.csv", "map_vs_latency.png", "learning_curves.png"):
         assert (out / name).is_file(), name
     capsys.readouterr()
     assert ablation.main(argv) == 0  # everything finished: nothing trains again
     printed = capsys.readouterr()
-    assert "1 runs (1 blocks x 1 seeds)" in printed.err and ": 1 done" in printed.err  # the study's progress lines
+    assert "1 runs (1 rows x 1 seeds)" in printed.err and ": 1 done" in printed.err  # the study's progress lines
     assert "training" not in printed.out + printed.err

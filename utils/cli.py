@@ -33,6 +33,8 @@ import importlib.abc
 import importlib.util
 import logging
 import os
+import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -236,6 +238,21 @@ def add_attention_module_argument(parser: argparse.ArgumentParser) -> None:
         help="a .keras model trained with your own attention block: its module (a dotted name or a .py file), "
         "imported before loading (loading never imports code itself)",
     )
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """`--variant NAME=FLAGS` (bench_learning.py, ablation.py) as (NAME, FLAGS): train.py flags under a
+    name that labels their row and folder. argparse.ArgumentTypeError when it is not that."""
+    name, sep, flags = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not flags.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=FLAGS (NAME of letters, digits, '.', '_' or '-'; FLAGS train.py's), got {text!r}"
+        )
+    try:
+        shlex.split(flags)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    return name, flags
 
 
 def add_structure_arguments(parser: argparse.ArgumentParser) -> None:

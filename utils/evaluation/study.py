@@ -5,7 +5,7 @@ the plots, and latency measured round-robin across models.
     interval = mean_interval([0.81, 0.83, 0.80])          # mean, 95% CI over seeds (t, n - 1 df)
     diff = paired_difference({0: 0.83, 1: 0.85}, {0: 0.81, 1: 0.82})   # same seeds, block - baseline
     verdict(diff)                                         # "better" / "worse" / "no detectable difference"
-    rows = build_rows(results, costs, latency)            # one StudyRow per block
+    rows = build_rows(results, blocks, costs, latency)    # one StudyRow per row of the study
     write_table(rows, "ablation_out", notes)              # table.md, table.csv, table.json
 
 The verdict reads the 95% confidence interval of the paired difference: "better" when it lies
@@ -124,9 +124,9 @@ def verdict(difference: Interval | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- the table
 @dataclass
 class RunResult:
-    """One finished run: its block and seed, and its test mAPs (fractions)."""
+    """One finished run: its row of the study (`key`, e.g. "phi3"), its seed, and its test mAPs (fractions)."""
 
-    phi: int
+    key: str
     seed: int
     map50: float
     map50_95: float
@@ -134,7 +134,7 @@ class RunResult:
 
 @dataclass
 class StudyRow:
-    """One block of the study.
+    """One row of the study: a block (`key` "phi0" ... or a variant's name) and what it is (`block`).
 
     params: every weight (batch-norm statistics included); gflops: at the study's input size
     (nets.stats). latency_ms: device ("cpu", "gpu") -> median ms per image, batch 1.
@@ -142,7 +142,7 @@ class StudyRow:
     them by `build_rows` (differences: this block minus the baseline, on the seeds both have).
     """
 
-    phi: int
+    key: str
     block: str
     params: int | None = None
     gflops: float | None = None
@@ -169,31 +169,31 @@ class StudyRow:
 
 def build_rows(
     results: Sequence[RunResult],
-    blocks: Mapping[int, str],
-    costs: Mapping[int, tuple[int, float]] | None = None,
-    latency: Mapping[str, Mapping[int, float]] | None = None,
-    baseline: int = 0,
+    blocks: Mapping[str, str],
+    costs: Mapping[str, tuple[int, float]] | None = None,
+    latency: Mapping[str, Mapping[str, float]] | None = None,
+    baseline: str = "phi0",
 ) -> list[StudyRow]:
-    """One StudyRow per phi of `blocks` (phi -> block name), in phi order.
+    """One StudyRow per key of `blocks` (key -> what the row is), in its order.
 
-    costs: phi -> (params, GFLOPs). latency: device -> phi -> median ms. baseline: the phi the
+    costs: key -> (params, GFLOPs). latency: device -> key -> median ms. baseline: the key the
     others are compared with, seed by seed (no differences when it has no finished run).
     """
     costs, latency = costs or {}, latency or {}
     rows = []
-    for phi in sorted(blocks):
-        row = StudyRow(phi, blocks[phi], *costs.get(phi, (None, None)))
-        row.latency_ms = {device: float(times[phi]) for device, times in latency.items() if phi in times}
+    for key, block in blocks.items():
+        row = StudyRow(key, block, *costs.get(key, (None, None)))
+        row.latency_ms = {device: float(times[key]) for device, times in latency.items() if key in times}
         for result in sorted(results, key=lambda r: r.seed):
-            if result.phi == phi:
+            if result.key == key:
                 row.map50[result.seed], row.map50_95[result.seed] = result.map50, result.map50_95
         if row.map50:
             row.map50_interval = mean_interval(list(row.map50.values()))
             row.map50_95_interval = mean_interval(list(row.map50_95.values()))
         rows.append(row)
-    base = next((row for row in rows if row.phi == baseline and row.map50), None)
+    base = next((row for row in rows if row.key == baseline and row.map50), None)
     for row in rows:
-        row.is_baseline = row.phi == baseline
+        row.is_baseline = row.key == baseline
         if base is None or row.is_baseline or not row.map50:
             continue
         row.diff50 = paired_difference(row.map50, base.map50)
@@ -210,11 +210,11 @@ def _mean_cell(interval: Interval | None) -> str:
     return f"{interval.mean:.3f} ± {interval.half_width:.3f}"
 
 
-def _difference_cell(row: StudyRow, difference: Interval | None, baseline_phi: int) -> str:
+def _difference_cell(row: StudyRow, difference: Interval | None, baseline: str) -> str:
     if row.is_baseline:
         return "baseline"
     if difference is None:
-        return "no finished run" if not row.map50 else f"no phi {baseline_phi} run with the same seed"
+        return "no finished run" if not row.map50 else f"no {baseline} run with the same seed"
     if difference.low is None:
         return f"{difference.mean:+.3f} (1 seed, no CI)"
     return f"{difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
@@ -224,16 +224,16 @@ def _number(value, digits: int) -> str:
     return "" if value is None else f"{value:,.{digits}f}" if digits else f"{value:,}"
 
 
-def markdown_table(rows: Sequence[StudyRow], baseline: int = 0) -> str:
+def markdown_table(rows: Sequence[StudyRow], baseline: str = "phi0") -> str:
     """The table as Markdown: cost, latency (GPU only when measured), mAPs as mean ± half the 95%
     CI over seeds, and the paired difference to the baseline with its CI and verdict."""
     devices = [d for d in ("cpu", "gpu") if any(d in row.latency_ms for row in rows)]
-    header = ["phi", "block", "params", "GFLOPs", *(f"{d.upper()} ms" for d in devices), "seeds"]
-    header += ["mAP@0.5", "mAP@.5:.95", f"Δ mAP@0.5 vs phi {baseline} (95% CI)", "verdict @0.5"]
-    header += [f"Δ mAP@.5:.95 vs phi {baseline} (95% CI)", "verdict @.5:.95"]
+    header = ["row", "block", "params", "GFLOPs", *(f"{d.upper()} ms" for d in devices), "seeds"]
+    header += ["mAP@0.5", "mAP@.5:.95", f"Δ mAP@0.5 vs {baseline} (95% CI)", "verdict @0.5"]
+    header += [f"Δ mAP@.5:.95 vs {baseline} (95% CI)", "verdict @.5:.95"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row.phi), row.block, _number(row.params, 0), _number(row.gflops, 3)]
+        cells = [row.key, row.block, _number(row.params, 0), _number(row.gflops, 3)]
         cells += [_number(row.latency_ms.get(d), 1) for d in devices]
         cells += [str(len(row.map50)), _mean_cell(row.map50_interval), _mean_cell(row.map50_95_interval)]
         cells += [_difference_cell(row, row.diff50, baseline), "" if row.is_baseline else row.verdict50 or ""]
@@ -243,7 +243,7 @@ def markdown_table(rows: Sequence[StudyRow], baseline: int = 0) -> str:
 
 
 CSV_COLUMNS = (
-    "phi", "block", "params", "gflops", "cpu_ms", "gpu_ms", "seeds",
+    "row", "block", "params", "gflops", "cpu_ms", "gpu_ms", "seeds",
     "map50_mean", "map50_ci95_low", "map50_ci95_high", "map50_95_mean", "map50_95_ci95_low", "map50_95_ci95_high",
     "diff_map50_mean", "diff_map50_ci95_low", "diff_map50_ci95_high", "verdict_map50",
     "diff_map50_95_mean", "diff_map50_95_ci95_low", "diff_map50_95_ci95_high", "verdict_map50_95",
@@ -254,7 +254,7 @@ def _csv_row(row: StudyRow) -> dict:
     def parts(interval: Interval | None) -> tuple:
         return (None, None, None) if interval is None else (interval.mean, interval.low, interval.high)
 
-    values = [row.phi, row.block, row.params, row.gflops, row.latency_ms.get("cpu"), row.latency_ms.get("gpu")]
+    values = [row.key, row.block, row.params, row.gflops, row.latency_ms.get("cpu"), row.latency_ms.get("gpu")]
     values += [len(row.map50), *parts(row.map50_interval), *parts(row.map50_95_interval)]
     values += [*parts(row.diff50), row.verdict50, *parts(row.diff50_95), row.verdict50_95]
     return {k: "" if v is None else v for k, v in zip(CSV_COLUMNS, values, strict=True)}
@@ -271,7 +271,7 @@ def write_table(
     out: str | Path,
     notes: Sequence[str] = (),
     settings: dict | None = None,
-    baseline: int = 0,
+    baseline: str = "phi0",
 ) -> dict[str, Path]:
     """table.md (the Markdown table, then `notes`), table.csv (numbers only, full precision) and
     table.json (every row with its per-seed values, `notes` and `settings`) in `out`."""
@@ -407,7 +407,7 @@ def plot_map_vs_latency(rows: Sequence[StudyRow], path: str | Path, device: str 
             seeds = f"{interval.n} seed{'s' if interval.n > 1 else ''}"
             axes.errorbar(
                 [x], [interval.mean], yerr=error, fmt="o", color=color, capsize=4,
-                label=f"phi {row.phi} {row.block} ({seeds})",
+                label=f"{row.key} {row.block} ({seeds})",
             )  # fmt: skip
             per_seed = list(getattr(row, attr.removesuffix("_interval")).values())
             axes.plot([x] * len(per_seed), per_seed, "x", color=color, alpha=0.6, markersize=5)
@@ -425,21 +425,22 @@ def plot_map_vs_latency(rows: Sequence[StudyRow], path: str | Path, device: str 
 
 
 def plot_learning_curves(
-    curves: Mapping[int, Mapping[int, LearningCurve]], blocks: Mapping[int, str], path: str | Path
+    curves: Mapping[str, Mapping[int, LearningCurve]], blocks: Mapping[str, str], path: str | Path
 ) -> Path | None:
-    """A column per block: val mAP@0.5 per epoch (top) and train / val loss (bottom, dashed val),
-    a line per seed. None (no file) without any curve."""
-    phis = [phi for phi in sorted(curves) if curves[phi]]
-    if not phis:
+    """A column per row of the study (key -> seed -> curve; in `blocks`' order, then any other key): val
+    mAP@0.5 per epoch (top) and train / val loss (bottom, dashed val), a line per seed. None (no file)
+    without any curve."""
+    keys = [key for key in (*blocks, *(k for k in curves if k not in blocks)) if curves.get(key)]
+    if not keys:
         return None
-    figure = _figure(3.2 * len(phis) + 0.6, 6)
+    figure = _figure(3.2 * len(keys) + 0.6, 6)
     map_axes = loss_axes = None
-    for column, phi in enumerate(phis):
-        map_axes = figure.add_subplot(2, len(phis), column + 1, sharey=map_axes)
-        loss_axes = figure.add_subplot(2, len(phis), len(phis) + column + 1, sharey=loss_axes)
-        seeds = sorted(curves[phi])
+    for column, key in enumerate(keys):
+        map_axes = figure.add_subplot(2, len(keys), column + 1, sharey=map_axes)
+        loss_axes = figure.add_subplot(2, len(keys), len(keys) + column + 1, sharey=loss_axes)
+        seeds = sorted(curves[key])
         for seed, color in zip(seeds, _colors(len(seeds)), strict=True):
-            curve = curves[phi][seed]
+            curve = curves[key][seed]
             if curve.map_epochs:
                 map_axes.plot(curve.map_epochs, curve.map_values, marker=".", color=color, label=f"seed {seed}")
             loss = [np.nan if v is None else v for v in curve.loss]
@@ -447,7 +448,7 @@ def plot_learning_curves(
             loss_axes.plot(curve.epochs, loss, color=color, marker=".", label=f"seed {seed} train")
             if not np.all(np.isnan(val)):
                 loss_axes.plot(curve.epochs, val, color=color, marker=".", linestyle="--", label=f"seed {seed} val")
-        map_axes.set_title(f"phi {phi} {blocks.get(phi, '')}")
+        map_axes.set_title(f"{key} {blocks.get(key, '')}", fontsize=9)
         map_axes.set_ylabel("val mAP@0.5")
         loss_axes.set_ylabel("loss")
         loss_axes.set_xlabel("epoch")
@@ -461,14 +462,14 @@ def plot_learning_curves(
 
 # ---------------------------------------------------------------------------------------------- latency
 def measure_latency(
-    models: Mapping[int, object],
+    models: Mapping[str, object],
     image: np.ndarray,
     input_hw: tuple[int, int],
     device: str = "/CPU:0",
     rounds: int = 30,
     warmup: int = 3,
     clock: Callable[[], float] = time.perf_counter,
-) -> dict[int, float]:
+) -> dict[str, float]:
     """Median milliseconds per image of each model, image to boxes (letterbox, model, decoding, NMS:
     `Detector.detect([image])`, batch 1), on the TensorFlow `device`.
 
@@ -480,7 +481,7 @@ def measure_latency(
 
     from utils.inference.detector import Detector
 
-    times: dict[int, list[float]] = {key: [] for key in models}
+    times: dict[str, list[float]] = {key: [] for key in models}
     with tf.device(device):
         detectors = {key: Detector.from_model(m, input_shape=input_hw, batch_size=1) for key, m in models.items()}
         for detector in detectors.values():

@@ -1,17 +1,21 @@
-"""The attention ablation behind ablation.py: every (phi, seed) run trained by train.py and scored by
+"""The attention ablation behind ablation.py: every (row, seed) run trained by train.py and scored by
 get_map.py, each a process of its own in a folder of its own, so that a study survives a reboot;
 then the table, the plots and the costs.
 
+A row of the study is a block by its phi (key "phi3": train.py --phi 3) or a variant (key NAME:
+train.py with its own flags, e.g. "--fusion weighted" or "--attention my_blocks:MyBlock").
+
     plan = StudyPlan(output, phis=[0, 1, 2, 3, 4], seeds=[0, 1, 2], train_args=[...], train_options={...},
-                     data="demo_data", split=None, input_hw=(128, 128))
+                     data="demo_data", split=None, input_hw=(128, 128), variants=[("weighted", "--fusion weighted")])
     outcomes = run_study(plan, jobs=1)          # trains and evaluates what is not finished yet
     summary = summarize_study(plan, outcomes)   # params, GFLOPs, latency, statistics, table, plots
 
 What --output holds:
 
-    study.json                    the study's train.py options; a re-run must give the same ones
-    runs/phi{P}_seed{S}/          train.py --output of that run: settings.json, history.json (results.csv
-                                  when train.py writes one), best.keras, last.keras, checkpoint.npz, ...
+    study.json                    the study's train.py options and variants; a re-run must give the same ones
+    runs/{row}_seed{S}/           train.py --output of that run (row: phi{P} or a variant's name):
+                                  settings.json, history.json (results.csv when train.py writes one),
+                                  best.keras, last.keras, checkpoint.npz, ...
         train.log, eval.log       what train.py and get_map.py printed
         trained.json              written when train.py finished (atomically)
         eval/                     get_map.py --output: results.json (VOC mAP@0.5, COCO AP@[.5:.95])
@@ -38,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +70,7 @@ STUDY_FILE = "study.json"
 MARKER = "result.json"
 TRAINED = "trained.json"
 TRAIN_LOG, EVAL_LOG = "train.log", "eval.log"
-BASELINE_PHI = 0
+BASELINE = "phi0"  # the row the others are compared with: no attention, train.py's defaults
 
 # (command, environment or None to inherit, log file, also echo to stdout) -> exit code
 CommandRunner = Callable[[Sequence[str], "dict[str, str] | None", Path, bool], int]
@@ -93,17 +97,23 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
+def phi_key(phi: int) -> str:
+    """The study row of block `phi`: its key in the table, the prefix of its runs' folders."""
+    return f"phi{phi}"
+
+
 @dataclass(frozen=True)
 class Run:
-    """One training of the study: block `phi`, seed `seed`, in `folder` (train.py's --output)."""
+    """One training of the study: row `key` (its train.py `flags`), seed `seed`, in `folder` (train.py's --output)."""
 
-    phi: int
+    key: str
     seed: int
     folder: Path
+    flags: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"phi{self.phi}_seed{self.seed}"
+        return f"{self.key}_seed{self.seed}"
 
     @property
     def marker(self) -> Path:
@@ -131,13 +141,14 @@ class Run:
 
     def result(self) -> RunResult:
         data = json.loads(self.marker.read_text(encoding="utf-8"))
-        return RunResult(self.phi, self.seed, float(data["map50"]), float(data["map50_95"]))
+        return RunResult(self.key, self.seed, float(data["map50"]), float(data["map50_95"]))
 
 
 @dataclass
 class StudyPlan:
     """What a study trains and how.
 
+    phis: the blocks compared by phi (rows "phi0" ...). variants: more rows, (NAME, train.py flags).
     train_args: train.py options every run shares (never --phi, --attention, --seed, --output,
         --resume, --exist-ok: the study sets those per run). train_options: the same, parsed (flag name ->
         value), kept in study.json and compared on a re-run. data, split: what get_map.py
@@ -157,20 +168,31 @@ class StudyPlan:
     latency_rounds: int = 30
     budget: str = ""
     python: str = sys.executable
+    variants: list[tuple[str, str]] = field(default_factory=list)
+
+    def rows(self) -> dict[str, tuple[str, ...]]:
+        """Every row of the study, key -> its own train.py flags: the phis in order, then the variants."""
+        rows = {phi_key(phi): ("--phi", str(phi)) for phi in self.phis}
+        return rows | {name: tuple(shlex.split(flags)) for name, flags in self.variants}
+
+    def blocks(self) -> dict[str, str]:
+        """key -> what the row is, for the table: the block's name, or the variant's flags."""
+        return {phi_key(phi): PHI_TO_ATTENTION[phi] for phi in self.phis} | dict(self.variants)
 
     def runs(self) -> list[Run]:
         """Every run, seed by seed."""
-        runs = self.output / "runs"
-        return [Run(phi, seed, runs / f"phi{phi}_seed{seed}") for seed in self.seeds for phi in self.phis]
+        folder = self.output / "runs"
+        rows = self.rows().items()
+        return [Run(key, seed, folder / f"{key}_seed{seed}", flags) for seed in self.seeds for key, flags in rows]
 
     def settings(self) -> dict:
-        """What study.json keeps: what makes two runs of the same block and seed comparable."""
+        """What study.json keeps: what makes two runs of the same row and seed comparable."""
         options = {"train_options": self.train_options, "train_args": self.train_args}
-        return {**options, "data": self.data, "split": self.split}
+        return {**options, "data": self.data, "split": self.split, "variants": dict(self.variants)}
 
     def train_command(self, run: Run) -> list[str]:
-        command = [self.python, str(TRAIN_SCRIPT), *self.train_args]
-        command += ["--phi", str(run.phi), "--seed", str(run.seed), "--output", str(run.folder)]
+        command = [self.python, str(TRAIN_SCRIPT), *self.train_args, *run.flags]
+        command += ["--seed", str(run.seed), "--output", str(run.folder)]
         # Without a checkpoint the run starts again: --exist-ok replaces what a start killed early left.
         return command + (["--resume"] if run.checkpoint.is_file() else ["--exist-ok"])
 
@@ -256,7 +278,8 @@ def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
 
 def check_study_folder(plan: StudyPlan) -> None:
     """Write study.json, or check that the one there has the same settings (StudyError if not): runs
-    trained with other options must not be mixed into one table."""
+    trained with other options must not be mixed into one table. A variant keeps its flags; a re-run
+    may add variants (and phis, seeds)."""
     plan.output.mkdir(parents=True, exist_ok=True)
     path = plan.output / STUDY_FILE
     settings = json.loads(json.dumps(plan.settings()))  # as it reads back
@@ -267,12 +290,18 @@ def check_study_folder(plan: StudyPlan) -> None:
             for key in ("train_options", "data", "split")
             if stored.get(key) != settings[key]
         ]
+        known = stored.get("variants") or {}
+        differences += [
+            f"variant {name}: {known[name]!r} there, {flags!r} now"
+            for name, flags in settings["variants"].items()
+            if name in known and known[name] != flags
+        ]
         if differences:
             raise StudyError(
                 f"{plan.output} holds a study with other settings ({'; '.join(differences)}); give the same "
                 "options to continue it, or another --output"
             )
-        settings = {**stored, **settings}
+        settings = {**stored, **settings, "variants": known | settings["variants"]}
     write_json(path, settings)
 
 
@@ -309,8 +338,8 @@ def execute_run(
     write_json(
         run.marker,
         {
-            "phi": run.phi,
-            "attention": PHI_TO_ATTENTION[run.phi],
+            "row": run.key,
+            "flags": list(run.flags),
             "seed": run.seed,
             "map50": map50,
             "map50_95": map50_95,
@@ -348,7 +377,7 @@ def run_study(
         logger.info(f"--jobs {jobs}: {len(gpus)} GPU(s) visible, so {len(slots)} runs at a time (one per GPU)")
     states = [run.state() for run in runs]
     counts = ", ".join(f"{states.count(s)} {s}" for s in ("done", "evaluate", "resume", "start") if states.count(s))
-    logger.info(f"{len(runs)} runs ({len(plan.phis)} blocks x {len(plan.seeds)} seeds) in {plan.output}: {counts}")
+    logger.info(f"{len(runs)} runs ({len(plan.rows())} rows x {len(plan.seeds)} seeds) in {plan.output}: {counts}")
 
     free: queue.Queue = queue.Queue()
     for slot in slots:
@@ -403,23 +432,23 @@ def latency_image(plan: StudyPlan, class_names: list[str]) -> tuple[np.ndarray, 
 def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySummary:
     """The table and the plots of the finished runs (raises StudyError when none finished).
 
-    Params and GFLOPs (nets.stats) and the latency are taken from one model per block (its first
-    finished seed); the latency of all blocks is measured in one round-robin run, on the CPU, and
+    Params and GFLOPs (nets.stats) and the latency are taken from one model per row (its first
+    finished seed); the latency of all rows is measured in one round-robin run, on the CPU, and
     on the GPU too when TensorFlow sees one."""
     finished = [o for o in outcomes if o.result is not None]
     if not finished:
         raise StudyError(f"no run of the study in {plan.output} finished; nothing to summarise")
-    blocks = {phi: PHI_TO_ATTENTION[phi] for phi in plan.phis}
+    blocks = plan.blocks()
     costs, latency, models = {}, {}, {}
     from nets.stats import count_flops, count_params
     from utils.inference.engine.loader import load_model
 
     height, width = plan.input_hw
-    for phi in plan.phis:
-        first = next((o.run for o in finished if o.run.phi == phi), None)
+    for key in blocks:
+        first = next((o.run for o in finished if o.run.key == key), None)
         if first is not None:
-            models[phi] = load_model(first.weights())
-            costs[phi] = (count_params(models[phi]), count_flops(models[phi], (height, width, 3)) / 1e9)
+            models[key] = load_model(first.weights())
+            costs[key] = (count_params(models[key]), count_flops(models[key], (height, width, 3)) / 1e9)
     notes = _notes(plan)
     if plan.latency_rounds > 0 and models:
         import tensorflow as tf
@@ -436,24 +465,24 @@ def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySum
             f"{what}; the median of {plan.latency_rounds} rounds, the blocks timed in turn within each round, in "
             f"one run on the {' and the '.join(n.upper() for n, _ in devices)} ({os.cpu_count()} CPU cores)"
         )
-    rows = build_rows([o.result for o in finished], blocks, costs, latency, baseline=BASELINE_PHI)
+    rows = build_rows([o.result for o in finished], blocks, costs, latency, baseline=BASELINE)
     if all(len(row.map50) < 2 for row in rows):
         notes.append("one seed per block: no confidence intervals and no verdicts (run with --seeds 2 or more)")
-    if not any(row.phi == BASELINE_PHI and row.map50 for row in rows):
-        notes.append(f"no finished phi {BASELINE_PHI} run: no differences to compare")
+    if not any(row.key == BASELINE and row.map50 for row in rows):
+        notes.append(f"no finished {BASELINE} run: no differences to compare")
     notes += [f"not finished: {o.run.name}: {o.error}" for o in outcomes if o.error]
     settings = {**plan.settings(), "phis": plan.phis, "seeds": plan.seeds, "input_hw": list(plan.input_hw)}
     settings["latency_rounds"] = plan.latency_rounds
-    files = list(write_table(rows, plan.output, notes, settings, baseline=BASELINE_PHI).values())
+    files = list(write_table(rows, plan.output, notes, settings, baseline=BASELINE).values())
     for device in latency:
         name = "map_vs_latency.png" if device == "cpu" else f"map_vs_latency_{device}.png"
         path = plot_map_vs_latency(rows, plan.output / name, device)
         files += [path] if path else []
-    curves: dict[int, dict] = {}
+    curves: dict[str, dict] = {}
     for outcome in outcomes:
         curve = read_learning_curve(outcome.run.folder)
         if curve is not None:
-            curves.setdefault(outcome.run.phi, {})[outcome.run.seed] = curve
+            curves.setdefault(outcome.run.key, {})[outcome.run.seed] = curve
     path = plot_learning_curves(curves, blocks, plan.output / "learning_curves.png")
     files += [path] if path else []
     return StudySummary(rows, notes, files)
@@ -462,13 +491,14 @@ def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySum
 def _notes(plan: StudyPlan) -> list[str]:
     split = f"split {plan.split}" if plan.split else "its test split"
     budget = f" ({plan.budget})" if plan.budget else ""
+    variants = "".join(f"; row {name}: {flags} instead of --phi P" for name, flags in plan.variants)
     return [
-        f"every run: python train.py {shlex.join(plan.train_args)} --phi P --seed S{budget}; seeds "
-        f"{', '.join(map(str, plan.seeds))}: the same data, schedule and budget for every block",
+        f"every run: python train.py {shlex.join(plan.train_args)} --phi P --seed S{budget}{variants}; seeds "
+        f"{', '.join(map(str, plan.seeds))}: the same data, schedule and budget for every row",
         f"mAP@0.5: VOC all-point AP at IoU 0.5; mAP@.5:.95: COCO AP@[.5:.95] (pycocotools); both by get_map.py "
         f"on {plan.data}, {split}, with each run's best.keras (best val mAP@0.5)",
         "mAP cells: mean over seeds ± half the 95% confidence interval (Student t, n - 1 df)",
-        f"Δ: the block minus phi {BASELINE_PHI}, paired by seed (same seed: same initial draws and data order), "
+        f"Δ: the row minus {BASELINE}, paired by seed (same seed: same initial draws and data order), "
         "mean [95% CI]. Verdict: better if the whole interval lies above 0, worse if below, otherwise "
         "no detectable difference: the difference is within what the seeds vary by (which does not show the "
         "blocks are equal; more seeds narrow the interval)",

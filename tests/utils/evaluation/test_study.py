@@ -96,52 +96,55 @@ def test_verdict_thresholds(interval, expected):
 
 
 RESULTS = [
-    RunResult(0, 0, 0.80, 0.50), RunResult(0, 1, 0.82, 0.52), RunResult(0, 2, 0.81, 0.51),
-    RunResult(1, 0, 0.82, 0.49), RunResult(1, 1, 0.85, 0.53), RunResult(1, 2, 0.83, 0.50),
-    RunResult(4, 0, 0.78, 0.48),
+    RunResult("phi0", 0, 0.80, 0.50), RunResult("phi0", 1, 0.82, 0.52), RunResult("phi0", 2, 0.81, 0.51),
+    RunResult("phi1", 0, 0.82, 0.49), RunResult("phi1", 1, 0.85, 0.53), RunResult("phi1", 2, 0.83, 0.50),
+    RunResult("phi4", 0, 0.78, 0.48),
 ]  # fmt: skip
-BLOCKS = {0: "none", 1: "se", 3: "eca", 4: "ca"}
+# The rows in the table's order: the blocks, then a variant (no run finished).
+BLOCKS = {"phi0": "none", "phi1": "se", "phi3": "eca", "phi4": "ca", "weighted": "--fusion weighted"}
 
 
 def test_rows_pair_each_block_with_the_baseline():
-    costs = {0: (100, 1.0), 1: (120, 1.1), 4: (110, 1.2)}
-    latency = {"cpu": {0: 10.0, 1: 11.0, 4: 12.0}}
-    rows = {row.phi: row for row in build_rows(RESULTS, BLOCKS, costs, latency)}
-    assert list(rows) == [0, 1, 3, 4]
-    assert rows[0].is_baseline and rows[0].diff50 is None and rows[0].map50_interval.n == 3
-    assert rows[1].verdict50 == BETTER and rows[1].diff50.mean == pytest.approx(0.07 / 3)
-    assert rows[1].verdict50_95 == NO_DIFFERENCE  # diffs -0.01, +0.01, -0.01
-    assert rows[3].map50_interval is None and rows[3].diff50 is None and rows[3].params is None
-    assert rows[4].verdict50 == NO_INTERVAL and rows[4].diff50.mean == pytest.approx(-0.02)
-    assert (rows[4].params, rows[4].gflops, rows[4].latency_ms) == (110, 1.2, {"cpu": 12.0})
+    costs = {"phi0": (100, 1.0), "phi1": (120, 1.1), "phi4": (110, 1.2)}
+    latency = {"cpu": {"phi0": 10.0, "phi1": 11.0, "phi4": 12.0}}
+    rows = {row.key: row for row in build_rows(RESULTS, BLOCKS, costs, latency)}
+    assert list(rows) == ["phi0", "phi1", "phi3", "phi4", "weighted"]
+    assert rows["phi0"].is_baseline and rows["phi0"].diff50 is None and rows["phi0"].map50_interval.n == 3
+    assert rows["phi1"].verdict50 == BETTER and rows["phi1"].diff50.mean == pytest.approx(0.07 / 3)
+    assert rows["phi1"].verdict50_95 == NO_DIFFERENCE  # diffs -0.01, +0.01, -0.01
+    assert rows["phi3"].map50_interval is None and rows["phi3"].diff50 is None and rows["phi3"].params is None
+    assert rows["phi4"].verdict50 == NO_INTERVAL and rows["phi4"].diff50.mean == pytest.approx(-0.02)
+    assert (rows["phi4"].params, rows["phi4"].gflops, rows["phi4"].latency_ms) == (110, 1.2, {"cpu": 12.0})
     # Without a finished baseline run there is nothing to compare with.
-    alone = build_rows([r for r in RESULTS if r.phi != 0], BLOCKS)
+    alone = build_rows([r for r in RESULTS if r.key != "phi0"], BLOCKS)
     assert all(row.diff50 is None and row.verdict50 is None for row in alone)
 
 
 def test_the_table_files(tmp_path):
-    rows = build_rows(RESULTS, BLOCKS, {0: (100, 1.0)}, {"cpu": {0: 10.0, 1: 11.0}, "gpu": {0: 1.5}})
+    latency = {"cpu": {"phi0": 10.0, "phi1": 11.0}, "gpu": {"phi0": 1.5}}
+    rows = build_rows(RESULTS, BLOCKS, {"phi0": (100, 1.0)}, latency)
     paths = write_table(rows, tmp_path, notes=["a note"], settings={"seeds": [0, 1, 2]})
     markdown = paths["md"].read_text(encoding="utf-8")
     header, _, *lines = markdown.splitlines()
-    assert "CPU ms" in header and "GPU ms" in header and "Δ mAP@0.5 vs phi 0 (95% CI)" in header
-    assert lines[0].startswith("| 0 | none | 100 | 1.000 | 10.0 | 1.5 | 3 | 0.810 ± 0.025 |")
+    assert "CPU ms" in header and "GPU ms" in header and "Δ mAP@0.5 vs phi0 (95% CI)" in header
+    assert lines[0].startswith("| phi0 | none | 100 | 1.000 | 10.0 | 1.5 | 3 | 0.810 ± 0.025 |")
     assert "| baseline |" in lines[0]
     assert "| +0.023 [+0.009, +0.038] | better |" in lines[1]
     assert "no detectable difference" in lines[1]
-    assert "| 3 | eca |" in lines[2] and "no finished run" in lines[2]
+    assert "| phi3 | eca |" in lines[2] and "no finished run" in lines[2]
+    assert lines[4].startswith("| weighted | --fusion weighted |") and "no finished run" in lines[4]
     assert "0.780 (1 seed, no CI)" in lines[3] and "-0.020 (1 seed, no CI) | one seed: no CI" in lines[3]
     assert markdown.rstrip().endswith("- a note")
     with open(paths["csv"], newline="", encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
-    assert [r["phi"] for r in table] == ["0", "1", "3", "4"]
+    assert [r["row"] for r in table] == ["phi0", "phi1", "phi3", "phi4", "weighted"]
     assert float(table[1]["diff_map50_ci95_low"]) > 0 and table[1]["verdict_map50"] == BETTER
     assert table[2]["map50_mean"] == "" and table[0]["gpu_ms"] == "1.5"
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert data["rows"][1]["map50"] == {"0": 0.82, "1": 0.85, "2": 0.83}
     assert data["notes"] == ["a note"] and data["settings"] == {"seeds": [0, 1, 2]}
     # No GPU measured: no GPU column.
-    assert "GPU ms" not in markdown_table(build_rows(RESULTS, BLOCKS, latency={"cpu": {0: 1.0}}))
+    assert "GPU ms" not in markdown_table(build_rows(RESULTS, BLOCKS, latency={"cpu": {"phi0": 1.0}}))
 
 
 def test_learning_curves_from_history_json_or_results_csv(tmp_path):
@@ -161,12 +164,12 @@ def test_learning_curves_from_history_json_or_results_csv(tmp_path):
 
 
 def test_plots_are_written(tmp_path):
-    rows = build_rows(RESULTS, BLOCKS, latency={"cpu": {0: 10.0, 1: 11.0, 4: 12.0}})
+    rows = build_rows(RESULTS, BLOCKS, latency={"cpu": {"phi0": 10.0, "phi1": 11.0, "phi4": 12.0}})
     assert plot_map_vs_latency(rows, tmp_path / "m.png").stat().st_size > 10_000
     assert plot_map_vs_latency(rows, tmp_path / "g.png", device="gpu") is None  # not measured there
     history = {"loss": [2.0, 1.0], "val_loss": [2.5, 1.5], "lr": [1, 1], "map_epochs": [1, 2], "map_values": [0.2, 0.4]}
     (tmp_path / "history.json").write_text(json.dumps(history))
     curve = read_learning_curve(tmp_path)
-    path = plot_learning_curves({0: {0: curve, 1: curve}, 1: {0: curve}}, BLOCKS, tmp_path / "c.png")
+    path = plot_learning_curves({"phi0": {0: curve, 1: curve}, "weighted": {0: curve}}, BLOCKS, tmp_path / "c.png")
     assert path.stat().st_size > 10_000
     assert plot_learning_curves({}, BLOCKS, tmp_path / "none.png") is None

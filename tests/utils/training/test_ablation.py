@@ -26,7 +26,7 @@ from utils.training.ablation import (
 from utils.training.config import TrainConfig
 
 
-def plan_for(output: Path, phis=(0, 1), seeds=(0, 1), epochs="2") -> StudyPlan:
+def plan_for(output: Path, phis=(0, 1), seeds=(0, 1), epochs="2", variants=()) -> StudyPlan:
     return StudyPlan(
         output=output,
         phis=list(phis),
@@ -37,11 +37,14 @@ def plan_for(output: Path, phis=(0, 1), seeds=(0, 1), epochs="2") -> StudyPlan:
         split=None,
         input_hw=(64, 64),
         python="python",
+        variants=list(variants),
     )
 
 
-def map_of(phi: int, seed: int) -> tuple[float, float]:
-    return 0.5 + 0.01 * phi + 0.001 * seed, 0.3 + 0.01 * phi
+def map_of(key: str, seed: int) -> tuple[float, float]:
+    """The fake scores of row `key` ("phi3"; a variant scores as phi 9) with `seed`."""
+    rank = int(key[3:]) if key[:3] == "phi" and key[3:].isdigit() else 9
+    return 0.5 + 0.01 * rank + 0.001 * seed, 0.3 + 0.01 * rank
 
 
 def _value(command, flag):
@@ -78,8 +81,8 @@ class FakeScripts:
                 return 0
             assert command[1] == str(GET_MAP_SCRIPT)
             weights = Path(_value(command, "--weights"))
-            phi, seed = (int(part[len(key):]) for part, key in zip(weights.parent.name.split("_"), ("phi", "seed")))
-            map50, map50_95 = map_of(phi, seed)
+            key, _, seed = weights.parent.name.rpartition("_seed")
+            map50, map50_95 = map_of(key, int(seed))
             out = Path(_value(command, "--output"))
             out.mkdir(parents=True, exist_ok=True)
             results = {"mAP": map50, "coco": {"AP": map50_95}, "data": "demo_data", "split": "test", "problems": []}
@@ -116,10 +119,10 @@ def test_a_fresh_study_trains_then_evaluates_every_run_seed_by_seed(tmp_path):
     assert _value(eval_command, "--backend") == "keras" and _value(eval_command, "--data") == "demo_data"
     assert "--split" not in eval_command  # the data's own test set
     assert [(o.run.name, o.result.map50, o.result.map50_95, o.error) for o in outcomes] == [
-        (name, *map_of(int(name[3]), int(name[-1])), None) for name in order
+        (name, *map_of(name[:4], int(name[-1])), None) for name in order
     ]
     marker = json.loads((plan.output / "runs" / "phi1_seed1" / "result.json").read_text())
-    assert (marker["phi"], marker["attention"], marker["seed"]) == (1, "se", 1)
+    assert (marker["row"], marker["flags"], marker["seed"]) == ("phi1", ["--phi", "1"], 1)
     assert json.loads((plan.output / "study.json").read_text())["train_options"] == {"demo": True, "epochs": 2}
 
 
@@ -139,7 +142,7 @@ def test_a_rerun_skips_finished_runs_evaluates_trained_ones_and_resumes_interrup
     caplog.clear()  # the first study's lines too, where an earlier test left the logger at INFO
     outcomes = run_study(plan, runner=scripts, gpus=[])
     messages = [r.getMessage() for r in caplog.records if r.name == "yolov4_tiny.training"]
-    assert "4 runs (2 blocks x 2 seeds)" in messages[0] and "1 done, 1 evaluate, 1 resume, 1 start" in messages[0]
+    assert "4 runs (2 rows x 2 seeds)" in messages[0] and "1 done, 1 evaluate, 1 resume, 1 start" in messages[0]
     assert scripts.trained() == [("phi0_seed1", True), ("phi1_seed1", False)]
     assert scripts.evaluated() == ["phi1_seed0", "phi0_seed1", "phi1_seed1"]
     assert all(o.result is not None for o in outcomes)
@@ -170,6 +173,24 @@ def test_other_train_options_in_the_same_folder_are_refused(tmp_path):
     scripts = FakeScripts()
     run_study(plan_for(tmp_path / "study", phis=(0, 1, 3)), runner=scripts, gpus=[])
     assert scripts.trained() == [("phi3_seed0", False), ("phi3_seed1", False)]
+
+
+def test_a_variant_is_a_row_trained_with_its_own_flags(tmp_path):
+    scripts = FakeScripts()
+    plan = plan_for(tmp_path / "study", phis=(0,), seeds=(0,), variants=[("weighted", "--phi 0 --fusion weighted")])
+    [base, variant] = run_study(plan, runner=scripts, gpus=[])
+    assert scripts.trained() == [("phi0_seed0", False), ("weighted_seed0", False)]
+    command = scripts.calls[2][0]
+    assert command[2:9] == ["--demo", "--epochs", "2", "--phi", "0", "--fusion", "weighted"]
+    assert (variant.run.key, variant.result.map50) == ("weighted", map_of("weighted", 0)[0])
+    assert json.loads((plan.output / "study.json").read_text())["variants"] == {"weighted": "--phi 0 --fusion weighted"}
+    # A name keeps its flags: other flags under it would mix two settings in one row.
+    other = plan_for(tmp_path / "study", phis=(0,), seeds=(0,), variants=[("weighted", "--phi 1 --fusion weighted")])
+    with pytest.raises(StudyError, match="variant weighted"):
+        run_study(other, runner=FakeScripts(), gpus=[])
+    # Another study's command without the variant continues it, and the variant stays recorded.
+    run_study(plan_for(tmp_path / "study", phis=(0,), seeds=(0,)), runner=FakeScripts(), gpus=[])
+    assert "weighted" in json.loads((plan.output / "study.json").read_text())["variants"]
 
 
 def test_jobs_run_side_by_side_one_per_gpu(tmp_path):
