@@ -42,7 +42,7 @@ def test_gpu_check_python_part_says_no_gpu():
 
 
 def _jax_check(*args):
-    from tests.test_jax_backend import NO_TENSORFLOW
+    from tests.test_backends import NO_TENSORFLOW
 
     pytest.importorskip("jax", reason="JAX is not installed")
     script = NO_TENSORFLOW + "import runpy\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
@@ -62,7 +62,7 @@ def test_gpu_check_jax_says_no_gpu():
 
 @pytest.mark.slow
 def test_gpu_check_jax_measures_the_cpu_when_allowed_without_tensorflow():
-    # bfloat16 only: float32 on JAX is what tests/test_jax_backend.py and test_jax_training.py run.
+    # bfloat16 only: float32 on JAX is what tests/test_backends.py and test_jax_training.py run.
     argv = ["--allow-cpu", "--size", "64", "--runs", "1", "--batch-size", "2", "--steps", "1", "--no-demo"]
     done = _jax_check(*argv, "--precisions", "bfloat16")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

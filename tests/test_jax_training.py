@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from nets.yolo import YoloV4Tiny
-from tests.test_jax_backend import NO_TENSORFLOW
+from tests.test_backends import NO_TENSORFLOW
 from utils.data.dataset import YoloDataset
 from utils.data.demo import write_demo_dataset
 from utils.data.sources import open_data

@@ -102,13 +102,24 @@ def cpu_has_fast_bfloat16() -> bool:
     return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
-def gpu_visible() -> bool:
-    """Whether the Keras backend sees a GPU (TensorFlow's physical devices, else Keras' device list)."""
-    if on_tensorflow():
+def gpu_count() -> int:
+    """How many GPUs the Keras backend sees: TensorFlow's physical devices, torch's CUDA devices, or
+    on JAX the accelerators of Keras' device list (keras.distribution has no torch implementation)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
-    return any(not name.startswith("cpu") for name in keras.distribution.list_devices())
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return sum(not name.startswith("cpu") for name in keras.distribution.list_devices())
+
+
+def gpu_visible() -> bool:
+    """Whether the Keras backend sees a GPU."""
+    return gpu_count() > 0
 
 
 def mixed_precision_policy() -> str | None:

@@ -1,5 +1,6 @@
 """The keras.ops loss equals the TensorFlow loss it replaced (commit 05a9ef9) on fixed batches, to
-1e-5: values, per-head sums and gradients (tests/fixtures/loss_reference.npz; loss_reference.py)."""
+1e-5: values, per-head sums and gradients (tests/fixtures/loss_reference.npz; loss_reference.py), on
+TensorFlow, JAX and torch."""
 
 import os
 import subprocess
@@ -64,11 +65,32 @@ print("ok")
 """
 
 
+TORCH_CHECK = """
+import numpy as np, torch
+from tests.utils.training.loss_reference import batch, loss_options
+from utils.training.loss import YoloLoss
+reference = np.load("tests/fixtures/loss_reference.npz")
+heads, gt = batch()
+for case in ("neighbor_cells", "iou_target_smoothing", "mean"):
+    fn = YoloLoss(**loss_options(case))
+    inputs = [torch.tensor(h, requires_grad=True) for h in heads]
+    per_image, parts = fn(inputs, torch.tensor(gt))
+    np.testing.assert_allclose(per_image.detach().numpy(), reference[case + "/per_image"], rtol=1e-5, atol=1e-5)
+    grad = torch.autograd.grad(fn.batch_loss(inputs, torch.tensor(gt), len(gt))[0], inputs)
+    scale = 1.0 if case == "mean" else 1.0 / len(gt)
+    for i, g in enumerate(grad):
+        np.testing.assert_allclose(g.numpy(), reference[f"{case}/grad{i}"] * scale, rtol=1e-4, atol=1e-6, err_msg=case)
+print("ok")
+"""
+
+
 @pytest.mark.slow
-def test_the_loss_runs_on_the_jax_backend_jitted_with_the_same_values_and_gradients():
-    pytest.importorskip("jax", reason="JAX is not installed (pip install jax): the JAX backend is not checked")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+@pytest.mark.parametrize("backend, check", [("jax", JAX_CHECK), ("torch", TORCH_CHECK)])
+def test_the_loss_on_another_backend_has_the_same_values_and_gradients(backend, check):
+    """On JAX jitted, on torch through its autograd. A backend that is not installed is skipped."""
+    pytest.importorskip(backend, reason=f"{backend} is not installed: Keras' {backend} backend is not checked")
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
-        [sys.executable, "-c", JAX_CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -34,7 +34,7 @@ from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.defaults import MAX_DETECTIONS, SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
-from utils.inference.precision import PrecisionError, resolve_inference_precision, with_precision
+from utils.inference.precision import PrecisionError, gpu_count, resolve_inference_precision, with_precision
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
 from utils.interop.backends import BACKENDS, MissingRuntimeError, infer_backend, load_backend
 
@@ -350,12 +350,8 @@ def describe_runtime(detector: Detector) -> str:
     is the one that runs (`detector.precision`): where --half found no faster half precision, float32."""
     backend = getattr(detector, "backend", "keras")
     runtime = RUNTIMES.get(backend, backend)
-    if on_tensorflow():
-        import tensorflow as tf
-
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    else:  # the Keras backend's devices ("cpu:0", "gpu:0", ...)
-        gpus = sum(not name.startswith("cpu") for name in keras.distribution.list_devices())
+    gpus = gpu_count()
+    if not on_tensorflow():
         runtime = f"Keras ({keras.backend.backend()})" if backend == "keras" else runtime
     device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({gpus})"
     return f"{runtime} on {device}, {getattr(detector, 'precision', 'float32')}"

@@ -1,6 +1,7 @@
-"""Detection on the JAX backend of Keras without TensorFlow: predict.py, get_map.py and a
-`Detector` run in a subprocess with KERAS_BACKEND=jax in which `import tensorflow` fails, and give
-what the TensorFlow backend gives (this process): scores within 1e-4, boxes within 0.01 px."""
+"""Detection on Keras' JAX and torch backends without TensorFlow: predict.py, get_map.py and a
+`Detector` run in a subprocess with KERAS_BACKEND=jax (or torch) in which `import tensorflow` fails,
+and give what the TensorFlow backend gives (this process): scores within 1e-4, boxes within 0.01 px.
+A backend that is not installed is skipped (torch is not in requirements-dev.txt: see there)."""
 
 import json
 import os
@@ -26,18 +27,26 @@ BOX_TOLERANCE = 0.01
 INPUT = "96"
 
 # Run first in the subprocess: any import of TensorFlow raises ImportError, as where it is not installed.
+# (Its spec is found, so that a library that only looks for it, as torch._dynamo does, carries on.)
 NO_TENSORFLOW = """
+import importlib.machinery
 import sys
 
 class NoTensorFlow:
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"No module named {name!r} (this run has no TensorFlow)", name=name)
+            return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec):
+        raise ImportError(f"No module named {spec.name!r} (this run has no TensorFlow)", name=spec.name)
+
+    def exec_module(self, module):
+        pass
 
 sys.meta_path.insert(0, NoTensorFlow())
 """
 
-JAX_RUN = (
+BACKEND_RUN = (
     NO_TENSORFLOW
     + """
 import os
@@ -50,11 +59,11 @@ import predict
 from utils.data.images import load_image
 from utils.inference.engine.loader import load_detector
 
-assert keras.backend.backend() == "jax", keras.backend.backend()
+assert keras.backend.backend() == os.environ["KERAS_BACKEND"], keras.backend.backend()
 weights, data, out = sys.argv[1:4]
 images = f"{data}/JPEGImages"
 run = ["--weights", weights, "--input-size", "96", "-q"]
-assert predict.main([*run, "--source", images, "--output", f"{out}/boxes", "--json", f"{out}/jax.json"]) == 0
+assert predict.main([*run, "--source", images, "--output", f"{out}/boxes", "--json", f"{out}/run.json"]) == 0
 assert predict.main([*run, "--mode", "heatmap", "--source", images, "--output", f"{out}/heatmap"]) == 0
 assert predict.main([*run, "--mode", "cam", "--source", images, "--output", f"{out}/cam"]) == 2
 assert predict.main([*run, "--half", "--source", images, "--output", f"{out}/half"]) == 2
@@ -80,7 +89,7 @@ print("ran without TensorFlow")
 def setup(tmp_path_factory):
     """A demo VOC set of 4 test images and a 3-class model whose heads spread scores over (0, 1)
     (random batch-norms, head kernels x 8): about 60 detections an image at conf 0.5."""
-    folder = tmp_path_factory.mktemp("jax")
+    folder = tmp_path_factory.mktemp("backends")
     data = write_demo_dataset(folder / "demo", splits={"test": 4}, image_size=(80, 120))
     keras.utils.set_random_seed(1)
     model = randomise_batch_norms(YoloV4Tiny(3, class_names=list(DEMO_CLASSES), input_shape=(None, None, 3)))
@@ -92,16 +101,17 @@ def setup(tmp_path_factory):
     return weights, data, folder
 
 
-@pytest.fixture(scope="module")
-def jax_run(setup):
-    """The JAX subprocess's outputs folder, after it ran (once for the module)."""
-    pytest.importorskip("jax", reason="JAX is not installed (pip install jax): the JAX backend is not checked")
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def backend_run(request, setup):
+    """The subprocess's outputs folder, after it ran on the backend (once for the module and backend)."""
+    backend = request.param
+    pytest.importorskip(backend, reason=f"{backend} is not installed: Keras' {backend} backend is not checked")
     weights, data, folder = setup
-    out = folder / "jax_out"
+    out = folder / f"{backend}_out"
     out.mkdir()
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
-        [sys.executable, "-c", JAX_RUN, str(weights), str(data), str(out)],
+        [sys.executable, "-c", BACKEND_RUN, str(weights), str(data), str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0 and "ran without TensorFlow" in done.stdout, done.stderr[-4000:]
@@ -128,18 +138,18 @@ def _assert_same_detections(got: list, want: list, where: str, box_tolerance: fl
 
 
 @pytest.mark.slow
-def test_predict_json_under_jax_equals_tensorflow(setup, jax_run, tmp_path):
+def test_predict_json_equals_tensorflows(setup, backend_run, tmp_path):
     weights, data, _ = setup
-    out, _ = jax_run
+    out, _ = backend_run
     argv = ["--weights", str(weights), "--input-size", INPUT, "-q", "--backend", "keras"]
     argv += ["--source", str(data / "JPEGImages"), "--output", str(tmp_path / "boxes")]
     argv += ["--json", str(tmp_path / "tf.json")]
     assert predict.main(argv) == 0
-    jax_records = json.loads((out / "jax.json").read_text())
+    records = json.loads((out / "run.json").read_text())
     tf_records = json.loads((tmp_path / "tf.json").read_text())
-    assert [r["image"] for r in jax_records] == [r["image"] for r in tf_records] and len(tf_records) == 4
+    assert [r["image"] for r in records] == [r["image"] for r in tf_records] and len(tf_records) == 4
     assert sum(len(r["detections"]) for r in tf_records) > 100
-    for got, want in zip(jax_records, tf_records, strict=True):
+    for got, want in zip(records, tf_records, strict=True):
         # The records round boxes to 0.01: a difference under 0.01 can round to one step of 0.01.
         _assert_same_detections(*(
             [(d["class_id"], d["score"], d["box"]) for d in records["detections"]] for records in (got, want)
@@ -149,10 +159,10 @@ def test_predict_json_under_jax_equals_tensorflow(setup, jax_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_detector_under_jax_equals_tensorflow(setup, jax_run):
+def test_detector_equals_tensorflows(setup, backend_run):
     """The raw heads (the forward) and the detections of `Detector.detect`, unrounded."""
     weights, data, _ = setup
-    out, _ = jax_run
+    out, _ = backend_run
     detector = load_detector(weights, input_shape=(96, 96), backend="keras")
     pictures = [load_image(p) for p in sorted((data / "JPEGImages").iterdir())]
     batch, _ = detector.preprocess(pictures)
@@ -165,9 +175,9 @@ def test_detector_under_jax_equals_tensorflow(setup, jax_run):
 
 
 @pytest.mark.slow
-def test_get_map_under_jax_equals_tensorflow(setup, jax_run, tmp_path):
+def test_get_map_equals_tensorflows(setup, backend_run, tmp_path):
     weights, data, _ = setup
-    out, _ = jax_run
+    out, _ = backend_run
     argv = ["--weights", str(weights), "--data", str(data), "--split", "test", "--input-size", INPUT, "--no-plots"]
     assert get_map.main([*argv, "-q", "--backend", "keras", "--out", str(tmp_path / "map")]) == 0
     got = json.loads((out / "map" / "results.json").read_text())
@@ -180,8 +190,8 @@ def test_get_map_under_jax_equals_tensorflow(setup, jax_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_what_needs_tensorflow_says_so_under_jax(jax_run):
+def test_what_needs_tensorflow_says_so(backend_run):
     """--mode cam, --half and export.py exit 2 with the project's message, not an ImportError traceback."""
-    _, stderr = jax_run
+    _, stderr = backend_run
     assert stderr.count("needs TensorFlow") == 3, stderr[-3000:]
     assert "Traceback" not in stderr
