@@ -128,11 +128,11 @@ def _checkpoint(folder):
         return arrays, json.loads(str(checkpoint["meta"]))
 
 
-def test_jax_trains_as_tensorflow_does(tensorflow_run, jax_runs, init):
+def compare_with_tensorflow(folder, tensorflow_run, init) -> None:
     """Weights, average, batch-norm statistics and optimizer slots after the frozen and the unfrozen
     epoch: TensorFlow's to float32's rounding. Training moved them (the frozen backbone did not
-    move in its epoch, which the two agree on)."""
-    got, got_meta = _checkpoint(jax_runs[0] / "full")
+    move in its epoch, which the two agree on). (Also tests/test_torch_training.py's.)"""
+    got, got_meta = _checkpoint(folder)
     want, want_meta = _checkpoint(tensorflow_run)
     assert sorted(got) == sorted(want)
     assert got_meta["epochs_done"] == want_meta["epochs_done"] == 2
@@ -143,6 +143,10 @@ def test_jax_trains_as_tensorflow_does(tensorflow_run, jax_runs, init):
     assert any(not np.allclose(start[i], want[f"model_{i}"]) for i in range(len(start)))
     assert got_meta["history"]["loss"] == pytest.approx(want_meta["history"]["loss"], rel=1e-3)
     assert got_meta["history"]["map_epochs"] == [1, 2]
+
+
+def test_jax_trains_as_tensorflow_does(tensorflow_run, jax_runs, init):
+    compare_with_tensorflow(jax_runs[0] / "full", tensorflow_run, init)
 
 
 def test_a_resumed_jax_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(jax_runs):

@@ -287,21 +287,28 @@ class SingleDevice:
 
 def check_backend(config: TrainConfig) -> None:
     """Raise ConfigError for what trains on TensorFlow only: --strategy multi-worker (several hosts),
-    float16 (its loss scaling) and any Keras backend but TensorFlow and JAX."""
+    float16 (its loss scaling); on torch also --strategy mirrored (one device); and any Keras backend
+    but TensorFlow, JAX and torch."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return
-    if backend != "jax":
-        raise ConfigError(f"training runs on Keras' TensorFlow and JAX backends, not on {backend} (KERAS_BACKEND)")
+    if backend not in ("jax", "torch"):
+        raise ConfigError(
+            f"training runs on Keras' TensorFlow, JAX and torch backends, not on {backend} (KERAS_BACKEND)"
+        )
     if config.strategy == "multi-worker":
         raise ConfigError(
-            "--strategy multi-worker (several hosts) trains on TensorFlow only; on JAX, --strategy mirrored "
-            "trains on the devices of one host"
+            f"--strategy multi-worker (several hosts) trains on TensorFlow only, not on {backend}; on JAX, "
+            "--strategy mirrored trains on the devices of one host"
         )
+    if config.strategy == "mirrored" and backend == "torch":
+        raise ConfigError("--strategy mirrored trains on TensorFlow and JAX; on torch, training uses one device")
     if config.precision == "float16":
-        raise ConfigError("--precision float16 (loss scaling) trains on TensorFlow only; on JAX use bfloat16")
+        raise ConfigError(
+            f"--precision float16 (loss scaling) trains on TensorFlow only; on {backend} use bfloat16"
+        )
 
 
 class Trainer:
@@ -347,6 +354,7 @@ class Trainer:
         second run, refused when it holds an earlier run unless --resume or --exist-ok)."""
         import keras
 
+        check_backend(self.config)  # before the folder is claimed: a refused run leaves nothing
         previous_policy = keras.config.dtype_policy()
         try:
             if not self._is_chief():
@@ -1047,9 +1055,18 @@ class Trainer:
     def _make_steps(self, batch_size: int):
         """(train_step, val_step) tf.functions over distributed batches: the train step for the
         current trainable set and a global batch of `batch_size` (with the EMA update), the val step
-        of eval_model for `val_batch()`. On JAX, utils/training/jax_steps.py's jitted functions."""
+        of eval_model for `val_batch()`. On JAX, utils/training/jax_steps.py's jitted functions; on
+        torch, utils/training/torch_steps.py's eager ones."""
         import keras
 
+        if keras.backend.backend() == "torch":
+            from utils.training.torch_steps import make_torch_steps
+
+            compute_dtype = keras.mixed_precision.Policy(POLICIES[self.config.precision]).compute_dtype
+            return make_torch_steps(
+                self.model, self.loss_fn, self.optimizer, self.ema, batch_size, self.eval_model, self.val_batch(),
+                compute_dtype,
+            )
         if not on_tensorflow():
             from utils.training.jax_steps import make_jax_steps
 
