@@ -1,4 +1,5 @@
-"""Training throughput: the bare train step vs the full input pipeline, side by side.
+"""Training throughput: the bare train step vs the full input pipeline (tf.data, and the NumPy one of
+the other backends), side by side.
 
     python benchmarks/bench_train.py                      # 416 and the demo's 128, CPU
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
@@ -13,9 +14,12 @@ For each input size it builds the real training step (utils.training.trainer, ph
 alternates, round by round:
     bare      the train step on one batch already in memory (no input work at all);
     pipeline  the train step fed by utils.data.dataset (decode, mosaic, mixup, jitter, flip, HSV;
-              prefetching, parallel loaders) over a generated shapes set.
-It prints images/s (median over rounds) and the pipeline's overhead = bare / pipeline - 1
-(goal: <= 15 %). --compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step
+              prefetching, parallel loaders) over a generated shapes set: tf.data, as train.py
+              feeds it on TensorFlow;
+    numpy     the same step fed by the same samples through `YoloDataset.batches`, the NumPy
+              pipeline that JAX and torch train on (threads, no TensorFlow).
+It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
+(goal: <= 15 %) and the NumPy pipeline's images/s against tf.data's. --compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step
 (benchmarks/ultralytics_worker.py steps: forward, its loss, backward, SGD; run in its own venv, a
 process a round, timed after a warm-up), each alternating with ours round by round.
 
@@ -80,6 +84,9 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         # Mosaic and mixup are on: the epochs here are far below --mosaic-ratio of the 1000.
         return iter(trainer.train_batches(epoch))
 
+    def numpy_batches(epoch):
+        return iter(trainer.train_data.batches(args.batch_size, epoch=epoch, mosaic=True))
+
     batches = pipeline_batches(0)  # also makes the step (no frozen phase without --weights)
     train_step = trainer.train_step
     trainer.optimizer.learning_rate = 1e-4
@@ -100,7 +107,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         for _ in range(args.warmup):
             float(xla_step(fixed)[0])
 
-    bare, piped, xla, peer = [], [], [], []
+    bare, piped, numpy_piped, xla, peer = [], [], [], [], []
     epoch = 1
     for _ in range(args.rounds):
         start = time.perf_counter()
@@ -125,8 +132,17 @@ def bench_size(size: int, args, data_root: Path) -> dict:
             loss = train_step(next(batches))[0]
         float(loss)
         piped.append(args.steps * args.batch_size / (time.perf_counter() - start))
+
+        batches = numpy_batches(epoch)
+        epoch += 1
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = train_step(next(batches))[0]
+        float(loss)
+        numpy_piped.append(args.steps * args.batch_size / (time.perf_counter() - start))
+        batches.close()  # cancels the loads not started
     b, p = float(np.median(bare)), float(np.median(piped))
-    result = {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1}
+    result = {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1, "numpy": float(np.median(numpy_piped))}
     if xla:
         result["xla"] = float(np.median(xla))
     if peer:
@@ -473,15 +489,17 @@ def main(argv: list[str] | None = None) -> int:
               "says how to make one); skipped")  # fmt: skip
         args.peer = None
     extra = (f" {'xla img/s':>10}" if args.compare_xla else "") + (f" {args.peer + ' img/s':>14}" if args.peer else "")
-    print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9}{extra}")
+    print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9} {'numpy img/s':>12}{extra}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             root = write_demo_dataset(Path(tmp) / f"shapes{size}", splits={"train": args.images}, image_size=size)
             r = bench_size(size, args, root)
             line = f"{r['size']:>6} {r['bare']:>11.2f} {r['pipeline']:>15.2f} {100 * r['overhead']:>8.1f}%"
+            line += f" {r['numpy']:>12.2f}"
             line += f" {r['xla']:>10.2f}" if "xla" in r else ""
             line += f" {r['peer']:>14.2f}" if "peer" in r else ""
             print(line, flush=True)
+            print(f"  NumPy pipeline / tf.data: {r['numpy'] / r['pipeline']:.2f}x the images per second")
             if "peer" in r:
                 print(f"  ours / {args.peer}, bare step: {r['bare'] / r['peer']:.2f}x the images per second")
             if "xla" in r:
