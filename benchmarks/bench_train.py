@@ -19,9 +19,10 @@ alternates, round by round:
     numpy     the same step fed by the same samples through `YoloDataset.batches`, the NumPy
               pipeline that JAX and torch train on (threads, no TensorFlow).
 It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
-(goal: <= 15 %) and the NumPy pipeline's images/s against tf.data's. --compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step
-(benchmarks/ultralytics_worker.py steps: forward, its loss, backward, SGD; run in its own venv, a
-process a round, timed after a warm-up), each alternating with ours round by round.
+(goal: <= 15 %) and the NumPy pipeline's images/s against tf.data's. --compare-xla adds the same
+step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:
+forward, its loss, backward, SGD; run in its own venv, a process a round, timed after a
+warm-up), each alternating with ours round by round.
 
 --epochs-measure N runs a real training of N epochs through Trainer.run() (phi 4, input 256,
 batch 16, the train.py defaults otherwise) on generated shapes images of 320-640 px, and prints

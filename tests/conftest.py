@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Importing OpenVINO (tests/utils/interop/test_openvino.py) sends Intel's usage telemetry and writes
 # ~/intel/ unless a CI is detected; CI=true is its only switch that needs no file in the home folder.
 os.environ.setdefault("CI", "true")
+# The default path times ONNX Runtime against OpenVINO on each machine (utils/interop/cpu_runtime.py):
+# the tests pin ONNX Runtime, so that what they assert does not depend on the machine;
+# tests/utils/interop/test_cpu_runtime.py tests the choice itself.
+os.environ["YOLO_CPU_RUNTIME"] = "onnx"
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -11,9 +11,10 @@ a given file is run at a given input size, and lands here:
 
 named by a SHA-256 over the `.keras` file's bytes, the input size, the exporter's settings and
 the versions of what writes the graph (`cache_key`): a changed file, another input size, or a new
-tf2onnx / TensorFlow / Keras / `EXPORT_VERSION` gets a new export, never a stale one. Nothing
-else is kept, so deleting the folder (or any file in it) is always safe; the next run exports
-again.
+tf2onnx / TensorFlow / Keras / `EXPORT_VERSION` gets a new export, never a stale one. Beside an
+export, `<export>.runtime.json` (`verdict_path`) says which runtime ran it fastest here
+(utils/interop/cpu_runtime.py). Nothing else is kept, so deleting the folder (or any file in it)
+is always safe; the next run exports (or times) again.
 
 A file appears whole or not at all: the export is written to a temporary file in the same folder
 and renamed (`os.replace`), so a crash or a concurrent run never leaves half a model under the
@@ -119,6 +120,12 @@ def max_cache_bytes() -> int:
     return int(megabytes * (1 << 20))
 
 
+def verdict_path(export: str | Path) -> Path:
+    """Where utils/interop/cpu_runtime.py keeps which runtime runs `export` fastest here."""
+    export = Path(export)
+    return export.with_name(export.name + ".runtime.json")
+
+
 def prune(folder: Path, limit: int, keep: Path | None = None) -> list[Path]:
     """Delete the least recently used exports in `folder` (see the module docstring) until the rest
     take at most `limit` bytes; `keep` is never deleted. Returns the files deleted. Temporary
@@ -143,6 +150,7 @@ def prune(folder: Path, limit: int, keep: Path | None = None) -> list[Path]:
             path.unlink()
         except OSError:
             continue
+        verdict_path(path).unlink(missing_ok=True)
         total -= size
         deleted.append(path)
     return deleted

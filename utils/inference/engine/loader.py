@@ -194,10 +194,15 @@ def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     logger.debug(f"{path}: backend {backend}" + (" (from the path)" if auto else ""))
+    if backend in CPU_RUNTIMES and infer_backend(path) == "keras":  # a runtime forced on its cached export
+        precision = resolved()
+        if precision != "float32":
+            raise ModelLoadError(f"{path}: --backend {backend} runs a .keras model in float32, not {precision}")
+        return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime=backend, **kwargs)
     if backend == "keras":
         precision = resolved()
         if auto and precision == "float32" and onnx_runtime_preferred():
-            return _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs)
+            return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, **kwargs)
         detector = _keras_detector(load_model(path, precision), path, classes_path, input_shape, **kwargs)
         detector.precision = precision
         return detector
@@ -233,15 +238,19 @@ def _keras_detector(model, path, classes_path, input_shape, **kwargs) -> Detecto
     return detector
 
 
-def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwargs) -> Detector:
-    """A `.keras` model run by ONNX Runtime on its cached ONNX export (utils/interop/cache.py),
-    exported now when there is none. The export is export.py's fp32 ONNX of the raw heads, so
-    the Detector decodes and NMS's them with its own code, as it does the Keras model's.
+def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime=None, **kwargs) -> Detector:
+    """A `.keras` model run on its cached ONNX export (utils/interop/cache.py), exported now when
+    there is none, by ONNX Runtime or OpenVINO: `runtime`, else the faster of the two here
+    (utils/interop/cpu_runtime.py). The export is export.py's fp32 ONNX of the raw heads, so the
+    Detector decodes and NMS's them with its own code, as it does the Keras model's.
 
     Falls back to TensorFlow, with a logged warning saying why, when exporting fails or ONNX
     Runtime cannot open the export (a cached file that cannot be opened is made again first).
+    A forced OpenVINO that is not installed raises MissingRuntimeError; one that cannot run the
+    export, ModelLoadError.
     """
     from utils.interop import cache
+    from utils.interop.cpu_runtime import choose_runtime
     from utils.interop.export import export_model
 
     path = Path(path)
@@ -265,15 +274,30 @@ def _load_keras_on_onnx_runtime(path, threads, classes_path, input_shape, **kwar
             except Exception as err:  # tf2onnx documents no error classes: any failure means TensorFlow
                 problem = f"exporting it to ONNX failed ({type(err).__name__}: {err})"
                 break
-        try:
-            forward, meta = load_backend(onnx_path, "onnx", threads)
-        except (ValueError, OSError) as err:
-            cache.discard(onnx_path)
-            problem = f"ONNX Runtime cannot run its ONNX export ({err})"
-            continue
-        detector = _exported_detector(path, forward, meta, "onnx", classes_path, input_shape, **kwargs)
-        detector.onnx_path = onnx_path
-        logger.debug(f"{path}: runs on ONNX Runtime, on its ONNX export {onnx_path}")
+        if runtime == "openvino":
+            try:
+                forward, meta = load_backend(onnx_path, "openvino", threads)
+            except (ValueError, OSError) as err:
+                raise ModelLoadError(f"{path}: OpenVINO cannot run its ONNX export {onnx_path} ({err})") from None
+            choice = None
+        else:
+            try:
+                forward, meta = load_backend(onnx_path, "onnx", threads)
+            except (ValueError, OSError) as err:
+                cache.discard(onnx_path)
+                problem = f"ONNX Runtime cannot run its ONNX export ({err})"
+                continue
+            choice = None
+            if runtime is None:  # the faster of ONNX Runtime and OpenVINO here
+                try:
+                    choice = choose_runtime(onnx_path, forward, tuple(meta["input_shape"]), threads)
+                except ValueError as err:  # $YOLO_CPU_RUNTIME: an unknown value, or OpenVINO that cannot run it
+                    raise ModelLoadError(f"{path}: {err}") from None
+                forward = choice.forward
+        chosen = runtime or choice.runtime
+        detector = _exported_detector(path, forward, meta, chosen, classes_path, input_shape, **kwargs)
+        detector.onnx_path, detector.runtime_choice = onnx_path, choice
+        logger.debug(f"{path}: runs on {RUNTIMES[chosen]}, on its ONNX export {onnx_path}")
         return detector
     logger.warning(f"{path}: {problem}; running it with TensorFlow instead")
     return _keras_detector(load_model(path) if model is None else model, path, classes_path, input_shape, **kwargs)
@@ -342,16 +366,23 @@ RUNTIMES = {
 EXPORTED_PRECISIONS = {"fp32": "float32", "fp16": "float16 weights", "int8": "int8"}
 # The runtimes that run on the CPU whatever TensorFlow sees.
 CPU_BACKENDS = ("onnx", "tflite", "openvino")
+# Those that run a .keras model's cached ONNX export (the default path on a CPU picks the faster).
+CPU_RUNTIMES = ("onnx", "openvino")
 
 
 def describe_runtime(detector: Detector) -> str:
     """What runs `detector`, where, in which precision: "ONNX Runtime on CPU, float32"; a Keras
     model on another Keras backend than TensorFlow: "Keras (jax) on CPU, float32". The precision
-    is the one that runs (`detector.precision`): where --half found no faster half precision, float32."""
+    is the one that runs (`detector.precision`): where --half found no faster half precision, float32.
+    Where the default path timed ONNX Runtime against OpenVINO, their medians follow."""
     backend = getattr(detector, "backend", "keras")
     runtime = RUNTIMES.get(backend, backend)
     gpus = gpu_count()
     if not on_tensorflow():
         runtime = f"Keras ({keras.backend.backend()})" if backend == "keras" else runtime
     device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({gpus})"
-    return f"{runtime} on {device}, {getattr(detector, 'precision', 'float32')}"
+    said = f"{runtime} on {device}, {getattr(detector, 'precision', 'float32')}"
+    choice = getattr(detector, "runtime_choice", None)
+    if choice is not None and choice.onnx_ms is not None and choice.openvino_ms is not None:
+        said += f" (timed here: ONNX Runtime {choice.onnx_ms:.1f} ms, OpenVINO {choice.openvino_ms:.1f} ms)"
+    return said
