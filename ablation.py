@@ -19,6 +19,7 @@ mAP@0.5 and mAP@.5:.95 as mean ± 95% CI over seeds, and the difference to phi 0
 with its CI and verdict: better, worse, or no detectable difference), map_vs_latency.png,
 learning_curves.png, and runs/ with every run's folder. Run the same command again to continue
 an interrupted study: finished runs are skipped, a stopped training resumes from its checkpoint.
+The same command with --report trains nothing: the table of the runs finished so far.
 
 --jobs N trains N runs side by side, one per GPU (CUDA_VISIBLE_DEVICES); without a GPU the runs go
 one at a time. Exit codes: 0 every run finished, 1 some did not (named; the table has the rest),
@@ -49,6 +50,7 @@ from utils.errors import YoloError  # noqa: E402
 from utils.evaluation.study import StudyError  # noqa: E402
 from utils.training.ablation import (  # noqa: E402
     StudyPlan,
+    report_outcomes,
     run_study,
     summarize_study,
     time_budget_field,
@@ -114,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_count, default=3, help="seeds per block, 0 to N-1 (default 3)")
     parser.add_argument(
         "--jobs", type=_count, default=1, help="runs side by side, one per visible GPU (default 1; CPU: always 1)"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train and evaluate nothing: the table and plots of the runs finished so far (a study still "
+        "running, from another terminal, or a stopped one), the others named under the table",
     )
     parser.add_argument(
         "--split", default=None, metavar="SET", help="the set every run is scored on (default: the data's test set)"
@@ -208,13 +216,15 @@ def run(argv: list[str] | None = None) -> int:
         budget=budget(config),
         variants=list(args.variant),
     )
-    outcomes = run_study(plan, jobs=args.jobs)
+    outcomes = report_outcomes(plan) if args.report else run_study(plan, jobs=args.jobs)
     summary = summarize_study(plan, outcomes)
     print()
     print((plan.output / "table.md").read_text(encoding="utf-8"), end="")
     print("\nwritten: " + ", ".join(str(path) for path in summary.files))
     failed = [o for o in outcomes if o.error]
-    if failed:
+    if failed and args.report:
+        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs finished; the study's command continues it")
+    elif failed:
         message = f"{len(failed)} of {len(outcomes)} runs did not finish (named above); the same command retries them"
         print(f"error: {message}", file=sys.stderr)
         return 1

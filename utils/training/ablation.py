@@ -8,6 +8,7 @@ train.py with its own flags, e.g. "--fusion weighted" or "--attention my_blocks:
     plan = StudyPlan(output, phis=[0, 1, 2, 3, 4], seeds=[0, 1, 2], train_args=[...], train_options={...},
                      data="demo_data", split=None, input_hw=(128, 128), variants=[("weighted", "--fusion weighted")])
     outcomes = run_study(plan, jobs=1)          # trains and evaluates what is not finished yet
+    outcomes = report_outcomes(plan)            # or: what is finished so far, training nothing
     summary = summarize_study(plan, outcomes)   # params, GFLOPs, latency, statistics, table, plots
 
 What --output holds:
@@ -61,6 +62,7 @@ from utils.evaluation.study import (
 )
 from utils.training.checkpoint import CHECKPOINT_NAME, atomic_write
 from utils.training.config import TrainConfig
+from utils.training.run_folder import training_in
 
 logger = logging.getLogger("yolov4_tiny.training")
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,6 +355,29 @@ def execute_run(
     )
     logger.info(f"{run.name}: test mAP@0.5 {map50:.4f}, mAP@.5:.95 {map50_95:.4f}")
     return RunOutcome(run, run.result())
+
+
+WAITING = {
+    "evaluate": "trained, not evaluated yet",
+    "resume": "training, or stopped and resumable (checkpoint.npz)",
+    "start": "not started",
+}
+
+
+def report_outcomes(plan: StudyPlan) -> list[RunOutcome]:
+    """Every run's outcome as the study's folder holds it, training and evaluating nothing (the
+    table of a study still running, or stopped): the finished runs' results, and why each other
+    run has none. StudyError when the folder holds no study, or one with other settings."""
+    if not (plan.output / STUDY_FILE).is_file():
+        raise StudyError(f"{plan.output} holds no study ({STUDY_FILE} is missing): nothing to report")
+    check_study_folder(plan)
+    outcomes = []
+    for run in plan.runs():
+        state = run.state()
+        holder = training_in(run.folder) if state in ("resume", "start") else None
+        why = f"training now ({holder})" if holder else WAITING.get(state)
+        outcomes.append(RunOutcome(run, run.result() if state == "done" else None, why))
+    return outcomes
 
 
 def run_study(

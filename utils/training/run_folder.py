@@ -117,6 +117,27 @@ class FolderLock:
         self._fd = None
 
 
+def training_in(folder: str | Path) -> str | None:
+    """Who is training in `folder` now ("process PID on HOST"), from its held lock; None when no
+    live process holds it (no lock file, or one a process that is gone left). Takes nothing."""
+    path = Path(folder) / LOCK_NAME
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held
+            return _read(fd) or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> str:
     return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
 

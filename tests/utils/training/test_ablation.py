@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -18,12 +19,14 @@ from utils.training.ablation import (
     GET_MAP_SCRIPT,
     TRAIN_SCRIPT,
     StudyPlan,
+    report_outcomes,
     run_logged,
     run_study,
     train_supports_time,
     visible_gpus,
 )
 from utils.training.config import TrainConfig
+from utils.training.run_folder import FolderLock
 
 
 def plan_for(output: Path, phis=(0, 1), seeds=(0, 1), epochs="2", variants=()) -> StudyPlan:
@@ -163,6 +166,28 @@ def test_a_failed_run_is_reported_the_others_finish_and_the_next_call_resumes_it
     scripts = FakeScripts()
     run_study(plan, runner=scripts, gpus=[])
     assert scripts.trained() == [("phi1_seed0", True)]
+
+
+def test_a_report_reads_what_is_finished_and_runs_nothing(tmp_path):
+    plan = plan_for(tmp_path / "study")
+    with pytest.raises(StudyError, match="holds no study"):
+        report_outcomes(plan)
+    run_study(plan, runner=FakeScripts(fail_training={"phi1_seed0"}), gpus=[])
+    runs = {run.name: run for run in plan.runs()}
+    runs["phi0_seed1"].marker.unlink()  # trained, its evaluation killed
+    outcomes = {o.run.name: o for o in report_outcomes(plan)}
+    assert outcomes["phi0_seed0"].result.map50 == map_of("phi0", 0)[0] and outcomes["phi1_seed1"].result
+    assert outcomes["phi1_seed0"].error.startswith("training, or stopped and resumable")
+    assert outcomes["phi0_seed1"].error == "trained, not evaluated yet"
+    assert not (plan.output / "runs" / "phi1_seed0" / "best.keras").exists()  # nothing was run meanwhile
+    # A run whose folder a live training holds is said to be training.
+    lock = FolderLock(runs["phi1_seed0"].folder / "train.lock")
+    lock.acquire()
+    try:
+        [outcome] = [o for o in report_outcomes(plan) if o.run.name == "phi1_seed0"]
+        assert outcome.error == f"training now (process {os.getpid()} on {socket.gethostname()})"
+    finally:
+        lock.release()
 
 
 def test_other_train_options_in_the_same_folder_are_refused(tmp_path):
