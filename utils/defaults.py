@@ -38,6 +38,7 @@ MOSAIC_PROB = 1.0  # probability of a mosaic sample (in the first --mosaic-ratio
 MIXUP_PROB = 0.0  # probability of mixup on a mosaic sample
 JITTER = 0.0  # aspect-ratio jitter of a placed image (0: shapes kept)
 SCALE_RANGE = (0.5, 1.5)  # a non-mosaic sample's longer side, as a fraction of the input's
+OBJ_BALANCE = (0.4, 1.0)  # objectness weight per head, P5 then P4 (YOLOv5's, bubbliiiing's; darknet: 1, 1)
 
 # --precision of train.py, predict.py and get_map.py. auto: what is fastest on the machine
 # (utils/inference/precision.py for inference, utils/training/config.py for training).

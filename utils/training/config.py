@@ -20,7 +20,16 @@ from nets.model_data import (
     parse_input_size,
 )
 from utils.cli import ATTENTION_AT_HELP, DATA_HELP, FUSION_HELP, OUTPUT_ALIASES
-from utils.defaults import EVAL_CONF_THRESHOLD, EVAL_NMS_IOU, JITTER, MIXUP_PROB, MOSAIC_PROB, PRECISIONS, SCALE_RANGE
+from utils.defaults import (
+    EVAL_CONF_THRESHOLD,
+    EVAL_NMS_IOU,
+    JITTER,
+    MIXUP_PROB,
+    MOSAIC_PROB,
+    OBJ_BALANCE,
+    PRECISIONS,
+    SCALE_RANGE,
+)
 from utils.errors import YoloError
 from utils.training.lr_schedule import DEFAULT_LR
 
@@ -109,6 +118,10 @@ class TrainConfig:
     )
     box_weight: float = _opt(1.0, "weight of the box (CIoU) term of the loss")
     obj_weight: float = _opt(1.0, "weight of the objectness term of the loss")
+    p5_obj_balance: float = _opt(
+        OBJ_BALANCE[0], "weight of the coarse head's (P5, large objects) objectness term, P4's being 1 "
+        f"(YOLOv5's and bubbliiiing's {OBJ_BALANCE[0]}; darknet's 1)"
+    )
     cls_weight: float = _opt(1.0, "weight of the class term of the loss")
     neighbor_cells: bool = _opt(
         False, "also train the two cells next to each box's centre cell nearest the centre (YOLOv5; the model "

@@ -52,9 +52,10 @@ from keras import ops
 from nets.decode import decode_head
 from nets.model_data import STRIDES
 from utils.boxes import box_ciou_ops, box_iou_batched_ops, shape_iou_ops
+from utils.defaults import OBJ_BALANCE
 
 # yolov5 / the bubbliiiing yolov4-tiny recipe weight the objectness of P5 by 0.4 and of P4 by 1.
-DEFAULT_BALANCE = (0.4, 1.0)
+DEFAULT_BALANCE = OBJ_BALANCE
 # Raw tw, th are clipped here before exp() in the loss: exp(10) * anchor is larger than any image.
 _MAX_LOG_WH = 10.0
 NORMALIZATIONS = ("mean", "sum")

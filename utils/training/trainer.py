@@ -43,7 +43,7 @@ import numpy as np
 
 from utils.data.annotations import AnnotatedImage, read_annotation_lines
 from utils.data.sources import untrainable_reason
-from utils.defaults import MAX_DETECTIONS
+from utils.defaults import MAX_DETECTIONS, OBJ_BALANCE
 from utils.errors import YoloError
 from utils.inference.detector import on_tensorflow
 from utils.training.budget import TimeBudget
@@ -971,6 +971,7 @@ class Trainer:
             box_weight=c.box_weight,
             obj_weight=c.obj_weight,
             cls_weight=c.cls_weight,
+            balance=(c.p5_obj_balance, *OBJ_BALANCE[1:]),
             neighbor_cells=c.neighbor_cells,
             obj_iou_target=c.obj_iou_target,
         )

@@ -71,7 +71,7 @@ def test_flags_then_demo_preset_then_defaults():
     plain = resolve_config(_parse(["--weights", "x.keras", "--optimizer", "sgd"]))
     assert plain.freeze_epochs == 50 and plain.lr == 1e-2 and plain.weight_decay == 5e-4
     assert plain.weight_decay_mode == "coupled" and plain.loss_normalization == "sum"
-    assert plain.anchor_iou_thresh == 0.213
+    assert plain.anchor_iou_thresh == 0.213 and plain.p5_obj_balance == 0.4
     assert plain.input_hw == (416, 416)
     assert plain.warmup_epochs == 3 and plain.min_lr_epochs == 15  # 5% of 300, at most 15
     assert config.min_lr_epochs == 1 and resolve_config(_parse(["--epochs", "100"])).min_lr_epochs == 5
@@ -178,9 +178,11 @@ def test_a_run_builds_its_blocks_where_told_and_records_them(tmp_path):
     config = TrainConfig(
         data=str(data), classes=str(data / "classes.txt"), input_size="64", eval_period=0, phi=2,
         attention_at="head_p5,stage2", fusion="weighted", weights=str(darknet_file), save_dir=str(tmp_path / "a"),
+        p5_obj_balance=1.0,
     )
     trainer = Trainer(config)
     trainer.setup()
+    assert trainer.loss_fn.balance == [1.0, 1.0]  # --p5-obj-balance: P5's objectness weight, P4's stays 1
     model = trainer.model
     assert model.attention_layers == ["attention_stage2", "attention_head_p5"] and model.fusion == "weighted"
     assert model.identity_init and model.get_layer("attention_stage2").identity_init
