@@ -2,7 +2,7 @@
 schedule and budget, score every run on the test split, and tell which differences are real.
 
     python ablation.py --demo --seeds 2 --epochs 14 --output ablation_demo
-    python ablation.py --demo --epochs 14 --output ablation_demo --variant weighted="--phi 0 --fusion weighted" \
+    python ablation.py --demo --epochs 14 --output ablation_demo --variant weighted="--phi 0 --fusion weighted" \\
         --variant mine="--attention my_blocks.py:MyBlock"
     python ablation.py --data VOCdevkit --classes model_data/voc_classes.txt --weights yolov4-tiny.weights \\
         --epochs 100 --batch-size 32 --seeds 3 --jobs 4 --output ablation_voc
@@ -29,7 +29,6 @@ one at a time. Exit codes: 0 every run finished, 1 some did not (named; the tabl
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -49,6 +48,7 @@ from utils.cli import (  # noqa: E402
 from utils.errors import YoloError  # noqa: E402
 from utils.evaluation.study import StudyError  # noqa: E402
 from utils.training.ablation import (  # noqa: E402
+    PHI_ROW,
     StudyPlan,
     report_outcomes,
     run_study,
@@ -68,16 +68,22 @@ SET_PER_RUN = {
     "train_annotations": "--data (the runs are evaluated on its test split)",
     "val_annotations": "--data (the runs are evaluated on its test split)",
 }
-# What a --variant may set beyond the shared options: the block and how it is placed, not the data
-# it is scored on nor what the study sets per run.
+# What a --variant may not set: what the study sets per run, the data it is scored on, and the
+# schedule and input every row shares (the table compares rows at the same budget and size).
 NOT_IN_VARIANT = {
     **{k: v for k, v in SET_PER_RUN.items() if k not in ("phi", "attention")},
     "save_dir": "nothing: a variant's runs are in --output/runs/NAME_seedS",
-    "data": "--data for the whole study",
-    "train_sets": "--train-sets for the whole study",
-    "val_sets": "--val-sets for the whole study",
-    "classes": "--classes for the whole study",
-}
+    **{
+        key: f"{flag} for the whole study"
+        for key, flag in [
+            ("data", "--data"), ("train_sets", "--train-sets"), ("val_sets", "--val-sets"), ("classes", "--classes"),
+            ("demo", "--demo"), ("input_size", "--input-size"), ("epochs", "--epochs"), ("time", "--time"),
+            ("batch_size", "--batch-size"), ("freeze_epochs", "--freeze-epochs"),
+            ("freeze_batch_size", "--freeze-batch-size"), ("steps_per_epoch", "--steps-per-epoch"),
+            ("eval_period", "--eval-period"),
+        ]
+    },
+}  # fmt: skip
 
 
 def _count(text: str) -> int:
@@ -127,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default=None, metavar="SET", help="the set every run is scored on (default: the data's test set)"
     )
     parser.add_argument(
-        "--latency-runs", type=int, default=30, help="rounds of the latency measurement (default 30; 0: none)"
+        "--latency-runs",
+        type=int,
+        default=None,
+        help="rounds of the latency measurement (default 30; with --report 0, as the runs may still be training; "
+        "0: none)",
     )
     add_output_argument(parser, "ablation_out", "the study's folder (default: ablation_out)")
     if not train_supports_time():
@@ -153,7 +163,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], dict, 
         train_args = [*train_args, "--eval-period", "1"]
         given["eval_period"] = 1
     config = config_from_args(argparse.Namespace(**given))
-    variant_parser = argparse.ArgumentParser(prog="--variant", allow_abbrev=False, exit_on_error=False)
+    variant_parser = argparse.ArgumentParser(prog="--variant", allow_abbrev=False, exit_on_error=False, add_help=False)
     add_arguments(variant_parser)
     for name, flags in args.variant:
         check_variant(variant_parser, given, name, flags)
@@ -161,9 +171,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], dict, 
 
 
 def check_variant(train_parser: argparse.ArgumentParser, shared: dict, name: str, flags: str) -> None:
-    """StudyError when --variant NAME=FLAGS cannot be a row: a name taken by a phi row or another
-    variant, a flag the study sets, or FLAGS that train.py refuses (an unknown block, say)."""
-    if re.fullmatch(r"phi\d+", name):
+    """StudyError when --variant NAME=FLAGS cannot be a row: a name of the blocks' rows (phiN, in
+    any letter case), a flag the study sets or shares, or FLAGS that train.py refuses (an unknown
+    block, a user block that breaks the contract)."""
+    if PHI_ROW.fullmatch(name):
         raise StudyError(f"--variant {name}: names phiN are the blocks' rows; choose another name")
     try:
         parsed, unknown = train_parser.parse_known_args(shlex.split(flags))
@@ -200,9 +211,9 @@ def run(argv: list[str] | None = None) -> int:
         train.ensure_demo_data()  # once, before runs that could write it side by side
     if isinstance(config.data, list):
         raise StudyError("the study scores one data set's test split: give one --data")
-    names = [name for name, _ in args.variant]
-    if len(set(names)) < len(names):
-        raise StudyError(f"--variant names must differ, got {', '.join(names)}")
+    names = [name.casefold() for name, _ in args.variant]
+    if len(set(names)) < len(names):  # (their folders would be one on a case-insensitive file system)
+        raise StudyError(f"--variant names must differ, letter case aside: {', '.join(n for n, _ in args.variant)}")
     plan = StudyPlan(
         output=Path(args.output),
         phis=sorted(set(args.phis)),
@@ -212,7 +223,7 @@ def run(argv: list[str] | None = None) -> int:
         data=str(config.data),
         split=args.split,
         input_hw=config.input_hw,
-        latency_rounds=args.latency_runs,
+        latency_rounds=(0 if args.report else 30) if args.latency_runs is None else args.latency_runs,
         budget=budget(config),
         variants=list(args.variant),
     )

@@ -16,8 +16,9 @@ alternates, round by round:
     pipeline  the train step fed by utils.data.dataset (decode, mosaic, mixup, jitter, flip, HSV;
               prefetching, parallel loaders) over a generated shapes set: tf.data, as train.py
               feeds it on TensorFlow;
-    numpy     the same step fed by the same samples through `YoloDataset.batches`, the NumPy
-              pipeline that JAX and torch train on (threads, no TensorFlow).
+    numpy     the same step fed by the same kind of samples (an epoch of its own) through
+              `YoloDataset.batches`, the NumPy pipeline that JAX and torch train on (threads, no
+              TensorFlow).
 It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
 (goal: <= 15 %) and the NumPy pipeline's images/s against tf.data's. --compare-xla adds the same
 step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:

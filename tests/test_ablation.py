@@ -52,7 +52,9 @@ def test_a_variant_is_checked_before_any_run():
         ("phi2=--fusion weighted", "names phiN"),
         ("x=--seed 3", "--seed is not a variant's"),
         ("x=--data elsewhere", "--data for the whole study"),
-        ("x=--attention nowhere_module:Block", "variant x"),
+        ("x=--attention nowhere_module:Block", "'nowhere_module' does not import"),
+        ("x=--epochs 3", "--epochs for the whole study"),
+        ("PHI1=--phi 2", "names phiN"),
         ("x=--no-such-flag", "--no-such-flag not train.py options"),
         ("x=--epochs many", "invalid int value"),
     ]:

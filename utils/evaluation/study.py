@@ -243,7 +243,7 @@ def markdown_table(rows: Sequence[StudyRow], baseline: str = "phi0") -> str:
 
 
 CSV_COLUMNS = (
-    "row", "block", "params", "gflops", "cpu_ms", "gpu_ms", "seeds",
+    "key", "block", "params", "gflops", "cpu_ms", "gpu_ms", "seeds",
     "map50_mean", "map50_ci95_low", "map50_ci95_high", "map50_95_mean", "map50_95_ci95_low", "map50_95_ci95_high",
     "diff_map50_mean", "diff_map50_ci95_low", "diff_map50_ci95_high", "verdict_map50",
     "diff_map50_95_mean", "diff_map50_95_ci95_low", "diff_map50_95_ci95_high", "verdict_map50_95",

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import YoloError
 from utils.files import atomic_write
 from utils.interop import cache
 from utils.interop.backends import OpenVINOForward, default_threads
@@ -43,6 +44,18 @@ ROUNDS = 15
 WARMUP = 3
 # OpenVINO replaces ONNX Runtime when its median is at least this share below ONNX Runtime's.
 MARGIN = 0.10
+
+
+class RuntimeEnvError(YoloError, ValueError):
+    """$YOLO_CPU_RUNTIME holds something else than auto, onnx or openvino."""
+
+
+def check_runtime_env() -> str:
+    """$YOLO_CPU_RUNTIME as "auto" (unset or empty), "onnx" or "openvino"; RuntimeEnvError otherwise."""
+    value = os.environ.get(RUNTIME_ENV, "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise RuntimeEnvError(f"{RUNTIME_ENV}={value!r}: expected one of {', '.join(CHOICES)} (or unset)")
+    return value
 
 
 @dataclass
@@ -108,6 +121,9 @@ def _read_verdict(path: Path, signature: dict) -> dict | None:
         return None
     if not isinstance(verdict, dict) or verdict.get("signature") != signature:
         return None
+    timed = [verdict.get(key) for key in ("onnx_ms", "openvino_ms")]
+    if any(value is not None and not isinstance(value, (int, float)) for value in timed):
+        return None  # edited by hand: timed again
     return verdict if verdict.get("runtime") in ("onnx", "openvino") else None
 
 
@@ -128,12 +144,11 @@ def choose_runtime(
 ) -> RuntimeChoice:
     """The faster runtime for the cached ONNX export `export` here, ONNX Runtime's forward
     (`onnx_forward`, already loaded) or OpenVINO's (see the module docstring). Without OpenVINO,
-    or when it cannot run the file, ONNX Runtime. $YOLO_CPU_RUNTIME onnx or openvino: that one
-    (ValueError for another value, or when OpenVINO cannot run the file)."""
+    or when it cannot run the file (or does not import), ONNX Runtime. $YOLO_CPU_RUNTIME onnx or
+    openvino: that one (RuntimeEnvError for another value; ValueError when a pinned OpenVINO
+    cannot run the file, MissingRuntimeError when it is not installed)."""
     export = Path(export)
-    pinned = os.environ.get(RUNTIME_ENV, "auto").strip().lower() or "auto"
-    if pinned not in CHOICES:
-        raise ValueError(f"{RUNTIME_ENV}={pinned!r}: expected one of {', '.join(CHOICES)}")
+    pinned = check_runtime_env()
     if pinned == "onnx":
         return RuntimeChoice("onnx", onnx_forward, why=f"{RUNTIME_ENV}=onnx")
     if pinned == "openvino":
@@ -146,7 +161,7 @@ def choose_runtime(
     if verdict is None:
         try:
             openvino = load_openvino(export, threads)
-        except ValueError as err:
+        except (ValueError, ImportError, RuntimeError) as err:  # a broken installation included
             _write_verdict(path, {"runtime": "onnx", "signature": signature, "why": f"OpenVINO cannot run it: {err}"})
             return RuntimeChoice("onnx", onnx_forward, why=f"OpenVINO cannot run it ({err})")
         images = np.zeros((1, *input_hw, 3), np.float32)
@@ -160,7 +175,7 @@ def choose_runtime(
     elif verdict["runtime"] == "openvino":
         try:
             forward = load_openvino(export, threads)
-        except ValueError as err:  # it ran here before: a changed installation; timed again next time
+        except (ValueError, ImportError, RuntimeError) as err:  # it ran here before: timed again next time
             path.unlink(missing_ok=True)
             return RuntimeChoice("onnx", onnx_forward, why=f"OpenVINO cannot run it ({err})")
     else:

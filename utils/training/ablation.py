@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shlex
 import shutil
 import subprocess
@@ -72,6 +73,7 @@ STUDY_FILE = "study.json"
 MARKER = "result.json"
 TRAINED = "trained.json"
 TRAIN_LOG, EVAL_LOG = "train.log", "eval.log"
+PHI_ROW = re.compile(r"phi\d+", re.IGNORECASE)  # the blocks' rows; no variant may be named so
 BASELINE = "phi0"  # the row the others are compared with: no attention, train.py's defaults
 
 # (command, environment or None to inherit, log file, also echo to stdout) -> exit code
@@ -116,6 +118,18 @@ class Run:
     @property
     def name(self) -> str:
         return f"{self.key}_seed{self.seed}"
+
+    @property
+    def attention_module(self) -> str | None:
+        """The module of the user block the row's flags name (`--attention MODULE:CLASS`), which
+        loading its model needs imported (a saved model never imports code); None otherwise."""
+        value = None
+        for i, flag in enumerate(self.flags):
+            if flag == "--attention" and i + 1 < len(self.flags):
+                value = self.flags[i + 1]
+            elif flag.startswith("--attention="):
+                value = flag.split("=", 1)[1]
+        return value.rsplit(":", 1)[0] if value and ":" in value else None
 
     @property
     def marker(self) -> Path:
@@ -172,6 +186,14 @@ class StudyPlan:
     python: str = sys.executable
     variants: list[tuple[str, str]] = field(default_factory=list)
 
+    def __post_init__(self):
+        names = [name.casefold() for name, _ in self.variants]
+        if any(PHI_ROW.fullmatch(name) for name in names) or len(set(names)) < len(names):
+            raise StudyError(
+                f"variant names must differ from each other and from the blocks' phiN, letter case aside: "
+                f"{', '.join(name for name, _ in self.variants)}"
+            )
+
     def rows(self) -> dict[str, tuple[str, ...]]:
         """Every row of the study, key -> its own train.py flags: the phis in order, then the variants."""
         rows = {phi_key(phi): ("--phi", str(phi)) for phi in self.phis}
@@ -202,6 +224,8 @@ class StudyPlan:
         # get_map.py's evaluator, on the Keras model whatever backend the path would pick by default.
         command = [self.python, str(GET_MAP_SCRIPT), "--weights", str(weights), "--data", str(self.data), "--coco"]
         command += ["--backend", "keras", "--no-plots", "--output", str(run.folder / "eval")]
+        if run.attention_module:
+            command += ["--attention-module", run.attention_module]
         return command + (["--split", self.split] if self.split else [])
 
 
@@ -278,11 +302,10 @@ def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
     return [str(i) for i in range(len(lines))]
 
 
-def check_study_folder(plan: StudyPlan) -> None:
-    """Write study.json, or check that the one there has the same settings (StudyError if not): runs
-    trained with other options must not be mixed into one table. A variant keeps its flags; a re-run
-    may add variants (and phis, seeds)."""
-    plan.output.mkdir(parents=True, exist_ok=True)
+def check_study_folder(plan: StudyPlan, write: bool = True) -> None:
+    """Write study.json (unless not `write`), or check that the one there has the same settings
+    (StudyError if not): runs trained with other options must not be mixed into one table. A
+    variant keeps its flags; a re-run may add variants (and phis, seeds)."""
     path = plan.output / STUDY_FILE
     settings = json.loads(json.dumps(plan.settings()))  # as it reads back
     if path.is_file():
@@ -296,7 +319,7 @@ def check_study_folder(plan: StudyPlan) -> None:
         differences += [
             f"variant {name}: {known[name]!r} there, {flags!r} now"
             for name, flags in settings["variants"].items()
-            if name in known and known[name] != flags
+            if name in known and shlex.split(known[name]) != shlex.split(flags)
         ]
         if differences:
             raise StudyError(
@@ -304,7 +327,9 @@ def check_study_folder(plan: StudyPlan) -> None:
                 "options to continue it, or another --output"
             )
         settings = {**stored, **settings, "variants": known | settings["variants"]}
-    write_json(path, settings)
+    if write:
+        plan.output.mkdir(parents=True, exist_ok=True)
+        write_json(path, settings)
 
 
 def execute_run(
@@ -370,7 +395,7 @@ def report_outcomes(plan: StudyPlan) -> list[RunOutcome]:
     run has none. StudyError when the folder holds no study, or one with other settings."""
     if not (plan.output / STUDY_FILE).is_file():
         raise StudyError(f"{plan.output} holds no study ({STUDY_FILE} is missing): nothing to report")
-    check_study_folder(plan)
+    check_study_folder(plan, write=False)
     outcomes = []
     for run in plan.runs():
         state = run.state()
@@ -472,7 +497,7 @@ def summarize_study(plan: StudyPlan, outcomes: Sequence[RunOutcome]) -> StudySum
     for key in blocks:
         first = next((o.run for o in finished if o.run.key == key), None)
         if first is not None:
-            models[key] = load_model(first.weights())
+            models[key] = load_model(first.weights(), attention_module=first.attention_module)
             costs[key] = (count_params(models[key]), count_flops(models[key], (height, width, 3)) / 1e9)
     notes = _notes(plan)
     if plan.latency_rounds > 0 and models:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,8 @@ except ImportError:  # pragma: no cover
 logger = logging.getLogger("yolov4_tiny.training")
 
 LOCK_NAME = "train.lock"
+# A held lock is tried again this many times, this far apart, before it counts as another run's.
+HELD_TRIES, HELD_WAIT_S = 5, 0.05
 # Files that mean the folder holds a run: what an epoch leaves (settings.json and train_batch0.jpg,
 # written at the start, are rewritten by the next run with nothing lost).
 RUN_MARKERS = (CHECKPOINT_NAME, "last.keras", "best.keras", RESULTS_NAME, "history.json")
@@ -84,6 +87,7 @@ class FolderLock:
         when a live process holds it."""
         if fcntl is None:
             return None
+        tries = 0
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -91,6 +95,10 @@ class FolderLock:
             except OSError:  # held
                 holder = _read(fd) or "another process"
                 os.close(fd)
+                tries += 1
+                if tries < HELD_TRIES:  # perhaps `training_in` looking, for an instant
+                    time.sleep(HELD_WAIT_S)
+                    continue
                 raise RunFolderError(
                     f"--output {self.path.parent} is in use by another training run ({holder}; lock file "
                     f"{self.path}): wait for it to end, or choose another --output"
@@ -119,7 +127,8 @@ class FolderLock:
 
 def training_in(folder: str | Path) -> str | None:
     """Who is training in `folder` now ("process PID on HOST"), from its held lock; None when no
-    live process holds it (no lock file, or one a process that is gone left). Takes nothing."""
+    live process holds it (no lock file, or one a process that is gone left). It holds a shared
+    lock on the file for an instant, which `FolderLock.acquire` waits out."""
     path = Path(folder) / LOCK_NAME
     if fcntl is None:
         return None

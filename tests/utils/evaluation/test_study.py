@@ -137,7 +137,7 @@ def test_the_table_files(tmp_path):
     assert markdown.rstrip().endswith("- a note")
     with open(paths["csv"], newline="", encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
-    assert [r["row"] for r in table] == ["phi0", "phi1", "phi3", "phi4", "weighted"]
+    assert [r["key"] for r in table] == ["phi0", "phi1", "phi3", "phi4", "weighted"]
     assert float(table[1]["diff_map50_ci95_low"]) > 0 and table[1]["verdict_map50"] == BETTER
     assert table[2]["map50_mean"] == "" and table[0]["gpu_ms"] == "1.5"
     data = json.loads(paths["json"].read_text(encoding="utf-8"))

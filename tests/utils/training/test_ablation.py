@@ -209,6 +209,13 @@ def test_a_variant_is_a_row_trained_with_its_own_flags(tmp_path):
     assert command[2:9] == ["--demo", "--epochs", "2", "--phi", "0", "--fusion", "weighted"]
     assert (variant.run.key, variant.result.map50) == ("weighted", map_of("weighted", 0)[0])
     assert json.loads((plan.output / "study.json").read_text())["variants"] == {"weighted": "--phi 0 --fusion weighted"}
+    # A user block's row is scored with its module imported (a saved model never imports code).
+    mine = plan_for(tmp_path / "mine", phis=(0,), seeds=(0,), variants=[("mine", "--attention blocks.py:MyBlock")])
+    [_, row] = mine.runs()
+    assert row.attention_module == "blocks.py" and mine.runs()[0].attention_module is None
+    assert _value(mine.eval_command(row, row.folder / "best.keras"), "--attention-module") == "blocks.py"
+    with pytest.raises(StudyError, match="variant names"):
+        plan_for(tmp_path / "x", variants=[("PHI0", "--phi 2")])
     # A name keeps its flags: other flags under it would mix two settings in one row.
     other = plan_for(tmp_path / "study", phis=(0,), seeds=(0,), variants=[("weighted", "--phi 1 --fusion weighted")])
     with pytest.raises(StudyError, match="variant weighted"):

@@ -36,7 +36,8 @@ from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
 from utils.inference.precision import PrecisionError, gpu_count, resolve_inference_precision, with_precision
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
-from utils.interop.backends import BACKENDS, MissingRuntimeError, infer_backend, load_backend
+from utils.interop.backends import BACKENDS, MissingRuntimeError, import_openvino, infer_backend, load_backend
+from utils.interop.cpu_runtime import check_runtime_env
 
 AUTO = "auto"  # the default backend: from the path, and ONNX Runtime for .keras models on CPUs
 logger = logging.getLogger("yolov4_tiny.inference")
@@ -150,6 +151,7 @@ def load_detector(
     for an OpenVINO IR when OpenVINO is not installed.
     """
     check_pass_options(slice, overlap)
+    check_runtime_env()  # $YOLO_CPU_RUNTIME: a typo is said whichever path runs
     detector = _load_single_pass(path, classes_path, input_shape, (precision, half), cfg_path, backend, threads,
                                  attention_module, **kwargs)  # fmt: skip
     return with_passes(detector, slice, overlap, augment)
@@ -195,9 +197,16 @@ def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend
         raise ModelLoadError(str(err)) from None
     logger.debug(f"{path}: backend {backend}" + (" (from the path)" if auto else ""))
     if backend in CPU_RUNTIMES and infer_backend(path) == "keras":  # a runtime forced on its cached export
-        precision = resolved()
-        if precision != "float32":
-            raise ModelLoadError(f"{path}: --backend {backend} runs a .keras model in float32, not {precision}")
+        precision, half = asked
+        if half or precision not in ("auto", "float32"):
+            raise ModelLoadError(
+                f"{path}: --backend {backend} runs a .keras model's float32 ONNX export; --half and --precision "
+                f"{precision} run on TensorFlow (--backend auto or keras)"
+            )
+        if not on_tensorflow():
+            raise ModelLoadError(f"{path}: --backend {backend} runs its ONNX export, and exporting needs TensorFlow")
+        if backend == "openvino":
+            import_openvino()  # not installed: MissingRuntimeError now, before an export
         return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime=backend, **kwargs)
     if backend == "keras":
         precision = resolved()
@@ -245,9 +254,8 @@ def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime
     Detector decodes and NMS's them with its own code, as it does the Keras model's.
 
     Falls back to TensorFlow, with a logged warning saying why, when exporting fails or ONNX
-    Runtime cannot open the export (a cached file that cannot be opened is made again first).
-    A forced OpenVINO that is not installed raises MissingRuntimeError; one that cannot run the
-    export, ModelLoadError.
+    Runtime cannot open the export (a cached file that cannot be opened is made again first);
+    with `runtime` forced, that is a ModelLoadError instead.
     """
     from utils.interop import cache
     from utils.interop.cpu_runtime import choose_runtime
@@ -299,6 +307,8 @@ def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime
         detector.onnx_path, detector.runtime_choice = onnx_path, choice
         logger.debug(f"{path}: runs on {RUNTIMES[chosen]}, on its ONNX export {onnx_path}")
         return detector
+    if runtime is not None:
+        raise ModelLoadError(f"{path}: {problem}")
     logger.warning(f"{path}: {problem}; running it with TensorFlow instead")
     return _keras_detector(load_model(path) if model is None else model, path, classes_path, input_shape, **kwargs)
 
