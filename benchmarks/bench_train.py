@@ -41,6 +41,7 @@ own process, one after the other on the same data, and the totals are printed si
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -109,40 +110,27 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         for _ in range(args.warmup):
             float(xla_step(fixed)[0])
 
+    def rate(step, batches) -> float:
+        """Images per second of args.steps steps of `step`, each on the next of `batches`."""
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step(next(batches))[0]
+        float(loss)
+        return args.steps * args.batch_size / (time.perf_counter() - start)
+
     bare, piped, numpy_piped, xla, peer = [], [], [], [], []
     epoch = 1
     for _ in range(args.rounds):
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = train_step(fixed)[0]
-        float(loss)
-        bare.append(args.steps * args.batch_size / (time.perf_counter() - start))
-
+        bare.append(rate(train_step, itertools.repeat(fixed)))
         if xla_step is not None:
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                loss = xla_step(fixed)[0]
-            float(loss)
-            xla.append(args.steps * args.batch_size / (time.perf_counter() - start))
+            xla.append(rate(xla_step, itertools.repeat(fixed)))
         if args.peer:
             peer.append(args.steps * args.batch_size / sum(peer_step_seconds(args, size)))
-
-        batches = pipeline_batches(epoch)
-        epoch += 1
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = train_step(next(batches))[0]
-        float(loss)
-        piped.append(args.steps * args.batch_size / (time.perf_counter() - start))
-
-        batches = numpy_batches(epoch)
-        epoch += 1
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = train_step(next(batches))[0]
-        float(loss)
-        numpy_piped.append(args.steps * args.batch_size / (time.perf_counter() - start))
-        batches.close()  # cancels the loads not started
+        piped.append(rate(train_step, pipeline_batches(epoch)))
+        numpy = numpy_batches(epoch + 1)
+        numpy_piped.append(rate(train_step, numpy))
+        numpy.close()  # cancels the loads not started
+        epoch += 2
     b, p = float(np.median(bare)), float(np.median(piped))
     result = {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1, "numpy": float(np.median(numpy_piped))}
     if xla:

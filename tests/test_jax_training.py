@@ -39,13 +39,14 @@ def _argv(data, init, save_dir, *extra):
     ]  # fmt: skip
 
 
-# The same training, in the JAX subprocess with two CPU devices (argv: the output folder, then the
-# JSON of _argv's lists for full/, after_one/ and mirrored/): the full run on one device, with a copy
-# of its folder right after epoch 1 (what a kill then leaves), that copy resumed, and the full run
-# again split over the two devices (--strategy mirrored).
-JAX_TRAIN = (
-    NO_TENSORFLOW
-    + """
+def train_script(checks: str, after: str) -> str:
+    """The source of a subprocess that trains as this module's tests do, with `import tensorflow`
+    failing (argv: the output folder, then the JSON of _argv's lists, full/ and after_one/ first):
+    `checks` (of the backend), the full run with a copy of its folder right after epoch 1 (what a
+    kill then leaves), that copy resumed, then `after`. (Also tests/test_torch_training.py's.)"""
+    return (
+        NO_TENSORFLOW
+        + """
 import argparse
 import json
 import shutil
@@ -57,11 +58,11 @@ from utils.training.callbacks import Callback
 from utils.training.config import add_arguments, config_from_args
 from utils.training.trainer import Trainer
 
-assert keras.backend.backend() == "jax", keras.backend.backend()
 out = Path(sys.argv[1])
-full_argv, resume_argv, mirrored_argv = json.loads(sys.argv[2])
-assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
-
+argvs = json.loads(sys.argv[2])
+"""
+        + checks
+        + """
 
 class CopyAfterFirstEpoch(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
@@ -71,10 +72,21 @@ class CopyAfterFirstEpoch(Callback):
 
 parser = argparse.ArgumentParser()
 add_arguments(parser)
-Trainer(config_from_args(parser.parse_args(full_argv)), callbacks=[CopyAfterFirstEpoch()]).run()
-assert train.main(resume_argv) == 0
-assert train.main(mirrored_argv) == 0
+Trainer(config_from_args(parser.parse_args(argvs[0])), callbacks=[CopyAfterFirstEpoch()]).run()
+assert train.main(argvs[1]) == 0
 """
+        + after
+    )
+
+
+# On JAX with two CPU devices; afterwards the full run again split over them (--strategy mirrored:
+# mirrored/, the JSON's third list).
+JAX_TRAIN = train_script(
+    checks="""
+assert keras.backend.backend() == "jax", keras.backend.backend()
+assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
+""",
+    after="assert train.main(argvs[2]) == 0\n",
 )
 
 

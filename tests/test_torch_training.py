@@ -14,44 +14,25 @@ import sys
 
 import pytest
 
-from tests.test_backends import NO_TENSORFLOW
-from tests.test_jax_training import ROOT, _argv, _checkpoint, compare_with_tensorflow, data, init, tensorflow_run
+from tests.test_jax_training import (
+    ROOT,
+    _argv,
+    _checkpoint,
+    compare_with_tensorflow,
+    data,
+    init,
+    tensorflow_run,
+    train_script,
+)
 
 pytestmark = pytest.mark.slow
 __all__ = ["data", "init", "tensorflow_run"]  # the fixtures, shared with the JAX test
 
-# argv: the output folder, then the JSON of _argv's lists for full/ and after_one/.
-TORCH_TRAIN = (
-    NO_TENSORFLOW
-    + """
-import argparse
-import json
-import shutil
-from pathlib import Path
-
-import keras
-import train
-from utils.training.callbacks import Callback
-from utils.training.config import add_arguments, config_from_args
-from utils.training.trainer import Trainer
-
-assert keras.backend.backend() == "torch", keras.backend.backend()
-out = Path(sys.argv[1])
-full_argv, resume_argv = json.loads(sys.argv[2])
-
-
-class CopyAfterFirstEpoch(Callback):
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch == 0:
-            shutil.copytree(trainer.save_dir, out / "after_one")
-
-
-parser = argparse.ArgumentParser()
-add_arguments(parser)
-Trainer(config_from_args(parser.parse_args(full_argv)), callbacks=[CopyAfterFirstEpoch()]).run()
-assert train.main(resume_argv) == 0
-assert train.main([*full_argv[:-2], "--save-dir", str(out / "mirrored"), "--strategy", "mirrored"]) == 2
-"""
+# On torch; afterwards --strategy mirrored is refused (one device there), its folder not made.
+TORCH_TRAIN = train_script(
+    checks='assert keras.backend.backend() == "torch", keras.backend.backend()\n',
+    after='mirrored = [*argvs[0][:-2], "--save-dir", str(out / "mirrored"), "--strategy", "mirrored"]\n'
+    "assert train.main(mirrored) == 2\n",
 )
 
 
