@@ -1,5 +1,5 @@
-"""Training throughput: the bare train step vs the full input pipeline (tf.data, and the NumPy one of
-the other backends), side by side.
+"""Training throughput: the bare train step vs the full input pipeline (as TensorFlow takes it, through
+tf.data, and as the other backends take it, NumPy arrays), side by side.
 
     python benchmarks/bench_train.py                      # 416 and the demo's 128, CPU
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
@@ -14,13 +14,13 @@ For each input size it builds the real training step (utils.training.trainer, ph
 alternates, round by round:
     bare      the train step on one batch already in memory (no input work at all);
     pipeline  the train step fed by utils.data.dataset (decode, mosaic, mixup, jitter, flip, HSV;
-              prefetching, parallel loaders) over a generated shapes set: tf.data, as train.py
-              feeds it on TensorFlow;
-    numpy     the same step fed by the same kind of samples (an epoch of its own) through
-              `YoloDataset.batches`, the NumPy pipeline that JAX and torch train on (threads, no
-              TensorFlow).
+              parallel loaders a batch or two ahead) over a generated shapes set, as train.py
+              feeds it on TensorFlow: `YoloDataset.batches` carried by tf.data
+              (`YoloDataset.dataset`);
+    numpy     the same step fed by the same kind of samples (an epoch of its own) straight from
+              `YoloDataset.batches`, NumPy arrays, as JAX and torch train on them.
 It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
-(goal: <= 15 %) and the NumPy pipeline's images/s against tf.data's. --compare-xla adds the same
+(goal: <= 15 %) and the NumPy arrays' images/s against tf.data's (what tf.data's transport costs). --compare-xla adds the same
 step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:
 forward, its loss, backward, SGD; run in its own venv, a process a round, timed after a
 warm-up), each alternating with ours round by round.
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             line += f" {r['xla']:>10.2f}" if "xla" in r else ""
             line += f" {r['peer']:>14.2f}" if "peer" in r else ""
             print(line, flush=True)
-            print(f"  NumPy pipeline / tf.data: {r['numpy'] / r['pipeline']:.2f}x the images per second")
+            print(f"  NumPy batches / the same through tf.data: {r['numpy'] / r['pipeline']:.2f}x the images per second")
             if "peer" in r:
                 print(f"  ours / {args.peer}, bare step: {r['bare'] / r['peer']:.2f}x the images per second")
             if "xla" in r:

@@ -205,8 +205,9 @@ def test_best_keras_trained_on_jax_detects_on_tensorflow(jax_runs, data):
 
 
 def test_numpy_batches_are_the_tf_data_batches(data):
-    """The pipeline of the other backends: the same plan, samples and order as tf.data's, a corrupt
-    image left out by both; stopping early cancels the rest."""
+    """One batcher for every backend: tf.data carries TensorFlow's batches unchanged from the NumPy
+    batches JAX and torch train on (the same plan, samples and order), a corrupt image left out by
+    both; stopping early cancels the rest."""
     items = open_data(data).read(["train"], ["circle", "square", "triangle"]).images
     broken = items[3].path
     Path(broken).with_suffix(".bak").write_bytes(Path(broken).read_bytes())

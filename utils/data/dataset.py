@@ -14,8 +14,8 @@ Augmentation (training only), darknet/bubbliiiing style, all in NumPy/OpenCV per
 Validation samples are letterboxed only, exactly as inference does (utils.inference.letterbox).
 
 Determinism: the plan of an epoch (order, mosaic/mixup draws, partners, per-sample seeds) comes
-from `np.random.default_rng((seed, epoch))` and each sample is drawn from its own seed, so with
-`deterministic=True` (the default) the batches do not depend on how many threads load them.
+from `np.random.default_rng((seed, epoch))` and each sample is drawn from its own seed, so the
+batches do not depend on how many threads load them.
 
 A file that cannot be decoded is reported once on stderr, counted in `corrupt_images`, and its
 samples are dropped; later epochs leave it out.
@@ -177,18 +177,10 @@ class CorruptImageError(Exception):
         self.index = index
 
 
-def _is_ok(image, gt, ok):
-    return ok
-
-
-def _drop_ok(image, gt, ok):
-    return image, gt
-
-
 class YoloDataset:
-    """The training and validation samples of a list of annotated images, batched: as a tf.data
-    pipeline (`dataset`, TensorFlow) or as NumPy arrays loaded by a pool of threads (`batches`, the
-    other Keras backends). Both draw the same samples from the same plan, in the same order.
+    """The training and validation samples of a list of annotated images, batched: NumPy arrays
+    loaded by a pool of threads (`batches`, every Keras backend), which `dataset` carries into
+    tf.data for TensorFlow.
 
     Args:
         images: the annotation lines (utils.data.annotations.AnnotatedImage); boxes pixel xyxy.
@@ -357,7 +349,7 @@ class YoloDataset:
             return np.zeros((0, h, w, 3), np.uint8), np.zeros((0, self.max_boxes, 5), np.float32)
         return np.stack(images), np.stack(gts)
 
-    # -- the epoch plan and the tf.data pipeline -------------------------------------------
+    # -- the epoch plan and the batches ---------------------------------------------------
     def epoch_plan(self, epoch: int, shuffle: bool = True, mosaic: bool = True) -> np.ndarray:
         """(num_samples, 8) int64: per sample idx0..idx3, mosaic, mixup, mixup partner, seed.
 
@@ -379,7 +371,7 @@ class YoloDataset:
         plan[:, 7] = rng.integers(0, 2**62, size=n)
         return plan
 
-    def dataset(
+    def batches(
         self,
         batch_size: int,
         epoch: int = 0,
@@ -387,20 +379,24 @@ class YoloDataset:
         shuffle: bool | None = None,
         drop_remainder: bool = True,
         num_parallel_calls: int | None = None,
-        deterministic: bool = True,
         global_batch: int | None = None,
         pipeline_id: int = 0,
         num_pipelines: int = 1,
-    ):
-        """Batched (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)) for one epoch, a tf.data.Dataset.
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch's batches (image uint8 (B, H, W, 3), gt float32 (B, max_boxes, 5)), NumPy arrays
+        loaded by `num_parallel_calls` threads (default: two per usable core; OpenCV and the image
+        decoders release the GIL) a batch or two ahead, in the plan's order whatever the threads'
+        count. A corrupt sample is left out. The one batcher of every backend (`dataset` carries it
+        into tf.data).
 
-        For tf.distribute (`distribute_datasets_from_function`): `batch_size` is the per-replica
-        batch, `global_batch` the sum over all replicas, and this input pipeline (one per worker)
-        keeps exactly the per-replica batches its replicas consume, so global step k sees the
-        same images as a one-process run with batch `global_batch`.
+        Several replicas: `batch_size` is the per-replica batch, `global_batch` the sum over all
+        replicas, and this pipeline (`pipeline_id` of `num_pipelines`, one per worker) keeps exactly
+        the per-replica batches its replicas consume, so global step k sees the same images as a
+        one-process run with batch `global_batch`.
+
+        Stop iterating whenever: closing the generator (or dropping it) cancels the loads not
+        started and waits for none of the others.
         """
-        import tensorflow as tf
-
         shuffle = self.train if shuffle is None else shuffle
         plan = self.epoch_plan(epoch, shuffle=shuffle, mosaic=mosaic)
         global_batch = batch_size if global_batch is None else int(global_batch)
@@ -411,50 +407,32 @@ class YoloDataset:
             plan = plan[: len(plan) // global_batch * global_batch]
             replica_of_row = (np.arange(len(plan)) // batch_size) % replicas
             plan = plan[replica_of_row // (replicas // num_pipelines) == pipeline_id]
-        h, w = self.input_shape
-
-        def load(row):
-            image, gt, ok = tf.numpy_function(self.load_sample, [row], [tf.uint8, tf.float32, tf.bool], stateful=False)
-            image.set_shape((h, w, 3))
-            gt.set_shape((self.max_boxes, 5))
-            ok.set_shape(())
-            return image, gt, ok
-
-        parallel = default_loaders() if num_parallel_calls is None else num_parallel_calls
-        ds = tf.data.Dataset.from_tensor_slices(plan)
-        ds = ds.map(load, num_parallel_calls=parallel, deterministic=deterministic)
-        unconverted = tf.autograph.experimental.do_not_convert
-        ds = ds.filter(unconverted(_is_ok)).map(unconverted(_drop_ok))
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        options = tf.data.Options()
-        options.deterministic = deterministic
-        # No autotuning thread: deleting an iterator joins it, and it only wakes at the end of its
-        # tuning period (up to a minute), so an epoch ended with a stall of up to 60 s (measured:
-        # benchmarks/bench_train.py --epoch-end); the loaders are counted above instead.
-        options.autotune.enabled = False
-        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-    def batches(
-        self,
-        batch_size: int,
-        epoch: int = 0,
-        mosaic: bool = True,
-        shuffle: bool | None = None,
-        drop_remainder: bool = True,
-        num_parallel_calls: int | None = None,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """`dataset(...)`'s batches as NumPy arrays, without TensorFlow: the same plan, the same
-        samples in the same order (a corrupt sample left out, as there), loaded by
-        `num_parallel_calls` threads (default: two per usable core; OpenCV and the image decoders
-        release the GIL) a batch or two ahead. One process, one pipeline (no tf.distribute split).
-
-        Stop iterating whenever: closing the generator (or dropping it) cancels the loads not
-        started and waits for none of the others.
-        """
-        shuffle = self.train if shuffle is None else shuffle
-        plan = self.epoch_plan(epoch, shuffle=shuffle, mosaic=mosaic)
         parallel = default_loaders() if num_parallel_calls is None else int(num_parallel_calls)
         return _threaded_batches(self.load_sample, plan, batch_size, parallel, drop_remainder)
+
+    def dataset(self, batch_size: int, drop_remainder: bool = True, **batches_kwargs):
+        """`batches(batch_size, ...)` as a tf.data.Dataset, for TensorFlow's train step and
+        tf.distribute (`distribute_datasets_from_function`); the same arguments. The epoch's plan is
+        drawn when the dataset's iterator is made; deleting the iterator closes the batcher.
+        """
+        import tensorflow as tf
+
+        h, w = self.input_shape
+        rows = batch_size if drop_remainder else None
+        signature = (
+            tf.TensorSpec((rows, h, w, 3), tf.uint8),
+            tf.TensorSpec((rows, self.max_boxes, 5), tf.float32),
+        )
+        ds = tf.data.Dataset.from_generator(
+            lambda: self.batches(batch_size, drop_remainder=drop_remainder, **batches_kwargs),
+            output_signature=signature,
+        )
+        options = tf.data.Options()
+        # No autotuning thread: deleting an iterator joins it, and it only wakes at the end of its
+        # tuning period (up to a minute), so an epoch ended with a stall of up to 60 s (measured:
+        # benchmarks/bench_train.py --epoch-end). The batcher loads ahead on its own threads.
+        options.autotune.enabled = False
+        return ds.with_options(options).prefetch(1)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(1, (len(self.images) - len(self._corrupt)) // batch_size)

@@ -1034,7 +1034,7 @@ class Trainer:
         workers = self.config.workers
         if batch_size % self.replicas:
             raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
-        if not on_tensorflow():  # NumPy batches, loaded by threads (the steps split them over the devices)
+        if not on_tensorflow():  # the NumPy batches themselves (the steps split them over the devices)
             return data.batches(batch_size, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers)
         import tensorflow as tf
 
