@@ -20,8 +20,8 @@ alternates, round by round:
     numpy     the same step fed by the same kind of samples (an epoch of its own) straight from
               `YoloDataset.batches`, NumPy arrays, as JAX and torch train on them.
 It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
-(goal: <= 15 %) and the NumPy arrays' images/s against tf.data's (what tf.data's transport costs). --compare-xla adds the same
-step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:
+(goal: <= 15 %) and the NumPy arrays' images/s against tf.data's (what tf.data's transport costs).
+--compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:
 forward, its loss, backward, SGD; run in its own venv, a process a round, timed after a
 warm-up), each alternating with ours round by round.
 
@@ -489,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             line += f" {r['xla']:>10.2f}" if "xla" in r else ""
             line += f" {r['peer']:>14.2f}" if "peer" in r else ""
             print(line, flush=True)
-            print(f"  NumPy batches / the same through tf.data: {r['numpy'] / r['pipeline']:.2f}x the images per second")
+            ratio = r["numpy"] / r["pipeline"]
+            print(f"  NumPy batches / the same through tf.data: {ratio:.2f}x the images per second")
             if "peer" in r:
                 print(f"  ours / {args.peer}, bare step: {r['bare'] / r['peer']:.2f}x the images per second")
             if "xla" in r:
