@@ -38,7 +38,7 @@ SMALLEST = {
     "bench_train.py": (
         ["--sizes", "64", "--phi", "0", "--batch-size", "2", "--steps", "1", "--rounds", "1", "--warmup", "0",
          "--images", "4"],
-        "NumPy pipeline / tf.data",
+        "NumPy batches / the same through tf.data",
     ),  # fmt: skip
 }
 
