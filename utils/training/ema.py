@@ -37,7 +37,8 @@ class ModelEMA:
     """The moving average of `model`'s weights, held in `ema_model` (same architecture).
 
     Create it, and call `update()`, in the scope of the strategy that made `model`. `ema_model`
-    starts as a copy of `model`; `updates` (a non-trainable int64 variable) counts the updates.
+    starts as a copy of `model`; `updates` (a non-trainable integer variable: int64 on TensorFlow,
+    int32 on JAX and torch) counts the updates.
 
     `decay` and `tau` are read when the train step is traced: change them before the first step.
     """
@@ -49,7 +50,8 @@ class ModelEMA:
             raise ValueError("ModelEMA: the average's model does not have the model's weights")
         self.model, self.ema_model = model, ema_model
         self.decay, self.tau = float(decay), float(tau)
-        self.updates = keras.Variable(0, dtype="int64", trainable=False, name="ema_updates")
+        # "int": int64 on TensorFlow, int32 on JAX (without x64) and torch, as Keras' optimizer counts its steps.
+        self.updates = keras.Variable(0, dtype="int", trainable=False, name="ema_updates")
         # model.weights, not trainable_weights: frozen layers and batch-norm statistics are averaged too.
         self.pairs = list(zip(ema_model.weights, model.weights, strict=True))
         self.reset()
