@@ -47,8 +47,8 @@ def best_fits(ground_truths: dict, detections: dict, min_score: float) -> list[t
     rows = []
     for image_id, truth in ground_truths.items():
         found = detections.get(image_id)
-        difficult = np.zeros(len(truth.class_ids), bool) if truth.difficult is None else truth.difficult
-        for box, class_id in zip(truth.boxes[~difficult], truth.class_ids[~difficult], strict=True):
+        keep = ~truth.difficult
+        for box, class_id in zip(truth.boxes[keep], truth.class_ids[keep], strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
             fit = (0.0, np.full(4, np.nan))
             if found is not None:
@@ -65,6 +65,11 @@ def best_fits(ground_truths: dict, detections: dict, min_score: float) -> list[t
     return rows
 
 
+def _of_found(stat, values: np.ndarray) -> float:
+    """`stat` of the found objects' values; NaN when none of this size was found."""
+    return float(stat(values)) if len(values) else float("nan")
+
+
 def summarise(rows: list) -> dict[str, dict]:
     """Per size name: objects, found@.5, found@.75, median IoU, log w / log h mean and sd, dx / dy sd."""
     table = {}
@@ -79,13 +84,13 @@ def summarise(rows: list) -> dict[str, dict]:
             "objects": len(picked),
             "found50": float(hit.mean()),
             "found75": float((ious >= 0.75).mean()),
-            "median_iou": float(np.median(ious[hit])) if hit.any() else float("nan"),
-            "log_w_mean": float(errors[:, 0].mean()) if hit.any() else float("nan"),
-            "log_w_sd": float(errors[:, 0].std()) if hit.any() else float("nan"),
-            "log_h_mean": float(errors[:, 1].mean()) if hit.any() else float("nan"),
-            "log_h_sd": float(errors[:, 1].std()) if hit.any() else float("nan"),
-            "dx_sd": float(errors[:, 2].std()) if hit.any() else float("nan"),
-            "dy_sd": float(errors[:, 3].std()) if hit.any() else float("nan"),
+            "median_iou": _of_found(np.median, ious[hit]),
+            "log_w_mean": _of_found(np.mean, errors[:, 0]),
+            "log_w_sd": _of_found(np.std, errors[:, 0]),
+            "log_h_mean": _of_found(np.mean, errors[:, 1]),
+            "log_h_sd": _of_found(np.std, errors[:, 1]),
+            "dx_sd": _of_found(np.std, errors[:, 2]),
+            "dy_sd": _of_found(np.std, errors[:, 3]),
         }
     return table
 
