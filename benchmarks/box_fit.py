@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.boxes import box_iou  # noqa: E402
+from utils.boxes import box_iou, convert_format  # noqa: E402
 from utils.data.sources import open_data  # noqa: E402
 from utils.evaluation.voc_eval import (  # noqa: E402
     EvaluationLog,
@@ -47,20 +47,16 @@ def best_fits(ground_truths: dict, detections: dict, min_score: float) -> list[t
     rows = []
     for image_id, truth in ground_truths.items():
         found = detections.get(image_id)
-        keep = ~truth.difficult
-        for box, class_id in zip(truth.boxes[keep], truth.class_ids[keep], strict=True):
-            w, h = box[2] - box[0], box[3] - box[1]
+        counted = ~truth.difficult
+        for box, class_id in zip(truth.boxes[counted], truth.class_ids[counted], strict=True):
+            cx, cy, w, h = convert_format(box, "xyxy", "center_xywh")
             fit = (0.0, np.full(4, np.nan))
             if found is not None:
-                keep = (found.class_ids == class_id) & (found.scores >= min_score)
-                if keep.any():
-                    candidates = found.boxes[keep]
+                candidates = found.boxes[(found.class_ids == class_id) & (found.scores >= min_score)]
+                if len(candidates):
                     ious = box_iou(box[None], candidates)[0]
-                    best = candidates[int(np.argmax(ious))]
-                    bw, bh = best[2] - best[0], best[3] - best[1]
-                    dx = ((best[0] + best[2]) - (box[0] + box[2])) / 2 / w
-                    dy = ((best[1] + best[3]) - (box[1] + box[3])) / 2 / h
-                    fit = (float(ious.max()), np.array([np.log(bw / w), np.log(bh / h), dx, dy]))
+                    bx, by, bw, bh = convert_format(candidates[int(np.argmax(ious))], "xyxy", "center_xywh")
+                    fit = (float(ious.max()), np.array([np.log(bw / w), np.log(bh / h), (bx - cx) / w, (by - cy) / h]))
             rows.append((float(w * h), *fit))
     return rows
 
