@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -35,7 +36,9 @@ def _argv(data, init, save_dir, *extra):
         "--phi", "4", "--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64",
         "--weights", str(init), "--epochs", "2", "--freeze-epochs", "1", "--batch-size", "4",
         "--freeze-batch-size", "2", "--eval-period", "1", "--save-period", "0", "--seed", "3",
-        "--mosaic", "0.5", "--save-dir", str(save_dir), *extra,
+        "--mosaic", "0.5", "--save-dir", str(save_dir),
+        "--precision", "float32",  # compared to float32's rounding: not auto's bfloat16 on CPUs with AMX
+        *extra,
     ]  # fmt: skip
 
 
@@ -134,6 +137,48 @@ def jax_runs(data, init, tmp_path_factory):
     return out, done.stderr
 
 
+# One process of --strategy multi-worker on JAX (argv: the JSON of train.py's argv); the environment
+# names the coordinator, the number of processes and this one's index.
+JAX_PROCESS = NO_TENSORFLOW + """
+import json
+import train
+sys.exit(train.main(json.loads(sys.argv[1])))
+"""
+PORT_ATTEMPTS = 3
+
+
+@pytest.fixture(scope="module")
+def jax_processes(data, init, tmp_path_factory):
+    """Two JAX processes on loopback, one CPU device each, training as one (--strategy
+    multi-worker): their folders process0/ (the chief's) and process1/."""
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax): training on JAX is not checked")
+    from tests.test_train_strategies import _free_port, _wait
+
+    out = tmp_path_factory.mktemp("jax_processes")
+    deadline = time.monotonic() + 1800
+    for attempt in range(PORT_ATTEMPTS):
+        address = f"localhost:{_free_port()}"
+        processes = []
+        for index in range(2):
+            env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+                   "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                   "KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                   "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}  # fmt: skip
+            argv = _argv(data, init, out / f"process{index}", "--strategy", "multi-worker", "--exist-ok")
+            log = out / f"process{index}.{attempt}.log"
+            with open(log, "w") as sink:  # a file, not a pipe: nothing blocks however much it prints
+                process = subprocess.Popen([sys.executable, "-c", JAX_PROCESS, json.dumps(argv)], cwd=ROOT, env=env,
+                                           stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+            process.log = log
+            processes.append(process)
+        _wait(processes, deadline)
+        logs = [p.log.read_text() for p in processes]
+        if all(p.returncode == 0 for p in processes):
+            return out, logs
+        if not any("address already in use" in log.lower() for log in logs) or attempt + 1 == PORT_ATTEMPTS:
+            pytest.fail("a JAX process failed:\n" + "\n".join(log[-3000:] for log in logs))
+
+
 def _checkpoint(folder):
     with np.load(folder / "checkpoint.npz") as checkpoint:
         arrays = {k: checkpoint[k] for k in checkpoint.files if k != "meta"}
@@ -185,6 +230,23 @@ def test_jax_data_parallel_over_two_devices_trains_as_one_device_does(jax_runs):
     assert json.loads((out / "mirrored" / "settings.json").read_text())["num_replicas"] == 2
 
 
+def test_jax_processes_on_loopback_train_as_one_device_does(jax_processes, jax_runs):
+    """--strategy multi-worker on JAX: two processes, each loading its share of every batch, train
+    as one device does on the whole batch, to float32 rounding; the chief alone evaluates and
+    writes."""
+    out, logs = jax_processes
+    got, got_meta = _checkpoint(out / "process0")
+    want, want_meta = _checkpoint(jax_runs[0] / "full")
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-5, err_msg=key)
+    assert got_meta["history"]["loss"] == pytest.approx(want_meta["history"]["loss"], rel=1e-4)
+    assert got_meta["history"]["map_epochs"] == [1, 2]
+    assert json.loads((out / "process0" / "settings.json").read_text())["num_replicas"] == 2
+    assert not (out / "process1" / "last.keras").exists()
+    assert "2 replica(s)" in logs[0]
+
+
 def test_a_jax_run_writes_its_files_and_says_what_it_cannot(jax_runs):
     out, stderr = jax_runs
     folder = out / "full"
@@ -227,3 +289,15 @@ def test_numpy_batches_are_the_tf_data_batches(data):
         assert len(list(take_batches(numpy_side.batches(2, epoch=2), 1))) == 1
     finally:
         Path(broken).write_bytes(Path(broken).with_suffix(".bak").read_bytes())
+
+
+def test_multi_worker_on_jax_names_what_the_environment_lacks(monkeypatch):
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
+    from utils.training.config import ConfigError
+    from utils.training.jax_steps import PROCESS_VARIABLES, start_processes
+
+    for name in PROCESS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with pytest.raises(ConfigError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_PROCESS_ID"):
+        start_processes()

@@ -154,7 +154,8 @@ class TrainConfig:
     xla: bool = _opt(False, "XLA-compile the forward and backward pass")
     demo: bool = _opt(False, "train on the built-in shapes demo (generated under demo_data/ if absent)")
     strategy: str = _opt(
-        "none", "mirrored: all local GPUs (on JAX: every local device); multi-worker: from TF_CONFIG (TensorFlow)",
+        "none", "mirrored: all local GPUs (on JAX: every local device); multi-worker: several hosts, from TF_CONFIG on "
+        "TensorFlow, from KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID on JAX (docs/training.md)",
         choices=STRATEGIES,
     )
     resume: bool = _opt(False, "continue the run in --save-dir from its checkpoint")

@@ -27,22 +27,62 @@ devices. The variables are made in its scope, so they are replicated on every de
 split over the devices along its first axis (`keras.distribution.distribute_tensor`), and XLA's
 partitioner runs the step's global computation on the shards: the gradients of the global batch's
 loss are all-reduced, and batch norm computes its statistics over the global batch, as TensorFlow's
-synchronised batch norm does. Several hosts (JAX's multi-process runtime) are not written yet.
+synchronised batch norm does.
+
+`--strategy multi-worker` (several hosts): JAX's multi-process runtime, started by
+`keras.distribution.initialize()` from KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and
+_PROCESS_ID (`start_processes`). Every process runs the same program: the same DataParallel, now
+over every process's devices; each process loads its share of the global batch
+(`YoloDataset.batches(..., pipeline_id=process_index, num_pipelines=process_count)`), and the
+shares become one global array (`jax.make_array_from_process_local_data`), so the step is the
+one-process step over the global batch.
 """
 
 from __future__ import annotations
 
+import os
+
+from utils.training.config import ConfigError
+
+# What keras.distribution.initialize() reads on each process (--strategy multi-worker on JAX).
+PROCESS_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def start_processes() -> None:
+    """Join JAX's multi-process runtime (once per process, before JAX computes anything); raises
+    ConfigError naming the environment variables that are missing."""
+    import jax
+    import keras
+
+    if jax.distributed.is_initialized():
+        return
+    missing = [name for name in PROCESS_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"--strategy multi-worker on JAX needs {', '.join(missing)} on every process (the coordinator's "
+            "host:port first in the addresses, the number of processes, this process's index from 0); see "
+            "docs/training.md#on-jax"
+        )
+    keras.distribution.initialize()
+
 
 class DataParallel:
-    """What the trainer uses of a strategy, for --strategy mirrored on JAX: keras.distribution's
-    DataParallel over every local device (GPUs, else the CPU devices)."""
+    """What the trainer uses of a strategy, for --strategy mirrored and multi-worker on JAX:
+    keras.distribution's DataParallel over every device (GPUs, else the CPU devices) of every
+    process (one process unless start_processes() joined several)."""
 
     def __init__(self):
+        import jax
         import keras
 
         devices = keras.distribution.list_devices()
         self.distribution = keras.distribution.DataParallel(devices=devices)
         self.num_replicas_in_sync = len(devices)
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
 
     def scope(self):
         """Variables made here are replicated on every device."""
@@ -56,15 +96,25 @@ def make_jax_steps(
     """(train_step, val_step) for the current trainable set, each taking a batch (uint8 images
     (B, H, W, 3), float32 gt (B, T, 5), NumPy) and returning (loss, {"box", "obj", "cls"}) as
     scalars divided by the batch size (`batch_size` for training, `val_batch` for validation).
-    `distribution`: a keras.distribution.Distribution to split each batch over its devices."""
+    `distribution`: a keras.distribution.Distribution to split each batch over its devices; with
+    several processes each passes its share of the batch (the global batch's rows of its devices)."""
     import jax
     import keras
     from keras import ops
 
+    processes = jax.process_count()
+
     def place(batch):
         if distribution is None:
             return batch
-        return tuple(keras.distribution.distribute_tensor(x, distribution.get_data_layout(x.shape)) for x in batch)
+        if processes == 1:
+            return tuple(keras.distribution.distribute_tensor(x, distribution.get_data_layout(x.shape)) for x in batch)
+        placed = []
+        for x in batch:
+            shape = (x.shape[0] * processes, *x.shape[1:])
+            layout = distribution.get_data_layout(shape).backend_layout
+            placed.append(jax.make_array_from_process_local_data(layout, x, shape))
+        return tuple(placed)
 
     trainable = list(model.trainable_variables)
     non_trainable = list(model.non_trainable_variables)

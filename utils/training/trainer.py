@@ -2,8 +2,9 @@
 
 A custom loop on tf.distribute (not `model.fit`) so that freezing, per-phase batch sizes, the
 per-step learning rate, exact resume and the NaN stop stay simple and explicit. On Keras' JAX
-backend (KERAS_BACKEND=jax, no TensorFlow needed) the same loop runs on one device, with the steps
-of utils/training/jax_steps.py and the NumPy batches of `YoloDataset.batches`. `Trainer.run` is
+backend (KERAS_BACKEND=jax, no TensorFlow needed) the same loop runs on one device, the devices of
+one host or those of several processes (keras.distribution), with the steps of
+utils/training/jax_steps.py and the NumPy batches of `YoloDataset.batches`. `Trainer.run` is
 the lifecycle, each step public:
 
     setup()                   strategy, data, model, initial weights, optimizer; resume state
@@ -298,13 +299,10 @@ def check_backend(config: TrainConfig) -> None:
         raise ConfigError(
             f"training runs on Keras' TensorFlow, JAX and torch backends, not on {backend} (KERAS_BACKEND)"
         )
-    if config.strategy == "multi-worker":
+    if config.strategy != "none" and backend == "torch":
         raise ConfigError(
-            f"--strategy multi-worker (several hosts) trains on TensorFlow only, not on {backend}; on JAX, "
-            "--strategy mirrored trains on the devices of one host"
+            f"--strategy {config.strategy} trains on TensorFlow and JAX; on torch, training uses one device"
         )
-    if config.strategy == "mirrored" and backend == "torch":
-        raise ConfigError("--strategy mirrored trains on TensorFlow and JAX; on torch, training uses one device")
     if config.precision == "float16":
         raise ConfigError(
             f"--precision float16 (loss scaling) trains on TensorFlow only; on {backend} use bfloat16"
@@ -325,6 +323,12 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = (), clock=time.monotonic):
+        import keras
+
+        if config.strategy == "multi-worker" and keras.backend.backend() == "jax":
+            from utils.training.jax_steps import start_processes
+
+            start_processes()  # before JAX computes anything (resolve_config looks for GPUs)
         self.config = resolve_config(config)
         self.clock = clock
         self.save_dir = Path(self.config.save_dir)
@@ -343,7 +347,7 @@ class Trainer:
         self._lr_schedule = None
         self._detector = None  # evaluate()'s, on the live model
         self._broadcast = None  # _from_chief's tf.function
-        self._float32_model = None  # save_model's float32 copy of a mixed-precision eval_model
+        self._copies = {}  # _refreshed_copy's models of eval_model, by use
 
     # ------------------------------------------------------------------ the lifecycle
     def run(self) -> dict:
@@ -637,9 +641,12 @@ class Trainer:
         from utils.evaluation.metrics import GroundTruth, evaluate_detections
         from utils.inference.detector import Detector
 
+        model = self.eval_model
+        if self.processes > 1:  # the chief evaluates alone, on a copy of its own
+            model = self._refreshed_copy("evaluate", POLICIES[self.config.precision])
         if self._detector is None:
             self._detector = Detector.from_model(
-                self.eval_model,
+                model,
                 input_shape=self.input_hw,
                 freeze=False,  # the live weights: the model keeps training
                 conf=self.config.eval_conf,
@@ -752,6 +759,11 @@ class Trainer:
         evaluates, and each worker has its own clock, so what stops or fits the run is the chief's."""
         if self.config.strategy != "multi-worker":
             return value
+        if not on_tensorflow():
+            from jax.experimental import multihost_utils
+
+            total = float(multihost_utils.broadcast_one_to_all(np.float32(-1.0 if value is None else value)))
+            return None if total < 0 else total
         import tensorflow as tf
 
         if self._broadcast is None:
@@ -822,15 +834,29 @@ class Trainer:
         """The evaluated model (eval_model) as a .keras for inference (plain batch norm), written atomically;
         float32 whatever --precision trained it in, so it runs at full speed on any machine (--half there)."""
         model = self.eval_model
-        if self.config.precision != "float32":  # built once, its weights refreshed at each save
-            from utils.inference.precision import to_mixed_precision
-
-            if self._float32_model is None:
-                self._float32_model = to_mixed_precision(model, "float32")
-            else:
-                self._float32_model.set_weights(model.get_weights())
-            model = self._float32_model
+        if self.config.precision != "float32" or self.processes > 1:
+            model = self._refreshed_copy("save", "float32")
         save_model(model, path)
+
+    @property
+    def processes(self) -> int:
+        """The processes training together: several under --strategy multi-worker on JAX, else 1
+        (TensorFlow's workers each run their own graph, so there each counts as one here)."""
+        return getattr(self.strategy, "process_count", 1)
+
+    def _refreshed_copy(self, use: str, policy: str):
+        """A copy of eval_model under dtype `policy`, built once per `use` and given eval_model's
+        current weights at each call. It lives on this process's device alone (built outside the
+        strategy), so the chief alone may compute with it: with several JAX processes, eval_model's
+        variables span them all, and a computation on them would wait for the others."""
+        from utils.inference.precision import to_mixed_precision
+
+        copy = self._copies.get(use)
+        if copy is None:
+            copy = self._copies[use] = to_mixed_precision(self.eval_model, policy)
+        else:
+            copy.set_weights(self.eval_model.get_weights())
+        return copy
 
     def save_checkpoint(self, path: str | Path, epochs_done: int) -> None:
         """The resume state after `epochs_done` epochs: weights, weight average, optimizer slots,
@@ -910,7 +936,7 @@ class Trainer:
         if not on_tensorflow():
             from utils.training.jax_steps import DataParallel
 
-            return DataParallel() if self.config.strategy == "mirrored" else SingleDevice()
+            return SingleDevice() if self.config.strategy == "none" else DataParallel()
         import tensorflow as tf
 
         kind = self.config.strategy
@@ -925,6 +951,10 @@ class Trainer:
     def _is_chief(self) -> bool:
         if self.config.strategy != "multi-worker":
             return True
+        if not on_tensorflow():  # (JAX: start_processes() has run)
+            import jax
+
+            return jax.process_index() == 0
         import tensorflow as tf
 
         # What MultiWorkerMirroredStrategy() reads (TF_CONFIG), so that run() knows before setup().
@@ -1035,7 +1065,12 @@ class Trainer:
         if batch_size % self.replicas:
             raise ConfigError(f"batch size {batch_size} does not split over {self.replicas} replicas")
         if not on_tensorflow():  # the NumPy batches themselves (the steps split them over the devices)
-            return data.batches(batch_size, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers)
+            if self.processes == 1:
+                return data.batches(batch_size, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers)
+            return data.batches(  # this process's share of every global batch
+                batch_size // self.processes, epoch=epoch, mosaic=mosaic, num_parallel_calls=workers,
+                global_batch=batch_size, pipeline_id=self.strategy.process_index, num_pipelines=self.processes,
+            )  # fmt: skip
         import tensorflow as tf
 
         per_replica = batch_size // self.replicas
