@@ -4,6 +4,7 @@ tf.data, and as the other backends take it, NumPy arrays), side by side.
     python benchmarks/bench_train.py                      # 416 and the demo's 128, CPU
     python benchmarks/bench_train.py --sizes 416 --xla    # XLA-compiled forward/backward
     python benchmarks/bench_train.py --precision bfloat16 # CPUs with AMX / AVX512-BF16 (auto picks it there)
+    python benchmarks/bench_train.py --compare-precision float32   # auto's precision beside float32
     python benchmarks/bench_train.py --epochs-measure 3   # time between epochs (below)
     python benchmarks/bench_train.py --epochs-measure 3 --tree /tmp/before --tree .   # two checkouts, one run
     python benchmarks/bench_train.py --strategy mirrored  # all local GPUs (--batch-size is global)
@@ -21,9 +22,10 @@ alternates, round by round:
               `YoloDataset.batches`, NumPy arrays, as JAX and torch train on them.
 It prints images/s (median over rounds), the pipeline's overhead = bare / pipeline - 1
 (goal: <= 15 %) and the NumPy arrays' images/s against tf.data's (what tf.data's transport costs).
---compare-xla adds the same step XLA-compiled and --peer ultralytics' bare step (benchmarks/ultralytics_worker.py steps:
-forward, its loss, backward, SGD; run in its own venv, a process a round, timed after a
-warm-up), each alternating with ours round by round.
+--compare-xla adds the same step XLA-compiled, --compare-precision P the same step at precision P
+(float32 beside the bfloat16 that auto picks on AMX CPUs, say), and --peer ultralytics' bare step
+(benchmarks/ultralytics_worker.py steps: forward, its loss, backward, SGD; run in its own venv, a
+process a round, timed after a warm-up), each alternating with ours round by round.
 
 --epochs-measure N runs a real training of N epochs through Trainer.run() (phi 4, input 256,
 batch 16, the train.py defaults otherwise) on generated shapes images of 320-640 px, and prints
@@ -41,6 +43,7 @@ own process, one after the other on the same data, and the totals are printed si
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
 import os
@@ -98,17 +101,22 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         float(train_step(fixed)[0])
     float(train_step(next(batches))[0])
 
-    xla_step = None
-    if args.compare_xla:  # the same step XLA-compiled, from the same weights, alternating with the plain one
-        config.xla = True
-        other = Trainer(config)
+    def same_step(**changes):
+        """The same step with `changes` to the config, from the same weights (alternates with the plain one)."""
+        other = Trainer(dataclasses.replace(config, **changes))
         other.setup()
         iter(other.train_batches(0))
         other.model.set_weights(trainer.model.get_weights())
         other.optimizer.learning_rate = 1e-4
-        xla_step = other.train_step
         for _ in range(args.warmup):
-            float(xla_step(fixed)[0])
+            float(other.train_step(fixed)[0])
+        return other.train_step
+
+    others = {}  # column name -> step
+    if args.compare_xla:
+        others["xla"] = same_step(xla=True)
+    if args.compare_precision:
+        others[args.compare_precision] = same_step(precision=args.compare_precision)
 
     def rate(step, batches) -> float:
         """Images per second of args.steps steps of `step`, each on the next of `batches`."""
@@ -118,12 +126,13 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         float(loss)
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
-    bare, piped, numpy_piped, xla, peer = [], [], [], [], []
+    bare, piped, numpy_piped, peer = [], [], [], []
+    other_rates = {name: [] for name in others}
     epoch = 1
     for _ in range(args.rounds):
         bare.append(rate(train_step, itertools.repeat(fixed)))
-        if xla_step is not None:
-            xla.append(rate(xla_step, itertools.repeat(fixed)))
+        for name, step in others.items():
+            other_rates[name].append(rate(step, itertools.repeat(fixed)))
         if args.peer:
             peer.append(args.steps * args.batch_size / sum(peer_step_seconds(args, size)))
         piped.append(rate(train_step, pipeline_batches(epoch)))
@@ -133,8 +142,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
         epoch += 2
     b, p = float(np.median(bare)), float(np.median(piped))
     result = {"size": size, "bare": b, "pipeline": p, "overhead": b / p - 1, "numpy": float(np.median(numpy_piped))}
-    if xla:
-        result["xla"] = float(np.median(xla))
+    result["others"] = {name: float(np.median(rates)) for name, rates in other_rates.items()}
     if peer:
         result["peer"] = float(np.median(peer))
     return result
@@ -424,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixup", type=float, default=0.5, help="mixup probability (on mosaic samples)")
     parser.add_argument("--xla", action="store_true", help="XLA-compile forward and backward")
     parser.add_argument("--compare-xla", action="store_true", help="also the XLA-compiled step, alternating")
+    parser.add_argument("--compare-precision", choices=PRECISIONS[1:], default=None,
+                        help="also the step at this precision, alternating (e.g. float32)")  # fmt: skip
     parser.add_argument("--peer", choices=("yolov8n", "yolo26n"), default=None,
                         help="also ultralytics' bare step of this model, alternating (needs its venv)")  # fmt: skip
     parser.add_argument("--ultralytics-python", type=Path, default=ROOT / ".venv-ultralytics" / "bin" / "python",
@@ -478,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--peer {args.peer}: no ultralytics venv at {args.ultralytics_python} (benchmarks/bench_learning.py "
               "says how to make one); skipped")  # fmt: skip
         args.peer = None
-    extra = (f" {'xla img/s':>10}" if args.compare_xla else "") + (f" {args.peer + ' img/s':>14}" if args.peer else "")
+    others = (["xla"] if args.compare_xla else []) + ([args.compare_precision] if args.compare_precision else [])
+    extra = "".join(f" {name + ' img/s':>14}" for name in others)
+    extra += f" {args.peer + ' img/s':>14}" if args.peer else ""
     print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9} {'numpy img/s':>12}{extra}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -486,15 +498,15 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_size(size, args, root)
             line = f"{r['size']:>6} {r['bare']:>11.2f} {r['pipeline']:>15.2f} {100 * r['overhead']:>8.1f}%"
             line += f" {r['numpy']:>12.2f}"
-            line += f" {r['xla']:>10.2f}" if "xla" in r else ""
+            line += "".join(f" {rate:>14.2f}" for rate in r["others"].values())
             line += f" {r['peer']:>14.2f}" if "peer" in r else ""
             print(line, flush=True)
             ratio = r["numpy"] / r["pipeline"]
             print(f"  NumPy batches / the same through tf.data: {ratio:.2f}x the images per second")
             if "peer" in r:
                 print(f"  ours / {args.peer}, bare step: {r['bare'] / r['peer']:.2f}x the images per second")
-            if "xla" in r:
-                print(f"  XLA / plain, bare step: {r['xla'] / r['bare']:.2f}x the images per second")
+            for name, rate in r["others"].items():
+                print(f"  {name} / plain, bare step: {rate / r['bare']:.2f}x the images per second")
     return 0
 
 
