@@ -15,6 +15,9 @@ os.environ.setdefault("CI", "true")
 # the tests pin ONNX Runtime, so that what they assert does not depend on the machine;
 # tests/utils/interop/test_cpu_runtime.py tests the choice itself.
 os.environ["YOLO_CPU_RUNTIME"] = "onnx"
+# And as on a CPU without native bfloat16 (AMX, AVX512-BF16), where --precision auto is float32: what
+# the tests assert is then the same on every CPU; tests/utils/inference/test_precision.py tests the choice.
+os.environ["YOLO_CPU_BFLOAT16"] = "0"
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -24,6 +24,7 @@ other Keras backends asking for it raises `TensorFlowRequired`.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import keras
@@ -37,6 +38,8 @@ logger = logging.getLogger("yolov4_tiny.inference")
 
 
 MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# 1 or 0: act as on a CPU with (without) native bfloat16, whatever /proc/cpuinfo says.
+CPU_BFLOAT16_VARIABLE = "YOLO_CPU_BFLOAT16"
 
 
 class PrecisionError(YoloError, ValueError):
@@ -94,7 +97,13 @@ def with_precision(model, precision: str):
 
 
 def cpu_has_fast_bfloat16() -> bool:
-    """True when the CPU has AMX or AVX512-BF16 (oneDNN then runs bfloat16 convolutions fast)."""
+    """True when the CPU has AMX or AVX512-BF16 (oneDNN then runs bfloat16 convolutions fast), or
+    YOLO_CPU_BFLOAT16 says 1 (0: False); raises PrecisionError for another value of it."""
+    pinned = os.environ.get(CPU_BFLOAT16_VARIABLE)
+    if pinned is not None:
+        if pinned not in ("0", "1"):
+            raise PrecisionError(f"{CPU_BFLOAT16_VARIABLE} must be 0 or 1, got {pinned!r}")
+        return pinned == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -348,26 +348,20 @@ class Trainer:
         self._detector = None  # evaluate()'s, on the live model
         self._broadcast = None  # _from_chief's tf.function
         self._copies = {}  # _refreshed_copy's models of eval_model, by use
+        self.strategy = None  # (setup())
 
     # ------------------------------------------------------------------ the lifecycle
     def run(self) -> dict:
         """Train; returns a summary dict (best, final mAP, epochs, seconds, why it stopped).
 
-        Keras' global dtype policy (which --mixed-precision sets) is the caller's again afterwards.
         --save-dir is claimed first, on the chief (utils.training.run_folder: locked against a
         second run, refused when it holds an earlier run unless --resume or --exist-ok)."""
-        import keras
-
         check_backend(self.config)  # before the folder is claimed: a refused run leaves nothing
-        previous_policy = keras.config.dtype_policy()
-        try:
-            if not self._is_chief():
-                return self._run()
-            c = self.config
-            with claim_run_folder(self.save_dir, resume=c.resume, exist_ok=c.exist_ok):
-                return self._run()
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
+        if not self._is_chief():
+            return self._run()
+        c = self.config
+        with claim_run_folder(self.save_dir, resume=c.resume, exist_ok=c.exist_ok):
+            return self._run()
 
     def _run(self) -> dict:
         c = self.config
@@ -440,7 +434,22 @@ class Trainer:
         (--ema: a second model, starting as a copy of the first); then the resume state (weights,
         average, optimizer slots, history, best score, fitted epochs) from checkpoint.npz with --resume.
 
-        Writes no file (the callbacks do, from on_train_start)."""
+        Writes no file (the callbacks do, from on_train_start). Keras' global dtype policy is
+        --precision's while the models are built, and the caller's again afterwards (each layer
+        keeps the policy it was built with)."""
+        import keras
+
+        check_backend(self.config)
+        keras.utils.set_random_seed(self.config.seed)
+        previous_policy = keras.config.dtype_policy()
+        keras.mixed_precision.set_global_policy(POLICIES[self.config.precision])
+        try:
+            self._build()
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+
+    def _build(self) -> None:
+        """setup()'s work after the seed and the precision policy."""
         import keras
 
         from nets.model_data import load_anchors
@@ -448,9 +457,6 @@ class Trainer:
         from utils.data.dataset import YoloDataset
 
         c = self.config
-        check_backend(c)
-        keras.utils.set_random_seed(c.seed)
-        keras.mixed_precision.set_global_policy(POLICIES[c.precision])
         self.class_names = class_names_for(c)
         anchors = load_anchors(c.anchors)
         self.train_images, self.val_images = load_split(c, self.class_names)

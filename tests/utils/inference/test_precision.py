@@ -34,6 +34,19 @@ def small_model(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("value, native", [("1", True), ("0", False)])
+def test_the_environment_pins_what_the_cpu_is_taken_to_have(monkeypatch, value, native):
+    monkeypatch.setenv(precision.CPU_BFLOAT16_VARIABLE, value)
+    assert precision.cpu_has_fast_bfloat16() is native
+    assert resolve_inference_precision("auto") == ("bfloat16" if native else "float32")
+
+
+def test_a_bad_pin_names_the_variable(monkeypatch):
+    monkeypatch.setenv(precision.CPU_BFLOAT16_VARIABLE, "yes")
+    with pytest.raises(PrecisionError, match="YOLO_CPU_BFLOAT16 must be 0 or 1, got 'yes'"):
+        precision.cpu_has_fast_bfloat16()
+
+
 def test_auto_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: True)
     assert resolve_inference_precision("auto") == "bfloat16"
