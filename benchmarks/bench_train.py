@@ -64,6 +64,16 @@ PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def alternatives(args) -> dict[str, dict]:
+    """Column name -> the config changes of each step timed beside the plain one (--compare-*)."""
+    steps = {}
+    if args.compare_xla:
+        steps["xla"] = {"xla": True}
+    if args.compare_precision:
+        steps[args.compare_precision] = {"precision": args.compare_precision}
+    return steps
+
+
 def bench_size(size: int, args, data_root: Path) -> dict:
     from utils.training.config import TrainConfig
     from utils.training.trainer import Trainer
@@ -112,11 +122,7 @@ def bench_size(size: int, args, data_root: Path) -> dict:
             float(other.train_step(fixed)[0])
         return other.train_step
 
-    others = {}  # column name -> step
-    if args.compare_xla:
-        others["xla"] = same_step(xla=True)
-    if args.compare_precision:
-        others[args.compare_precision] = same_step(precision=args.compare_precision)
+    others = {name: same_step(**changes) for name, changes in alternatives(args).items()}
 
     def rate(step, batches) -> float:
         """Images per second of args.steps steps of `step`, each on the next of `batches`."""
@@ -488,8 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--peer {args.peer}: no ultralytics venv at {args.ultralytics_python} (benchmarks/bench_learning.py "
               "says how to make one); skipped")  # fmt: skip
         args.peer = None
-    others = (["xla"] if args.compare_xla else []) + ([args.compare_precision] if args.compare_precision else [])
-    extra = "".join(f" {name + ' img/s':>14}" for name in others)
+    extra = "".join(f" {name + ' img/s':>14}" for name in alternatives(args))
     extra += f" {args.peer + ' img/s':>14}" if args.peer else ""
     print(f"{'size':>6} {'bare img/s':>11} {'pipeline img/s':>15} {'overhead':>9} {'numpy img/s':>12}{extra}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -120,13 +120,18 @@ def tensorflow_run(data, init, tmp_path_factory):
     return save_dir
 
 
+def _jax_env(devices: int, **more) -> dict:
+    """The environment of a JAX subprocess on the CPU, with `devices` CPU devices."""
+    return {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **more}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def jax_runs(data, init, tmp_path_factory):
     """The JAX subprocess's folder (full/ and after_one/, resumed), after it ran."""
     pytest.importorskip("jax", reason="JAX is not installed (pip install jax): training on JAX is not checked")
     out = tmp_path_factory.mktemp("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
+    env = _jax_env(devices=2)
     runs = [_argv(data, init, out / "full"), _argv(data, init, out / "after_one", "--resume")]
     runs = json.dumps([*runs, _argv(data, init, out / "mirrored", "--strategy", "mirrored")])
     done = subprocess.run(
@@ -160,10 +165,8 @@ def jax_processes(data, init, tmp_path_factory):
         address = f"localhost:{_free_port()}"
         processes = []
         for index in range(2):
-            env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-                   "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-                   "KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
-                   "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}  # fmt: skip
+            env = _jax_env(devices=1, KERAS_DISTRIBUTION_JOB_ADDRESSES=address, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                           KERAS_DISTRIBUTION_PROCESS_ID=str(index))  # fmt: skip
             argv = _argv(data, init, out / f"process{index}", "--strategy", "multi-worker", "--exist-ok")
             log = out / f"process{index}.{attempt}.log"
             with open(log, "w") as sink:  # a file, not a pipe: nothing blocks however much it prints
