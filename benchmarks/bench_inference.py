@@ -8,9 +8,9 @@ What is measured (CPU, or the GPU when TensorFlow sees one; OpenCV DNN always ru
 * ours, batch 1: what predict.py runs by default on a `.keras` file: `load_detector(model.keras)`
   (--backend auto: ONNX Runtime on a CPU, on the model's ONNX export, made here into a temporary
   cache; TensorFlow on a GPU), then `Detector.detect([image])` on a decoded 640x480 uint8 RGB
-  image: letterbox (cv2) + model + decode + per-class NMS + mapping the boxes back to the image.
-  Split into preprocess / model / postprocess by timing the stages separately (the model alone,
-  decode + NMS alone on its raw outputs).
+  image: letterbox (cv2) + model + decode + per-class NMS + box merge + mapping the boxes back to
+  the image. Split into preprocess / model / postprocess by timing the stages separately (the
+  model alone, decode + NMS + merge alone on its raw outputs, and without the merge).
 * the TensorFlow path (--backend keras), batch 1: letterbox + one compiled graph (uint8 -> /255
   -> model -> decode -> per-class NMS) + mapping the boxes back.
 * OpenCV DNN, batch 1: `net.forward()` alone (its blob already built), on the same network read
@@ -128,6 +128,15 @@ def main(argv=None) -> None:
     def ours_post():
         detector.postprocess_raw(raw, infos1)
 
+    unmerged = Detector(
+        detector.forward, num_classes=detector.num_classes, anchors=detector.anchors,
+        anchors_mask=detector.anchors_mask, scale_x_y=detector.scale_x_y, input_shape=(size, size),
+        conf=CONF_THRESHOLD, nms_iou=NMS_IOU, merge_iou=1.0, graph_forward=detector.graph_forward,
+    )  # fmt: skip
+
+    def ours_post_unmerged():
+        unmerged.postprocess_raw(raw, infos1)
+
     def ours_batch():
         detector.detect(images, batch_size=args.batch)
 
@@ -135,7 +144,8 @@ def main(argv=None) -> None:
         keras_path.detect([image])
 
     # ours and OpenCV back to back in every round: their per-round ratio sees the same load.
-    timers = {"ours": ours_total, "opencv": cv_forward, "pre": ours_pre, "model": ours_model, "post": ours_post}
+    timers = {"ours": ours_total, "opencv": cv_forward, "pre": ours_pre, "model": ours_model, "post": ours_post,
+              "post_unmerged": ours_post_unmerged}  # fmt: skip
     if detector.backend != "keras":
         timers["tensorflow"] = tensorflow_total
     variants = {}
@@ -165,7 +175,8 @@ def main(argv=None) -> None:
     print(f"  ours total (image -> final boxes)   {total:7.2f}")
     print(f"    preprocess (letterbox, cv2)       {median_ms(times['pre']):7.2f}")
     print(f"    model (uint8 batch -> raw heads)  {median_ms(times['model']):7.2f}")
-    print(f"    postprocess (decode+NMS+unbox)    {median_ms(times['post']):7.2f}")
+    print(f"    postprocess (decode+NMS+merge+unbox) {median_ms(times['post']):4.2f}")
+    print(f"      the same without the box merge  {median_ms(times['post_unmerged']):7.2f}   (--merge-iou 1)")
     cv_ms = median_ms(times["opencv"])
     print(f"  OpenCV DNN forward alone            {cv_ms:7.2f}")
     print(f"  ratio ours / OpenCV forward         {total / cv_ms:7.2f}   (goal <= 1.05)")

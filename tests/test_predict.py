@@ -147,6 +147,16 @@ def test_input_size_nms_iou_and_batch_size(weights, wide, tmp_path, monkeypatch,
     single = ["--weights", str(weights), "--source", str(wide / "0.png"), "--output", str(tmp_path), "--input-size"]
     assert predict.main([*single, "64,96", "--json", str(tmp_path / "nms.json")]) == 0
     assert 4 * 6 <= _counts(tmp_path / "nms.json")[0] < 2 * 3 + 4 * 6
+    # --merge-iou 1: the same detections and scores, the boxes as the NMS kept them; merged at 0.3, the
+    # P5 boxes (which overlap each other by more) move to their weighted mean, the P4 boxes stay.
+    for merge, name in (("1", "unmerged.json"), ("0.3", "merged.json")):
+        argv = [*single, "64,96", "--nms-iou", "1.0", "--merge-iou", merge, "--json", str(tmp_path / name)]
+        assert predict.main(argv) == 0
+    [merged], [unmerged] = ([r["detections"] for r in json.loads((tmp_path / n).read_text())]
+                            for n in ("merged.json", "unmerged.json"))  # fmt: skip
+    assert [(d["class_name"], d["score"]) for d in merged] == [(d["class_name"], d["score"]) for d in unmerged]
+    moved = [not np.allclose(m["box"], u["box"]) for m, u in zip(merged, unmerged, strict=True)]
+    assert 0 < sum(moved) < len(moved)
 
 
 @pytest.mark.slow

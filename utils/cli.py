@@ -5,7 +5,7 @@
 * `add_output_argument`: `--output DIR`, the one name of the output folder flag; the names older
   versions used (`--out`, `--save-dir`, `--output-dir`) still work and are hidden from --help.
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
-  classes, conf, nms-iou, max-detections, input-size, batch-size, half, and slice, overlap,
+  classes, conf, nms-iou, merge-iou, max-detections, input-size, batch-size, half, and slice, overlap,
   augment: `add_pass_arguments`), each with its help once,
   and the keyword arguments of `utils.inference.engine.loader.load_detector` they make.
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU, PRECISIONS, SLICE_OVERLAP
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, MERGE_IOU, NMS_IOU, PRECISIONS, SLICE_OVERLAP
 from utils.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, Interrupted, YoloError
 
 # utils.inference.engine.loader's backends ("auto" first, the default); kept here so --help needs no TensorFlow.
@@ -307,6 +307,14 @@ def add_detector_arguments(
         "--nms-iou", type=_fraction, default=nms_iou, help=f"per-class NMS IoU threshold (default {nms_iou})"
     )
     parser.add_argument(
+        "--merge-iou",
+        type=_fraction,
+        default=MERGE_IOU,
+        help="box merge: each kept box becomes the mean of the boxes of its class overlapping it by more than "
+        "this IoU, weighted by score x IoU (YOLOv5's merge NMS; tighter boxes, same detections and scores); "
+        f"1: off (default {MERGE_IOU})",
+    )
+    parser.add_argument(
         "--max-detections",
         type=_positive_int,
         default=MAX_DETECTIONS,
@@ -366,6 +374,7 @@ def detector_kwargs(args: argparse.Namespace) -> dict:
         "classes_path": args.classes,
         "conf": args.conf,
         "nms_iou": args.nms_iou,
+        "merge_iou": args.merge_iou,
         "max_detections": args.max_detections,
         "input_shape": args.input_size,
         "batch_size": args.batch_size,

@@ -5,7 +5,8 @@ Two settings, for two uses:
 
 * detection (predict.py, `utils.inference.detector.Detector`, `utils.inference.engine.loader.load_detector`,
   export.py --include-nms): boxes scored above CONF_THRESHOLD, per-class NMS at NMS_IOU, at most
-  MAX_DETECTIONS an image;
+  MAX_DETECTIONS an image, each kept box then averaged with the candidates of its class that
+  overlap it by more than MERGE_IOU (weighted by score x IoU; evaluation too);
   with sliced inference (--slice, utils/inference/slicing.py) neighbouring tiles share
   SLICE_OVERLAP of a tile;
 * evaluation (get_map.py, the trainer's val mAP): every box above EVAL_CONF_THRESHOLD is scored
@@ -27,6 +28,7 @@ from __future__ import annotations
 CONF_THRESHOLD = 0.5  # objectness x class score above which a detection is kept
 NMS_IOU = 0.3  # per-class NMS: a box overlapping a better one of its class by more than this is dropped
 MAX_DETECTIONS = 100  # most detections per image (after NMS)
+MERGE_IOU = 0.5  # a kept box becomes the mean of its class's candidates overlapping it by more (1: off)
 SLICE_OVERLAP = 0.2  # sliced inference (--slice): fraction of a tile shared with each neighbour
 
 EVAL_CONF_THRESHOLD = 0.001  # mAP: score (nearly) every box, so the curve reaches full recall

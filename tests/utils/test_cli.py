@@ -65,7 +65,8 @@ def test_output_flag_and_its_hidden_aliases(flag, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--conf", "1.5"], ["--nms-iou", "-0.1"], ["--max-detections", "0"], ["--batch-size", "0"]],
+    [["--conf", "1.5"], ["--nms-iou", "-0.1"], ["--merge-iou", "1.5"], ["--max-detections", "0"],
+     ["--batch-size", "0"]],
 )
 def test_detector_options_are_checked(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

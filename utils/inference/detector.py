@@ -13,7 +13,7 @@ A `Detector` is a *raw forward* plus the shared decoding:
     uint8 images --letterbox (cv2, CPU)--> uint8 batch (N, in_h, in_w, 3)
         --/255--> float32 [0, 1] NHWC --raw forward--> raw heads, coarse first,
         (N, in_h/32, in_w/32, A*(5+C)) and (N, in_h/16, in_w/16, A*(5+C))
-        --utils.inference.postprocess: decode + per-class NMS--> padded boxes in the network input
+        --utils.inference.postprocess: decode + per-class NMS + box merge--> padded boxes in the network input
         --utils.inference.letterbox.unletterbox_boxes--> pixel xyxy in each original image.
 
 The raw forward is any callable with that contract. A TensorFlow-traceable one (a Keras model,
@@ -50,10 +50,15 @@ import keras
 import numpy as np
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, STRIDES, check_input_hw
-from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, MERGE_IOU, NMS_IOU
 from utils.errors import YoloError
 from utils.inference.letterbox import LetterboxInfo, letterbox, letterbox_info, unletterbox_boxes
-from utils.inference.postprocess import decode_outputs, non_max_suppression_best_first, non_max_suppression_host
+from utils.inference.postprocess import (
+    decode_outputs,
+    non_max_suppression_best_first,
+    non_max_suppression_host,
+    with_merged_boxes,
+)
 
 RawForward = Callable[[object], Sequence]
 
@@ -125,6 +130,9 @@ class Detector:
         input_shape: network input (height, width); multiples of 32.
         class_names: names for `class_ids`; numbers as strings when None.
         conf: score threshold. nms_iou: per-class NMS IoU threshold.
+        merge_iou: each kept box becomes the weighted mean of the boxes of its class overlapping it
+            by more than this (utils.inference.postprocess.merge_boxes); 1: off. A model exported
+            with NMS inside (`nms_forward`) merges as it was exported (its metadata's merge_iou).
         max_detections: most detections kept per image.
         batch_size: images per graph call in `detect`.
         graph_forward: True when `forward` can be traced by TensorFlow (fused into one graph);
@@ -150,6 +158,7 @@ class Detector:
         class_names: Sequence[str] | None = None,
         conf: float = CONF_THRESHOLD,
         nms_iou: float = NMS_IOU,
+        merge_iou: float = MERGE_IOU,
         max_detections: int = MAX_DETECTIONS,
         batch_size: int = 8,
         graph_forward: bool = True,
@@ -158,8 +167,8 @@ class Detector:
     ):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
-        if not 0.0 <= conf <= 1.0 or not 0.0 <= nms_iou <= 1.0:
-            raise ValueError(f"conf and nms_iou must be in [0, 1], got {conf}, {nms_iou}")
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= nms_iou <= 1.0 or not 0.0 <= merge_iou <= 1.0:
+            raise ValueError(f"conf, nms_iou and merge_iou must be in [0, 1], got {conf}, {nms_iou}, {merge_iou}")
         if max_detections < 1 or batch_size < 1:
             raise ValueError("max_detections and batch_size must be >= 1")
         self.forward = forward
@@ -171,6 +180,7 @@ class Detector:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.conf = float(conf)
         self.nms_iou = float(nms_iou)
+        self.merge_iou = float(merge_iou)
         self.max_detections = int(max_detections)
         self.batch_size = int(batch_size)
         self.graph_forward = graph_forward
@@ -237,11 +247,12 @@ class Detector:
         image_spec = tf.TensorSpec([None, in_h, in_w, 3], tf.uint8)
         scalar = tf.TensorSpec([], tf.float32)
         decode_args = (self.anchors, self.anchors_mask, self.num_classes, self.input_shape, self.scale_x_y)
-        max_det = self.max_detections
+        max_det, merge_iou = self.max_detections, self.merge_iou
 
         def postprocess(raw_heads, conf, iou):
             boxes, scores = decode_outputs(raw_heads, *decode_args)
-            return non_max_suppression_best_first(boxes, scores, conf, iou, max_det)
+            kept = non_max_suppression_best_first(boxes, scores, conf, iou, max_det)
+            return with_merged_boxes(kept, boxes, scores, merge_iou)
 
         head_specs = [
             tf.TensorSpec([None, in_h // s, in_w // s, len(m) * (5 + self.num_classes)], tf.float32)
@@ -279,7 +290,7 @@ class Detector:
         """Another Keras backend (no TensorFlow): the forward on a float32 NumPy batch, the heads
         decoded by keras.ops (jitted on JAX), the NMS on the host in NumPy."""
         decode_args = (self.anchors, self.anchors_mask, self.num_classes, self.input_shape, self.scale_x_y)
-        max_det = self.max_detections
+        max_det, merge_iou = self.max_detections, self.merge_iou
 
         def decode(raw_heads):
             return decode_outputs(raw_heads, *decode_args)
@@ -295,7 +306,8 @@ class Detector:
 
         def postprocess(raw_heads, conf, iou):
             boxes, scores = (keras.ops.convert_to_numpy(t) for t in decode([np.asarray(h) for h in raw_heads]))
-            return non_max_suppression_host(boxes, scores, conf, iou, max_det)
+            kept = non_max_suppression_host(boxes, scores, conf, iou, max_det)
+            return tuple(keras.ops.convert_to_numpy(t) for t in with_merged_boxes(kept, boxes, scores, merge_iou))
 
         self._raw_fn = raw_numpy
         self._postprocess_fn = postprocess

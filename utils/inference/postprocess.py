@@ -10,6 +10,14 @@ image); `utils.inference.letterbox.unletterbox_boxes` maps them back to the orig
 
 Scores follow darknet: score = sigmoid(objectness) * sigmoid(class logit), one score per
 (box, class); a box can be kept for several classes. NMS is per class.
+
+After the NMS, `merge_boxes` moves each kept box to the weighted mean of the decoded boxes of its
+class that overlap it by more than the merge IoU (YOLOv5's merge-NMS; the weights of weighted
+boxes fusion): a model that gives an object several positives (anchors, neighbouring cells)
+predicts it several times, each with its own error, and their mean scatters less than the best
+one alone. It changes where the boxes are, never which are kept or their scores. keras.ops, so
+the same code runs in the Detector's graph, on the host for the other Keras backends, and inside
+an export with NMS.
 """
 
 from __future__ import annotations
@@ -89,6 +97,52 @@ def non_max_suppression(boxes, scores, score_threshold, iou_threshold, max_detec
     )
     nms_boxes = convert_format(nms_boxes, "yxyx", "xyxy")
     return nms_boxes, nms_scores, tf.cast(nms_classes, tf.int32), tf.cast(num_valid, tf.int32)
+
+
+def merge_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
+    """Each kept box moved to the mean of the candidates of its class that overlap it by IoU >
+    `iou_threshold`, itself included, weighted by score (in that class) x IoU (keras.ops).
+
+    Every decoded box is a candidate, whatever its score: a low score weighs little, and a box
+    does not move with the score threshold. Rows with no such candidate (padding: zero boxes; or
+    `iou_threshold` >= 1) are returned unchanged.
+
+    Args:
+        kept_boxes: (N, K, 4) float32 pixel xyxy, what an NMS kept; kept_classes: (N, K) int.
+        boxes: (N, B, 4) float32 pixel xyxy and scores: (N, B, C), every decoded box
+            (`decode_outputs`).
+        iou_threshold: scalar.
+    Returns: (N, K, 4) float32 pixel xyxy.
+    """
+    kept_boxes, boxes, scores = (ops.cast(t, "float32") for t in (kept_boxes, boxes, scores))
+    one_hot = ops.one_hot(ops.cast(kept_classes, "int32"), ops.shape(scores)[-1], dtype="float32")  # (N, K, C)
+    class_scores = ops.matmul(one_hot, ops.transpose(scores, (0, 2, 1)))  # (N, K, B)
+    iou = _pairwise_iou(kept_boxes, boxes)  # (N, K, B)
+    weights = ops.where(iou > ops.cast(iou_threshold, "float32"), iou * class_scores, 0.0)
+    total = ops.sum(weights, axis=-1, keepdims=True)
+    merged = ops.matmul(weights, boxes) / ops.maximum(total, 1e-12)
+    return ops.where(total > 0.0, merged, kept_boxes)
+
+
+def with_merged_boxes(detections: tuple, boxes, scores, merge_iou: float) -> tuple:
+    """An NMS's (boxes, scores, classes, valid) with its boxes merged (`merge_boxes`) with the
+    candidates `boxes`, `scores` it chose from; as they are when `merge_iou` >= 1 (off)."""
+    if merge_iou >= 1.0:
+        return detections
+    kept_boxes, kept_scores, kept_classes, valid = detections
+    return merge_boxes(kept_boxes, kept_classes, boxes, scores, merge_iou), kept_scores, kept_classes, valid
+
+
+def _pairwise_iou(boxes1, boxes2):
+    """(N, P, T) IoU of pixel xyxy boxes (N, P, 4) and (N, T, 4); 0 where the union is empty."""
+    low = ops.maximum(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
+    high = ops.minimum(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    wh = ops.maximum(high - low, 0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    union = area1[:, :, None] + area2[:, None, :] - inter
+    return ops.where(union > 0.0, inter / ops.maximum(union, 1e-12), 0.0)
 
 
 def non_max_suppression_best_first(

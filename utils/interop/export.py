@@ -49,7 +49,8 @@ ONNX and TFLite with --include-nms: inputs `images`, float32 scalars `score_thre
 the network input, `scores` (N, K), `classes` (N, K) int32, `valid` (N,) int32 (the first `valid`
 rows are real), K = max_detections: the Detector's decoding and per-class NMS
 (postprocess.non_max_suppression, which tf2onnx converts to ONNX NonMaxSuppression; for TFLite,
-postprocess.non_max_suppression_class_offset, the same result from the builtin single-class NMS).
+postprocess.non_max_suppression_class_offset, the same result from the builtin single-class NMS),
+then the Detector's box merge at utils.defaults.MERGE_IOU (the metadata's "merge_iou").
 
 --dynamic (ONNX, SavedModel): the input is (None, None, None, 3): any batch, any height and width
 that are multiples of 32; the metadata says "dynamic": true and its input_shape is the default.
@@ -74,7 +75,7 @@ from pathlib import Path
 import numpy as np
 
 from nets.model_data import DEFAULT_INPUT_SHAPE, INPUT_MULTIPLE
-from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, NMS_IOU
+from utils.defaults import CONF_THRESHOLD, MAX_DETECTIONS, MERGE_IOU, NMS_IOU
 from utils.errors import YoloError
 from utils.files import PARTIAL_MARK
 from utils.interop.metadata import (
@@ -187,10 +188,11 @@ def _raw_forward_fn(model, input_hw: tuple[int, int], batch_size: int | None = N
 def _detect_fn(model, raw_forward, spec, input_hw, max_detections: int, nms, dynamic: bool = False):
     """A tf.function (images, score_threshold, iou_threshold) -> the raw heads plus `boxes`,
     `scores`, `classes`, `valid` (NMS_OUTPUTS): the Detector's decoding
-    (utils.inference.postprocess.decode_outputs) then `nms`, one of postprocess's per-class NMS."""
+    (utils.inference.postprocess.decode_outputs), then `nms`, one of postprocess's per-class NMS,
+    then its box merge at MERGE_IOU (postprocess.merge_boxes)."""
     import tensorflow as tf
 
-    from utils.inference.postprocess import decode_outputs
+    from utils.inference.postprocess import decode_outputs, with_merged_boxes
 
     anchors = np.asarray(model.anchors, np.float32)
     scalars = [tf.TensorSpec([], tf.float32, name=name) for name in NMS_INPUTS]
@@ -202,7 +204,8 @@ def _detect_fn(model, raw_forward, spec, input_hw, max_detections: int, nms, dyn
         boxes, scores = decode_outputs(
             [heads[n] for n in OUTPUT_NAMES], anchors, model.anchors_mask, model.num_classes, hw, model.scale_x_y
         )
-        boxes, scores, classes, valid = nms(boxes, scores, score_threshold, iou_threshold, max_detections)
+        kept = nms(boxes, scores, score_threshold, iou_threshold, max_detections)
+        boxes, scores, classes, valid = with_merged_boxes(kept, boxes, scores, MERGE_IOU)
         return {**heads, **dict(zip(NMS_OUTPUTS, (boxes, scores, classes, valid)))}
 
     return detect

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nets.model_data import MAX_CLASSES, STRIDES, InputSizeError, check_input_hw
+from utils.defaults import MERGE_IOU
 from utils.errors import YoloError
 
 INPUT_NAME = "images"
@@ -80,6 +81,7 @@ def export_metadata(
     if include_nms:
         metadata["nms_signature"] = NMS_SIGNATURE
         metadata["max_detections"] = int(max_detections)
+        metadata["merge_iou"] = MERGE_IOU  # the box merge inside (postprocess.merge_boxes); 1: none
     return metadata
 
 

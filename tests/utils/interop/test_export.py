@@ -1,6 +1,7 @@
 """Export parity: SavedModel, ONNX and TFLite (fp32, fp16, int8) against the Keras model, on
 demo-set images (coloured shapes on a textured background), through the detector's backends."""
 
+import logging
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from tests.export_helpers import CONF, INPUT_HW
 from utils.boxes import box_iou
 from utils.data.voc import parse_voc_xml
+from utils.defaults import MERGE_IOU
 from utils.evaluation.metrics import GroundTruth, evaluate_detections
 from utils.inference.detector import Detector
 from utils.inference.engine.loader import ModelLoadError, load_detector
@@ -279,13 +281,19 @@ def test_unsupported_combinations(fmt, precision, nms, match):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["onnx_nms_path", "tflite_nms_path"])
-def test_nms_inside_matches_detector(fixture, request, keras_detector, demo_images):
+def test_nms_inside_matches_detector(fixture, request, keras_detector, demo_images, caplog, monkeypatch):
     """--include-nms: the graph's own decoding + NMS (ONNX NonMaxSuppression; TFLite's builtin
-    NON_MAX_SUPPRESSION_V5) gives the Keras Detector's detections, used as is by load_detector."""
+    NON_MAX_SUPPRESSION_V5) and box merge gives the Keras Detector's detections, used as is by
+    load_detector; asked for another merge, the detector says it does not apply."""
     detector, _ = keras_detector
     path = request.getfixturevalue(fixture)
     metadata = read_metadata(path)
     assert metadata["include_nms"] and metadata["nms_outputs"] == ["boxes", "scores", "classes", "valid"]
+    assert metadata["merge_iou"] == MERGE_IOU == detector.merge_iou
+    monkeypatch.setattr(logging.getLogger("yolov4_tiny"), "propagate", True)  # the fixture's export.main unset it
+    with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
+        load_detector(path, conf=CONF, merge_iou=1.0)
+    assert f"exported merging boxes at IoU {MERGE_IOU:g}; --merge-iou 1 does not apply" in caplog.text
     exported = load_detector(path, conf=CONF)
     assert exported.nms_forward is not None
     images = demo_images[1]

@@ -31,7 +31,7 @@ import keras
 from nets.attention import AttentionError, import_attention_module
 from nets.model_data import check_input_hw, load_class_names
 from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
-from utils.defaults import MAX_DETECTIONS, SLICE_OVERLAP
+from utils.defaults import MAX_DETECTIONS, MERGE_IOU, SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
 from utils.inference.precision import PrecisionError, gpu_count, resolve_inference_precision, with_precision
@@ -346,6 +346,14 @@ def _exported_detector(path, forward, meta, backend, classes_path, input_shape, 
             raise ModelLoadError(
                 f"{path}: exported with NMS keeping {most} detections per image, cannot give "
                 f"--max-detections {kwargs['max_detections']}; re-export with export.py --max-detections"
+            )
+        exported_merge = float(meta.get("merge_iou", 1.0))  # exports before the box merge have none
+        if kwargs.get("merge_iou", MERGE_IOU) != exported_merge:
+            logger.warning(
+                f"{path}: its NMS is inside the model, exported "
+                + (f"merging boxes at IoU {exported_merge:g}" if exported_merge < 1.0 else "without box merging")
+                + f"; --merge-iou {kwargs.get('merge_iou', MERGE_IOU):g} does not apply to it (export.py again to "
+                "change it, or export without --include-nms)"
             )
     detector = Detector(
         forward,
