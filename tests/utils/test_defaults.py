@@ -28,7 +28,10 @@ def test_detection_defaults_are_the_same_in_the_options_and_the_library():
     for args in (parser.parse_args(["--weights", "w.keras"]), predict.build_parser().parse_args(["--weights", "w"])):
         assert args.conf is defaults.CONF_THRESHOLD
         assert args.nms_iou is defaults.NMS_IOU
+        assert args.merge_iou is defaults.MERGE_IOU
         assert args.max_detections is defaults.MAX_DETECTIONS
+    assert get_map.parse_args(["--detections", "d.json"]).merge_iou is defaults.MERGE_IOU
+    assert _default(Detector.__init__, "merge_iou") is defaults.MERGE_IOU
     assert _default(Detector.__init__, "conf") is defaults.CONF_THRESHOLD
     assert _default(Detector.__init__, "nms_iou") is defaults.NMS_IOU
     assert _default(Detector.__init__, "max_detections") is defaults.MAX_DETECTIONS
@@ -78,3 +81,14 @@ def test_augmentation_defaults_are_the_same_in_train_py_and_the_data_set():
     assert _default(YoloDataset.__init__, "scale_range") is defaults.SCALE_RANGE
     assert (config.mosaic, config.mixup, config.jitter) == tuple(shared.values())
     assert (config.scale_min, config.scale_max) == defaults.SCALE_RANGE
+
+
+def test_the_loss_defaults_are_three_cells_a_box_weighted_for_them():
+    """train.py's defaults (docs/recipe.md, "Three positives a box"): YOLOv5's two neighbouring cells
+    per box, the box and class terms weighted by 0.33 so that tripling the positives keeps their
+    gradients at darknet's size, and the model decoding centres with scale_x_y 2 to reach them."""
+    from utils.training.trainer import NEIGHBOR_SCALE_X_Y
+
+    config = TrainConfig()
+    assert config.neighbor_cells is True and NEIGHBOR_SCALE_X_Y == 2.0
+    assert (config.box_weight, config.obj_weight, config.cls_weight) == (0.33, 1.0, 0.33)

@@ -116,16 +116,20 @@ class TrainConfig:
         0.213, "also assign a box to every anchor whose shape IoU with it exceeds this (yolov4.cfg's "
         "iou_thresh; 1: the best anchor only, as yolov4-tiny.cfg and bubbliiiing)"
     )
-    box_weight: float = _opt(1.0, "weight of the box (CIoU) term of the loss")
+    box_weight: float = _opt(
+        0.33, "weight of the box (CIoU) term of the loss (0.33: a third, for the three cells of --neighbor-cells; "
+        "darknet's sums with one cell a box: 1)"
+    )
     obj_weight: float = _opt(1.0, "weight of the objectness term of the loss")
     p5_obj_balance: float = _opt(
         OBJ_BALANCE[0], "weight of the coarse head's (P5, large objects) objectness term, P4's being 1 "
         f"(YOLOv5's and bubbliiiing's {OBJ_BALANCE[0]}; darknet's 1)"
     )
-    cls_weight: float = _opt(1.0, "weight of the class term of the loss")
+    cls_weight: float = _opt(0.33, "weight of the class term of the loss (as --box-weight)")
     neighbor_cells: bool = _opt(
-        False, "also train the two cells next to each box's centre cell nearest the centre (YOLOv5; the model "
-        "then decodes centres with scale_x_y 2)"
+        True, "also train the two cells next to each box's centre cell nearest the centre (YOLOv5; the model "
+        "then decodes centres with scale_x_y 2): three positives a box, which the box and class weights' "
+        "defaults of 0.33 compensate; --no-neighbor-cells --box-weight 1 --cls-weight 1 is darknet's assignment"
     )
     obj_iou_target: bool = _opt(
         False, "objectness target of a positive = its predicted box's CIoU with the ground truth, not 1 (YOLOv5)"
