@@ -12,7 +12,8 @@ For each budget and seed, every model trains from random weights for the same wa
 the same generated data, and is then scored by get_map.py, our one evaluator, on the same test
 split: VOC mAP@0.5 (all-point; difficult objects ignored) and pycocotools' AP@[.5:.95] and AP75
 (difficult objects as iscrowd), at conf 0.001, NMS IoU 0.5 (per class), 100 detections per image
-for every model.
+for every model; each model's boxes are those its own predict gives (ours: get_map.py's defaults,
+box merge at IoU 0.5 included, as predict.py draws them; the peers: ultralytics' predict).
 
 Data (--preset): "objects" (the default), utils/data/demo.py's ten shape classes, each with its own
 colour over a photograph's detail, on scikit-image's photographs, 1-6 objects of 24 px to 0.6 of the
@@ -604,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours_budget": f"train.py --epochs {args.ours_epochs}" if args.ours_epochs else "train.py --time",
         "ours_args": args.ours_args,
         "variants": "; ".join(f"{name}: {flags}" for name, flags in args.variant) or "none",
-        "eval": "get_map.py --split test --coco: conf 0.001, NMS IoU 0.5 per class, 100 detections per image",
+        "eval": "get_map.py --split test --coco: conf 0.001, NMS IoU 0.5 per class, 100 detections per image "
+        "(ours: box merge at IoU 0.5, get_map.py's default)",
         "ultralytics": versions,
     }
     print(f"budgets {', '.join(f'{b:g}' for b in args.budgets)} min per model, seeds {args.seeds}, input "

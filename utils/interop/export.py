@@ -205,7 +205,7 @@ def _detect_fn(model, raw_forward, spec, input_hw, max_detections: int, nms, dyn
             [heads[n] for n in OUTPUT_NAMES], anchors, model.anchors_mask, model.num_classes, hw, model.scale_x_y
         )
         kept = nms(boxes, scores, score_threshold, iou_threshold, max_detections)
-        boxes, scores, classes, valid = with_merged_boxes(kept, boxes, scores, MERGE_IOU)
+        boxes, scores, classes, valid = with_merged_boxes(kept, boxes, scores, MERGE_IOU, static=True)
         return {**heads, **dict(zip(NMS_OUTPUTS, (boxes, scores, classes, valid)))}
 
     return detect
