@@ -150,7 +150,7 @@ def our_detector(args, work: Path):
     with onnx_cache_in(work / "onnx_cache"):  # the export lands here, not in the user's cache
         return load_detector(
             weights, input_shape=(args.imgsz, args.imgsz), conf=args.conf, nms_iou=args.iou,
-            max_detections=args.max_det,
+            max_detections=args.max_det, calib_data=args.calib_data,
         )  # fmt: skip
 
 
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ultralytics-python", default=None,
                         help="the Python of the ultralytics venv (default: $ULTRALYTICS_PYTHON, else "
                              ".venv-ultralytics/bin/python)")  # fmt: skip
+    parser.add_argument("--calib-data", type=Path, default=None,
+                        help="ours: int8 calibration images, as predict.py --calib-data (int8 on a CPU with VNNI)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     add_verbosity_arguments(parser)
     args = parser.parse_args(argv)

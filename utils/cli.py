@@ -5,8 +5,8 @@
 * `add_output_argument`: `--output DIR`, the one name of the output folder flag; the names older
   versions used (`--out`, `--save-dir`, `--output-dir`) still work and are hidden from --help.
 * `add_detector_arguments` / `detector_kwargs`: the options of a detector (weights, cfg, backend,
-  classes, conf, nms-iou, merge-iou, max-detections, input-size, batch-size, half, and slice, overlap,
-  augment: `add_pass_arguments`), each with its help once,
+  classes, conf, nms-iou, merge-iou, max-detections, input-size, batch-size, calib-data, precision, half,
+  and slice, overlap, augment: `add_pass_arguments`), each with its help once,
   and the keyword arguments of `utils.inference.engine.loader.load_detector` they make.
 * `add_data_arguments`: `--data` (any data set utils.data.sources reads: VOC folder or VOCdevkit,
   data.yaml, COCO JSON) and the sets to read from it (`--train-sets 2007:trainval 2012:trainval`).
@@ -327,6 +327,16 @@ def add_detector_arguments(
     add_attention_module_argument(parser)
     add_pass_arguments(parser)
     parser.add_argument(
+        "--calib-data",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="int8 calibration images, a VOCdevkit or VOC folder (its ImageSets/Main/train.txt images, at most "
+        "100): on a CPU with int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8) a .keras model then runs int8 "
+        "on ONNX Runtime, its int8 export calibrated on them (made once, cached); unused elsewhere, with a "
+        "warning (default: none, no int8)",
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=precision,
@@ -386,6 +396,7 @@ def detector_kwargs(args: argparse.Namespace) -> dict:
         "slice": getattr(args, "slice", None),
         "overlap": getattr(args, "overlap", SLICE_OVERLAP),
         "augment": getattr(args, "augment", False),
+        "calib_data": getattr(args, "calib_data", None),
     }
 
 

@@ -15,6 +15,13 @@ mixed-precision policy (the heads stay float32, see nets/yolo.py).
               on a CPU without AMX / AVX512-BF16) it is slower than float32 and a warning says so:
               there it is for measuring what the precision costs in accuracy, not for speed
 
+int8 is the default path's too where the CPU has int8 dot products (VNNI: AVX512-VNNI, AVX-VNNI
+or AMX-INT8; `cpu_has_fast_int8`) and the user gives calibration images (`--calib-data`,
+`load_detector(calib_data=)`): a `.keras` model then runs on ONNX Runtime on its int8 export
+(ONNX Runtime's static QDQ quantisation, calibrated on those images; utils/interop/export.py),
+made once and cached (utils/interop/cache.py). Without VNNI, int8 convolutions are not faster than
+float32 there, so the calibration images go unused, with a warning.
+
 `--half` asks for the half precision the hardware makes faster (`mixed_precision_policy`):
 float16 on a GPU, bfloat16 on AMX / AVX512-BF16 CPUs; elsewhere it warns (the
 `yolov4_tiny.inference` logger) and keeps float32. Mixed precision is TensorFlow's only: on the
@@ -40,6 +47,8 @@ logger = logging.getLogger("yolov4_tiny.inference")
 MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # 1 or 0: act as on a CPU with (without) native bfloat16, whatever /proc/cpuinfo says.
 CPU_BFLOAT16_VARIABLE = "YOLO_CPU_BFLOAT16"
+# 1 or 0: act as on a CPU with (without) int8 dot products (VNNI), whatever /proc/cpuinfo says.
+CPU_INT8_VARIABLE = "YOLO_CPU_INT8"
 
 
 class PrecisionError(YoloError, ValueError):
@@ -99,16 +108,27 @@ def with_precision(model, precision: str):
 def cpu_has_fast_bfloat16() -> bool:
     """True when the CPU has AMX or AVX512-BF16 (oneDNN then runs bfloat16 convolutions fast), or
     YOLO_CPU_BFLOAT16 says 1 (0: False); raises PrecisionError for another value of it."""
-    pinned = os.environ.get(CPU_BFLOAT16_VARIABLE)
+    return _cpu_has(CPU_BFLOAT16_VARIABLE, ("amx_bf16", "avx512_bf16"))
+
+
+def cpu_has_fast_int8() -> bool:
+    """True when the CPU has int8 dot products, AVX512-VNNI, AVX-VNNI or AMX-INT8 (ONNX Runtime's int8
+    kernels use them), or YOLO_CPU_INT8 says 1 (0: False); raises PrecisionError for another value."""
+    return _cpu_has(CPU_INT8_VARIABLE, ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def _cpu_has(variable: str, flags: tuple[str, ...]) -> bool:
+    """$`variable` when set (0 or 1, else PrecisionError), else whether /proc/cpuinfo lists one of `flags`."""
+    pinned = os.environ.get(variable)
     if pinned is not None:
         if pinned not in ("0", "1"):
-            raise PrecisionError(f"{CPU_BFLOAT16_VARIABLE} must be 0 or 1, got {pinned!r}")
+            raise PrecisionError(f"{variable} must be 0 or 1, got {pinned!r}")
         return pinned == "1"
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        listed = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+    return any(flag in listed for flag in flags)
 
 
 def gpu_count() -> int:

@@ -9,7 +9,8 @@ a given file is run at a given input size, and lands here:
     $XDG_CACHE_HOME/yolov4-tiny/onnx                  else, when XDG_CACHE_HOME is set
     ~/.cache/yolov4-tiny/onnx                         else (%LOCALAPPDATA%\\yolov4-tiny\\onnx on Windows)
 
-named by a SHA-256 over the `.keras` file's bytes, the input size, the exporter's settings and
+named by a SHA-256 over the `.keras` file's bytes, the input size, the exporter's settings (an
+int8 export's: its calibration images, by name, size and modification time, `files_fingerprint`) and
 the versions of what writes the graph (`cache_key`): a changed file, another input size, or a new
 tf2onnx / TensorFlow / Keras / `EXPORT_VERSION` gets a new export, never a stale one. Beside an
 export, `<export>.runtime.json` (`verdict_path`) says which runtime ran it fastest here
@@ -80,11 +81,12 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def cache_key(keras_path: str | Path, input_hw: Sequence[int] | None) -> str:
+def cache_key(keras_path: str | Path, input_hw: Sequence[int] | None, options: dict | None = None) -> str:
     """SHA-256 (hex) of the file's bytes and of everything else that shapes its export.
 
     input_hw: the (height, width) asked for; None: the model's own size (a fixed function of the
         file, so it needs no reading of the model here).
+    options: what differs from EXPORT_OPTIONS (int8: {"precision": "int8", "calibration": ...}).
     """
     digest = hashlib.sha256()
     with open(keras_path, "rb") as file:
@@ -92,7 +94,7 @@ def cache_key(keras_path: str | Path, input_hw: Sequence[int] | None) -> str:
             digest.update(chunk)
     settings = {
         "export_version": EXPORT_VERSION,
-        "options": EXPORT_OPTIONS,
+        "options": {**EXPORT_OPTIONS, **(options or {})},
         "input_hw": None if input_hw is None else [int(v) for v in input_hw],
         "versions": {package: _version(package) for package in _VERSIONED},
     }
@@ -100,9 +102,21 @@ def cache_key(keras_path: str | Path, input_hw: Sequence[int] | None) -> str:
     return digest.hexdigest()
 
 
-def cached_path(keras_path: str | Path, input_hw: Sequence[int] | None) -> Path:
-    """Where the ONNX copy of `keras_path` at `input_hw` is (or would be) kept."""
-    return cache_dir() / f"{cache_key(keras_path, input_hw)[:40]}.onnx"
+def cached_path(keras_path: str | Path, input_hw: Sequence[int] | None, options: dict | None = None) -> Path:
+    """Where the ONNX copy of `keras_path` at `input_hw` (exported with `options`, see `cache_key`)
+    is (or would be) kept."""
+    return cache_dir() / f"{cache_key(keras_path, input_hw, options)[:40]}.onnx"
+
+
+def files_fingerprint(paths: Sequence[str | Path]) -> str:
+    """SHA-256 (hex) of the files' resolved names, sizes and modification times, in order: changes
+    when a file is replaced, added or removed, without reading them."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path).resolve()
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def max_cache_bytes() -> int:

@@ -39,12 +39,69 @@ def test_the_environment_pins_what_the_cpu_is_taken_to_have(monkeypatch, value, 
     monkeypatch.setenv(precision.CPU_BFLOAT16_VARIABLE, value)
     assert precision.cpu_has_fast_bfloat16() is native
     assert resolve_inference_precision("auto") == ("bfloat16" if native else "float32")
+    monkeypatch.setenv(precision.CPU_INT8_VARIABLE, value)
+    assert precision.cpu_has_fast_int8() is native
 
 
-def test_a_bad_pin_names_the_variable(monkeypatch):
-    monkeypatch.setenv(precision.CPU_BFLOAT16_VARIABLE, "yes")
-    with pytest.raises(PrecisionError, match="YOLO_CPU_BFLOAT16 must be 0 or 1, got 'yes'"):
-        precision.cpu_has_fast_bfloat16()
+@pytest.mark.parametrize("variable", ["YOLO_CPU_BFLOAT16", "YOLO_CPU_INT8"])
+def test_a_bad_pin_names_the_variable(monkeypatch, variable):
+    monkeypatch.setenv(variable, "yes")
+    with pytest.raises(PrecisionError, match=f"{variable} must be 0 or 1, got 'yes'"):
+        precision.cpu_has_fast_bfloat16() if "BFLOAT16" in variable else precision.cpu_has_fast_int8()
+
+
+def test_the_cpu_flags_are_read_as_whole_words(monkeypatch):
+    monkeypatch.delenv(precision.CPU_BFLOAT16_VARIABLE)
+    monkeypatch.delenv(precision.CPU_INT8_VARIABLE, raising=False)
+    flags = {"avx2 avx512_vnni": (False, True), "avx2 amx_bf16 amx_int8": (True, True), "avx2 fma": (False, False)}
+    for listed, (bfloat16, int8) in flags.items():
+        monkeypatch.setattr(precision.Path, "read_text", lambda self, listed=listed: f"flags\t\t: fpu {listed} sse\n")
+        assert (precision.cpu_has_fast_bfloat16(), precision.cpu_has_fast_int8()) == (bfloat16, int8), listed
+
+
+@pytest.fixture(scope="module")
+def calibration_data(tmp_path_factory):
+    from utils.data.demo import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("calib"), splits={"train": 4}, image_size=64)
+
+
+@pytest.mark.slow
+def test_calibration_images_run_int8_on_onnx_runtime_where_the_cpu_has_vnni(
+    small_model, calibration_data, monkeypatch, tmp_path
+):
+    """--calib-data on a CPU with int8 dot products: the default path runs the int8 ONNX export,
+    calibrated on those images, cached apart from the float32 one and reused; the start-up line says so."""
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(precision.CPU_INT8_VARIABLE, "1")
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: True)
+    fp32 = load_detector(small_model, input_shape=(64, 64))
+    int8 = load_detector(small_model, input_shape=(64, 64), calib_data=calibration_data)
+    assert (int8.backend, int8.precision, fp32.precision) == ("onnx", "int8", "float32")
+    assert int8.onnx_path != fp32.onnx_path and int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 2
+    assert describe_runtime(int8) == f"ONNX Runtime on CPU, int8 (calibrated on 4 images of {calibration_data})"
+    made = int8.onnx_path.stat().st_mtime_ns
+    assert load_detector(small_model, input_shape=(64, 64), calib_data=calibration_data).onnx_path == int8.onnx_path
+    assert int8.onnx_path.stat().st_mtime_ns == made  # reused, not exported again
+    with pytest.raises(ModelLoadError, match=f"--calib-data: {tmp_path}: no Annotations/ folder"):
+        load_detector(small_model, input_shape=(64, 64), calib_data=tmp_path)  # not a VOC folder: said, not ignored
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ({"cpu": "0"}, "int8 runs faster than float32 only on a CPU with int8 dot products"),
+        ({"precision": "float32"}, "--precision float32 rules out int8"),
+        ({"backend": "keras"}, "unused; it calibrates the int8 export that --backend auto makes"),
+    ],
+)
+def test_calibration_images_go_unused_with_a_warning_saying_why(small_model, monkeypatch, caplog, setting, said):
+    monkeypatch.setenv(precision.CPU_INT8_VARIABLE, setting.get("cpu", "1"))
+    monkeypatch.setattr(loader, "onnx_runtime_preferred", lambda: False)  # TensorFlow: nothing is exported
+    options = {key: value for key, value in setting.items() if key != "cpu"}
+    with caplog.at_level(logging.WARNING, logger="yolov4_tiny"):
+        detector = load_detector(small_model, input_shape=(64, 64), calib_data="calib", **options)
+    assert detector.precision == "float32" and said in caplog.text
 
 
 def test_auto_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):

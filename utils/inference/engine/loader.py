@@ -34,7 +34,13 @@ from nets.yolo import YoloV4Tiny  # registers our layers for deserialisation
 from utils.defaults import MAX_DETECTIONS, MERGE_IOU, SLICE_OVERLAP
 from utils.errors import YoloError
 from utils.inference.detector import Detector, on_tensorflow
-from utils.inference.precision import PrecisionError, gpu_count, resolve_inference_precision, with_precision
+from utils.inference.precision import (
+    PrecisionError,
+    cpu_has_fast_int8,
+    gpu_count,
+    resolve_inference_precision,
+    with_precision,
+)
 from utils.inference.slicing import MultiPassDetector, check_pass_options, with_passes
 from utils.interop.backends import BACKENDS, MissingRuntimeError, import_openvino, infer_backend, load_backend
 from utils.interop.cpu_runtime import check_runtime_env
@@ -110,6 +116,7 @@ def load_detector(
     slice: int | None = None,
     overlap: float = SLICE_OVERLAP,
     augment: bool = False,
+    calib_data: str | Path | None = None,
     **kwargs,
 ) -> Detector | MultiPassDetector:
     """A `Detector` over a `.keras` model of ours, darknet weights (with `cfg_path`), or a model
@@ -139,6 +146,11 @@ def load_detector(
         runs on that backend, TensorFlow not imported (see utils/inference/detector.py).
     threads: CPU threads of the ONNX Runtime / TFLite / OpenVINO backends (default: the usable cores).
     attention_module: see `load_model` (a .keras model with a user attention block).
+    calib_data: calibration images for int8, a VOCdevkit or VOC folder (its ImageSets/Main/train.txt
+        images, at most 100, as export.py --int8 --calib-data takes them): with precision "auto" and
+        backend "auto", a `.keras` model on a CPU with int8 dot products (VNNI,
+        utils.inference.precision.cpu_has_fast_int8) runs on its int8 ONNX export, calibrated on
+        them, made once and cached; elsewhere they go unused, with a logged warning saying why.
     slice, overlap, augment: sliced inference over tiles of `slice` pixels sharing `overlap`, and
         test-time augmentation: the detector is then wrapped in a
         `utils.inference.slicing.MultiPassDetector` (its `detect` merges the passes; every other
@@ -152,15 +164,15 @@ def load_detector(
     """
     check_pass_options(slice, overlap)
     check_runtime_env()  # $YOLO_CPU_RUNTIME: a typo is said whichever path runs
-    detector = _load_single_pass(path, classes_path, input_shape, (precision, half), cfg_path, backend, threads,
-                                 attention_module, **kwargs)  # fmt: skip
+    detector = _load_single_pass(path, classes_path, input_shape, (precision, half, calib_data), cfg_path, backend,
+                                 threads, attention_module, **kwargs)  # fmt: skip
     return with_passes(detector, slice, overlap, augment)
 
 
 def _load_single_pass(
     path, classes_path, input_shape, asked, cfg_path, backend, threads, attention_module, **kwargs
 ) -> Detector:
-    """`load_detector` without slicing and augmentation; `asked`: its (precision, half)."""
+    """`load_detector` without slicing and augmentation; `asked`: its (precision, half, calib_data)."""
     _import_attention(attention_module)
     detector = _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend, threads, **kwargs)
     detector.precision = getattr(detector, "precision", "float32")
@@ -168,11 +180,20 @@ def _load_single_pass(
 
 
 def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend, threads, **kwargs) -> Detector:
+    *asked, calib_data = asked
+
     def resolved() -> str:  # for the models we build: .keras and darknet
         try:
             return resolve_inference_precision(*asked)
         except PrecisionError as err:
             raise ModelLoadError(f"{path}: {err}") from None
+
+    if calib_data is not None and (cfg_path is not None or backend not in (None, AUTO) or not _is_keras_file(path)):
+        logger.warning(
+            f"--calib-data {calib_data}: unused; it calibrates the int8 export that --backend auto makes of a "
+            ".keras model (export.py --int8 --calib-data exports one)"
+        )
+        calib_data = None
 
     if cfg_path is not None:
         precision = resolved()
@@ -210,6 +231,8 @@ def _load_in_precision(path, classes_path, input_shape, asked, cfg_path, backend
         return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime=backend, **kwargs)
     if backend == "keras":
         precision = resolved()
+        if calib_data is not None and _int8_here(calib_data, asked):
+            return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, calib_data=calib_data, **kwargs)
         if auto and precision == "float32" and onnx_runtime_preferred():
             return _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, **kwargs)
         detector = _keras_detector(load_model(path, precision), path, classes_path, input_shape, **kwargs)
@@ -239,6 +262,31 @@ def onnx_runtime_preferred() -> bool:
     return not tf.config.list_physical_devices("GPU")
 
 
+def _is_keras_file(path) -> bool:
+    try:
+        return infer_backend(path) == "keras"
+    except ValueError:  # not a model file: said where the backend is chosen
+        return False
+
+
+def _int8_here(calib_data, asked) -> bool:
+    """Whether a `.keras` model given calibration images runs int8 here: --precision auto (no
+    --half), ONNX Runtime preferred (a CPU) and int8 dot products on it; a warning says why not."""
+    precision, half = asked
+    if precision != "auto" or half:
+        why = "--half" if half else f"--precision {precision}"
+        logger.warning(f"--calib-data {calib_data}: unused; {why} rules out int8 (--precision auto picks it)")
+        return False
+    if not onnx_runtime_preferred() or not cpu_has_fast_int8():
+        logger.warning(
+            f"--calib-data {calib_data}: unused; int8 runs faster than float32 only on a CPU with int8 dot products "
+            "(AVX512-VNNI, AVX-VNNI or AMX-INT8), with ONNX Runtime, and this machine "
+            + ("has a GPU or no ONNX Runtime" if not onnx_runtime_preferred() else "has none")
+        )
+        return False
+    return True
+
+
 def _keras_detector(model, path, classes_path, input_shape, **kwargs) -> Detector:
     """The TensorFlow detector over a loaded Keras model of ours."""
     names = _class_names(classes_path, model.num_classes, path)
@@ -247,11 +295,14 @@ def _keras_detector(model, path, classes_path, input_shape, **kwargs) -> Detecto
     return detector
 
 
-def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime=None, **kwargs) -> Detector:
+def _load_keras_on_cpu_runtime(
+    path, threads, classes_path, input_shape, runtime=None, calib_data=None, **kwargs
+) -> Detector:
     """A `.keras` model run on its cached ONNX export (utils/interop/cache.py), exported now when
     there is none, by ONNX Runtime or OpenVINO: `runtime`, else the faster of the two here
-    (utils/interop/cpu_runtime.py). The export is export.py's fp32 ONNX of the raw heads, so the
-    Detector decodes and NMS's them with its own code, as it does the Keras model's.
+    (utils/interop/cpu_runtime.py). The export is export.py's fp32 ONNX of the raw heads (with
+    `calib_data`: its int8 one, calibrated on those images), so the Detector decodes and NMS's them
+    with its own code, as it does the Keras model's.
 
     Falls back to TensorFlow, with a logged warning saying why, when exporting fails or ONNX
     Runtime cannot open the export (a cached file that cannot be opened is made again first);
@@ -259,14 +310,22 @@ def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime
     """
     from utils.interop import cache
     from utils.interop.cpu_runtime import choose_runtime
-    from utils.interop.export import export_model
+    from utils.interop.export import ExportError, calibration_image_paths, export_model
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     hw = None if input_shape is None else tuple(int(v) for v in check_input_hw(input_shape))
     model = problem = None
-    onnx_path = cache.cached_path(path, hw)
+    options, int8 = None, {}
+    if calib_data is not None:
+        try:
+            images = calibration_image_paths(calib_data)
+        except ExportError as err:
+            raise ModelLoadError(str(err)) from None
+        options = {"precision": "int8", "calibration": cache.files_fingerprint(images)}
+        int8 = {"precision": "int8", "calib_data": calib_data}
+    onnx_path = cache.cached_path(path, hw, options)
     for _ in range(2):  # a cached file that will not open is exported again, once
         if not onnx_path.is_file():
             if model is None:
@@ -274,7 +333,7 @@ def _load_keras_on_cpu_runtime(path, threads, classes_path, input_shape, runtime
                 _class_names(classes_path, model.num_classes, path)  # wrong names: said before exporting
 
             def write(out, model=model):
-                export_model(model, "onnx", out, input_hw=hw)
+                export_model(model, "onnx", out, input_hw=hw, **int8)
 
             logger.debug(f"{path}: exporting it to ONNX for ONNX Runtime, cached as {onnx_path}")
             try:
@@ -400,6 +459,9 @@ def describe_runtime(detector: Detector) -> str:
         runtime = f"Keras ({keras.backend.backend()})" if backend == "keras" else runtime
     device = "CPU" if backend in CPU_BACKENDS or not gpus else f"GPU ({gpus})"
     said = f"{runtime} on {device}, {getattr(detector, 'precision', 'float32')}"
+    calibration = (getattr(detector, "metadata", None) or {}).get("calibration")
+    if calibration:  # an int8 export: what it was calibrated on
+        said += f" (calibrated on {calibration['images']} images of {calibration['data']})"
     choice = getattr(detector, "runtime_choice", None)
     if choice is not None and choice.onnx_ms is not None and choice.openvino_ms is not None:
         said += f" (timed here: ONNX Runtime {choice.onnx_ms:.1f} ms, OpenVINO {choice.openvino_ms:.1f} ms)"
