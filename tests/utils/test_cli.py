@@ -75,6 +75,19 @@ def test_detector_options_are_checked(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
+def test_merge_and_calibration_options_reach_the_detector():
+    """predict.py's and get_map.py's --merge-iou and --calib-data are load_detector's merge_iou and
+    calib_data (utils/inference/engine/loader.py does what they say)."""
+    from pathlib import Path
+
+    from utils.cli import detector_kwargs
+
+    kwargs = detector_kwargs(_parser().parse_args(["--weights", "w.keras", "--merge-iou", "1", "--calib-data", "voc"]))
+    assert (kwargs["merge_iou"], kwargs["calib_data"]) == (1.0, Path("voc"))
+    kwargs = detector_kwargs(_parser().parse_args(["--weights", "w.keras"]))
+    assert (kwargs["merge_iou"], kwargs["calib_data"]) == (0.5, None)
+
+
 def _raises(error):
     def main(argv):
         raise error
