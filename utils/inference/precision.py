@@ -19,8 +19,9 @@ int8 is the default path's too where the CPU has int8 dot products (VNNI: AVX512
 or AMX-INT8; `cpu_has_fast_int8`) and the user gives calibration images (`--calib-data`,
 `load_detector(calib_data=)`): a `.keras` model then runs on ONNX Runtime on its int8 export
 (ONNX Runtime's static QDQ quantisation, calibrated on those images; utils/interop/export.py),
-made once and cached (utils/interop/cache.py). Without VNNI, int8 convolutions are not faster than
-float32 there, so the calibration images go unused, with a warning.
+made once and cached (utils/interop/cache.py). Without VNNI the images go unused, with a warning:
+there ONNX Runtime's int8 kernels multiply with VPMADDUBSW, whose 16-bit sums can saturate (its
+quantisation documentation), so int8 may cost accuracy that VNNI's 32-bit dot products do not.
 
 `--half` asks for the half precision the hardware makes faster (`mixed_precision_policy`):
 float16 on a GPU, bfloat16 on AMX / AVX512-BF16 CPUs; elsewhere it warns (the

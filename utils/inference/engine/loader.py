@@ -279,8 +279,8 @@ def _int8_here(calib_data, asked) -> bool:
         return False
     if not onnx_runtime_preferred() or not cpu_has_fast_int8():
         logger.warning(
-            f"--calib-data {calib_data}: unused; int8 runs faster than float32 only on a CPU with int8 dot products "
-            "(AVX512-VNNI, AVX-VNNI or AMX-INT8), with ONNX Runtime, and this machine "
+            f"--calib-data {calib_data}: unused; int8 runs on ONNX Runtime on a CPU with int8 dot products "
+            "(AVX512-VNNI, AVX-VNNI or AMX-INT8; without them its int8 kernels can saturate), and this machine "
             + ("has a GPU or no ONNX Runtime" if not onnx_runtime_preferred() else "has none")
         )
         return False
