@@ -332,8 +332,9 @@ def add_detector_arguments(
         default=None,
         metavar="DATA",
         help="int8 calibration images, a VOCdevkit or VOC folder (its ImageSets/Main/train.txt images, at most "
-        "100): on a CPU with int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8) a .keras model then runs int8 "
-        "on ONNX Runtime, its int8 export calibrated on them (made once, cached); unused elsewhere, with a "
+        "100): on a CPU with int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8) a .keras model then runs its "
+        "int8 ONNX export, calibrated on them (made once, cached), on ONNX Runtime or OpenVINO as --backend auto "
+        "times them; unused elsewhere, with a "
         "warning (default: none, no int8)",
     )
     parser.add_argument(

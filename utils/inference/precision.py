@@ -17,9 +17,10 @@ mixed-precision policy (the heads stay float32, see nets/yolo.py).
 
 int8 is the default path's too where the CPU has int8 dot products (VNNI: AVX512-VNNI, AVX-VNNI
 or AMX-INT8; `cpu_has_fast_int8`) and the user gives calibration images (`--calib-data`,
-`load_detector(calib_data=)`): a `.keras` model then runs on ONNX Runtime on its int8 export
-(ONNX Runtime's static QDQ quantisation, calibrated on those images; utils/interop/export.py),
-made once and cached (utils/interop/cache.py). Without VNNI the images go unused, with a warning:
+`load_detector(calib_data=)`): a `.keras` model then runs its int8 export (ONNX Runtime's
+static QDQ quantisation, calibrated on those images; utils/interop/export.py), made once and
+cached (utils/interop/cache.py), on ONNX Runtime or OpenVINO, whichever the default path timed
+faster (utils/interop/cpu_runtime.py). Without VNNI the images go unused, with a warning:
 there ONNX Runtime's int8 kernels multiply with VPMADDUBSW, whose 16-bit sums can saturate (its
 quantisation documentation), so int8 may cost accuracy that VNNI's 32-bit dot products do not.
 

@@ -149,8 +149,9 @@ def load_detector(
     calib_data: calibration images for int8, a VOCdevkit or VOC folder (its ImageSets/Main/train.txt
         images, at most 100, as export.py --int8 --calib-data takes them): with precision "auto" and
         backend "auto", a `.keras` model on a CPU with int8 dot products (VNNI,
-        utils.inference.precision.cpu_has_fast_int8) runs on its int8 ONNX export, calibrated on
-        them, made once and cached; elsewhere they go unused, with a logged warning saying why.
+        utils.inference.precision.cpu_has_fast_int8) runs its int8 ONNX export, calibrated on
+        them, made once and cached, on the CPU runtime timed faster; elsewhere they go unused,
+        with a logged warning saying why.
     slice, overlap, augment: sliced inference over tiles of `slice` pixels sharing `overlap`, and
         test-time augmentation: the detector is then wrapped in a
         `utils.inference.slicing.MultiPassDetector` (its `detect` merges the passes; every other
