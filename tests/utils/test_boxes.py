@@ -11,6 +11,7 @@ from utils.boxes import (
     box_iou,
     box_iou_aligned,
     box_iou_batched_ops,
+    box_iou_pairs_ops,
     clip_boxes,
     convert_format,
     shape_iou,
@@ -89,7 +90,7 @@ def test_shape_iou_ops_matches_numpy_with_batch_axes():
     np.testing.assert_allclose(got, shape_iou(wh.reshape(-1, 2), anchors).reshape(2, 5, 6), rtol=1e-5)
 
 
-def test_box_iou_batched_ops_matches_box_iou_per_batch_item():
+def test_the_batched_ious_match_box_iou_per_batch_item():
     rng = np.random.default_rng(1)
     centre = rng.uniform(0, 60, (2, 7, 2))
     boxes = np.concatenate([centre, rng.uniform(1, 40, (2, 7, 2))], axis=-1)  # center_xywh
@@ -98,6 +99,9 @@ def test_box_iou_batched_ops_matches_box_iou_per_batch_item():
     for b in range(2):
         xyxy = convert_format(boxes[b], "center_xywh", "xyxy")
         np.testing.assert_allclose(got[b], box_iou(xyxy[:4], xyxy[4:]), rtol=1e-5, atol=1e-6)
+        pairs = box_iou_pairs_ops(tf.constant(convert_format(boxes, "center_xywh", "xyxy"), tf.float32)[:, :4],
+                                  tf.constant(convert_format(boxes, "center_xywh", "xyxy"), tf.float32)[:, 4:])
+        np.testing.assert_allclose(pairs.numpy()[b], box_iou(xyxy[:4], xyxy[4:]), rtol=1e-5, atol=1e-6)
 
 
 def test_ciou_identical_boxes_is_one():

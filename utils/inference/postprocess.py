@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 
 from nets.decode import decode_head
-from utils.boxes import convert_format
+from utils.boxes import box_iou_pairs_ops, convert_format
 
 
 def decode_outputs(
@@ -117,7 +117,7 @@ def merge_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
     kept_boxes, boxes, scores = (ops.cast(t, "float32") for t in (kept_boxes, boxes, scores))
     one_hot = ops.one_hot(ops.cast(kept_classes, "int32"), ops.shape(scores)[-1], dtype="float32")  # (N, K, C)
     class_scores = ops.matmul(one_hot, ops.transpose(scores, (0, 2, 1)))  # (N, K, B)
-    iou = _pairwise_iou(kept_boxes, boxes)  # (N, K, B)
+    iou = box_iou_pairs_ops(kept_boxes, boxes)  # (N, K, B)
     weights = ops.where(iou > ops.cast(iou_threshold, "float32"), iou * class_scores, 0.0)
     total = ops.sum(weights, axis=-1, keepdims=True)
     merged = ops.matmul(weights, boxes) / ops.maximum(total, 1e-12)
@@ -141,18 +141,6 @@ def with_merged_boxes(detections: tuple, boxes, scores, merge_iou: float, static
         head = merge_boxes(kept_boxes[:, :most], kept_classes[:, :most], boxes, scores, merge_iou)
         merged = ops.concatenate([head, ops.cast(kept_boxes[:, most:], "float32")], axis=1)
     return merged, kept_scores, kept_classes, valid
-
-
-def _pairwise_iou(boxes1, boxes2):
-    """(N, P, T) IoU of pixel xyxy boxes (N, P, 4) and (N, T, 4); 0 where the union is empty.
-    Coordinate by coordinate: three times faster on a CPU than on stacked (x, y) pairs."""
-    ax1, ay1, ax2, ay2 = (boxes1[..., i][:, :, None] for i in range(4))
-    bx1, by1, bx2, by2 = (boxes2[..., i][:, None, :] for i in range(4))
-    inter = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0) * ops.maximum(
-        ops.minimum(ay2, by2) - ops.maximum(ay1, by1), 0.0
-    )
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return inter / ops.maximum(union, 1e-12)
 
 
 def non_max_suppression_best_first(

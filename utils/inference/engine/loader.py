@@ -278,11 +278,12 @@ def _int8_here(calib_data, asked) -> bool:
         why = "--half" if half else f"--precision {precision}"
         logger.warning(f"--calib-data {calib_data}: unused; {why} rules out int8 (--precision auto picks it)")
         return False
-    if not onnx_runtime_preferred() or not cpu_has_fast_int8():
+    cpu_runtime = onnx_runtime_preferred()
+    if not cpu_runtime or not cpu_has_fast_int8():
         logger.warning(
             f"--calib-data {calib_data}: unused; int8 runs on ONNX Runtime on a CPU with int8 dot products "
             "(AVX512-VNNI, AVX-VNNI or AMX-INT8; without them its int8 kernels can saturate), and this machine "
-            + ("has a GPU or no ONNX Runtime" if not onnx_runtime_preferred() else "has none")
+            + ("has none" if cpu_runtime else "has a GPU or no ONNX Runtime")
         )
         return False
     return True
